@@ -1,0 +1,230 @@
+"""Typed exceptions of hf_lottery_verify.
+
+Every exception subclasses :class:`HfLotteryError` *and* a built-in exception, so a
+generic ``except ValueError`` (or ``OSError``, ``KeyError``) still catches it. Each one
+carries the fields a caller needs to react (``path``, ``param_name``, ``expected``, ...)
+and a message that says what to do next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+__all__ = [
+    "HfLotteryError",
+    # checkpoints
+    "CheckpointError",
+    "CorruptCheckpointError",
+    "PickleRefusedError",
+    "MissingWeightsError",
+    "UnexpectedWeightsError",
+    "ShapeMismatchError",
+    "MaskInconsistencyError",
+    # architectures
+    "UnknownArchitectureError",
+    "UnsupportedArchitectureError",
+    # masks and pruning
+    "MaskError",
+    "DensityError",
+    # registries
+    "UnknownNameError",
+    # signatures and keys
+    "SignatureError",
+    "SignatureTooLargeError",
+    "KeyMismatchError",
+    "KeyFileError",
+    # training and data
+    "DatasetError",
+    "TrainingError",
+    "HubError",
+]
+
+
+class HfLotteryError(Exception):
+    """Base class of every error raised on purpose by hf_lottery_verify."""
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+class CheckpointError(HfLotteryError, ValueError):
+    """A checkpoint (file, folder or state dict) cannot be loaded as asked.
+
+    Args:
+        message: What went wrong and what to do about it.
+        path: The file or folder involved, when there is one.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A safetensors file is truncated, has a malformed header or unreadable tensors."""
+
+
+class PickleRefusedError(CheckpointError):
+    """Only pickle-based weights (``pytorch_model.bin``, ``*.pt``, ...) were found.
+
+    Unpickling runs arbitrary code chosen by whoever wrote the file, so this library
+    never does it: convert the checkpoint to safetensors in a trusted environment.
+    """
+
+
+class MissingWeightsError(CheckpointError, KeyError):
+    """The checkpoint lacks parameters the architecture needs."""
+
+    def __init__(self, missing: Sequence[str], *, path: str | None = None, arch: str | None = None) -> None:
+        self.missing = list(missing)
+        self.arch = arch
+        shown = ", ".join(self.missing[:8]) + (" ..." if len(self.missing) > 8 else "")
+        where = f" for architecture '{arch}'" if arch else ""
+        super().__init__(
+            f"{len(self.missing)} parameter(s) missing from the checkpoint{where}: {shown}. "
+            "Check that the checkpoint matches the architecture (pass arch=... explicitly) "
+            "and that it is not a partial or sharded save.",
+            path=path,
+        )
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return str(self.args[0])
+
+
+class UnexpectedWeightsError(CheckpointError):
+    """The checkpoint holds tensors the architecture does not have."""
+
+    def __init__(self, unexpected: Sequence[str], *, path: str | None = None, arch: str | None = None) -> None:
+        self.unexpected = list(unexpected)
+        self.arch = arch
+        shown = ", ".join(self.unexpected[:8]) + (" ..." if len(self.unexpected) > 8 else "")
+        super().__init__(
+            f"{len(self.unexpected)} tensor(s) in the checkpoint do not belong to architecture "
+            f"'{arch}': {shown}. The checkpoint was probably saved from another architecture; "
+            "pass the right arch=... .",
+            path=path,
+        )
+
+
+class ShapeMismatchError(CheckpointError):
+    """A tensor's shape differs from the one the architecture (or mask) expects."""
+
+    def __init__(
+        self,
+        param_name: str,
+        *,
+        expected: Sequence[int],
+        got: Sequence[int],
+        path: str | None = None,
+    ) -> None:
+        self.param_name = param_name
+        self.expected = tuple(expected)
+        self.got = tuple(got)
+        super().__init__(
+            f"Shape mismatch for '{param_name}': the architecture expects {self.expected}, "
+            f"the checkpoint has {self.got}. The checkpoint belongs to another architecture or "
+            "another number of labels/input channels; pass matching arch, num_labels and in_chans.",
+            path=path,
+        )
+
+
+class MaskInconsistencyError(CheckpointError):
+    """Stored masks and stored weights disagree (weights are non-zero where the mask prunes)."""
+
+
+# --------------------------------------------------------------------------- architectures
+
+
+class UnknownArchitectureError(HfLotteryError, ValueError):
+    """The architecture name is not registered with timm."""
+
+    def __init__(self, arch: str, *, suggestions: Iterable[str] = ()) -> None:
+        self.arch = arch
+        self.suggestions = list(suggestions)
+        hint = f" Did you mean: {', '.join(self.suggestions)}?" if self.suggestions else ""
+        super().__init__(
+            f"Unknown architecture '{arch}'.{hint} Use a timm ResNet name (e.g. 'resnet18', "
+            "'resnet50') or one of this library's CIFAR variants ('cifar_resnet8', 'cifar_resnet20', "
+            "'cifar_resnet18', 'cifar_resnet50'); `timm.list_models('*resnet*')` lists them all."
+        )
+
+
+class UnsupportedArchitectureError(HfLotteryError, ValueError):
+    """The architecture exists in timm but is not a ResNet this library can wrap."""
+
+    def __init__(self, arch: str, *, model_class: str) -> None:
+        self.arch = arch
+        self.model_class = model_class
+        super().__init__(
+            f"Architecture '{arch}' builds a timm {model_class}, not a ResNet. hf_lottery_verify "
+            "wraps timm ResNets only (resnet*, resnet*d, wide_resnet*, cifar_resnet*)."
+        )
+
+
+# --------------------------------------------------------------------------- masks
+
+
+class MaskError(HfLotteryError, ValueError):
+    """A mask dict does not fit the model (unknown name, wrong shape or dtype)."""
+
+    def __init__(self, message: str, *, param_name: str | None = None) -> None:
+        super().__init__(message)
+        self.param_name = param_name
+
+
+class DensityError(MaskError):
+    """A requested density or pruning fraction cannot be reached."""
+
+
+# --------------------------------------------------------------------------- registries
+
+
+class UnknownNameError(HfLotteryError, KeyError):
+    """A name was looked up in a registry (scorers, datasets, ...) that does not hold it."""
+
+    def __init__(self, kind: str, name: str, *, available: Iterable[str]) -> None:
+        self.kind = kind
+        self.name = name
+        self.available = sorted(available)
+        super().__init__(f"Unknown {kind} '{name}'. Available: {', '.join(self.available)}.")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+# --------------------------------------------------------------------------- signatures
+
+
+class SignatureError(HfLotteryError, ValueError):
+    """Base class for signature embedding and extraction problems."""
+
+
+class SignatureTooLargeError(SignatureError):
+    """The signature does not fit any candidate layer of the model."""
+
+    def __init__(self, message: str, *, max_chars: int | None = None) -> None:
+        super().__init__(message)
+        self.max_chars = max_chars
+
+
+class KeyMismatchError(SignatureError):
+    """An ownership key does not fit the model (wrong architecture, missing layer, ...)."""
+
+
+class KeyFileError(HfLotteryError, OSError):
+    """An ownership key file is missing, unreadable, of an unknown version or misplaced."""
+
+
+# --------------------------------------------------------------------------- training, data, hub
+
+
+class DatasetError(HfLotteryError, ValueError):
+    """A dataset cannot be found or loaded."""
+
+
+class TrainingError(HfLotteryError, RuntimeError):
+    """Training cannot proceed (diverged, inconsistent resume state, ...)."""
+
+
+class HubError(HfLotteryError, OSError):
+    """A Hub operation failed (network, missing repo or revision, refused upload)."""

@@ -1,0 +1,252 @@
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+import hf_lottery_verify as hlv
+from hf_lottery_verify.storage import (
+    METADATA_KEY,
+    canonicalize_state_dict,
+    find_weight_files,
+    read_checkpoint,
+    read_header_metadata,
+)
+
+from .helpers import make_model
+
+
+def _same_weights(a: hlv.SparseResNetForImageClassification, b: hlv.SparseResNetForImageClassification) -> bool:
+    sa, sb = a.timm_model.state_dict(), b.timm_model.state_dict()
+    return sa.keys() == sb.keys() and all(
+        torch.equal(sa[k], sb[k]) and sa[k].dtype == sb[k].dtype for k in sa
+    )
+
+
+def _same_masks(a, b) -> bool:
+    return a.masks.keys() == b.masks.keys() and all(torch.equal(a.masks[k], b.masks[k]) for k in a.masks)
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_round_trip_is_bit_exact(tmp_path: Path, tiny_model, compact: bool) -> None:
+    # give BN buffers non-trivial values so they are checked too
+    tiny_model.train()(torch.randn(4, 3, 32, 32))
+    tiny_model.save_pretrained(tmp_path, compact=compact)
+    back = hlv.load_model(tmp_path)
+    assert _same_weights(tiny_model, back)
+    assert _same_masks(tiny_model, back)
+    assert back.config.arch == "cifar_resnet8" and back.config.density == pytest.approx(0.2, abs=1e-4)
+    meta = read_header_metadata(tmp_path / "model.safetensors")
+    assert meta["layout"] == ("compact" if compact else "dense")
+    assert meta["masks"]["layer1.0.conv1.weight"]["shape"] == [16, 16, 3, 3]
+
+
+def test_dense_layout_is_plain_timm_loadable(tmp_path: Path, tiny_model) -> None:
+    tiny_model.save_pretrained(tmp_path)
+    with safe_open(tmp_path / "model.safetensors", framework="pt") as f:
+        keys = set(f.keys())
+        meta = f.metadata()
+        mask = f.get_tensor("masks.layer1.0.conv1.weight")
+    assert meta["format"] == "pt" and json.loads(meta[METADATA_KEY])["bit_order"] == "big"
+    assert mask.dtype == torch.uint8 and mask.numel() == (16 * 16 * 9 + 7) // 8
+    weights = {k: v for k, v in ((k, None) for k in keys) if not k.startswith("masks.")}
+    plain = timm.create_model("cifar_resnet8")
+    assert set(plain.state_dict()) == set(weights)
+
+
+def test_compact_layout_is_small_for_extreme_tickets(tmp_path: Path) -> None:
+    model = make_model("cifar_resnet20", density=0.02)
+    model.save_pretrained(tmp_path / "dense")
+    model.save_pretrained(tmp_path / "compact", compact=True)
+    dense = (tmp_path / "dense" / "model.safetensors").stat().st_size
+    compact = (tmp_path / "compact" / "model.safetensors").stat().st_size
+    assert compact < dense / 10
+    assert _same_weights(model, hlv.load_model(tmp_path / "compact"))
+
+
+def test_automodel_loads_saved_folder(tmp_path: Path, tiny_model) -> None:
+    from transformers import AutoConfig, AutoModelForImageClassification
+
+    tiny_model.save_pretrained(tmp_path)
+    assert AutoConfig.from_pretrained(tmp_path).model_type == "sparse_resnet"
+    auto = AutoModelForImageClassification.from_pretrained(tmp_path)
+    assert isinstance(auto, hlv.SparseResNetForImageClassification)
+    assert _same_weights(tiny_model, auto) and _same_masks(tiny_model, auto)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(tiny_model.eval()(x).logits, auto(x).logits)
+
+
+def test_loads_plain_timm_folder_and_derives_masks(tmp_path: Path, tiny_model) -> None:
+    timm.models.save_for_hf(tiny_model.timm_model, tmp_path, safe_serialization=True)
+    assert not (tmp_path / "pytorch_model.bin").exists()
+    back = hlv.load_model(tmp_path)
+    assert back.config.arch == "cifar_resnet8" and back.config.num_labels == 10
+    assert _same_weights(tiny_model, back)
+    assert _same_masks(tiny_model, back)  # masks recovered from the non-zero weights
+
+
+def test_loads_timm_wrapper_checkpoint(tmp_path: Path, tiny_model) -> None:
+    from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
+
+    wrapper = TimmWrapperForImageClassification(TimmWrapperConfig(architecture="cifar_resnet8", num_labels=10))
+    wrapper.timm_model.load_state_dict(tiny_model.timm_model.state_dict())
+    wrapper.save_pretrained(tmp_path)
+    with safe_open(tmp_path / "model.safetensors", framework="pt") as f:
+        assert all(k.startswith("timm_model.") for k in f.keys())
+    # the timm 1.0.31 trap: num_classes duplicated into model_args
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["model_args"] = {"num_classes": 10}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    back = hlv.load_model(tmp_path)
+    assert _same_weights(tiny_model, back) and _same_masks(tiny_model, back)
+
+
+def test_loads_state_dicts_with_foreign_prefixes(tiny_model) -> None:
+    sd = {f"module._orig_mod.{k}": v for k, v in tiny_model.timm_model.state_dict().items()}
+    back = hlv.load_model(sd, arch="cifar_resnet8")
+    assert _same_weights(tiny_model, back)
+    assert canonicalize_state_dict({"timm_model.fc.bias": torch.zeros(1)}).keys() == {"fc.bias"}
+
+
+def test_single_file_with_our_metadata_needs_no_arch(tmp_path: Path, tiny_model) -> None:
+    tiny_model.save_pretrained(tmp_path)
+    (tmp_path / "config.json").unlink()
+    back = hlv.load_model(tmp_path / "model.safetensors")
+    assert _same_weights(tiny_model, back)
+
+
+# ----------------------------------------------------------------------------- error paths
+
+
+def test_truncated_file_raises_typed_error(tmp_path: Path, tiny_model) -> None:
+    tiny_model.save_pretrained(tmp_path)
+    f = tmp_path / "model.safetensors"
+    data = f.read_bytes()
+    for cut in (len(data) - 100, 100, 4, 0):
+        f.write_bytes(data[:cut])
+        with pytest.raises(hlv.CorruptCheckpointError, match="truncated or corrupt"):
+            hlv.load_model(tmp_path)
+
+
+def test_flipped_bytes_fail_the_checksum(tmp_path: Path, tiny_model) -> None:
+    tiny_model.save_pretrained(tmp_path)
+    f = tmp_path / "model.safetensors"
+    data = bytearray(f.read_bytes())
+    data[-50] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(hlv.CorruptCheckpointError, match="Checksum mismatch"):
+        hlv.load_model(tmp_path)
+
+
+def test_malformed_header_metadata(tmp_path: Path, tiny_model) -> None:
+    sd = tiny_model.timm_model.state_dict()
+    save_file({k: v.contiguous() for k, v in sd.items()}, tmp_path / "model.safetensors",
+              metadata={"format": "pt", METADATA_KEY: "{not json"})
+    with pytest.raises(hlv.CorruptCheckpointError, match="Malformed"):
+        read_checkpoint(tmp_path)
+    save_file({k: v.contiguous() for k, v in sd.items()}, tmp_path / "model.safetensors",
+              metadata={"format": "pt", METADATA_KEY: json.dumps({"format_version": 99, "layout": "dense"})})
+    with pytest.raises(hlv.CheckpointError, match="Upgrade"):
+        read_checkpoint(tmp_path)
+
+
+def test_pickle_only_folder_is_refused_without_unpickling(tmp_path: Path, monkeypatch) -> None:
+    class Boom:
+        def __reduce__(self):
+            return (pytest.fail, ("the checkpoint was unpickled",))
+
+    (tmp_path / "pytorch_model.bin").write_bytes(pickle.dumps(Boom()))
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "cifar_resnet8"}))
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load called"))
+    with pytest.raises(hlv.PickleRefusedError, match="never unpickles"):
+        hlv.load_model(tmp_path)
+    with pytest.raises(hlv.PickleRefusedError):
+        hlv.load_model(tmp_path / "pytorch_model.bin")
+    from transformers import AutoModelForImageClassification
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "sparse_resnet", "arch": "cifar_resnet8"}))
+    with pytest.raises(hlv.PickleRefusedError):
+        AutoModelForImageClassification.from_pretrained(tmp_path)
+
+
+def test_shape_mismatch(tiny_model) -> None:
+    sd = dict(tiny_model.timm_model.state_dict())
+    sd["layer2.0.conv1.weight"] = torch.zeros(32, 16, 1, 1)
+    with pytest.raises(hlv.ShapeMismatchError) as info:
+        hlv.load_model(sd, arch="cifar_resnet8")
+    assert info.value.param_name == "layer2.0.conv1.weight" and info.value.got == (32, 16, 1, 1)
+
+
+def test_wrong_architecture_missing_and_unexpected(tiny_model) -> None:
+    sd = tiny_model.timm_model.state_dict()
+    with pytest.raises(hlv.MissingWeightsError, match="layer1.1"):
+        hlv.load_model(sd, arch="cifar_resnet20")
+    big = make_model("cifar_resnet20").timm_model.state_dict()
+    with pytest.raises(hlv.UnexpectedWeightsError, match="another architecture"):
+        hlv.load_model(big, arch="cifar_resnet8")
+    partial = {k: v for k, v in sd.items() if k != "fc.bias"}
+    with pytest.raises(hlv.MissingWeightsError) as info:
+        hlv.load_model(partial, arch="cifar_resnet8")
+    assert info.value.missing == ["fc.bias"]
+
+
+def test_unknown_architecture_and_missing_arch(tiny_model) -> None:
+    sd = tiny_model.timm_model.state_dict()
+    with pytest.raises(hlv.UnknownArchitectureError):
+        hlv.load_model(sd, arch="resnet_nonexistent")
+    with pytest.raises(hlv.CheckpointError, match="pass arch="):
+        hlv.load_model(sd)
+
+
+def test_non_finite_weights_are_refused(tiny_model) -> None:
+    sd = dict(tiny_model.timm_model.state_dict())
+    sd["fc.weight"] = sd["fc.weight"].clone()
+    sd["fc.weight"][0, 0] = float("nan")
+    with pytest.raises(hlv.CheckpointError, match="NaN"):
+        hlv.load_model(sd, arch="cifar_resnet8")
+
+
+def test_stored_masks_that_disagree_with_weights(tmp_path: Path, tiny_model) -> None:
+    from hf_lottery_verify.storage import write_checkpoint
+
+    sd = dict(tiny_model.timm_model.state_dict())
+    masks = tiny_model.masks
+    sd["layer1.0.conv1.weight"] = torch.ones_like(sd["layer1.0.conv1.weight"])
+    write_checkpoint(tmp_path / "model.safetensors", sd, masks=masks, metadata={"arch": "cifar_resnet8"})
+    with pytest.raises(hlv.MaskInconsistencyError, match="masks='weights'"):
+        hlv.load_model(tmp_path)
+    derived = hlv.load_model(tmp_path, masks="weights")
+    assert bool(derived.masks["layer1.0.conv1.weight"].all())
+
+
+def test_missing_path_and_empty_folder(tmp_path: Path) -> None:
+    with pytest.raises(hlv.CheckpointError, match="No weights"):
+        find_weight_files(tmp_path)
+    with pytest.raises(hlv.CheckpointError, match="No such file"):
+        hlv.load_model(tmp_path / "nope" / "deeper")
+
+
+def test_interrupted_save_leaves_previous_file_intact(tmp_path: Path, tiny_model, monkeypatch) -> None:
+    tiny_model.save_pretrained(tmp_path)
+    before = (tmp_path / "model.safetensors").read_bytes()
+    import hf_lottery_verify.storage as storage
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(storage, "save_file", crash)
+    with pytest.raises(KeyboardInterrupt):
+        tiny_model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_save_refuses_pickle(tmp_path: Path, tiny_model) -> None:
+    with pytest.raises(ValueError, match="only writes safetensors"):
+        tiny_model.save_pretrained(tmp_path, safe_serialization=False)
