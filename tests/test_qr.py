@@ -14,6 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hf_lottery_verify import qr
+from hf_lottery_verify.qr.bitstream import _parse_bitstream, _ParseError
+from hf_lottery_verify.qr.decode import _block_layout
+from hf_lottery_verify.qr.layout import _mask_vector, _placement_order
 
 VERSIONS = range(1, 11)
 MASKS = range(8)
@@ -51,8 +54,8 @@ def _random_text(rng: np.random.Generator, max_bytes: int, kind: str) -> str:
 
 def _flip_codeword_bits(symbol: qr.QRSymbol, block: int, n_codewords: int) -> np.ndarray:
     """Module mask flipping one bit in each of the first `n_codewords` codewords of an RS block."""
-    layout = qr._block_layout(symbol.version, symbol.ecc)
-    order = qr._placement_order(symbol.version)
+    layout = _block_layout(symbol.version, symbol.ecc)
+    order = _placement_order(symbol.version)
     vec = np.zeros(symbol.num_data_modules, dtype=bool)
     for cw in layout[block].stream_index[:n_codewords]:
         vec[order[8 * int(cw) + 3]] = True  # bit 3 of that codeword
@@ -63,7 +66,7 @@ def _flip_codeword_bits(symbol: qr.QRSymbol, block: int, n_codewords: int) -> np
 
 def _data_bits_from_codewords(version: int, ecc: str, mask: int, data: bytes) -> np.ndarray:
     """Independent symbol builder: RS-encode data codewords, interleave, place and mask them."""
-    layout = qr._block_layout(version, ecc)
+    layout = _block_layout(version, ecc)
     stream = np.zeros(sum(b.stream_index.size for b in layout), dtype=np.uint8)
     offset = 0
     for block in layout:
@@ -72,8 +75,8 @@ def _data_bits_from_codewords(version: int, ecc: str, mask: int, data: bytes) ->
         codeword = reedsolo.RSCodec(block.ec_count).encode(message)
         stream[block.stream_index] = np.frombuffer(bytes(codeword), dtype=np.uint8)
     vec = np.zeros(qr.num_data_modules(version), dtype=bool)
-    vec[qr._placement_order(version)[: 8 * stream.size]] = np.unpackbits(stream).astype(bool)
-    return vec ^ qr._mask_vector(version, mask)
+    vec[_placement_order(version)[: 8 * stream.size]] = np.unpackbits(stream).astype(bool)
+    return vec ^ _mask_vector(version, mask)
 
 
 # ------------------------------------------------------------------------------------------
@@ -461,7 +464,7 @@ def test_noise_is_rejected_without_exception(version: int, ecc: str) -> None:
 @pytest.mark.parametrize(("version", "ecc", "mask"), [(2, "M", 0), (5, "Q", 3), (8, "H", 6)])
 def test_independent_builder_matches_qrcode(version: int, ecc: str, mask: int) -> None:
     symbol = qr.encode("interleaving check", version=version, ecc=ecc, mask_pattern=mask)
-    n_data_codewords = sum(b.data_count for b in qr._block_layout(version, ecc))
+    n_data_codewords = sum(b.data_count for b in _block_layout(version, ecc))
     payload = bytearray()  # byte mode, 8-bit count (v < 10), terminator, pad
     bits = "0100" + format(18, "08b") + "".join(format(c, "08b") for c in b"interleaving check") + "0000"
     payload += bytes(int(bits[i : i + 8], 2) for i in range(0, len(bits), 8))
@@ -503,14 +506,14 @@ def _bitstream(fields: list[tuple[int, int]], n_bytes: int) -> bytes:
 def test_parse_kanji_and_eci() -> None:
     # Kanji example from ISO/IEC 18004: "点茗" -> 0x0D9F, 0x1AAA.
     kanji = _bitstream([(0b1000, 4), (2, 8), (0x0D9F, 13), (0x1AAA, 13)], 9)
-    assert qr._parse_bitstream(kanji, 1) == "点茗"
+    assert _parse_bitstream(kanji, 1) == "点茗"
     # ECI 26 (UTF-8) followed by a byte segment.
     payload = "é✓".encode()
     fields = [(0b0111, 4), (26, 8), (0b0100, 4), (len(payload), 8)] + [(b, 8) for b in payload]
-    assert qr._parse_bitstream(_bitstream(fields, 16), 1) == "é✓"
+    assert _parse_bitstream(_bitstream(fields, 16), 1) == "é✓"
     # ECI 3 (Latin-1).
     fields = [(0b0111, 4), (3, 8), (0b0100, 4), (1, 8), (0xE9, 8)]
-    assert qr._parse_bitstream(_bitstream(fields, 9), 1) == "é"
+    assert _parse_bitstream(_bitstream(fields, 9), 1) == "é"
 
 
 @pytest.mark.parametrize(
@@ -523,8 +526,8 @@ def test_parse_kanji_and_eci() -> None:
     ],
 )
 def test_parse_rejects_invalid(payload: bytes) -> None:
-    with pytest.raises(qr._ParseError):
-        qr._parse_bitstream(payload, 1)
+    with pytest.raises(_ParseError):
+        _parse_bitstream(payload, 1)
 
 
 # ------------------------------------------------------------------------------------------
