@@ -20,3 +20,16 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 def tiny_model() -> hlv.SparseResNetForImageClassification:
     """cifar_resnet8 pruned to 20% density."""
     return make_model(density=0.2)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Accelerate keeps process-wide state; reset it so each test picks its own precision."""
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    _ = PartialState

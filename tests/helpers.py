@@ -16,3 +16,43 @@ def make_model(arch: str = "cifar_resnet8", *, num_labels: int = 10, in_chans: i
     if density is not None:
         model.prune_(density=density)
     return model
+
+
+def tiny_data(*, train_size: int = 512, test_size: int = 100, num_classes: int = 4, seed: int = 0):
+    """A synthetic 8×8 dataset that cifar_resnet8 learns in a few CPU-seconds."""
+    from hf_lottery_verify.data import make_synthetic
+
+    return make_synthetic(num_classes=num_classes, train_size=train_size, test_size=test_size, image_size=8,
+                          noise=0.3, seed=seed)
+
+
+def tiny_train_config(**overrides):
+    """A short one-cycle recipe for tiny CPU runs."""
+    from hf_lottery_verify.training import TrainConfig
+
+    base = dict(epochs=3, batch_size=32, lr=0.1, schedule="onecycle", pad=1, eval_batch_size=64)
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_cpu_processes(fn, args=(), num_processes: int = 2) -> None:
+    """Like accelerate.debug_launcher, on a free port (parallel test workers must not collide)."""
+    from accelerate.utils import PrepareForLaunch, patch_environment
+    from torch.multiprocessing import start_processes
+    import tempfile
+
+    with tempfile.NamedTemporaryFile() as rdv, patch_environment(
+        world_size=num_processes, master_addr="127.0.0.1", master_port=str(free_port()),
+        accelerate_mixed_precision="no", accelerate_debug_rdv_file=rdv.name, accelerate_use_cpu="yes",
+        gloo_socket_ifname="lo",
+    ):
+        # spawn, not fork: forking a process whose OpenMP threads are running can deadlock
+        start_processes(PrepareForLaunch(fn, debug=True), args=args, nprocs=num_processes, start_method="spawn")

@@ -1,0 +1,387 @@
+"""Finding extreme tickets: iterative magnitude pruning (IMP) with late rewinding.
+
+Section 4.1 of the paper: train the dense network, keep the weights of an early epoch
+``k`` (late rewinding), then repeat rounds of *train → global magnitude prune → rewind
+to W_k*. A round whose accuracy falls more than ``ε`` below the dense accuracy is
+reverted and the search continues with the next smaller pruning ratio of the schedule
+``[0.2, 0.1, 0.05, 0.01]``; once even 1% more pruning fails, the last accepted mask is the
+*extreme ticket*.
+
+The run is resumable at round granularity: everything a round needs is in ``out_dir``
+(``state.json``, the accepted masks and weights, the rewind weights), each file is
+written atomically, and re-running the same call after an interruption continues from
+the last finished round and ends with the same ticket as an uninterrupted run (data
+order and augmentation depend only on the seed, the round and the epoch).
+
+Output folder::
+
+    out_dir/
+      ticket/            the extreme ticket: SparseResNetForImageClassification folder
+      rewind/            W_k (dense), loadable with load_model()
+      dense/             the trained dense model
+      rounds.json        one entry per round: density, accuracy, gap, accepted, seconds
+      state.json         resume state (settings hash, phase, current round)
+      work/              accepted masks/weights between rounds
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .configuration_sparse_resnet import SparseResNetConfig
+from .data import DatasetPair, derive_seed
+from .errors import TrainingError
+from .masks import MaskDict, count_kept, count_total, magnitude_prune
+from .modeling_sparse_resnet import SparseResNetForImageClassification, load_model
+from .storage import read_checkpoint, write_checkpoint
+from .training import TrainConfig, Trainer, make_accelerator
+
+__all__ = ["IMPConfig", "IMPResult", "RoundRecord", "find_extreme_ticket"]
+
+logger = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class IMPConfig:
+    """Settings of an extreme-ticket search.
+
+    Attributes:
+        train: Training recipe of every round (the dense run uses it too).
+        rewind_epoch: Epoch ``k`` whose weights every round rewinds to (paper: 3).
+        ratios: Pruning ratios tried in order; a failing round moves to the next one.
+        epsilon: Allowed accuracy gap to the dense model, in percentage points.
+        max_rounds: Stop after this many pruning rounds (reverted ones included);
+            ``None`` runs until the schedule is exhausted. Not part of the settings hash,
+            so a finished short run can be extended.
+        scope: ``global`` (paper) or ``layer`` magnitude pruning.
+        include_stem: Prune the stem convolution too.
+        include_classifier: Prune the classifier too.
+        init_seed: Seed of the dense weights' initialisation.
+    """
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    rewind_epoch: int = 3
+    ratios: tuple[float, ...] = (0.2, 0.1, 0.05, 0.01)
+    epsilon: float = 1.0
+    max_rounds: int | None = None
+    scope: str = "global"
+    include_stem: bool = False
+    include_classifier: bool = False
+    init_seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ratios", tuple(float(r) for r in self.ratios))
+        if not self.ratios or any(not 0 < r < 1 for r in self.ratios):
+            raise ValueError(f"ratios must be fractions in (0, 1), got {self.ratios}.")
+        if not 0 <= self.rewind_epoch < self.train.epochs:
+            raise ValueError(f"rewind_epoch must lie in [0, epochs={self.train.epochs}), got {self.rewind_epoch}.")
+
+    def settings_hash(self) -> str:
+        """SHA-256 of the canonical JSON of every setting that changes the result."""
+        d = asdict(self)
+        d.pop("max_rounds")
+        for k in ("compile", "compile_mode", "eval_batch_size"):
+            d["train"].pop(k)
+        d["state_version"] = STATE_VERSION
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class RoundRecord:
+    """One IMP round, as written to ``rounds.json``."""
+
+    round: int
+    ratio: float
+    density: float
+    accuracy: float
+    gap: float
+    accepted: bool
+    seconds: float
+    kind: str = "prune"
+    test_count: int = 0
+
+
+@dataclass
+class IMPResult:
+    """Outcome of :func:`find_extreme_ticket`."""
+
+    ticket_dir: Path
+    rewind_dir: Path
+    dense_accuracy: float
+    ticket_accuracy: float
+    ticket_density: float
+    rounds: list[RoundRecord]
+    seconds: float
+    finished: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ticket_dir"], d["rewind_dir"] = str(self.ticket_dir), str(self.rewind_dir)
+        return d
+
+
+# --------------------------------------------------------------------------- small file helpers
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _save_state_dict(path: Path, model: SparseResNetForImageClassification, masks: MaskDict | None) -> None:
+    write_checkpoint(path, model.timm_model.state_dict(), masks=masks, metadata={"arch": model.config.arch})
+
+
+def _load_into(model: SparseResNetForImageClassification, path: Path) -> MaskDict | None:
+    contents = read_checkpoint(path)
+    model.timm_model.load_state_dict(contents.state_dict, strict=True)
+    return contents.masks
+
+
+# --------------------------------------------------------------------------- the search
+
+
+class _IMPRun:
+    """The stateful IMP run (one per call of :func:`find_extreme_ticket`)."""
+
+    def __init__(self, model: SparseResNetForImageClassification, data: DatasetPair, config: IMPConfig,
+                 out_dir: Path, accelerator: Any, progress: bool) -> None:
+        self.model = model
+        self.data = data
+        self.config = config
+        self.out = out_dir
+        self.work = out_dir / "work"
+        self.acc = accelerator
+        self.progress = progress and accelerator.is_main_process
+        self.state_path = out_dir / "state.json"
+        self.rounds: list[RoundRecord] = []
+        self.state: dict[str, Any] = {}
+
+    # -------------------------------------------------------------- state
+
+    def _load_or_init_state(self) -> None:
+        h = self.config.settings_hash()
+        if self.state_path.is_file():
+            self.state = json.loads(self.state_path.read_text())
+            if self.state.get("settings_hash") != h:
+                raise TrainingError(
+                    f"{self.out} holds an IMP run with different settings (or another architecture/dataset). "
+                    "Use a new output folder, or delete this one to start over."
+                )
+            self.rounds = [RoundRecord(**r) for r in json.loads((self.out / "rounds.json").read_text())]
+            logger.info("Resuming IMP in %s at phase %s, round %d.", self.out, self.state["phase"],
+                        self.state.get("round", 0))
+        else:
+            self.state = {"settings_hash": h, "phase": "dense", "round": 0, "ratio_index": 0,
+                          "arch": self.model.config.arch, "dataset": self.data.train.name,
+                          "started": time.time(), "elapsed": 0.0}
+            if self.acc.is_main_process:
+                # the dense run restarts from exactly these weights if it is interrupted
+                _save_state_dict(self.work / "init.safetensors", self.model, None)
+            self._commit()
+
+    def _commit(self) -> None:
+        if not self.acc.is_main_process:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        _write_json(self.out / "rounds.json", [asdict(r) for r in self.rounds])
+        _write_json(self.state_path, self.state)
+
+    def _barrier(self) -> None:
+        self.acc.wait_for_everyone()
+
+    # -------------------------------------------------------------- training
+
+    def _train(self, *, round_index: int, start_epoch: int, desc: str,
+               on_epoch_end: Callable[[int, Trainer], None] | None = None) -> tuple[float, int]:
+        """Train the current model; returns (test accuracy, number of test samples counted)."""
+        cfg = self.config.train
+        seeded = TrainConfig(**{**cfg.to_dict(), "seed": derive_seed(cfg.seed, "imp-round", round_index)})
+        torch.manual_seed(derive_seed(cfg.seed, "imp-torch", round_index))
+        trainer = Trainer(self.model, self.data.train, seeded, test_data=self.data.test, accelerator=self.acc,
+                          progress=self.progress, desc=desc)
+        try:
+            trainer.train(start_epoch=start_epoch, on_epoch_end=on_epoch_end)
+            last = trainer.history[-1]
+            return last.test_accuracy, last.test_count
+        finally:
+            trainer.close()
+
+    def run_dense(self) -> None:
+        k = self.config.rewind_epoch
+        rewind_path = self.work / "rewind.safetensors"
+
+        def capture(epoch: int, trainer: Trainer) -> None:
+            if epoch == k - 1 and self.acc.is_main_process:
+                _save_state_dict(rewind_path, trainer.unwrapped(), None)
+
+        t0 = time.perf_counter()
+        self._barrier()
+        _load_into(self.model, self.work / "init.safetensors")
+        if k == 0 and self.acc.is_main_process:
+            _save_state_dict(rewind_path, self.model, None)
+        acc, count = self._train(round_index=0, start_epoch=0, desc="dense", on_epoch_end=capture)
+        self._barrier()
+        if self.acc.is_main_process:
+            _save_state_dict(self.work / "accepted.safetensors", self.model, None)
+        self.rounds.append(RoundRecord(round=0, ratio=0.0, density=1.0, accuracy=acc, gap=0.0, accepted=True,
+                                       seconds=time.perf_counter() - t0, kind="dense", test_count=count))
+        self.state.update(phase="prune", dense_accuracy=acc, best_accuracy=acc, round=1, ratio_index=0,
+                          density=1.0)
+        self._commit()
+        self._barrier()
+
+    def run_round(self) -> bool:
+        """One pruning round; returns False when the search is over."""
+        cfg, st = self.config, self.state
+        ratio = cfg.ratios[st["ratio_index"]]
+        t0 = time.perf_counter()
+        _load_into(self.model, self.work / "accepted.safetensors")
+        accepted_masks = self._accepted_masks()
+        candidate = magnitude_prune(self.model.timm_parameters(), accepted_masks, fraction=ratio, scope=cfg.scope)
+        _load_into(self.model, self.work / "rewind.safetensors")
+        self.model.set_masks(candidate)
+        accuracy, count = self._train(round_index=st["round"], start_epoch=cfg.rewind_epoch,
+                               desc=f"round {st['round']} ({ratio:.0%})")
+        density = count_kept(candidate) / count_total(candidate)
+        gap = st["dense_accuracy"] - accuracy
+        ok = gap <= cfg.epsilon
+        self.rounds.append(RoundRecord(round=st["round"], ratio=ratio, density=density, accuracy=accuracy, gap=gap,
+                                       accepted=ok, seconds=time.perf_counter() - t0, test_count=count))
+        self._barrier()
+        if ok:
+            if self.acc.is_main_process:
+                _save_state_dict(self.work / "accepted.safetensors", self.model, candidate)
+            st.update(density=density, best_accuracy=accuracy)
+        else:
+            st["ratio_index"] += 1
+        st["round"] += 1
+        done = st["ratio_index"] >= len(cfg.ratios)
+        if done:
+            st["phase"] = "done"
+        self._commit()
+        self._barrier()
+        logger.info("round %d: ratio %.2f density %.4f acc %.2f gap %.2f -> %s", st["round"] - 1, ratio, density,
+                    accuracy, gap, "accepted" if ok else "reverted")
+        return not done
+
+    def _accepted_masks(self) -> MaskDict:
+        stored = read_checkpoint(self.work / "accepted.safetensors").masks
+        if stored:
+            return stored
+        params = self.model.timm_parameters()
+        names = self.model.prunable_names(include_stem=self.config.include_stem,
+                                          include_classifier=self.config.include_classifier)
+        return {n: torch.ones_like(params[n], dtype=torch.bool) for n in names}
+
+    def finish(self) -> None:
+        """Write the ticket, rewind and dense folders (idempotent)."""
+        if not self.acc.is_main_process:
+            return
+        _load_into(self.model, self.work / "accepted.safetensors")
+        masks = self._accepted_masks()
+        self.model.set_masks(masks)
+        self.model.save_pretrained(self.out / "ticket")
+        rewind = SparseResNetForImageClassification(self.model.config)
+        _load_into(rewind, self.work / "rewind.safetensors")
+        rewind.save_pretrained(self.out / "rewind")
+        _write_json(self.out / "rewind" / "rewind.json", {"rewind_epoch": self.config.rewind_epoch})
+
+
+def find_extreme_ticket(
+    model: SparseResNetForImageClassification | str,
+    data: DatasetPair,
+    *,
+    out_dir: str | os.PathLike,
+    config: IMPConfig | None = None,
+    accelerator: Any = None,
+    progress: bool = True,
+) -> IMPResult:
+    """Search for the extreme ticket of ``model`` on ``data`` by IMP with late rewinding.
+
+    Args:
+        model: A dense :class:`SparseResNetForImageClassification`, or a timm architecture
+            name (the model is then built with ``config.init_seed``, the data's label count
+            and input channels).
+        data: Train and test splits.
+        out_dir: Folder for the results and the resume state; re-running with the same
+            folder and settings resumes.
+        config: Search settings (defaults: the paper's).
+        accelerator: Shared ``accelerate.Accelerator`` (made from ``config.train`` when ``None``).
+        progress: Show round and epoch progress bars.
+
+    Returns:
+        The ticket's location, accuracies, density and the round log.
+
+    Raises:
+        TrainingError: ``out_dir`` holds a run with other settings, or training diverged.
+    """
+    config = config or IMPConfig()
+    out = Path(out_dir)
+    t_start = time.perf_counter()
+    if isinstance(model, str):
+        torch.manual_seed(config.init_seed)
+        model = SparseResNetForImageClassification(SparseResNetConfig(
+            arch=model, num_labels=data.num_classes, in_chans=data.train.in_chans, image_size=data.train.image_size))
+    accelerator = accelerator or make_accelerator(config.train)
+    run = _IMPRun(model, data, config, out, accelerator, progress)
+    run._load_or_init_state()
+    elapsed_before = run.state.get("elapsed", 0.0)
+    bar = None
+    if run.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc="IMP rounds", unit="round", initial=len(run.rounds))
+    try:
+        if run.state["phase"] == "dense":
+            run.run_dense()
+            if bar is not None:
+                bar.update(1)
+        pruned_rounds = sum(1 for r in run.rounds if r.kind == "prune")
+        while run.state["phase"] == "prune":
+            if config.max_rounds is not None and pruned_rounds >= config.max_rounds:
+                break
+            run.run_round()
+            pruned_rounds += 1
+            run.state["elapsed"] = elapsed_before + time.perf_counter() - t_start
+            run._commit()
+            if bar is not None:
+                last = run.rounds[-1]
+                bar.update(1)
+                bar.set_postfix(density=f"{run.state['density']:.4f}", acc=f"{last.accuracy:.2f}",
+                                last="ok" if last.accepted else "reverted")
+    finally:
+        if bar is not None:
+            bar.close()
+    run.finish()
+    run._barrier()
+    accepted = [r for r in run.rounds if r.accepted]
+    return IMPResult(
+        ticket_dir=out / "ticket",
+        rewind_dir=out / "rewind",
+        dense_accuracy=run.state["dense_accuracy"],
+        ticket_accuracy=accepted[-1].accuracy,
+        ticket_density=run.state["density"],
+        rounds=run.rounds,
+        seconds=elapsed_before + time.perf_counter() - t_start,
+        finished=run.state["phase"] == "done",
+    )
+
+
+def load_rewind(out_dir: str | os.PathLike) -> SparseResNetForImageClassification:
+    """The rewind weights ``W_k`` of a finished search (dense, no masks)."""
+    return load_model(Path(out_dir) / "rewind")
+

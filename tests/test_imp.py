@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import hf_lottery_verify as hlv
+from hf_lottery_verify import imp as imp_module
+from hf_lottery_verify.imp import IMPConfig, find_extreme_ticket
+
+from .helpers import launch_cpu_processes, tiny_data, tiny_train_config
+
+
+def _config(**overrides) -> IMPConfig:
+    base = dict(train=tiny_train_config(epochs=3), rewind_epoch=1, ratios=(0.5, 0.2), epsilon=5.0)
+    base.update(overrides)
+    return IMPConfig(**base)
+
+
+def test_schedule_accepts_reverts_and_stops_at_the_extreme_ticket(tmp_path: Path, monkeypatch) -> None:
+    """Scripted accuracies drive the ratio schedule through every branch."""
+    script = iter([90.0,  # dense
+                   89.5, 89.2,  # 0.2 twice: accepted
+                   88.0,  # 0.2 fails -> 0.1
+                   89.1,  # 0.1 accepted
+                   88.5,  # 0.1 fails -> 0.05
+                   89.0,  # 0.05 accepted
+                   88.9,  # 0.05 fails -> 0.01
+                   88.95])  # 0.01 fails -> done
+
+    def fake_train(self, *, round_index, start_epoch, desc, on_epoch_end=None):
+        gen = torch.Generator().manual_seed(round_index)
+        with torch.no_grad():  # stand-in for training: move the weights, keep masks exact
+            for p in self.model.parameters():
+                p.add_(0.01 * torch.randn(p.shape, generator=gen))
+            self.model.apply_masks()
+        if on_epoch_end is not None:
+            on_epoch_end(0, type("T", (), {"unwrapped": lambda _s: self.model})())
+        return next(script), len(self.data.test)
+
+    monkeypatch.setattr(imp_module._IMPRun, "_train", fake_train)
+    cfg = _config(ratios=(0.2, 0.1, 0.05, 0.01), epsilon=1.0)
+    result = find_extreme_ticket("cifar_resnet8", tiny_data(), out_dir=tmp_path, config=cfg, progress=False)
+    prune_rounds = [r for r in result.rounds if r.kind == "prune"]
+    assert [r.ratio for r in prune_rounds] == [0.2, 0.2, 0.2, 0.1, 0.1, 0.05, 0.05, 0.01]
+    assert [r.accepted for r in prune_rounds] == [True, True, False, True, False, True, False, False]
+    expected = [0.8, 0.64, 0.512, 0.576, 0.5184, 0.5472, 0.51984, 0.541728]
+    assert [r.density for r in prune_rounds] == pytest.approx(expected, abs=1e-4)
+    assert result.finished and result.ticket_density == pytest.approx(0.5472, abs=1e-4)
+    assert result.dense_accuracy == 90.0 and result.ticket_accuracy == 89.0
+    ticket = hlv.load_model(result.ticket_dir)
+    assert ticket.density == pytest.approx(0.5472, abs=1e-4)
+    log = json.loads((tmp_path / "rounds.json").read_text())
+    assert len(log) == 9 and log[3]["accepted"] is False and log[3]["gap"] == pytest.approx(2.0)
+
+
+def test_real_search_on_tiny_data_and_output_folder(tmp_path: Path) -> None:
+    result = find_extreme_ticket("cifar_resnet8", tiny_data(), out_dir=tmp_path, config=_config(max_rounds=3),
+                                 progress=False)
+    assert result.dense_accuracy > 60
+    assert {p.name for p in tmp_path.iterdir()} >= {"ticket", "rewind", "rounds.json", "state.json", "work"}
+    ticket = hlv.load_model(result.ticket_dir)
+    rewind = hlv.load_model(result.rewind_dir)
+    assert ticket.density == pytest.approx(result.ticket_density, abs=1e-6)
+    assert ticket.config.num_labels == 4
+    for name, mask in ticket.masks.items():  # pruned weights exactly zero, rewind is dense
+        assert torch.all(ticket.timm_parameters()[name][~mask] == 0)
+    assert rewind.density == 1.0 or rewind.density > 0.99
+    rounds = [r for r in result.rounds if r.kind == "prune"]
+    assert len(rounds) == 3 and all(r.test_count == 100 for r in result.rounds)
+    # densities follow the schedule: each accepted round removes `ratio` of what was kept
+    kept = 1.0
+    for r in rounds:
+        assert r.density == pytest.approx(kept * (1 - r.ratio), abs=1e-3)
+        if r.accepted:
+            kept = r.density
+
+
+def test_interrupted_search_resumes_to_the_same_ticket(tmp_path: Path, monkeypatch) -> None:
+    data = tiny_data()
+    cfg = _config(max_rounds=3)
+    straight = find_extreme_ticket("cifar_resnet8", data, out_dir=tmp_path / "a", config=cfg, progress=False)
+
+    original = imp_module._IMPRun.run_round
+    calls = {"n": 0}
+
+    def crash_in_second_round(self):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # killed in the middle of round 2
+        return original(self)
+
+    monkeypatch.setattr(imp_module._IMPRun, "run_round", crash_in_second_round)
+    with pytest.raises(KeyboardInterrupt):
+        find_extreme_ticket("cifar_resnet8", data, out_dir=tmp_path / "b", config=cfg, progress=False)
+    assert len(json.loads((tmp_path / "b" / "rounds.json").read_text())) == 2  # dense + round 1
+    monkeypatch.setattr(imp_module._IMPRun, "run_round", original)
+    resumed = find_extreme_ticket("cifar_resnet8", data, out_dir=tmp_path / "b", config=cfg, progress=False)
+
+    assert [(r.ratio, r.accepted, r.accuracy) for r in resumed.rounds] == [
+        (r.ratio, r.accepted, r.accuracy) for r in straight.rounds]
+    a, b = hlv.load_model(straight.ticket_dir), hlv.load_model(resumed.ticket_dir)
+    assert all(torch.equal(a.masks[n], b.masks[n]) for n in a.masks)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_max_rounds_extends_but_other_settings_refuse(tmp_path: Path) -> None:
+    data = tiny_data()
+    find_extreme_ticket("cifar_resnet8", data, out_dir=tmp_path, config=_config(max_rounds=1), progress=False)
+    longer = find_extreme_ticket("cifar_resnet8", data, out_dir=tmp_path, config=_config(max_rounds=2),
+                                 progress=False)
+    assert len([r for r in longer.rounds if r.kind == "prune"]) == 2
+    with pytest.raises(hlv.TrainingError, match="different settings"):
+        find_extreme_ticket("cifar_resnet8", data, out_dir=tmp_path, config=_config(epsilon=0.5), progress=False)
+
+
+def test_impossible_epsilon_reverts_everything(tmp_path: Path) -> None:
+    result = find_extreme_ticket("cifar_resnet8", tiny_data(), out_dir=tmp_path,
+                                 config=_config(epsilon=-100.0, ratios=(0.5, 0.2)), progress=False)
+    assert result.finished and result.ticket_density == 1.0
+    assert [r.accepted for r in result.rounds] == [True, False, False]
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="ratios"):
+        IMPConfig(ratios=(0.2, 1.5))
+    with pytest.raises(ValueError, match="rewind_epoch"):
+        IMPConfig(train=tiny_train_config(epochs=3), rewind_epoch=3)
+
+
+def _two_process_imp(out_dir: str) -> None:
+    from accelerate import Accelerator
+
+    acc = Accelerator(cpu=True)
+    cfg = _config(max_rounds=1, train=tiny_train_config(epochs=2, batch_size=16, eval_batch_size=16))
+    find_extreme_ticket("cifar_resnet8", tiny_data(test_size=37), out_dir=out_dir, config=cfg, accelerator=acc,
+                        progress=False)
+
+
+@pytest.mark.slow
+def test_two_process_search(tmp_path: Path) -> None:
+    launch_cpu_processes(_two_process_imp, args=(str(tmp_path),), num_processes=2)
+    rounds = json.loads((tmp_path / "rounds.json").read_text())
+    assert [r["kind"] for r in rounds] == ["dense", "prune"]
+    assert all(r["test_count"] == 37 for r in rounds)  # every test sample counted once
+    assert hlv.load_model(tmp_path / "ticket").density == pytest.approx(0.5, abs=1e-3)
