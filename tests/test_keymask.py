@@ -1,0 +1,451 @@
+"""Scheme V1, key masks (hf_lottery_verify.keymask)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import hf_lottery_verify as hlv
+from hf_lottery_verify import keymask as km
+from hf_lottery_verify.architectures import stage_names
+from hf_lottery_verify.errors import DensityError, KeyFileError, KeyMismatchError, MaskError, UnknownNameError
+from hf_lottery_verify.graph import build_channel_graph
+from hf_lottery_verify.masks import count_kept, pack_bits, top_k_mask
+from hf_lottery_verify.ownership_key import OwnershipKey, mask_digest
+
+from .helpers import make_model
+
+FAST_OPTIONS = {"betweenness": {}, "ewp": {}, "omp": {}, "random": {}}
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_registry_lists_cli_values() -> None:
+    assert km.list_scorers() == ["betweenness", "ewp", "omp", "random"]
+    assert km.get_scorer("omp") is km.score_magnitude
+    with pytest.raises(UnknownNameError, match="betweenness, ewp, omp, random"):
+        km.get_scorer("synflow")
+
+
+def test_register_scorer_warns_on_overwrite(monkeypatch) -> None:
+    monkeypatch.setattr(km, "_SCORERS", dict(km._SCORERS))
+    km.register_scorer("ones")(lambda model, masks, *, seed: {n: torch.ones(m.shape) for n, m in masks.items()})
+    assert "ones" in km.list_scorers()
+    with pytest.warns(UserWarning, match="Overwriting"):
+        km.register_scorer("omp")(km.score_random)
+
+
+# --------------------------------------------------------------------------- split and merge
+
+
+@pytest.mark.parametrize("score", km.list_scorers())
+def test_split_partitions_mask(tiny_model, score: str) -> None:
+    masks = tiny_model.masks
+    kept = count_kept(masks)
+    key, locked = km.split_key_mask(tiny_model, ratio=0.05, score=score, seed=3)
+    assert set(key) == set(locked) == set(masks)
+    for name, m in masks.items():
+        assert key[name].dtype == torch.bool and key[name].shape == m.shape
+        assert torch.equal(key[name] | locked[name], m)
+        assert not bool((key[name] & locked[name]).any())
+    assert count_kept(key) == round(0.05 * kept)
+    merged = km.merge_key_mask(locked, key)
+    assert all(torch.equal(merged[n], masks[n]) for n in masks)
+    assert mask_digest(merged) == mask_digest(masks)
+    again, _ = km.split_key_mask(tiny_model, ratio=0.05, score=score, seed=3)
+    assert all(torch.equal(again[n], key[n]) for n in key)
+
+
+def test_split_equals_global_top_k_with_position_ties(tiny_model, monkeypatch) -> None:
+    monkeypatch.setattr(km, "_SCORERS", dict(km._SCORERS))
+    km.register_scorer("ties")(lambda model, masks, *, seed: {n: torch.ones(m.shape, dtype=torch.float64)
+                                                              for n, m in masks.items()})
+    masks = tiny_model.masks
+    names = [n for n, _ in tiny_model.timm_model.named_parameters() if n in masks]
+    n_key = round(0.1 * count_kept(masks))
+    for score in ("ties", "random"):
+        key, _ = km.split_key_mask(tiny_model, ratio=0.1, score=score, seed=7)
+        scores = km.compute_scores(tiny_model, score=score, seed=7)
+        flat = torch.cat([scores[n].masked_fill(~masks[n], -math.inf).reshape(-1) for n in names])
+        want = top_k_mask(flat, n_key)
+        assert torch.equal(torch.cat([key[n].reshape(-1) for n in names]), want)
+        if score == "ties":  # all tied: the first n kept weights in forward parameter order
+            assert int(key[names[0]].sum()) == min(n_key, int(masks[names[0]].sum()))
+
+
+def test_random_seed_changes_split(tiny_model) -> None:
+    a, _ = km.split_key_mask(tiny_model, ratio=0.1, score="random", seed=0)
+    b, _ = km.split_key_mask(tiny_model, ratio=0.1, score="random", seed=1)
+    assert any(not torch.equal(a[n], b[n]) for n in a)
+
+
+def test_omp_key_holds_largest_kept_weights(tiny_model) -> None:
+    key, locked = km.split_key_mask(tiny_model, ratio=0.1, score="omp")
+    params = tiny_model.timm_parameters()
+    in_key = torch.cat([params[n].detach().abs()[key[n]] for n in key])
+    in_locked = torch.cat([params[n].detach().abs()[locked[n]] for n in locked])
+    assert float(in_key.min()) >= float(in_locked.max())
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.0, -0.5, 1.5, float("nan"), 1e-9])
+def test_bad_ratio_raises(tiny_model, ratio: float) -> None:
+    with pytest.raises(DensityError):
+        km.split_key_mask(tiny_model, ratio=ratio)
+
+
+def test_split_needs_masks() -> None:
+    with pytest.raises(MaskError, match="no masks"):
+        km.split_key_mask(make_model("cifar_resnet8"), ratio=0.1)
+
+
+def test_merge_rejects_overlap_and_mismatch(tiny_model) -> None:
+    key, locked = km.split_key_mask(tiny_model, ratio=0.1)
+    name = next(iter(key))
+    with pytest.raises(MaskError, match="overlap"):
+        km.merge_key_mask(locked, {**key, name: key[name] | locked[name]})
+    with pytest.raises(MaskError, match="shape"):
+        km.merge_key_mask(locked, {**key, name: key[name].reshape(-1)})
+    with pytest.raises(MaskError, match="different parameters"):
+        km.merge_key_mask(locked, {n: m for n, m in key.items() if n != name})
+
+
+def test_fake_key_masks(tiny_model) -> None:
+    key, locked = km.split_key_mask(tiny_model, ratio=0.1)
+    n = count_kept(key)
+    fake = km.fake_key_masks(locked, n=n, seed=5)
+    assert count_kept(fake) == n
+    assert not any(bool((fake[k] & locked[k]).any()) for k in locked)
+    assert all(torch.equal(fake[k], km.fake_key_masks(locked, n=n, seed=5)[k]) for k in fake)
+    assert any(not torch.equal(fake[k], km.fake_key_masks(locked, n=n, seed=6)[k]) for k in fake)
+    locked_model, _ = km.lock_model(tiny_model, ratio=0.1)
+    from_model = km.fake_key_masks(locked_model, n=n, seed=5)
+    assert count_kept(from_model) == n
+    with pytest.raises(DensityError):
+        km.fake_key_masks(locked, n=10**9)
+
+
+# --------------------------------------------------------------------------- scorers on hand-built networks
+
+
+def _set_chain(model, entries: dict[str, dict[tuple[int, ...], float]], *, stem: tuple, fc: tuple) -> None:
+    """Zero every weight, then keep exactly the given entries (masks follow)."""
+    params = model.timm_parameters()
+    with torch.no_grad():
+        for p in params.values():
+            p.zero_()
+        params["conv1.weight"][stem[0]] = stem[1]
+        params["fc.weight"][fc[0]] = fc[1]
+        masks = {}
+        for name in model.prunable_names():
+            m = torch.zeros_like(params[name], dtype=torch.bool)
+            for idx, value in entries.get(name, {}).items():
+                params[name][idx] = value
+                m[idx] = True
+            masks[name] = m
+    model.set_masks(masks)
+
+
+def test_ewp_of_chain_and_residual_paths() -> None:
+    a, b, c, d, e, f, g, h = 2.0, 3.0, -0.5, 1.5, 4.0, 0.25, 2.5, 0.375  # exact in float32
+    model = make_model("cifar_resnet8")
+    # 1x1 input: only the centre tap of a 3x3 kernel (and the 1x1 shortcut tap) sees the image.
+    _set_chain(model, {
+        "layer1.0.conv1.weight": {(1, 0, 1, 1): b},  # stem ch0 -> ch1
+        "layer1.0.conv2.weight": {(2, 1, 1, 1): c},  # ch1 -> ch2; the identity shortcut carries ch0
+        "layer2.0.conv1.weight": {(0, 2, 1, 1): d},
+        "layer2.0.conv2.weight": {(0, 0, 1, 1): e},
+        "layer2.0.downsample.0.weight": {(0, 0, 0, 0): f},  # residual path from stem ch0
+        "layer3.0.conv1.weight": {(0, 0, 1, 1): g},
+        "layer3.0.conv2.weight": {(0, 0, 1, 1): h},
+    }, stem=((0, 0, 1, 1), a), fc=((0, 0), 1.0))
+    chain = a * b * abs(c) * d * e
+    total = (chain + a * f) * g * h
+    for renormalize in (True, False):
+        s = km.score_ewp(model, model.masks, input_size=(1, 1), renormalize=renormalize)
+        for name, idx, want in [
+            ("layer1.0.conv1.weight", (1, 0, 1, 1), chain * g * h),
+            ("layer1.0.conv2.weight", (2, 1, 1, 1), chain * g * h),
+            ("layer2.0.conv2.weight", (0, 0, 1, 1), chain * g * h),
+            ("layer2.0.downsample.0.weight", (0, 0, 0, 0), a * f * g * h),
+            ("layer3.0.conv1.weight", (0, 0, 1, 1), total),
+        ]:
+            assert float(s[name][idx]) == pytest.approx(want, rel=1e-12)
+        assert float(sum(t.sum() for t in s.values())) == pytest.approx(4 * chain * g * h + a * f * g * h + 2 * total)
+    # The residual-path weight outranks the chain weights when its path is heavier.
+    key, _ = km.split_key_mask(model, ratio=2 / 7, score="ewp", input_size=(1, 1))
+    assert bool(key["layer3.0.conv1.weight"][0, 0, 1, 1]) and bool(key["layer3.0.conv2.weight"][0, 0, 1, 1])
+
+
+def _dp_path_scores(graph) -> np.ndarray:
+    """Sum of path products through each edge, by dynamic programming over the channel graph.
+
+    Node ids are a topological order, so sweeping edges by source (forward) and by
+    destination (backward) visits every node after all its predecessors / successors.
+    """
+    fwd = np.zeros(graph.num_nodes)
+    fwd[graph.nodes_of("input")] = 1.0
+    for i in np.argsort(graph.src, kind="stable"):
+        fwd[graph.dst[i]] += fwd[graph.src[i]] * graph.weight[i]
+    bwd = np.zeros(graph.num_nodes)
+    bwd[graph.nodes_of(graph.point_names[-1])] = 1.0
+    for i in np.argsort(-graph.dst, kind="stable"):
+        bwd[graph.src[i]] += graph.weight[i] * bwd[graph.dst[i]]
+    return fwd[graph.src] * graph.weight * bwd[graph.dst]
+
+
+def test_ewp_equals_path_enumeration_on_channel_graph() -> None:
+    """With a 1x1 input and centre-tap-only kernels the real network *is* the channel graph."""
+    model = make_model("cifar_resnet8", seed=1)
+    params = model.timm_parameters()
+    gen = torch.Generator().manual_seed(0)
+    masks = {}
+    with torch.no_grad():
+        for name, p in params.items():
+            if p.dim() == 4:
+                centre = torch.zeros_like(p, dtype=torch.bool)
+                centre[..., p.shape[2] // 2, p.shape[3] // 2] = True
+                if name in model.prunable_names():
+                    centre &= torch.rand(p.shape, generator=gen) < 0.3
+                    masks[name] = centre
+                else:
+                    p.mul_(centre)  # the dense stem keeps only its centre taps
+    model.set_masks(masks)
+    graph = build_channel_graph(model, include_classifier=True)
+    expected = _dp_path_scores(graph)
+    scores = km.score_ewp(model, model.masks, input_size=(1, 1))
+    for name in masks:
+        e = graph.edges_of(name)
+        got = scores[name][graph.out_channel[e], graph.in_channel[e], params[name].shape[2] // 2,
+                           params[name].shape[3] // 2].numpy()
+        np.testing.assert_allclose(got, expected[e], rtol=1e-10, atol=0)
+        assert float(scores[name].sum()) == pytest.approx(float(expected[e].sum()), rel=1e-10)
+
+
+def _reference_path_sum(model, leaves: dict[str, torch.Tensor], *, drop: tuple[str, tuple] | None = None) -> torch.Tensor:
+    """SynFlow's path sum written directly with F.conv2d over the timm ResNet structure
+    (no module copy, no hooks): BN and ReLU are identities on non-negative inputs."""
+    net = model.timm_model
+    params = model.timm_parameters()
+
+    def weight(name: str) -> torch.Tensor:
+        w = leaves[name] if name in leaves else params[name].detach().double().abs()
+        if drop is not None and drop[0] == name:
+            w = w.clone()
+            w[drop[1]] = 0.0
+        return w
+
+    def conv(x: torch.Tensor, module, name: str) -> torch.Tensor:
+        return F.conv2d(x, weight(f"{name}.weight"), stride=module.stride, padding=module.padding,
+                        dilation=module.dilation, groups=module.groups)
+
+    x = conv(torch.ones(1, 3, 32, 32, dtype=torch.float64), net.conv1, "conv1")
+    for stage in stage_names(net):
+        for idx, block in getattr(net, stage).named_children():
+            h = conv(x, block.conv1, f"{stage}.{idx}.conv1")
+            h = conv(h, block.conv2, f"{stage}.{idx}.conv2")
+            shortcut = x if block.downsample is None else conv(x, block.downsample[0], f"{stage}.{idx}.downsample.0")
+            x = h + shortcut
+    return (x.mean(dim=(2, 3)) @ weight("fc.weight").T).sum()
+
+
+def test_ewp_matches_independent_synflow_and_weight_removal() -> None:
+    model = make_model("cifar_resnet8", density=0.1, seed=2)
+    params = model.timm_parameters()
+    masks = model.masks
+    leaves = {n: (params[n].detach().double().abs() * masks[n]).requires_grad_() for n in masks}
+    total = _reference_path_sum(model, leaves)
+    grads = torch.autograd.grad(total, list(leaves.values()))
+    reference = {n: leaves[n].detach() * g for n, g in zip(leaves, grads, strict=True)}
+    scores = km.score_ewp(model, masks)
+    for n in masks:
+        torch.testing.assert_close(scores[n], reference[n], rtol=1e-9, atol=1e-12 * float(total.detach()))
+    # The path sum is affine in each weight (a path crosses a layer once), so a weight's score is
+    # exactly what removing it takes off the total.
+    flat = torch.cat([scores[n].reshape(-1) for n in masks])
+    names = list(masks)
+    offsets = np.cumsum([0] + [masks[n].numel() for n in names])
+    with torch.no_grad():
+        full = float(_reference_path_sum(model, {n: leaves[n].detach() for n in names}))
+        for pos in torch.topk(flat, 3).indices.tolist():
+            i = int(np.searchsorted(offsets, pos, side="right") - 1)
+            name = names[i]
+            idx = np.unravel_index(pos - offsets[i], tuple(masks[name].shape))
+            without = float(_reference_path_sum(model, {n: leaves[n].detach() for n in names}, drop=(name, idx)))
+            assert full - without == pytest.approx(float(flat[pos]), rel=1e-7)
+
+
+def test_ewp_overflow_is_reported_or_rescaled(caplog) -> None:
+    model = make_model("cifar_resnet20", density=0.2)
+    with torch.no_grad():
+        for name in model.masks:
+            model.timm_parameters()[name].mul_(1e30)
+    with pytest.raises(FloatingPointError, match="renormalize=True"):
+        km.score_ewp(model, model.masks, renormalize=False)
+    with caplog.at_level(logging.WARNING, logger="hf_lottery_verify.keymask"):
+        scores = km.score_ewp(model, model.masks)
+    assert "ranking is unchanged" in caplog.text
+    assert all(bool(torch.isfinite(s).all()) for s in scores.values())
+    assert max(float(s.max()) for s in scores.values()) > 0
+
+
+@pytest.mark.parametrize("weights", ["abs", "inverse", "none"])
+def test_betweenness_bridge_scores_highest(weights: str) -> None:
+    model = make_model("cifar_resnet8", density=0.3)
+    masks = model.masks
+    bridge = "layer2.0.conv1.weight"
+    masks[bridge] = torch.zeros_like(masks[bridge])
+    masks[bridge][5, 7, 1, 1] = True  # the only kernel into stage 2 ...
+    masks["layer2.0.downsample.0.weight"] = torch.zeros_like(masks["layer2.0.downsample.0.weight"])  # ... no bypass
+    model.set_masks(masks)
+    scores = km.score_betweenness(model, model.masks, weights=weights)
+    best = max(float(s[model.masks[n]].max()) for n, s in scores.items() if bool(model.masks[n].any()))
+    assert float(scores[bridge][5, 7, 1, 1]) == best
+    key, _ = km.split_key_mask(model, ratio=1 / count_kept(model.masks), score="betweenness", weights=weights)
+    assert bool(key[bridge][5, 7, 1, 1]) and count_kept(key) == 1
+
+
+def test_betweenness_tiebreak_orders_inside_kernels_only(tiny_model) -> None:
+    masks = tiny_model.masks
+    raw = km.score_betweenness(tiny_model, masks, tiebreak=False)
+    tie = km.score_betweenness(tiny_model, masks)
+    params = tiny_model.timm_parameters()
+    r = torch.cat([raw[n][masks[n]] for n in masks])
+    t = torch.cat([tie[n][masks[n]] for n in masks])
+    a = torch.cat([params[n].detach().abs()[masks[n]] for n in masks]).double()
+    order = torch.argsort(t, descending=True, stable=True)
+    assert bool((r[order][1:] <= r[order][:-1]).all())  # never reorders different betweenness values
+    same = r[order][1:] == r[order][:-1]
+    assert bool((a[order][1:][same] <= a[order][:-1][same]).all())  # ... and sorts ties by |w|
+    assert bool(same.any())
+
+
+def test_betweenness_sampling_is_seeded_and_close(tiny_model) -> None:
+    masks = tiny_model.masks
+    graph = build_channel_graph(tiny_model)
+    exact = km.score_betweenness(tiny_model, masks, tiebreak=False)
+    full = km.score_betweenness(tiny_model, masks, tiebreak=False, sources=graph.num_nodes)
+    assert all(torch.equal(exact[n], full[n]) for n in masks)
+    a = km.score_betweenness(tiny_model, masks, sources=200, seed=1)
+    b = km.score_betweenness(tiny_model, masks, sources=200, seed=1)
+    assert all(torch.equal(a[n], b[n]) for n in masks)
+    e = torch.cat([exact[n][masks[n]] for n in masks]).numpy()
+    s = torch.cat([a[n][masks[n]] for n in masks]).numpy()
+    assert abs(float(s.sum()) / float(e.sum()) - 1) < 0.05  # unbiased estimate of the total
+    rank = np.corrcoef(np.argsort(np.argsort(e)), np.argsort(np.argsort(s)))[0, 1]
+    assert rank > 0.6
+    with pytest.raises(DensityError):
+        km.score_betweenness(tiny_model, masks, sources=0)
+    with pytest.raises(UnknownNameError):
+        km.score_betweenness(tiny_model, masks, weights="log")
+
+
+# --------------------------------------------------------------------------- distribution
+
+
+def _state_equal(a, b) -> bool:
+    sa, sb = a.timm_model.state_dict(), b.timm_model.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_lock_save_reload_and_restore(tiny_model, tmp_path, compact: bool) -> None:
+    locked_model, key = km.lock_model(tiny_model, ratio=0.1, score="omp", seed=0)
+    section = key.section("keymask")
+    key_masks, locked = km.split_key_mask(tiny_model, ratio=0.1, score="omp")
+    assert section["n"] == count_kept(key_masks) == round(0.1 * count_kept(tiny_model.masks))
+    assert section["mask_digest"] == mask_digest(tiny_model.masks)
+    assert section["locked_digest"] == mask_digest(locked)
+    assert section["score"] == "omp" and section["ratio"] == 0.1 and section["seed"] == 0
+    name = next(iter(key_masks))
+    assert torch.equal(key.tensors[f"keymask.mask.{name}"], pack_bits(key_masks[name]))
+    assert torch.equal(key.tensors[f"keymask.values.{name}"], tiny_model.timm_parameters()[name].detach()[key_masks[name]])
+    json.dumps(key.sections)
+
+    locked_model.save_pretrained(tmp_path / "public", compact=compact)
+    key.save(tmp_path / "keys" / "ticket.json")
+    public = hlv.load_model(tmp_path / "public")
+    params = public.timm_parameters()
+    for n, m in key_masks.items():
+        assert torch.equal(public.masks[n], locked[n])
+        assert not bool(params[n].detach()[m].ne(0).any())  # no key weight was published
+    assert not _state_equal(public, tiny_model)
+
+    restored = km.load_with_key(tmp_path / "public", tmp_path / "keys" / "ticket.json")
+    assert _state_equal(restored, tiny_model)
+    assert all(torch.equal(restored.masks[n], tiny_model.masks[n]) for n in tiny_model.masks)
+    in_memory = km.load_with_key(locked_model, key)
+    assert _state_equal(in_memory, tiny_model)
+    assert mask_digest(locked_model.masks) == section["locked_digest"]  # the input was not modified
+
+
+def test_load_with_key_mismatches(tiny_model) -> None:
+    locked_model, key = km.lock_model(tiny_model, ratio=0.1, score="random", seed=4)
+    other = OwnershipKey(arch="cifar_resnet20", sections=dict(key.sections), tensors=dict(key.tensors))
+    with pytest.raises(KeyMismatchError, match="cifar_resnet20"):
+        km.load_with_key(locked_model, other)
+    with pytest.raises(KeyMismatchError, match="no 'keymask' section"):
+        km.load_with_key(locked_model, OwnershipKey(arch="cifar_resnet8"))
+    with pytest.raises(KeyMismatchError, match="overlaps"):
+        km.load_with_key(tiny_model, key)  # the full ticket is not the locked one
+    name = next(iter(tiny_model.masks))
+    missing = OwnershipKey(arch=key.arch, sections=dict(key.sections),
+                           tensors={k: v for k, v in key.tensors.items() if k != f"keymask.values.{name}"})
+    with pytest.raises(KeyMismatchError, match="lacks"):
+        km.load_with_key(locked_model, missing)
+    bad_shape = json.loads(json.dumps(key.sections))
+    bad_shape["keymask"]["params"][name]["shape"] = [1, 2, 3, 4]
+    with pytest.raises(KeyMismatchError, match="shape"):
+        km.load_with_key(locked_model, OwnershipKey(arch=key.arch, sections=bad_shape, tensors=dict(key.tensors)))
+    unknown = json.loads(json.dumps(key.sections))
+    unknown["keymask"]["params"]["layer9.0.conv1.weight"] = {"shape": [1], "key": 0, "locked": 0}
+    with pytest.raises(KeyMismatchError, match="does not have"):
+        km.load_with_key(locked_model, OwnershipKey(arch=key.arch, sections=unknown, tensors=dict(key.tensors)))
+    # The locked model was pruned further: the merge no longer gives the ticket.
+    pruned = locked_model.masks
+    kept = torch.nonzero(pruned[name])[0].tolist()
+    pruned[name][tuple(kept)] = False
+    locked_model.set_masks(pruned)
+    with pytest.raises(KeyMismatchError, match="digest"):
+        km.load_with_key(locked_model, key)
+    with pytest.raises(KeyMismatchError, match="cifar_resnet20"):
+        km.lock_model(tiny_model, ratio=0.1, key=OwnershipKey(arch="cifar_resnet20"))
+
+
+def test_lock_model_extends_existing_key(tiny_model) -> None:
+    existing = OwnershipKey(arch="cifar_resnet8")
+    existing.set_section("signature", {"text": "owner"}, {"region": torch.zeros(3)})
+    _, key = km.lock_model(tiny_model, ratio=0.1, key=existing)
+    assert set(key.sections) == {"signature", "keymask"} and "signature.region" in key.tensors
+
+
+def test_split_key_folder(tiny_model, tmp_path) -> None:
+    tiny_model.save_pretrained(tmp_path / "full")
+    with pytest.raises(KeyFileError, match="inside the model folder"):
+        km.split_key_folder(tmp_path / "full", ratio=0.1, key_out=tmp_path / "out" / "k.json", out_dir=tmp_path / "out")
+    report = km.split_key_folder(tmp_path / "full", ratio=0.1, score="betweenness", seed=1,
+                                 key_out=tmp_path / "k.json", out_dir=tmp_path / "out", compact=True)
+    json.dumps(report)
+    assert report["verified"] and report["n"] == round(0.1 * count_kept(tiny_model.masks))
+    assert report["density_locked"] + report["density_key"] == pytest.approx(report["density_full"])
+    assert math.isclose(report["density_full"], tiny_model.density)
+    restored = km.load_with_key(tmp_path / "out", tmp_path / "k.json")
+    assert _state_equal(restored, tiny_model)
+    with pytest.raises(KeyFileError, match="already holds a key mask"):
+        km.split_key_folder(tmp_path / "full", ratio=0.1, key_out=tmp_path / "k.json", out_dir=tmp_path / "out2")
+
+
+def test_single_weight_key_round_trips_through_files(tiny_model, tmp_path) -> None:
+    ratio = 1 / count_kept(tiny_model.masks)  # n = 1: most parameters get an empty key
+    locked_model, key = km.lock_model(tiny_model, ratio=ratio, score="ewp")
+    assert key.section("keymask")["n"] == 1
+    assert sum(v.numel() for k, v in key.tensors.items() if k.startswith("keymask.values.")) == 1
+    key.save(tmp_path / "k.json")
+    restored = km.load_with_key(locked_model, OwnershipKey.load(tmp_path / "k.json"))
+    assert _state_equal(restored, tiny_model)
