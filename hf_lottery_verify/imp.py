@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -76,7 +76,7 @@ class IMPConfig:
     ratios: tuple[float, ...] = (0.2, 0.1, 0.05, 0.01)
     epsilon: float = 1.0
     max_rounds: int | None = None
-    scope: str = "global"
+    scope: Literal["global", "layer"] = "global"
     include_stem: bool = False
     include_classifier: bool = False
     init_seed: int = 0

@@ -315,13 +315,10 @@ class Trainer:
         self.model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim <= 1 else decay).append(p)
+        # As in the paper's recipe, weight decay applies to every parameter (BN included).
         self.optimizer = torch.optim.SGD(
-            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+            [p for p in self.model.parameters() if p.requires_grad],
+            lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
         self.prepared_model, self.optimizer = acc.prepare(self.model, self.optimizer)
         self.forward = self.prepared_model
         if cfg.compile:
@@ -371,8 +368,7 @@ class Trainer:
         Raises:
             TrainingError: The loss became NaN or infinite.
         """
-        cfg, acc = self.config, self.accelerator
-        end_epoch = cfg.epochs if end_epoch is None else end_epoch
+        end_epoch = self.config.epochs if end_epoch is None else end_epoch
         start_epoch = self._maybe_resume(start_epoch)
         masks = getattr(self.model, "masks", None)
         enforcer = None

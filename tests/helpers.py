@@ -45,9 +45,10 @@ def free_port() -> int:
 
 def launch_cpu_processes(fn, args=(), num_processes: int = 2) -> None:
     """Like accelerate.debug_launcher, on a free port (parallel test workers must not collide)."""
+    import tempfile
+
     from accelerate.utils import PrepareForLaunch, patch_environment
     from torch.multiprocessing import start_processes
-    import tempfile
 
     with tempfile.NamedTemporaryFile() as rdv, patch_environment(
         world_size=num_processes, master_addr="127.0.0.1", master_port=str(free_port()),
