@@ -35,7 +35,7 @@ def test_registry_lists_cli_values() -> None:
 
 
 def test_register_scorer_warns_on_overwrite(monkeypatch) -> None:
-    monkeypatch.setattr(km, "_SCORERS", dict(km._SCORERS))
+    monkeypatch.setattr(km.scorers, "_SCORERS", dict(km.scorers._SCORERS))
     km.register_scorer("ones")(lambda model, masks, *, seed: {n: torch.ones(m.shape) for n, m in masks.items()})
     assert "ones" in km.list_scorers()
     with pytest.warns(UserWarning, match="Overwriting"):
@@ -64,7 +64,7 @@ def test_split_partitions_mask(tiny_model, score: str) -> None:
 
 
 def test_split_equals_global_top_k_with_position_ties(tiny_model, monkeypatch) -> None:
-    monkeypatch.setattr(km, "_SCORERS", dict(km._SCORERS))
+    monkeypatch.setattr(km.scorers, "_SCORERS", dict(km.scorers._SCORERS))
     km.register_scorer("ties")(lambda model, masks, *, seed: {n: torch.ones(m.shape, dtype=torch.float64)
                                                               for n, m in masks.items()})
     masks = tiny_model.masks
@@ -449,3 +449,132 @@ def test_single_weight_key_round_trips_through_files(tiny_model, tmp_path) -> No
     key.save(tmp_path / "k.json")
     restored = km.load_with_key(locked_model, OwnershipKey.load(tmp_path / "k.json"))
     assert _state_equal(restored, tiny_model)
+
+
+# --------------------------------------------------------------------------- fidelity (Figure 2 arms)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny CPU trainings: one intra-op thread. With two, a busy 2-core machine makes OpenMP threads wait on each
+    other and these tests run ~20x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _fidelity_setup():
+    from .helpers import tiny_data, tiny_train_config
+
+    ticket = make_model(num_labels=4, density=0.2)
+    rewind = make_model(num_labels=4)  # the same initialisation, dense: W_k with k = 0
+    return ticket, rewind, tiny_data(), tiny_train_config()
+
+
+def test_keymask_fidelity_runs_consistent_and_seeded(one_thread) -> None:
+    ticket, rewind, data, config = _fidelity_setup()
+    before = {n: p.detach().clone() for n, p in rewind.timm_parameters().items()}
+    report = km.keymask_fidelity(ticket, rewind, data=data, train_config=config, rewind_epoch=1, ratio=0.2,
+                                 score="omp", seed=3)
+    kept = count_kept(ticket.masks)
+    assert report.score == "omp" and report.ratio == 0.2 and report.seed == 3
+    assert report.n == round(0.2 * kept) and report.kept == kept
+    assert report.rspar_key == pytest.approx(0.2, abs=1e-3)
+    assert report.density_full == pytest.approx(ticket.density)
+    assert report.density_locked + report.density_key == pytest.approx(report.density_full)
+    assert report.locked_drop == pytest.approx(report.full_accuracy - report.locked_accuracy)
+    assert len(report.fake_accuracies) == 1 and report.fake_drop == pytest.approx(
+        report.full_accuracy - report.fake_accuracies[0])
+    assert report.key_needed == (report.locked_drop >= report.epsilon)
+    assert report.test_count == len(data.test) and not report.full_accuracy_reused
+    assert set(report.seconds) == {"evaluate", "full", "locked", "fake1[0]"}
+    for acc in (report.ticket_accuracy, report.locked_ticket_accuracy, report.full_accuracy, report.locked_accuracy):
+        assert 0.0 <= acc <= 100.0
+    d = json.loads(json.dumps(report.to_dict()))
+    assert d["locked_drop"] == report.locked_drop and d["n"] == report.n
+    assert all(torch.equal(before[n], p.detach()) for n, p in rewind.timm_parameters().items())  # rewind untouched
+    assert ticket.density == pytest.approx(report.density_full)  # ticket untouched
+    again = km.keymask_fidelity(ticket, rewind, data=data, train_config=config, rewind_epoch=1, ratio=0.2,
+                                score="omp", seed=3)
+    strip = lambda r: {k: v for k, v in r.to_dict().items() if k != "seconds"}  # noqa: E731
+    assert strip(again) == strip(report)
+
+
+def test_keymask_fidelity_arms_get_the_right_masks(monkeypatch, one_thread) -> None:
+    ticket, rewind, data, config = _fidelity_setup()
+    seen = []
+
+    def fake_retrain(rewind_model, masks, data_pair, *, train_config, rewind_epoch, **kwargs):
+        seen.append(({n: m.clone() for n, m in masks.items()}, train_config, rewind_epoch))
+        return rewind_model, {"accuracy": 50.0 + len(seen), "loss": 1.0, "count": len(data_pair.test)}
+
+    monkeypatch.setattr(km.fidelity, "retrain_from_rewind", fake_retrain)
+    key, locked = km.split_key_mask(ticket, ratio=0.1, score="random", seed=2)
+    report = km.keymask_fidelity(ticket, rewind, data=data, train_config=config, rewind_epoch=2, key_masks=key,
+                                 fake_trials=2)
+    assert report.score is None and report.ratio is None and report.n == count_kept(key)
+    full_arm, locked_arm, fake_a, fake_b = (s[0] for s in seen)
+    assert all(cfg is config and k == 2 for _, cfg, k in seen)
+    assert all(torch.equal(full_arm[n], ticket.masks[n]) for n in key)
+    assert all(torch.equal(locked_arm[n], locked[n]) for n in key)
+    for fake in (fake_a, fake_b):
+        assert count_kept(fake) == count_kept(ticket.masks)  # same size as M: M_l plus n random entries
+        assert all(bool((fake[n] | ~locked[n]).all()) for n in key)  # contains M_l
+    assert any(not torch.equal(fake_a[n], fake_b[n]) for n in key)
+    assert (report.full_accuracy, report.locked_accuracy, report.fake_accuracies) == (51.0, 52.0, [53.0, 54.0])
+    # The with-key accuracy is reused, the locked mask alone gives the same split.
+    seen.clear()
+    again = km.keymask_fidelity(ticket, rewind, data=data, train_config=config, rewind_epoch=2, locked_masks=locked,
+                                fake_trials=0, full_accuracy=80.0)
+    assert len(seen) == 1 and all(torch.equal(seen[0][0][n], locked[n]) for n in key)
+    assert again.full_accuracy_reused and again.full_accuracy == 80.0 and again.n == report.n
+    assert again.fake_accuracy is None and again.fake1_succeeds is None
+
+
+def test_keymask_fidelity_rejects_bad_input(one_thread) -> None:
+    ticket, rewind, data, config = _fidelity_setup()
+    key, locked = km.split_key_mask(ticket, ratio=0.1)
+    common = dict(data=data, train_config=config, rewind_epoch=1)
+    with pytest.raises(MaskError, match="not both"):
+        km.keymask_fidelity(ticket, rewind, key_masks=key, ratio=0.1, **common)
+    with pytest.raises(MaskError, match="No split"):
+        km.keymask_fidelity(ticket, rewind, **common)
+    short = {n: m.clone() for n, m in locked.items()}
+    name = next(n for n in short if bool(short[n].any()))
+    short[name][tuple(torch.nonzero(short[name])[0].tolist())] = False
+    with pytest.raises(MaskError, match="another ticket"):
+        km.keymask_fidelity(ticket, rewind, key_masks=key, locked_masks=short, **common)
+    outside = {n: ~ticket.masks[n] for n in key}
+    with pytest.raises(MaskError, match="prunes"):
+        km.keymask_fidelity(ticket, rewind, key_masks=outside, **common)
+    with pytest.raises(MaskError, match="other parameters"):
+        km.keymask_fidelity(ticket, rewind, key_masks=dict(list(key.items())[:1]), **common)
+    with pytest.raises(MaskError, match="no masks"):
+        km.keymask_fidelity(rewind, rewind, ratio=0.1, **common)
+    with pytest.raises(ValueError, match="rewind_epoch"):
+        km.keymask_fidelity(ticket, rewind, ratio=0.1, data=data, train_config=config, rewind_epoch=3)
+    with pytest.raises(ValueError, match="fake_trials"):
+        km.keymask_fidelity(ticket, rewind, ratio=0.1, fake_trials=-1, **common)
+    with pytest.raises(DensityError):
+        km.keymask_fidelity(ticket, rewind, ratio=1.5, **common)
+
+
+@pytest.mark.slow
+def test_keymask_experiment_example_tiny(tmp_path) -> None:
+    """examples/keymask_experiment.py --tiny runs end to end (catches drift between the example and the API)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "keymask_experiment.py"
+    proc = subprocess.run([sys.executable, str(script), "--tiny", "--threads", "1", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "keymask_fig2.json").read_text())
+    assert report["preset"] == "tiny" and "--tiny" in report["command"]
+    assert {r["score"] for r in report["results"]} == set(km.list_scorers())
+    assert all(r["full_accuracy"] == report["full_accuracy"] for r in report["results"])
+    assert "CPU" in report["machine"]["summary"]
+    table = (tmp_path / "keymask_fig2.md").read_text()
+    assert "| key ratio | n |" in table and "fake1" in table

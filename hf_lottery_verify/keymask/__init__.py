@@ -1,0 +1,65 @@
+"""Scheme V1 of Chen et al. (NeurIPS 2021): key masks (Algorithm 1).
+
+The owner splits a ticket's mask ``M`` into a small *key mask* ``M_s`` and the *locked
+mask* ``M_l = M − M_s``: every kept weight of ``W ⊙ M`` gets a score, pruned entries get
+``−∞``, and the ``n = round(ratio · |M|)`` highest scores form the key. The owner publishes
+``W ⊙ M_l`` (a ticket that loses accuracy when retrained without the key) and keeps the
+key (``M_s`` and the key weights ``W ⊙ M_s``) private; ``M_l + M_s`` restores ``M``.
+
+Modules:
+
+* :mod:`~hf_lottery_verify.keymask.scorers`: the scorer registry (keys are the CLI values
+  of ``--score``: ``omp``, ``ewp``, ``betweenness``, ``random``) and the four scorers;
+* :mod:`~hf_lottery_verify.keymask.split`: Algorithm 1 (:func:`split_key_mask`), the
+  merge back (:func:`merge_key_mask`) and the fake1 ambiguity attack (:func:`fake_key_masks`);
+* :mod:`~hf_lottery_verify.keymask.distribution`: the locked model and the private key
+  (:func:`lock_model`, :func:`load_with_key`, :func:`split_key_folder`);
+* :mod:`~hf_lottery_verify.keymask.fidelity`: verification by fidelity, retraining from
+  the rewind weights with and without the key (:func:`keymask_fidelity`, Figure 2).
+
+Example:
+    >>> from hf_lottery_verify.keymask import lock_model, load_with_key
+    >>> locked, key = lock_model(model, ratio=0.05, score="ewp")   # doctest: +SKIP
+    >>> locked.save_pretrained("public/")                           # doctest: +SKIP
+    >>> key.save("~/keys/ticket.key.json")                          # doctest: +SKIP
+    >>> full = load_with_key("public/", key)                        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from .distribution import KEYMASK_SECTION, load_with_key, lock_model, split_key_folder
+from .fidelity import KeymaskFidelity, keymask_fidelity, retrain_from_rewind
+from .scorers import (
+    Scorer,
+    compute_scores,
+    get_scorer,
+    list_scorers,
+    register_scorer,
+    score_betweenness,
+    score_ewp,
+    score_magnitude,
+    score_random,
+)
+from .split import fake_key_masks, merge_key_mask, split_key_mask
+
+__all__ = [
+    "KEYMASK_SECTION",
+    "Scorer",
+    "register_scorer",
+    "list_scorers",
+    "get_scorer",
+    "compute_scores",
+    "score_magnitude",
+    "score_ewp",
+    "score_betweenness",
+    "score_random",
+    "split_key_mask",
+    "merge_key_mask",
+    "fake_key_masks",
+    "lock_model",
+    "load_with_key",
+    "split_key_folder",
+    "KeymaskFidelity",
+    "keymask_fidelity",
+    "retrain_from_rewind",
+]

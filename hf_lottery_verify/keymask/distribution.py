@@ -1,0 +1,314 @@
+"""Distributing a V1-locked ticket: the locked model to publish, the private key, and the merge back.
+
+The owner publishes ``W ⊙ M_l`` (:func:`lock_model`, :func:`split_key_folder`) and keeps
+the key: the ``keymask`` section of an :class:`~hf_lottery_verify.ownership_key.OwnershipKey`
+holding the bit-packed key masks ``M_s`` and the key weights ``W ⊙ M_s``. Legitimate users
+restore the full ticket bit-exactly with :func:`load_with_key`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, KeyFileError, KeyMismatchError, MaskError
+from ..masks import count_kept, count_total, pack_bits, unpack_bits
+from ..ownership_key import OwnershipKey, check_key_outside, mask_digest
+from ._common import _model_masks, _ordered_names, _weights
+from .split import merge_key_mask, split_key_mask
+
+__all__ = ["KEYMASK_SECTION", "lock_model", "load_with_key", "split_key_folder"]
+
+logger = logging.getLogger(__name__)
+
+KEYMASK_SECTION = "keymask"
+"""Name of the V1 section in an :class:`~hf_lottery_verify.ownership_key.OwnershipKey`."""
+
+_MASK_TENSOR = "mask."
+_VALUES_TENSOR = "values."
+
+
+def _arch(model: nn.Module) -> str:
+    config = getattr(model, "config", None)
+    arch = getattr(config, "arch", None)
+    if not arch:
+        raise KeyMismatchError("Key masks need a SparseResNetForImageClassification (its config names the architecture).")
+    return str(arch)
+
+
+def lock_model(
+    model: nn.Module,
+    *,
+    ratio: float,
+    score: str = "omp",
+    seed: int = 0,
+    key: OwnershipKey | None = None,
+    **score_options: Any,
+) -> tuple[nn.Module, OwnershipKey]:
+    """Split a ticket into a publishable locked model and a private key.
+
+    The locked model is a copy whose weights are ``W ⊙ M_l`` and whose masks are the
+    locked masks: the key weights are zero in it, so a saved folder carries none of them.
+    The key's ``keymask`` section records ``ratio``, ``score``, ``seed``, the scorer
+    options, ``n``, per-parameter shapes and counts, and the SHA-256 digests of the full
+    and the locked masks; its tensors are ``mask.<param>`` (bit-packed key mask, ``U8``)
+    and ``values.<param>`` (the key weights, 1-D, row-major order, the weights' dtype).
+
+    Args:
+        model: A :class:`~hf_lottery_verify.SparseResNetForImageClassification` with masks.
+        ratio (`float`): Share of the kept weights that go into the key, in ``(0, 1)``.
+        score (`str`, *optional*, defaults to `"omp"`): A name from :func:`list_scorers`.
+        seed (`int`, *optional*, defaults to 0): Seed for random scorers and sampling.
+        key (`OwnershipKey`, *optional*): An existing key to add the section to (its other
+            sections are kept); a new key otherwise.
+        **score_options: Options of the scorer.
+
+    Returns:
+        ``(locked_model, key)``.
+
+    Raises:
+        KeyMismatchError: ``key`` belongs to another architecture.
+        DensityError, MaskError, UnknownNameError: As in :func:`split_key_mask`.
+    """
+    arch = _arch(model)
+    if key is not None and key.arch.split(".")[0] != arch.split(".")[0]:
+        raise KeyMismatchError(f"The given key belongs to architecture '{key.arch}', the model is '{arch}'.")
+    full = _model_masks(model)
+    names = _ordered_names(model, full)
+    key_masks, locked = split_key_mask(model, ratio=ratio, score=score, seed=seed, **score_options)
+    params = _weights(model)
+    locked_model = copy.deepcopy(model)
+    locked_model.set_masks(locked)
+    per_param = {}
+    tensors: dict[str, torch.Tensor] = {}
+    for name in names:
+        km = key_masks[name]
+        tensors[_MASK_TENSOR + name] = pack_bits(km)
+        tensors[_VALUES_TENSOR + name] = params[name][km.to(params[name].device)].detach().cpu().clone()
+        per_param[name] = {"shape": list(km.shape), "key": int(km.sum()), "locked": int(locked[name].sum())}
+    n = count_kept(key_masks)
+    section = {
+        "scheme": "V1 key masks (Algorithm 1)",
+        "ratio": float(ratio),
+        "score": score,
+        "seed": int(seed),
+        "score_options": _json_safe(score_options),
+        "n": n,
+        "kept": count_kept(full),
+        "dtype": str(next(iter(params.values())).dtype).replace("torch.", ""),
+        "params": per_param,
+        "mask_digest": mask_digest(full),
+        "locked_digest": mask_digest(locked),
+    }
+    if key is None:
+        key = OwnershipKey(arch=arch)
+    elif KEYMASK_SECTION in key.sections:
+        logger.warning("Replacing the existing '%s' section of the ownership key.", KEYMASK_SECTION)
+    key.set_section(KEYMASK_SECTION, section, tensors)
+    logger.info("Locked %s: key of %d of %d kept weights (score=%s).", arch, n, section["kept"], score)
+    return locked_model, key
+
+
+def _json_safe(options: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in options.items():
+        if isinstance(v, tuple):
+            v = list(v)
+        if not isinstance(v, str | int | float | bool | list | type(None)):
+            v = repr(v)
+        out[k] = v
+    return out
+
+
+def load_with_key(
+    folder_or_model: str | os.PathLike | nn.Module,
+    key: OwnershipKey | str | os.PathLike,
+) -> nn.Module:
+    """Rebuild the full ticket ``W ⊙ M`` from a locked model and its key, bit-exactly.
+
+    Args:
+        folder_or_model: A locked folder (or Hub repo id, or file) or an in-memory locked
+            model (which is copied, not modified).
+        key: The :class:`OwnershipKey`, or the path of its JSON file.
+
+    Returns:
+        A :class:`~hf_lottery_verify.SparseResNetForImageClassification` with the full masks
+        and the key weights restored.
+
+    Raises:
+        KeyMismatchError: The key has no ``keymask`` section or does not fit: another
+            architecture, a missing parameter or shape, a key overlapping the locked mask,
+            a mask digest that differs after the merge.
+        KeyFileError: ``key`` is a path that cannot be read.
+        CheckpointError: The folder cannot be loaded.
+    """
+    from ..modeling_sparse_resnet import load_model
+
+    if not isinstance(key, OwnershipKey):
+        key = OwnershipKey.load(key)
+    if isinstance(folder_or_model, nn.Module):
+        model = copy.deepcopy(folder_or_model)
+    else:
+        model = load_model(folder_or_model)
+    arch = _arch(model)
+    if key.arch.split(".")[0] != arch.split(".")[0]:
+        raise KeyMismatchError(f"This key was made for architecture '{key.arch}', the model is '{arch}'.")
+    section = key.section(KEYMASK_SECTION)
+    tensors = key.section_tensors(KEYMASK_SECTION)
+    params = model.timm_parameters()
+    masks = model.masks
+    key_masks, values = {}, {}
+    for name, info in section.get("params", {}).items():
+        shape = tuple(info["shape"])
+        if name not in params:
+            raise KeyMismatchError(f"The key holds '{name}', which the model ({arch}) does not have.")
+        if tuple(params[name].shape) != shape:
+            raise KeyMismatchError(f"The key's '{name}' has shape {shape}, the model's {tuple(params[name].shape)}.")
+        if name not in masks:
+            raise KeyMismatchError(f"The model has no mask for '{name}', which the key covers; it is not the locked ticket.")
+        packed, vals = tensors.get(_MASK_TENSOR + name), tensors.get(_VALUES_TENSOR + name)
+        if packed is None or vals is None:
+            raise KeyMismatchError(f"The key lacks the tensors of '{name}'; the key file is incomplete.")
+        try:
+            km = unpack_bits(packed, shape)
+        except MaskError as exc:
+            raise KeyMismatchError(f"The key mask of '{name}' is damaged: {exc}") from exc
+        if vals.dim() != 1 or vals.numel() != int(km.sum()):
+            raise KeyMismatchError(f"The key holds {vals.numel()} values for '{name}' but its mask has {int(km.sum())}.")
+        overlap = int((km & masks[name].cpu()).sum())
+        if overlap:
+            raise KeyMismatchError(
+                f"The key mask of '{name}' overlaps the model's mask in {overlap} entries: this model is not the "
+                "locked ticket the key was made for (or it is the full ticket already)."
+            )
+        key_masks[name], values[name] = km, vals
+    merged = dict(masks)
+    merged.update(merge_key_mask({n: masks[n].cpu() for n in key_masks}, key_masks))
+    if mask_digest(merged) != section.get("mask_digest"):
+        raise KeyMismatchError(
+            "After merging the key, the masks differ from the ticket the key was made for (digest mismatch): the "
+            "locked model was pruned, re-masked or belongs to another ticket."
+        )
+    with torch.no_grad():
+        for name, km in key_masks.items():
+            p = params[name]
+            vals = values[name]
+            if vals.dtype != p.dtype:
+                logger.warning("Key values of '%s' are %s, the model's weights %s; casting (not bit-exact).",
+                               name, vals.dtype, p.dtype)
+            p[km.to(p.device)] = vals.to(p.device, p.dtype)
+    model.set_masks(merged)
+    return model
+
+
+def split_key_folder(
+    model_dir: str | os.PathLike,
+    *,
+    ratio: float,
+    score: str = "omp",
+    seed: int = 0,
+    key_out: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    compact: bool = False,
+    overwrite_key: bool = False,
+    **score_options: Any,
+) -> dict[str, Any]:
+    """``hf-lottery split-key``: lock a saved ticket, write the locked folder and the key.
+
+    After writing, the locked folder is read back and merged with the key to check that
+    the full ticket comes back bit-exactly and that no key weight was published.
+
+    Args:
+        model_dir: The full ticket (folder, file or Hub repo id).
+        ratio (`float`): Share of the kept weights that go into the key, in ``(0, 1)``.
+        score (`str`, *optional*, defaults to `"omp"`): A name from :func:`list_scorers`.
+        seed (`int`, *optional*, defaults to 0): Seed for random scorers and sampling.
+        key_out: The key's JSON path; must lie outside ``out_dir``. An existing key file
+            gets the ``keymask`` section added (its other sections are kept).
+        out_dir: Folder for the locked model (the one to publish).
+        compact (`bool`, *optional*, defaults to `False`): Save the locked model in the compact layout.
+        overwrite_key (`bool`, *optional*, defaults to `False`): Replace a ``keymask``
+            section already present in ``key_out``.
+        **score_options: Options of the scorer.
+
+    Returns:
+        A JSON-safe report: ``n``, kept counts, densities, digests, timings, ``verified``.
+
+    Raises:
+        KeyFileError: ``key_out`` lies inside ``out_dir``, or already holds a key mask and
+            ``overwrite_key`` is not set.
+        CheckpointError: ``out_dir`` is ``model_dir``, or the ticket cannot be loaded.
+        DensityError, UnknownNameError: Bad ``ratio`` or ``score``.
+    """
+    from ..modeling_sparse_resnet import load_model
+
+    check_key_outside(key_out, out_dir)
+    if Path(model_dir).exists() and Path(model_dir).resolve() == Path(out_dir).resolve():
+        raise CheckpointError("out_dir must differ from model_dir: the locked ticket would overwrite the full one.",
+                              path=str(out_dir))
+    existing = None
+    if Path(key_out).exists():
+        existing = OwnershipKey.load(key_out)
+        if KEYMASK_SECTION in existing.sections and not overwrite_key:
+            raise KeyFileError(f"{key_out} already holds a key mask; pass overwrite_key=True (or another path) — "
+                               "the old key is the only way to restore the ticket it locked.")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    model = load_model(model_dir)
+    timings["load_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    locked_model, key = lock_model(model, ratio=ratio, score=score, seed=seed, key=existing, **score_options)
+    timings["split_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    locked_model.save_pretrained(out_dir, compact=compact)
+    key_path = key.save(key_out)
+    timings["save_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    published = load_model(out_dir)
+    restored = load_with_key(published, key)
+    full_params, restored_params, published_params = (
+        model.timm_parameters(), restored.timm_parameters(), published.timm_parameters())
+    key_masks = {n: unpack_bits(key.section_tensors(KEYMASK_SECTION)[_MASK_TENSOR + n], info["shape"])
+                 for n, info in key.section(KEYMASK_SECTION)["params"].items()}
+    no_key_weights = all(
+        not bool(published_params[n].detach().cpu()[km].ne(0).any()) for n, km in key_masks.items())
+    bit_exact = all(torch.equal(full_params[n].detach(), restored_params[n].detach()) for n in full_params) and all(
+        torch.equal(model.masks[n].cpu(), restored.masks[n].cpu()) for n in model.masks)
+    timings["verify_s"] = time.perf_counter() - t0
+    if not (no_key_weights and bit_exact):
+        raise CheckpointError("Verification of the split failed: the locked folder and key do not restore the ticket "
+                              f"(no key weights published: {no_key_weights}, bit-exact: {bit_exact}).",
+                              path=str(out_dir))
+    section = key.section(KEYMASK_SECTION)
+    full = model.masks
+    total = count_total(full)
+    return {
+        "model_dir": str(model_dir),
+        "out_dir": str(out_dir),
+        "key_out": str(key_path),
+        "arch": key.arch,
+        "ratio": float(ratio),
+        "score": score,
+        "seed": int(seed),
+        "score_options": section["score_options"],
+        "n": section["n"],
+        "kept": section["kept"],
+        "locked_kept": section["kept"] - section["n"],
+        "masked_weights": total,
+        "density_full": section["kept"] / total,
+        "density_locked": (section["kept"] - section["n"]) / total,
+        "density_key": section["n"] / total,
+        "mask_digest": section["mask_digest"],
+        "locked_digest": section["locked_digest"],
+        "compact": bool(compact),
+        "verified": True,
+        "timings": {k: round(v, 4) for k, v in timings.items()},
+    }
