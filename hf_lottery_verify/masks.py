@@ -422,6 +422,8 @@ def squeeze_mask(mask: torch.Tensor) -> torch.Tensor:
         return mask.bool()
     if mask.dim() != 4:
         raise MaskError(f"squeeze_mask expects a 2-D or 4-D mask, got shape {tuple(mask.shape)}.")
+    if mask.shape[2] * mask.shape[3] == 1:
+        return mask.bool()[:, :, 0, 0]
     return mask.bool().flatten(2).any(dim=2)
 
 

@@ -74,6 +74,8 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
             config.arch, num_classes=config.num_labels, in_chans=config.in_chans, **(config.model_args or {})
         )
         self._masks: MaskDict = {}
+        self.signature_key = None  # set by embed_signature (Scheme V2); never saved with the model
+        self.signing_report: dict[str, Any] | None = None
         self.post_init()
 
     # ------------------------------------------------------------------ forward
@@ -219,24 +221,43 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
         save_directory: str | os.PathLike,
         *,
         compact: bool = False,
+        signature: str | None = None,
+        key_path: str | os.PathLike | None = None,
+        signature_options: Mapping[str, Any] | None = None,
+        eval_data: Any = None,
         safe_serialization: bool = True,
         push_to_hub: bool = False,
         **kwargs: Any,
     ) -> Path:
         """Save ``config.json`` and ``model.safetensors`` (weights plus packed masks).
 
+        With ``signature``, the QR signature (Scheme V2) is embedded first when the model
+        is not signed yet, and the ownership key is written to ``key_path`` only — never
+        into the saved folder.
+
         Args:
             save_directory: Folder to write (created if needed).
             compact: Store only kept values and a position code for masked weights
                 (loadable bit-exactly by this library only).
+            signature: Text to embed as a QR code in the mask (see
+                :func:`~hf_lottery_verify.signature.embed_signature`).
+            key_path: Where to write the ownership key; required with ``signature`` and
+                refused inside ``save_directory``.
+            signature_options: Extra arguments for ``embed_signature`` (``seed``, ``copies``,
+                ``module_weights``, ``rewind``, ``layers``, ``ecc``).
+            eval_data: An :class:`~hf_lottery_verify.data.ImageData` split: the accuracy
+                before and after embedding is measured and kept in ``self.signing_report``.
             safe_serialization: Must stay ``True``: this library never writes pickles.
-            push_to_hub: Not handled here; use :func:`hf_lottery_verify.hub` functions.
+            push_to_hub: Not handled here; push the saved folder with the hub functions.
 
         Returns:
             The folder.
 
         Raises:
-            ValueError: ``safe_serialization=False`` or ``push_to_hub=True``.
+            ValueError: ``safe_serialization=False``, ``push_to_hub=True`` or ``signature``
+                without ``key_path``.
+            KeyFileError: ``key_path`` lies inside ``save_directory``.
+            SignatureError: The model is already signed with another text.
         """
         if not safe_serialization:
             raise ValueError("hf_lottery_verify only writes safetensors; drop safe_serialization=False.")
@@ -246,18 +267,59 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
         if ignored:
             raise TypeError(f"save_pretrained() got unexpected arguments: {sorted(ignored)}")
         folder = Path(save_directory)
+        claims: dict[str, Any] = {}
+        if signature is not None:
+            self._sign_for_saving(signature, folder, key_path, signature_options, eval_data)
+        if self.signature_key is not None:
+            sec = self.signature_key.sections.get("signature", {})
+            claims = {"signed": True, "schemes": ["V2"], "qr_version": sec.get("qr", {}).get("version")}
         folder.mkdir(parents=True, exist_ok=True)
         self.config.density = round(self.density, 8) if self._masks else None
         self.config.architectures = [type(self).__name__]
         self.config.save_pretrained(folder)
-        write_checkpoint(
-            folder / WEIGHTS_NAME,
-            self.timm_model.state_dict(),
-            masks=self._masks,
-            compact=compact,
-            metadata={"arch": self.config.arch},
-        )
+        metadata: dict[str, Any] = {"arch": self.config.arch}
+        if claims:
+            metadata["ownership"] = claims
+        write_checkpoint(folder / WEIGHTS_NAME, self.timm_model.state_dict(), masks=self._masks, compact=compact,
+                         metadata=metadata)
         return folder
+
+    def _sign_for_saving(self, text: str, folder: Path, key_path: str | os.PathLike | None,
+                         options: Mapping[str, Any] | None, eval_data: Any) -> None:
+        from .errors import SignatureError
+        from .ownership_key import check_key_outside
+        from .signature import SIGNATURE_SECTION, embed_signature
+
+        if key_path is None:
+            raise ValueError("save_pretrained(signature=...) needs key_path=...: the key is the proof of ownership.")
+        check_key_outside(key_path, folder)
+        if self.signature_key is not None:
+            signed_text = self.signature_key.sections.get(SIGNATURE_SECTION, {}).get("text")
+            if signed_text != text:
+                raise SignatureError(f"This model is already signed with {signed_text!r}; refusing to sign it again "
+                                     f"with {text!r}. Start from the unsigned ticket.")
+            self.signature_key.save(key_path)
+            return
+        before = self._accuracy(eval_data)
+        key = embed_signature(self, text, **dict(options or {}))
+        after = self._accuracy(eval_data)
+        key.save(key_path)
+        self.signing_report = {
+            "signature": text,
+            "key_path": str(key_path),
+            "changes": key.section(SIGNATURE_SECTION)["changes"],
+            "accuracy_before": before,
+            "accuracy_after": after,
+            "accuracy_change": None if before is None else after - before,
+        }
+        logger.info("Signed before saving: %s", self.signing_report)
+
+    def _accuracy(self, data: Any) -> float | None:
+        if data is None:
+            return None
+        from .training import evaluate
+
+        return evaluate(self, data)["accuracy"]
 
     @classmethod
     def from_pretrained(

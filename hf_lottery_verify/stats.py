@@ -1,0 +1,120 @@
+"""Exact tail probabilities for the verification verdicts.
+
+Every number a verdict rests on is a p-value under an explicit null model:
+
+* QR modules (Scheme V2): an unrelated mask of the same density switches each kernel on
+  independently with probability ``q``; agreeing with a target bit ``b`` then has
+  probability ``q`` when ``b = 1`` and ``1 − q`` when ``b = 0``, so the number of agreeing
+  data modules is a sum of two binomials (:func:`module_agreement_p_value`).
+* Trigger sets (Scheme V3): an unrelated model matches a random label with probability
+  ``1/C`` (:func:`binomial_tail`).
+
+Tails are computed exactly in log space (no normal approximation), so p-values down to
+1e-300 stay meaningful.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["binomial_log_pmf", "binomial_tail", "module_agreement_p_value", "combine_fisher"]
+
+
+def binomial_log_pmf(n: int, p: float) -> np.ndarray:
+    """``log P(X = k)`` for ``k = 0..n`` with ``X ~ Binomial(n, p)``.
+
+    Args:
+        n: Number of trials.
+        p: Success probability.
+
+    Returns:
+        Array of ``n + 1`` log-probabilities (``-inf`` where the probability is 0).
+    """
+    k = np.arange(n + 1, dtype=np.float64)
+    log_comb = math.lgamma(n + 1) - np.array([math.lgamma(x + 1) + math.lgamma(n - x + 1) for x in k])
+    with np.errstate(divide="ignore"):
+        lp, lq = (np.log(p) if p > 0 else -np.inf), (np.log1p(-p) if p < 1 else -np.inf)
+        out = log_comb + np.where(k > 0, k * lp, 0.0) + np.where(k < n, (n - k) * lq, 0.0)
+    return out
+
+
+def _log_tail(log_pmf: np.ndarray, k: int) -> float:
+    """``log P(X >= k)`` from a log-pmf."""
+    if k <= 0:
+        return 0.0
+    if k >= len(log_pmf):
+        return -math.inf
+    tail = log_pmf[k:]
+    m = np.max(tail)
+    if not np.isfinite(m):
+        return -math.inf
+    return float(m + np.log(np.sum(np.exp(tail - m))))
+
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """``P(X >= k)`` for ``X ~ Binomial(n, p)`` (exact).
+
+    Args:
+        k: Observed successes.
+        n: Trials.
+        p: Success probability under the null.
+
+    Returns:
+        The one-sided p-value.
+
+    Example:
+        >>> round(binomial_tail(21, 100, 0.1), 6) < 1e-3   # 21 of 100 trigger labels at 10 classes
+        True
+    """
+    if not 0 <= p <= 1:
+        raise ValueError(f"p must lie in [0, 1], got {p}.")
+    return math.exp(_log_tail(binomial_log_pmf(n, p), k))
+
+
+def module_agreement_p_value(agree: int, *, ones: int, zeros: int, q: float) -> float:
+    """P-value of ``agree`` matching modules under the null of an unrelated mask of density ``q``.
+
+    ``X = Bin(ones, q) + Bin(zeros, 1 − q)``; returns ``P(X >= agree)``.
+
+    Args:
+        agree: Observed number of data modules that match the signature.
+        ones: Number of target modules equal to 1 (kernel kept).
+        zeros: Number of target modules equal to 0.
+        q: Probability that an unrelated mask keeps a kernel (the suspect layer's squeezed
+            density); clipped to ``[1e-9, 1 − 1e-9]``.
+
+    Returns:
+        The one-sided p-value.
+    """
+    q = min(max(q, 1e-9), 1 - 1e-9)
+    a, b = binomial_log_pmf(ones, q), binomial_log_pmf(zeros, 1 - q)
+    # log-space convolution of the two pmfs
+    ma, mb = a.max(), b.max()
+    conv = np.convolve(np.exp(a - ma), np.exp(b - mb))
+    with np.errstate(divide="ignore"):
+        log_conv = np.log(conv) + ma + mb
+    return min(1.0, math.exp(_log_tail(log_conv, agree)))
+
+
+def combine_fisher(p_values: list[float]) -> float:
+    """Fisher's method: one p-value for independent evidence channels.
+
+    Args:
+        p_values: Independent p-values.
+
+    Returns:
+        The combined p-value (chi-square tail with ``2k`` degrees of freedom, exact for even dof).
+    """
+    ps = [min(max(p, 1e-300), 1.0) for p in p_values]
+    if not ps:
+        return 1.0
+    x = -2.0 * sum(math.log(p) for p in ps) / 2.0  # half the chi-square statistic
+    k = len(ps)
+    # P(chi2_{2k} >= 2x) = exp(-x) * sum_{i<k} x^i / i!
+    term, total = 1.0, 1.0
+    for i in range(1, k):
+        term *= x / i
+        total += term
+    return min(1.0, math.exp(-x) * total)

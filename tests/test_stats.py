@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from hf_lottery_verify.stats import binomial_log_pmf, binomial_tail, combine_fisher, module_agreement_p_value
+
+
+def test_binomial_pmf_sums_to_one_and_matches_math_comb() -> None:
+    pmf = np.exp(binomial_log_pmf(20, 0.3))
+    assert pmf.sum() == pytest.approx(1.0)
+    assert pmf[7] == pytest.approx(math.comb(20, 7) * 0.3**7 * 0.7**13)
+
+
+def test_binomial_tail_known_thresholds() -> None:
+    # 100 trigger images, 10 classes: >= 21 matches is significant at 1e-3, >= 28 at 1e-6, >= 33 at 1e-9
+    assert binomial_tail(21, 100, 0.1) < 1e-3 < binomial_tail(20, 100, 0.1)
+    assert binomial_tail(28, 100, 0.1) < 1e-6 < binomial_tail(27, 100, 0.1)
+    assert binomial_tail(33, 100, 0.1) < 1e-9 < binomial_tail(32, 100, 0.1)
+    assert binomial_tail(0, 10, 0.5) == 1.0 and binomial_tail(11, 10, 0.5) == 0.0
+
+
+def test_module_agreement_matches_brute_force_convolution() -> None:
+    ones, zeros, q = 7, 9, 0.3
+    dist = np.zeros(ones + zeros + 1)
+    for a in range(ones + 1):
+        for b in range(zeros + 1):
+            dist[a + b] += math.comb(ones, a) * q**a * (1 - q) ** (ones - a) * math.comb(zeros, b) * (1 - q) ** b * q ** (
+                zeros - b)
+    for k in (0, 5, 10, 16):
+        assert module_agreement_p_value(k, ones=ones, zeros=zeros, q=q) == pytest.approx(dist[k:].sum(), rel=1e-9)
+
+
+def test_module_agreement_is_tiny_for_a_perfect_match_and_large_for_chance() -> None:
+    assert module_agreement_p_value(567, ones=280, zeros=287, q=0.5) < 1e-150
+    assert module_agreement_p_value(284, ones=280, zeros=287, q=0.5) > 0.4
+
+
+def test_fisher_combination() -> None:
+    assert combine_fisher([1.0]) == pytest.approx(1.0)
+    assert combine_fisher([0.05]) == pytest.approx(0.05)
+    assert combine_fisher([0.01, 0.01]) < 0.01
+    assert combine_fisher([]) == 1.0
