@@ -8,10 +8,14 @@ so each one's flags sit next to its handler.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import re
 import sys
+import typing
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = ["main", "build_parser", "COMMANDS"]
@@ -39,18 +43,80 @@ def _say(args: argparse.Namespace) -> Callable[[str], None]:
     return lambda line: sys.stdout.write(line + "\n")
 
 
+def _field_help(cls: type) -> dict[str, str]:
+    """Help text per field, read from the ``Attributes:`` section of a dataclass docstring."""
+    doc = cls.__doc__ or ""
+    out: dict[str, str] = {}
+    section = doc.split("Attributes:", 1)[1] if "Attributes:" in doc else ""
+    for m in re.finditer(r"^\s{8}(\w+(?:, \w+)*): (.+?)(?=^\s{8}\w+(?:, \w+)*: |\Z)", section, re.S | re.M):
+        text = " ".join(m.group(2).split()).replace("%", "%%")
+        for name in m.group(1).split(", "):
+            out[name] = text
+    return out
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, *, exclude: Sequence[str] = (),
+                       prefix: str = "") -> None:
+    """Add one ``--flag`` per field of a dataclass (the CLI and the config cannot drift).
+
+    Bools become ``--x/--no-x``; tuples take comma-separated values; defaults come from
+    the dataclass.
+    """
+    hints = typing.get_type_hints(cls)
+    helps = _field_help(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in exclude or not f.init:
+            continue
+        flag = "--" + prefix + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        hint = hints[f.name]
+        text = helps.get(f.name, "").replace("``", "") + " (default: %(default)s)"
+        origin = typing.get_origin(hint)
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if hint is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text)
+        elif origin is tuple:
+            elem = args[0] if args else str
+            parser.add_argument(flag, type=lambda v, elem=elem: tuple(elem(x) for x in v.split(",") if x),
+                                default=default, help=text.replace(" (default: %(default)s)", " Comma-separated. (default: %(default)s)"))
+        elif origin is typing.Literal:
+            parser.add_argument(flag, choices=list(args), default=default, help=text)
+        else:
+            base = args[0] if args and origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) else hint
+            if typing.get_origin(base) is typing.Literal:
+                parser.add_argument(flag, choices=list(typing.get_args(base)), default=default, help=text)
+            else:
+                parser.add_argument(flag, type=base if base in (int, float, str) else str, default=default,
+                                    help=text)
+
+
+def dataclass_from_args(cls: type, args: argparse.Namespace, *, prefix: str = "", **overrides: Any) -> Any:
+    """Build a dataclass from the flags :func:`add_dataclass_args` added."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        key = (prefix + f.name).replace("-", "_")
+        if hasattr(args, key):
+            values[f.name] = getattr(args, key)
+    values.update(overrides)
+    return cls(**values)
+
+
 # --------------------------------------------------------------------------- demo
 
 
 @_command("demo")
 def _demo_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="walk through the library on a small model and print what it did",
-                       description="Build a CIFAR ResNet, prune it, save it (dense and compact layouts), "
-                                   "reload it and check the round trip is bit-exact.")
+                       description="Build a CIFAR ResNet and prune it (or --find-ticket: a short IMP search on "
+                                   "Fashion-MNIST), save and reload it bit-exactly in both layouts, sign it with a "
+                                   "QR code and extract it (also after a pruning attack), then split a key mask "
+                                   "off it and restore it with the key.")
     p.add_argument("--arch", default="cifar_resnet20", help="timm architecture (default: %(default)s)")
     p.add_argument("--density", type=float, default=0.05, help="kept fraction of prunable weights (default: %(default)s)")
     p.add_argument("--out", default=None, help="keep the saved folders here (default: a temporary folder)")
     p.add_argument("--seed", type=int, default=0, help="initialisation seed (default: %(default)s)")
+    p.add_argument("--find-ticket", action="store_true",
+                   help="find the ticket by a short IMP run on Fashion-MNIST (a few CPU minutes)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(handler=_demo)
 
@@ -58,10 +124,208 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    report = run_demo(out_dir=args.out, arch=args.arch, density=args.density, seed=args.seed, log=_say(args))
+    report = run_demo(out_dir=args.out, arch=args.arch, density=args.density, seed=args.seed,
+                      find_ticket=args.find_ticket, log=_say(args))
     _emit(args, report)
-    ok = all(v.get("reloaded_bit_exact", True) for v in report.values() if isinstance(v, dict))
-    return 0 if ok and report.get("reloaded_outputs_identical", True) else 1
+    ok = (all(v.get("reloaded_bit_exact", True) for v in report.values() if isinstance(v, dict))
+          and report["reloaded_outputs_identical"] and report["signature"]["decoded"] is not None
+          and report["keymask"]["restored_bit_exact"])
+    return 0 if ok else 1
+
+
+# --------------------------------------------------------------------------- find-ticket
+
+
+@_command("find-ticket")
+def _find_ticket_parser(sub: argparse._SubParsersAction) -> None:
+    from .imp import IMPConfig
+    from .training import TrainConfig
+
+    p = sub.add_parser(
+        "find-ticket", help="find an extreme ticket by IMP with late rewinding",
+        description="Train a dense model, then prune by global magnitude and rewind until pruning 1% more "
+                    "no longer matches the dense accuracy. Re-running the same command resumes. "
+                    "Works under `accelerate launch`.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--arch", default="cifar_resnet20", help="timm architecture")
+    p.add_argument("--dataset", default="fashion_mnist",
+                   help="cifar10, cifar100, fashion_mnist, synthetic or imagefolder:<path>")
+    p.add_argument("--data-dir", default=None, help="dataset files or cache folder")
+    p.add_argument("--train-limit", type=int, default=None, help="use at most this many training samples")
+    p.add_argument("--test-limit", type=int, default=None, help="use at most this many test samples")
+    p.add_argument("--out", required=True, help="output and resume folder")
+    p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is visible")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    group = p.add_argument_group("search (IMPConfig)")
+    add_dataclass_args(group, IMPConfig, exclude=("train",))
+    group = p.add_argument_group("training recipe of every round (TrainConfig)")
+    add_dataclass_args(group, TrainConfig)
+    p.set_defaults(handler=_find_ticket)
+
+
+def _find_ticket(args: argparse.Namespace) -> int:
+    from .data import load_image_dataset
+    from .imp import IMPConfig, find_extreme_ticket
+    from .training import TrainConfig, make_accelerator
+
+    train = dataclass_from_args(TrainConfig, args)
+    config = dataclass_from_args(IMPConfig, args, train=train)
+    accelerator = make_accelerator(train, cpu=args.cpu or None)
+    data = load_image_dataset(args.dataset, data_dir=args.data_dir, seed=train.seed, train_limit=args.train_limit,
+                              test_limit=args.test_limit)
+    result = find_extreme_ticket(args.arch, data, out_dir=args.out, config=config, accelerator=accelerator,
+                                 progress=not args.json)
+    report = result.to_dict()
+    if accelerator.is_main_process:
+        if args.json:
+            _emit(args, report)
+        else:
+            sys.stdout.write(
+                f"dense accuracy {result.dense_accuracy:.2f}%; extreme ticket: {result.ticket_density:.4%} of "
+                f"prunable weights at {result.ticket_accuracy:.2f}% ({len(result.rounds) - 1} rounds, "
+                f"{result.seconds:.0f} s{'' if result.finished else ', stopped by --max-rounds'})\n"
+                f"ticket: {result.ticket_dir}\nrewind weights: {result.rewind_dir}\n"
+                f"round log: {Path(args.out) / 'rounds.json'}\n")
+    return 0
+
+
+# --------------------------------------------------------------------------- split-key
+
+
+@_command("split-key")
+def _split_key_parser(sub: argparse._SubParsersAction) -> None:
+    from .keymask import list_scorers
+
+    p = sub.add_parser(
+        "split-key", help="Scheme V1: split a ticket's mask into a private key and a public locked mask",
+        description="Score the kept weights, move the top --ratio of them into a private key and write a public "
+                    "folder with the locked ticket (key weights removed). load_with_key() restores the ticket.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model_dir", help="a saved sparse model folder")
+    p.add_argument("--ratio", type=float, required=True, help="share of the kept weights that goes into the key")
+    p.add_argument("--score", choices=list_scorers(), default="omp", help="scorer of Algorithm 1")
+    p.add_argument("--seed", type=int, default=0, help="seed (random scorer, betweenness sampling)")
+    p.add_argument("--sources", type=int, default=None,
+                   help="betweenness only: sample this many source channels (exact when omitted)")
+    p.add_argument("--weights", choices=["abs", "inverse", "none"], default=None,
+                   help="betweenness only: edge lengths from sum|kernel| (paper), its inverse, or hop counts")
+    p.add_argument("--key-out", required=True, help="where to write the private ownership key (JSON)")
+    p.add_argument("--out", required=True, help="public folder for the locked ticket")
+    p.add_argument("--compact", action="store_true", help="save the locked ticket in the compact layout")
+    p.add_argument("--overwrite-key", action="store_true", help="replace an existing keymask section in --key-out")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(handler=_split_key)
+
+
+def _split_key(args: argparse.Namespace) -> int:
+    from .keymask import split_key_folder
+
+    options = {k: v for k, v in (("sources", args.sources), ("weights", args.weights)) if v is not None}
+    if options and args.score != "betweenness":
+        raise SystemExit("--sources and --weights apply to --score betweenness only")
+    report = split_key_folder(args.model_dir, ratio=args.ratio, score=args.score, seed=args.seed,
+                              key_out=args.key_out, out_dir=args.out, compact=args.compact,
+                              overwrite_key=args.overwrite_key, **options)
+    if args.json:
+        _emit(args, report)
+    else:
+        sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
+    return 0
+
+
+# --------------------------------------------------------------------------- sign / extract
+
+
+@_command("sign")
+def _sign_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sign", help="Scheme V2: embed a QR-code signature into a ticket's mask",
+        description="Embed TEXT as a QR code into the sparse mask (Algorithm 2), keeping the number of kept "
+                    "weights unchanged, and save the signed ticket to --out and the private key to --key-out. "
+                    "Retrain the signed ticket afterwards (masks stay fixed) to recover accuracy.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model_dir", help="a saved sparse model folder (e.g. find-ticket's ticket/)")
+    p.add_argument("--signature", required=True, help="text to embed (an owner id, a date, ...)")
+    p.add_argument("--key-out", required=True, help="where to write the private ownership key (JSON)")
+    p.add_argument("--out", required=True, help="folder for the signed ticket")
+    p.add_argument("--rewind", default=None, help="rewind-weights folder: values for switched-on weights")
+    p.add_argument("--copies", type=int, default=2,
+                   help="non-overlapping copies of the symbol (1 = the paper's; 2 survives far heavier pruning)")
+    p.add_argument("--module-weights", type=int, default=2,
+                   help="minimum kept weights per kernel that encodes a 1 (1 = the paper's)")
+    p.add_argument("--layers", default=None, help="'all' or comma-separated parameter names (default: low-level convs)")
+    p.add_argument("--ecc", choices=["L", "M", "Q", "H"], default="H", help="QR error-correction level")
+    p.add_argument("--version", type=int, default=None, help="QR version (default: smallest that fits)")
+    p.add_argument("--seed", type=int, default=0, help="seed of switched-on positions and values")
+    p.add_argument("--dataset", default=None, help="measure the accuracy change on this dataset's test split")
+    p.add_argument("--data-dir", default=None, help="dataset files or cache folder")
+    p.add_argument("--test-limit", type=int, default=None, help="evaluate on at most this many test samples")
+    p.add_argument("--compact", action="store_true", help="save in the compact layout")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(handler=_sign)
+
+
+def _sign(args: argparse.Namespace) -> int:
+    from .data import load_image_dataset
+    from .modeling_sparse_resnet import load_model
+    from .ownership_key import check_key_outside
+
+    check_key_outside(args.key_out, args.out)
+    model = load_model(args.model_dir)
+    options: dict[str, Any] = {"seed": args.seed, "copies": args.copies, "module_weights": args.module_weights,
+                               "ecc": args.ecc, "version": args.version}
+    if args.layers:
+        options["layers"] = "all" if args.layers == "all" else args.layers.split(",")
+    if args.rewind:
+        options["rewind"] = load_model(args.rewind)
+    eval_data = None
+    if args.dataset:
+        eval_data = load_image_dataset(args.dataset, data_dir=args.data_dir, test_limit=args.test_limit).test
+    model.save_pretrained(args.out, signature=args.signature, key_path=args.key_out, signature_options=options,
+                          eval_data=eval_data, compact=args.compact)
+    report = dict(model.signing_report or {})
+    report["out"] = args.out
+    sec = model.signature_key.section("signature")
+    report.update(qr=sec["qr"], copies=len(sec["regions"]), density=model.density)
+    if args.json:
+        _emit(args, report)
+    else:
+        change = report.get("accuracy_change")
+        sys.stdout.write(
+            f"signed {args.model_dir} with {args.signature!r} (QR v{sec['qr']['version']}-{sec['qr']['ecc']}, "
+            f"{len(sec['regions'])} cop{'y' if len(sec['regions']) == 1 else 'ies'}); density unchanged at "
+            f"{model.density:.4%}\n"
+            + (f"accuracy {report['accuracy_before']:.2f}% -> {report['accuracy_after']:.2f}% ({change:+.2f}); "
+               "retrain to recover\n" if change is not None else "")
+            + f"signed ticket: {args.out}\nprivate key: {args.key_out} (keep it; never upload it)\n")
+    return 0
+
+
+@_command("extract")
+def _extract_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "extract", help="Scheme V2: read and decode the signature from a suspect model",
+        description="Recover the suspect's mask from its non-zero weights, read the key's region(s), decode the "
+                    "QR code and report the bit agreement and its p-value. Exit status 0 when the signature "
+                    "decodes to the key's text, 1 otherwise.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model", help="suspect folder or .safetensors file (this library's, timm or TimmWrapper layout)")
+    p.add_argument("--key", required=True, help="the owner's key (JSON)")
+    p.add_argument("--no-defense", action="store_true", help="do not apply the add-on defense")
+    p.add_argument("--json", action="store_true", help="print the evidence as JSON")
+    p.set_defaults(handler=_extract)
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from .signature import extract_signature
+
+    ev = extract_signature(args.model, args.key, defense=not args.no_defense)
+    if args.json:
+        _emit(args, ev.to_dict())
+    else:
+        sys.stdout.write(f"decoded text: {ev.text!r} ({'matches the key' if ev.matches else 'no match'})\n"
+                         f"bit agreement: {ev.bit_agreement:.4f}; p-value under an unrelated mask: {ev.p_value:.3g}\n")
+    return 0 if ev.matches else 1
 
 
 # --------------------------------------------------------------------------- entry point

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import hf_lottery_verify as hlv
 from hf_lottery_verify.cli import build_parser, main
@@ -34,12 +35,17 @@ def test_every_subcommand_has_help(capsys) -> None:
 
 
 def test_demo_json_report(tmp_path: Path, capsys) -> None:
-    assert main(["demo", "--arch", "cifar_resnet8", "--density", "0.1", "--out", str(tmp_path), "--json"]) == 0
+    assert main(["demo", "--arch", "cifar_resnet20", "--density", "0.1", "--out", str(tmp_path), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["prune"]["density"] == pytest.approx(0.1, abs=1e-4)
     assert report["save_dense"]["reloaded_bit_exact"] and report["save_compact"]["reloaded_bit_exact"]
     assert report["reloaded_outputs_identical"]
-    assert (tmp_path / "cifar_resnet8-compact" / "model.safetensors").is_file()
+    assert (tmp_path / "ticket-compact" / "model.safetensors").is_file()
+    assert report["signature"]["decoded"] == "hf-lottery-demo:owner"
+    assert report["signature"]["p_value"] < 1e-20
+    assert report["keymask"]["restored_bit_exact"]
+    assert not list((tmp_path / "signed").glob("*.json*")) or all(
+        "owner" not in p.name for p in (tmp_path / "signed").iterdir())
 
 
 def test_library_errors_become_exit_code_2(capsys) -> None:
@@ -51,3 +57,38 @@ def test_console_script_is_installed() -> None:
     exe = shutil.which("hf-lottery") or str(Path(sys.executable).parent / "hf-lottery")
     out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("hf-lottery ")
+
+
+def test_find_ticket_command(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    argv = ["find-ticket", "--arch", "cifar_resnet8", "--dataset", "synthetic", "--train-limit", "512",
+            "--test-limit", "100", "--out", str(out), "--epochs", "2", "--rewind-epoch", "1", "--batch-size", "32",
+            "--schedule", "onecycle", "--ratios", "0.5,0.2", "--max-rounds", "1", "--pad", "1", "--cpu", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["rounds"][0]["kind"] == "dense" and len(report["rounds"]) == 2
+    assert report["rounds"][1]["ratio"] == 0.5
+    ticket = hlv.load_model(out / "ticket")
+    assert ticket.density == pytest.approx(report["ticket_density"], abs=1e-6)
+    assert ticket.config.in_chans == 3 and ticket.config.image_size == 16
+
+
+def test_split_key_command(tmp_path: Path, capsys) -> None:
+    from hf_lottery_verify.keymask import load_with_key
+
+    from .helpers import make_model
+
+    model = make_model(density=0.2)
+    model.save_pretrained(tmp_path / "ticket")
+    argv = ["split-key", str(tmp_path / "ticket"), "--ratio", "0.1", "--score", "omp", "--key-out",
+            str(tmp_path / "keys" / "owner.json"), "--out", str(tmp_path / "public"), "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] == round(0.1 * sum(int(m.sum()) for m in model.masks.values()))
+    full = load_with_key(tmp_path / "public", tmp_path / "keys" / "owner.json")
+    assert all(torch.equal(full.masks[n], model.masks[n]) for n in model.masks)
+    # the key may not be written into the folder that is published
+    bad = ["split-key", str(tmp_path / "ticket"), "--ratio", "0.1", "--key-out",
+           str(tmp_path / "public2" / "key.json"), "--out", str(tmp_path / "public2")]
+    assert main(bad) == 2
+    assert "inside the model folder" in capsys.readouterr().err
