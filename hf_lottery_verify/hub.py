@@ -101,8 +101,13 @@ def download_model_folder(
         raise HubError(f"Could not get '{repo_id}' from the Hub or the local cache: {exc}") from exc
     except HfHubHTTPError as exc:
         raise HubError(f"Hub request for '{repo_id}' failed: {exc}") from exc
-    except OSError as exc:
-        if isinstance(exc, HubError | PickleRefusedError):
-            raise
-        raise HubError(f"Network or disk failure while downloading '{repo_id}': {exc}") from exc
+    except (HubError, PickleRefusedError):
+        raise
+    except Exception as exc:
+        # huggingface_hub 2.x raises its HTTP stack's own errors (httpx) for refused or
+        # dropped connections; OSError covers disk problems in the cache.
+        if isinstance(exc, OSError) or type(exc).__module__.split(".")[0].startswith(("httpx", "httpcore")):
+            raise HubError(f"Network or disk failure while fetching '{repo_id}': {exc}. Check the connection "
+                           "(or HF_ENDPOINT), or pass local_files_only=True to use the cache.") from exc
+        raise
     return Path(folder)
