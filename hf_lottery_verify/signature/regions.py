@@ -1,0 +1,246 @@
+"""Where the QR symbol goes: candidate layers, FFT region search, capacity."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import qr
+from ..errors import SignatureError, SignatureTooLargeError
+from ..masks import squeeze_mask
+
+__all__ = ["SIGNATURE_SECTION", "Region", "candidate_layers", "region_agreement", "find_regions", "signature_capacity"]
+
+SIGNATURE_SECTION = "signature"
+"""Name of the V2 section in an :class:`~hf_lottery_verify.ownership_key.OwnershipKey`."""
+
+
+@dataclass(frozen=True)
+class Region:
+    """Where one copy of the symbol lives: rows ``row..row+size`` (output channels) and
+    columns ``col..col+size`` (input channels) of the squeezed mask of ``param``."""
+
+    param: str
+    row: int
+    col: int
+    size: int
+    agreement: float = 0.0
+    inverted: bool = False
+
+    def overlaps(self, other: Region) -> bool:
+        return (self.param == other.param and self.row < other.row + other.size and other.row < self.row + self.size
+                and self.col < other.col + other.size and other.col < self.col + self.size)
+
+
+def _stage_of(name: str) -> int:
+    head = name.split(".", 1)[0]
+    return int(head[5:]) if head.startswith("layer") and head[5:].isdigit() else 0
+
+
+def candidate_layers(
+    masks: Mapping[str, torch.Tensor],
+    size: int,
+    *,
+    layers: Sequence[str] | str | None = None,
+) -> list[str]:
+    """Masked conv weights that can hold a ``size × size`` symbol.
+
+    Args:
+        masks: The ticket's masks.
+        size: Symbol side in modules.
+        layers: ``None`` (default): the spatial (k×k, k > 1) convs of the earliest stage
+            that has any large enough — the paper's "low-level layers"; ``"all"``: every
+            masked conv large enough; or an explicit list of parameter names.
+
+    Returns:
+        Parameter names in network order.
+
+    Raises:
+        SignatureError: An explicitly named layer is unknown or too small.
+    """
+    fits = {n: m for n, m in masks.items() if m.dim() == 4 and m.shape[0] >= size and m.shape[1] >= size}
+    if isinstance(layers, str) and layers != "all":
+        layers = [layers]
+    if isinstance(layers, (list, tuple)):
+        for name in layers:
+            if name not in masks:
+                raise SignatureError(f"'{name}' is not a masked parameter of this model.")
+            if name not in fits:
+                raise SignatureError(f"'{name}' (squeezed {tuple(masks[name].shape[:2])}) cannot hold a "
+                                     f"{size}×{size} symbol.")
+        return list(layers)
+    if layers == "all":
+        return list(fits)
+    spatial = [n for n, m in fits.items() if m.shape[-1] > 1 or m.shape[-2] > 1]
+    if not spatial:
+        return list(fits)
+    first = min(_stage_of(n) for n in spatial)
+    return [n for n in spatial if _stage_of(n) == first]
+
+
+@functools.lru_cache(maxsize=64)
+def _kernel_spectrum(target_bytes: bytes, data_bytes: bytes, s: int, out_c: int, in_c: int
+                     ) -> tuple[torch.Tensor, float]:
+    target = np.frombuffer(target_bytes, dtype=bool).reshape(s, s)
+    data = np.frombuffer(data_bytes, dtype=bool).reshape(s, s)
+    d = torch.from_numpy(data.astype(np.float64))
+    t = torch.from_numpy(target.astype(np.float64))
+    kernel = d * (2 * t - 1)  # +1 where a kept kernel agrees, -1 where it disagrees
+    base = float((d * (1 - t)).sum())  # agreement of an all-pruned window
+    return torch.fft.rfft2(kernel.float(), s=(out_c, in_c)).conj(), base
+
+
+def region_agreement(squeezed: torch.Tensor, target: np.ndarray, data: np.ndarray) -> torch.Tensor:
+    """Agreeing data modules for every placement of ``target`` in ``squeezed`` (FFT correlation).
+
+    Args:
+        squeezed: 2-D boolean kernel mask ``(out, in)``.
+        target: ``size × size`` target bits (True = kept).
+        data: ``size × size`` map of data modules (function patterns are not counted).
+
+    Returns:
+        ``(out − size + 1) × (in − size + 1)`` float32 tensor of agreement counts. The
+        opposite polarity's counts are ``data.sum()`` minus these. float32 FFT round-off is
+        below 0.05 here (inputs are 0/±1 and at most ~4k data modules), far from the 0.5
+        that rounding needs; :func:`find_regions` recounts the chosen windows exactly.
+    """
+    corr, base = _correlation(squeezed, target, data)
+    return (corr + base).round()
+
+
+def _correlation(squeezed: torch.Tensor, target: np.ndarray, data: np.ndarray) -> tuple[torch.Tensor, float]:
+    """Un-rounded agreement map without its constant offset (``agreement = map + base``)."""
+    out_c, in_c = squeezed.shape
+    s = target.shape[0]
+    spectrum, base = _kernel_spectrum(np.ascontiguousarray(target, dtype=bool).tobytes(),
+                                      np.ascontiguousarray(data, dtype=bool).tobytes(), s, out_c, in_c)
+    # circular correlation of size (out, in) equals the valid correlation for offsets that do not wrap
+    spec = torch.fft.rfft2(squeezed.to(torch.float32).cpu())
+    spec.mul_(spectrum)
+    corr = torch.fft.irfft2(spec, s=(out_c, in_c))
+    return corr[: out_c - s + 1, : in_c - s + 1], base
+
+
+def _max_window_count(squeezed: torch.Tensor, s: int) -> int:
+    """Most kept kernels in any ``s × s`` window (summed-area table, O(out·in))."""
+    c = torch.nn.functional.pad(squeezed.to(torch.int32).cumsum(0).cumsum(1), (1, 0, 1, 0))
+    win = c[s:, s:] - c[:-s, s:] - c[s:, :-s] + c[:-s, :-s]
+    return int(win.max())
+
+
+def find_regions(
+    masks: Mapping[str, torch.Tensor],
+    symbol: qr.QRSymbol,
+    *,
+    layers: Sequence[str] | str | None = None,
+    copies: int = 1,
+    polarity: str = "auto",
+) -> list[Region]:
+    """Best non-overlapping placements of ``symbol`` (most agreeing data modules first).
+
+    Args:
+        masks: The ticket's masks.
+        symbol: The QR symbol.
+        layers: Candidate layers (see :func:`candidate_layers`).
+        copies: Number of regions to return.
+        polarity: ``"auto"`` (best of both), ``"dark_kept"`` or ``"dark_pruned"``.
+
+    Returns:
+        ``copies`` regions, best first. All copies share one polarity, so that extraction
+        can combine them module by module.
+
+    Raises:
+        SignatureTooLargeError: No candidate layer can hold the symbol.
+        SignatureError: Fewer than ``copies`` non-overlapping regions exist.
+    """
+    if polarity == "auto" and copies > 1:
+        options_found = []
+        for pol in ("dark_kept", "dark_pruned"):
+            try:
+                options_found.append(find_regions(masks, symbol, layers=layers, copies=copies, polarity=pol))
+            except SignatureError:
+                continue
+        if not options_found:
+            raise SignatureError(f"Fewer than {copies} non-overlapping regions fit; lower copies.")
+        return max(options_found, key=lambda regions: sum(r.agreement for r in regions))
+    names = candidate_layers(masks, symbol.size, layers=layers)
+    if not names:
+        raise SignatureTooLargeError(
+            f"No masked conv layer can hold a {symbol.size}×{symbol.size} QR symbol (version {symbol.version}).")
+    data = symbol.data_map
+    n_data = int(data.sum())
+    options = {"auto": (False, True), "dark_kept": (False,), "dark_pruned": (True,)}[polarity]
+    s = symbol.size
+    order = {n: i for i, n in enumerate(names)}
+    squeezed = {n: squeeze_mask(masks[n]) for n in names}
+    # Agreement of the all-pruned window per polarity; each kept kernel in a window adds at
+    # most 1, so base + (most kept kernels in any window) bounds a layer's best agreement.
+    # Layers whose bound cannot beat the best so far skip the FFT entirely.
+    base_kept = float((data & ~symbol.modules).sum())  # dark = kept: pruned modules agree where light
+    bases = {False: base_kept, True: n_data - base_kept}
+    bounds = {n: max(bases[inv] for inv in options) + _max_window_count(squeezed[n], s) for n in names}
+    maps: dict[str, torch.Tensor] = {}
+    base = 0.0
+    chosen: list[Region] = []
+    while len(chosen) < copies:
+        best: Region | None = None
+        for name in sorted(names, key=lambda n: (-bounds[n], order[n])):
+            if best is not None and (bounds[name], -order[name]) <= (best.agreement, -order[best.param]):
+                continue  # cannot beat (or tie earlier than) the best region found so far
+            if name not in maps:
+                maps[name], base = _correlation(squeezed[name], symbol.modules, data)
+            agree = maps[name]
+            taken = [r for r in chosen if r.param == name]
+            for inverted in options:  # the inverted symbol agrees exactly where the symbol does not
+                a = agree
+                if taken:  # forbid windows overlapping an already chosen region in this layer
+                    a = agree.clone()
+                    for r in taken:
+                        a[max(0, r.row - s + 1): r.row + s, max(0, r.col - s + 1): r.col + s] = (
+                            math.inf if inverted else -math.inf)
+                flat = int(torch.argmin(a) if inverted else torch.argmax(a))  # first extreme: deterministic
+                row, col = divmod(flat, a.shape[1])
+                value = float(a[row, col])
+                if not math.isfinite(value):
+                    continue
+                value = round(n_data - (value + base) if inverted else value + base)
+                if best is None or (value, -order[name]) > (best.agreement, -order[best.param]):
+                    best = Region(name, row, col, s, value, inverted)
+        if best is None:
+            raise SignatureError(f"Only {len(chosen)} non-overlapping regions fit; lower copies.")
+        chosen.append(best)
+    # exact recount of the chosen windows (the FFT ran in float32)
+    out = []
+    for r in chosen:
+        window = squeeze_mask(masks[r.param])[r.row: r.row + s, r.col: r.col + s].numpy()
+        target = ~symbol.modules if r.inverted else symbol.modules
+        exact = int((window == target)[data].sum())
+        out.append(Region(r.param, r.row, r.col, s, exact / n_data, r.inverted))
+    return out
+
+
+def signature_capacity(masks: Mapping[str, torch.Tensor], *, ecc: str = "H",
+                       layers: Sequence[str] | str | None = None) -> tuple[int, int, str | None]:
+    """Largest byte-mode payload the candidate layers can carry.
+
+    Args:
+        masks: The ticket's masks.
+        ecc: QR error-correction level.
+        layers: Candidate layers (see :func:`candidate_layers`).
+
+    Returns:
+        ``(max_bytes, version, layer)``; ``(0, 0, None)`` when not even version 1 fits.
+    """
+    for v in range(40, 0, -1):
+        try:
+            names = candidate_layers(masks, qr.symbol_size(v), layers=layers)
+        except SignatureError:
+            continue
+        if names:
+            return qr.capacity(v, ecc), v, names[0]
+    return 0, 0, None
