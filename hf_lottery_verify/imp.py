@@ -172,33 +172,61 @@ class _IMPRun:
 
     # -------------------------------------------------------------- state
 
+    def _identity(self) -> dict[str, Any]:
+        """What, besides the settings, a resumed run must share with the interrupted one."""
+        train, test = self.data.train, self.data.test
+        return {"arch": self.model.config.arch, "dataset": train.name, "train_size": len(train),
+                "test_size": len(test), "num_classes": train.num_classes, "image_shape": list(train.images.shape[1:]),
+                "num_processes": self.acc.num_processes}
+
     def _load_or_init_state(self) -> None:
         h = self.config.settings_hash()
+        identity = self._identity()
         if self.state_path.is_file():
             self.state = json.loads(self.state_path.read_text())
             if self.state.get("settings_hash") != h:
                 raise TrainingError(
-                    f"{self.out} holds an IMP run with different settings (or another architecture/dataset). "
-                    "Use a new output folder, or delete this one to start over."
+                    f"{self.out} holds an IMP run with different settings. Use a new output folder, or delete "
+                    "this one to start over."
                 )
-            self.rounds = [RoundRecord(**r) for r in json.loads((self.out / "rounds.json").read_text())]
+            for field_name, value in identity.items():
+                if self.state.get("identity", {}).get(field_name) != value:
+                    raise TrainingError(
+                        f"{self.out} holds an IMP run with {field_name}={self.state.get('identity', {}).get(field_name)!r}"
+                        f", this call has {value!r}. Use a new output folder, or the same data and architecture.")
+            self.rounds = [RoundRecord(**r) for r in self.state["rounds"]]
             logger.info("Resuming IMP in %s at phase %s, round %d.", self.out, self.state["phase"],
                         self.state.get("round", 0))
         else:
-            self.state = {"settings_hash": h, "phase": "dense", "round": 0, "ratio_index": 0,
-                          "arch": self.model.config.arch, "dataset": self.data.train.name,
-                          "started": time.time(), "elapsed": 0.0}
+            self.state = {"settings_hash": h, "identity": identity, "phase": "dense", "round": 0, "ratio_index": 0,
+                          "accepted": None, "started": time.time(), "elapsed": 0.0, "rounds": []}
             if self.acc.is_main_process:
                 # the dense run restarts from exactly these weights if it is interrupted
                 _save_state_dict(self.work / "init.safetensors", self.model, None)
             self._commit()
 
     def _commit(self) -> None:
+        """Persist the run. ``state.json`` (which holds the round log and names the accepted
+        weights file) is written last and atomically: it alone decides where a resume starts."""
         if not self.acc.is_main_process:
             return
         self.out.mkdir(parents=True, exist_ok=True)
-        _write_json(self.out / "rounds.json", [asdict(r) for r in self.rounds])
+        self.state["rounds"] = [asdict(r) for r in self.rounds]
+        _write_json(self.out / "rounds.json", self.state["rounds"])
         _write_json(self.state_path, self.state)
+        for stale in self.work.glob("accepted-r*.safetensors"):
+            if stale.name != self.state.get("accepted"):
+                stale.unlink()
+
+    def _accepted_path(self) -> Path:
+        return self.work / self.state["accepted"]
+
+    def _save_accepted(self, model: SparseResNetForImageClassification, masks: MaskDict | None) -> None:
+        """Write this round's accepted weights to a new file; the next commit switches to it."""
+        name = f"accepted-r{self.state['round']}.safetensors"
+        if self.acc.is_main_process:
+            _save_state_dict(self.work / name, model, masks)
+        self.state["accepted"] = name
 
     def _barrier(self) -> None:
         self.acc.wait_for_everyone()
@@ -235,8 +263,7 @@ class _IMPRun:
             _save_state_dict(rewind_path, self.model, None)
         acc, count = self._train(round_index=0, start_epoch=0, desc="dense", on_epoch_end=capture)
         self._barrier()
-        if self.acc.is_main_process:
-            _save_state_dict(self.work / "accepted.safetensors", self.model, None)
+        self._save_accepted(self.model, None)
         self.rounds.append(RoundRecord(round=0, ratio=0.0, density=1.0, accuracy=acc, gap=0.0, accepted=True,
                                        seconds=time.perf_counter() - t0, kind="dense", test_count=count))
         self.state.update(phase="prune", dense_accuracy=acc, best_accuracy=acc, round=1, ratio_index=0,
@@ -249,7 +276,7 @@ class _IMPRun:
         cfg, st = self.config, self.state
         ratio = cfg.ratios[st["ratio_index"]]
         t0 = time.perf_counter()
-        _load_into(self.model, self.work / "accepted.safetensors")
+        _load_into(self.model, self._accepted_path())
         accepted_masks = self._accepted_masks()
         candidate = magnitude_prune(self.model.timm_parameters(), accepted_masks, fraction=ratio, scope=cfg.scope)
         _load_into(self.model, self.work / "rewind.safetensors")
@@ -263,8 +290,7 @@ class _IMPRun:
                                        accepted=ok, seconds=time.perf_counter() - t0, test_count=count))
         self._barrier()
         if ok:
-            if self.acc.is_main_process:
-                _save_state_dict(self.work / "accepted.safetensors", self.model, candidate)
+            self._save_accepted(self.model, candidate)
             st.update(density=density, best_accuracy=accuracy)
         else:
             st["ratio_index"] += 1
@@ -279,7 +305,7 @@ class _IMPRun:
         return not done
 
     def _accepted_masks(self) -> MaskDict:
-        stored = read_checkpoint(self.work / "accepted.safetensors").masks
+        stored = read_checkpoint(self._accepted_path()).masks
         if stored:
             return stored
         params = self.model.timm_parameters()
@@ -291,7 +317,7 @@ class _IMPRun:
         """Write the ticket, rewind and dense folders (idempotent)."""
         if not self.acc.is_main_process:
             return
-        _load_into(self.model, self.work / "accepted.safetensors")
+        _load_into(self.model, self._accepted_path())
         masks = self._accepted_masks()
         self.model.set_masks(masks)
         self.model.save_pretrained(self.out / "ticket")

@@ -76,6 +76,7 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
         self._masks: MaskDict = {}
         self.signature_key = None  # set by embed_signature (Scheme V2); never saved with the model
         self.signing_report: dict[str, Any] | None = None
+        self.ownership_claim: dict[str, Any] | None = None  # public claim read from a loaded checkpoint
         self.post_init()
 
     # ------------------------------------------------------------------ forward
@@ -209,9 +210,12 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
         return MaskEnforcer(self.timm_parameters(), self._masks)
 
     def _apply(self, fn: Any, recurse: bool = True) -> SparseResNetForImageClassification:
-        # Masks are a plain dict (names contain dots), so move them with the model by hand.
+        # Masks are a plain dict (names contain dots): after any move, put each mask on its
+        # parameter's device. Only devices follow; dtype casts or to_empty() never touch them.
         super()._apply(fn, recurse)
-        self._masks = {n: fn(m) for n, m in self._masks.items()}
+        if getattr(self, "_masks", None):
+            params = dict(self.timm_model.named_parameters())
+            self._masks = {n: m.to(params[n].device) for n, m in self._masks.items()}
         return self
 
     # ------------------------------------------------------------------ saving and loading
@@ -263,16 +267,21 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
             raise ValueError("hf_lottery_verify only writes safetensors; drop safe_serialization=False.")
         if push_to_hub:
             raise ValueError("save_pretrained(push_to_hub=True) is not supported; save, then push the folder.")
-        ignored = set(kwargs) - {"max_shard_size", "variant", "token", "state_dict", "is_main_process"}
-        if ignored:
-            raise TypeError(f"save_pretrained() got unexpected arguments: {sorted(ignored)}")
+        unsupported = set(kwargs) - {"max_shard_size", "token", "is_main_process"}
+        if unsupported:
+            raise TypeError(f"save_pretrained() does not support {sorted(unsupported)}: it always writes the "
+                            "model's own weights and masks to one model.safetensors.")
         folder = Path(save_directory)
+        if not kwargs.get("is_main_process", True):
+            return folder  # under several processes only the main one writes (and signs)
         claims: dict[str, Any] = {}
         if signature is not None:
             self._sign_for_saving(signature, folder, key_path, signature_options, eval_data)
         if self.signature_key is not None:
             sec = self.signature_key.sections.get("signature", {})
             claims = {"signed": True, "schemes": ["V2"], "qr_version": sec.get("qr", {}).get("version")}
+        elif self.ownership_claim:
+            claims = dict(self.ownership_claim)  # re-saving a loaded signed model keeps its claim
         folder.mkdir(parents=True, exist_ok=True)
         self.config.density = round(self.density, 8) if self._masks else None
         self.config.architectures = [type(self).__name__]
@@ -293,6 +302,10 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
         if key_path is None:
             raise ValueError("save_pretrained(signature=...) needs key_path=...: the key is the proof of ownership.")
         check_key_outside(key_path, folder)
+        if self.signature_key is None and (self.ownership_claim or {}).get("signed"):
+            raise SignatureError("This model was loaded from a checkpoint that already claims a QR signature "
+                                 "(header 'ownership'); signing it again would overwrite parts of the first one. "
+                                 "Sign the unsigned ticket instead.")
         if self.signature_key is not None:
             signed_text = self.signature_key.sections.get(SIGNATURE_SECTION, {}).get("text")
             if signed_text != text:
@@ -502,6 +515,7 @@ def load_model(
         config = _config_from_contents(contents, arch=arch, num_labels=num_labels, in_chans=in_chans)
     model = SparseResNetForImageClassification(config)
     _load_state_strict(model, contents.state_dict, path=contents.path)
+    model.ownership_claim = contents.metadata.get("ownership")
     if contents.masks is not None and masks == "stored":
         model.set_masks(contents.masks, apply=False)
     else:

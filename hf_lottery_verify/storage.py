@@ -179,6 +179,9 @@ def write_checkpoint(
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=header)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a published file must be readable
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -240,9 +243,15 @@ def read_header_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return _parse_our_metadata(raw, path)
 
 
-def _parse_our_metadata(raw: Mapping[str, str], path: str | None) -> dict[str, Any]:
+def _parse_our_metadata(raw: Mapping[str, str], path: str | None, *, lenient: bool = False) -> dict[str, Any]:
     if METADATA_KEY not in raw:
         return {}
+    if lenient:  # a suspect's header is attacker-controlled: fall back to reading it as foreign
+        try:
+            return _parse_our_metadata(raw, path)
+        except CheckpointError as exc:
+            logger.warning("Ignoring this library's header in %s (%s); reading it as a plain checkpoint.", path, exc)
+            return {}
     try:
         meta = json.loads(raw[METADATA_KEY])
     except json.JSONDecodeError as exc:
@@ -260,11 +269,15 @@ def _parse_our_metadata(raw: Mapping[str, str], path: str | None) -> dict[str, A
 
 
 def _decode_ours(
-    tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: str | None, *, check_consistency: bool = True
+    tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: str | None, *, check_consistency: bool = True,
+    lenient: bool = False,
 ) -> tuple[dict, MaskDict]:
     """Turn a file of our layout back into a dense state dict and masks."""
     digest = meta.get("sha256")
-    if digest is not None and _tensor_digest(tensors) != digest:
+    if lenient and digest is not None and _tensor_digest(tensors) != digest:
+        logger.warning("Checksum mismatch in %s: the weights were changed after saving; using them as they are.",
+                       path)
+    elif digest is not None and _tensor_digest(tensors) != digest:
         raise CorruptCheckpointError(
             f"Checksum mismatch in {path}: the tensor data was altered or damaged after saving. "
             "Download or save the checkpoint again.",
@@ -408,7 +421,7 @@ def _read_config(folder: Path) -> dict[str, Any] | None:
 
 
 def read_checkpoint(
-    source: str | os.PathLike | Mapping[str, torch.Tensor], *, check_masks: bool = True
+    source: str | os.PathLike | Mapping[str, torch.Tensor], *, check_masks: bool = True, lenient: bool = False
 ) -> CheckpointContents:
     """Read a checkpoint of any supported layout into canonical timm names.
 
@@ -416,6 +429,9 @@ def read_checkpoint(
         source: A model folder, a ``.safetensors`` file, or a state dict.
         check_masks: Refuse stored masks that disagree with the stored weights
             (:class:`~hf_lottery_verify.errors.MaskInconsistencyError`).
+        lenient: Read a *suspect's* file: a header that is malformed, of an unknown
+            version or whose checksum no longer matches is logged and ignored instead of
+            refused, so that a thief cannot block verification by editing it.
 
     Returns:
         The checkpoint's contents; ``masks`` is set only for this library's layouts.
@@ -454,9 +470,10 @@ def read_checkpoint(
             raise CorruptCheckpointError(f"Tensor(s) {sorted(dup)[:3]} appear in several shards.", path=str(path))
         tensors.update(t)
         raws.append(raw)
-    meta = _parse_our_metadata(raws[0], str(files[0])) if len(files) == 1 else {}
+    meta = _parse_our_metadata(raws[0], str(files[0]), lenient=lenient) if len(files) == 1 else {}
     if meta:
-        state_dict, masks = _decode_ours(tensors, meta, str(files[0]), check_consistency=check_masks)
+        state_dict, masks = _decode_ours(tensors, meta, str(files[0]), check_consistency=check_masks,
+                                         lenient=lenient)
         return CheckpointContents(
             state_dict=state_dict, masks=masks, metadata=meta, config=config, layout=meta["layout"], path=str(path)
         )

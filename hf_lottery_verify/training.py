@@ -130,8 +130,9 @@ def lr_at(config: TrainConfig, step: int, total_steps: int) -> float:
     if config.schedule == "constant":
         return config.lr
     if config.schedule == "multistep":
-        epochs_done = frac * config.epochs
-        passed = sum(1 for m in config.milestones if epochs_done >= round(m * config.epochs))
+        # integer comparison: step/total >= milestone_epoch/epochs, with no float round-off
+        passed = sum(1 for m in config.milestones
+                     if step * config.epochs >= round(m * config.epochs) * max(1, total_steps))
         return config.lr * config.gamma**passed
     if config.schedule == "cosine":
         return 0.5 * config.lr * (1 + math.cos(math.pi * frac))
@@ -239,7 +240,8 @@ def evaluate(model: nn.Module, data: ImageData, *, accelerator: Any = None, batc
     Args:
         model: A model returning logits or an output with ``.logits``.
         data: The split to evaluate.
-        accelerator: The run's accelerator (a CPU one is made when ``None``).
+        accelerator: The run's accelerator; when ``None`` the model is evaluated on its own
+            device in this process.
         batch_size: Evaluation batch size per process.
         channels_last: Feed channels-last tensors.
         loader: A DataLoader already prepared by ``accelerator`` (reused across calls).
@@ -247,24 +249,32 @@ def evaluate(model: nn.Module, data: ImageData, *, accelerator: Any = None, batc
     Returns:
         ``{"accuracy": %, "loss": mean cross-entropy, "count": samples seen}``.
     """
+    import contextlib
+
     from torch.utils.data import DataLoader, TensorDataset
 
     if accelerator is None:
-        accelerator = make_accelerator(TrainConfig(epochs=1))
-    if loader is None:
-        loader = accelerator.prepare_data_loader(
-            DataLoader(TensorDataset(data.images, data.labels), batch_size=batch_size, shuffle=False))
+        # evaluate where the model is, without touching the process-wide Accelerate state
+        device = next(model.parameters()).device
+        loader = loader or DataLoader(TensorDataset(data.images, data.labels), batch_size=batch_size, shuffle=False)
+        gather, autocast = (lambda t: t), contextlib.nullcontext
+    else:
+        device = accelerator.device
+        if loader is None:
+            loader = accelerator.prepare_data_loader(
+                DataLoader(TensorDataset(data.images, data.labels), batch_size=batch_size, shuffle=False))
+        gather, autocast = accelerator.gather_for_metrics, accelerator.autocast
     was_training = model.training
     model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=accelerator.device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)
-    count = torch.zeros((), dtype=torch.long, device=accelerator.device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    count = torch.zeros((), dtype=torch.long, device=device)
     for images, labels in loader:
-        x = normalize(images.to(accelerator.device), data.mean, data.std, channels_last=channels_last)
-        with accelerator.autocast():
+        x = normalize(images.to(device), data.mean, data.std, channels_last=channels_last)
+        with autocast():
             out = model(x)
         logits = getattr(out, "logits", out).float()
-        logits, labels = accelerator.gather_for_metrics((logits, labels.to(accelerator.device)))
+        logits, labels = gather((logits, labels.to(device)))
         correct += (logits.argmax(1) == labels).sum()
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
         count += labels.numel()
@@ -459,7 +469,9 @@ class Trainer:
         torch.save(self.optimizer.state_dict(), folder / "optimizer.pt.tmp")
         os.replace(folder / "optimizer.pt.tmp", folder / "optimizer.pt")
         os.replace(tmp, folder / "state.safetensors")
-        (folder / "progress.json").write_text(json.dumps({"epoch": epoch, "history": [asdict(r) for r in self.history]}))
+        progress = folder / "progress.json.tmp"
+        progress.write_text(json.dumps({"epoch": epoch, "history": [asdict(r) for r in self.history]}))
+        os.replace(progress, folder / "progress.json")
 
     def _maybe_resume(self, start_epoch: int) -> int:
         folder = self._ckpt()

@@ -146,3 +146,13 @@ def test_two_process_search(tmp_path: Path) -> None:
     assert [r["kind"] for r in rounds] == ["dense", "prune"]
     assert all(r["test_count"] == 37 for r in rounds)  # every test sample counted once
     assert hlv.load_model(tmp_path / "ticket").density == pytest.approx(0.5, abs=1e-3)
+
+
+def test_resume_refuses_other_data_or_architecture(tmp_path: Path) -> None:
+    find_extreme_ticket("cifar_resnet8", tiny_data(), out_dir=tmp_path, config=_config(max_rounds=1), progress=False)
+    with pytest.raises(hlv.TrainingError, match="train_size"):
+        find_extreme_ticket("cifar_resnet8", tiny_data(train_size=256), out_dir=tmp_path,
+                            config=_config(max_rounds=1), progress=False)
+    with pytest.raises(hlv.TrainingError, match="arch"):
+        find_extreme_ticket("cifar_resnet20", tiny_data(), out_dir=tmp_path, config=_config(max_rounds=1),
+                            progress=False)

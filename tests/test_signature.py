@@ -266,3 +266,73 @@ def test_speed_on_a_resnet50_sized_mask_set() -> None:
     extract = time.perf_counter() - t0
     assert regions and ev.matches
     assert search < 5.0 and extract < 1.0  # generous bounds for CI; bench/qr_speed.py measures the real figures
+
+
+def test_the_unsigned_ticket_is_not_evidence() -> None:
+    """The region is chosen where the unsigned mask already agrees most; the p-value counts
+    only the modules the embedding changed, so the unsigned ticket scores p ~ 1."""
+    import copy
+
+    for seed in range(3):
+        original = make_model("cifar_resnet32", density=0.05, seed=seed)
+        signed = copy.deepcopy(original)
+        key = embed_signature(signed, TEXT, copies=1, module_weights=1, layers="all")
+        unsigned = extract_signature(original, key)
+        assert unsigned.text is None and unsigned.p_value > 0.5
+        assert unsigned.bit_agreement > 0.5  # high raw agreement: exactly why it is not used for the test
+        assert extract_signature(signed, key).p_value < 1e-30
+
+
+def test_a_tampered_header_does_not_block_verification(tmp_path: Path) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    model = make_model("cifar_resnet20", density=0.1)
+    key = embed_signature(model, TEXT)
+    model.save_pretrained(tmp_path / "pub")
+    f = tmp_path / "pub" / "model.safetensors"
+    with safe_open(f, framework="pt") as h:
+        tensors = {k: h.get_tensor(k) for k in h.keys()}
+        meta = h.metadata()
+    header = json.loads(meta["hf_lottery_verify"])
+    cases = {
+        "checksum": (dict(tensors, **{"fc.bias": tensors["fc.bias"] + 1}), header),
+        "version": (tensors, dict(header, format_version=99)),
+        "extra tensor and no BN counters": (
+            {**{k: v for k, v in tensors.items() if "num_batches_tracked" not in k}, "junk": torch.zeros(3)}, header),
+    }
+    for name, (tens, head) in cases.items():
+        out = tmp_path / name.replace(" ", "_")
+        out.mkdir()
+        save_file(tens, out / "model.safetensors", metadata={"format": "pt", "hf_lottery_verify": json.dumps(head)})
+        ev = extract_signature(out, key)
+        assert ev.matches, name
+
+
+def test_in_memory_timm_wrapper_suspect() -> None:
+    from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
+
+    model = make_model("cifar_resnet20", density=0.1)
+    key = embed_signature(model, TEXT)
+    wrapper = TimmWrapperForImageClassification(TimmWrapperConfig(architecture="cifar_resnet20", num_labels=10))
+    wrapper.timm_model.load_state_dict(model.timm_model.state_dict())
+    assert extract_signature(wrapper, key).matches
+
+
+def test_bad_copies_and_polarity() -> None:
+    model = make_model("cifar_resnet20", density=0.1)
+    with pytest.raises(hlv.SignatureError, match="copies"):
+        embed_signature(model, TEXT, copies=0)
+    with pytest.raises(hlv.SignatureError, match="polarity"):
+        embed_signature(model, TEXT, polarity="upside-down")
+
+
+def test_a_loaded_signed_checkpoint_is_not_signed_twice(tmp_path: Path) -> None:
+    model = make_model("cifar_resnet20", density=0.1)
+    model.save_pretrained(tmp_path / "pub", signature=TEXT, key_path=tmp_path / "k.json")
+    loaded = hlv.load_model(tmp_path / "pub")
+    assert loaded.ownership_claim["signed"]
+    with pytest.raises(hlv.SignatureError, match="already claims"):
+        loaded.save_pretrained(tmp_path / "again", signature="thief", key_path=tmp_path / "k2.json")
+    loaded.save_pretrained(tmp_path / "resaved")  # re-saving keeps the public claim
+    assert hlv.load_model(tmp_path / "resaved").ownership_claim["signed"]

@@ -250,3 +250,21 @@ def test_interrupted_save_leaves_previous_file_intact(tmp_path: Path, tiny_model
 def test_save_refuses_pickle(tmp_path: Path, tiny_model) -> None:
     with pytest.raises(ValueError, match="only writes safetensors"):
         tiny_model.save_pretrained(tmp_path, safe_serialization=False)
+
+
+def test_saved_files_are_readable_by_others(tmp_path: Path, tiny_model) -> None:
+    import os
+    import stat
+
+    tiny_model.save_pretrained(tmp_path)
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = stat.S_IMODE((tmp_path / "model.safetensors").stat().st_mode)
+    assert mode == 0o666 & ~umask
+
+
+def test_save_pretrained_options(tmp_path: Path, tiny_model) -> None:
+    with pytest.raises(TypeError, match="variant"):
+        tiny_model.save_pretrained(tmp_path, variant="fp16")
+    tiny_model.save_pretrained(tmp_path / "worker", is_main_process=False)
+    assert not (tmp_path / "worker").exists()

@@ -135,3 +135,11 @@ def test_evaluate_standalone_counts_all() -> None:
     model = make_model(num_labels=4)
     metrics = evaluate(model, data.test, accelerator=make_accelerator(TrainConfig(epochs=1)), batch_size=16)
     assert metrics["count"] == 45 and 0 <= metrics["accuracy"] <= 100
+
+
+def test_multistep_has_no_float_off_by_one() -> None:
+    cfg = TrainConfig(epochs=47, milestones=(0.5,), lr=1.0, gamma=0.1)
+    total = 47 * 10
+    milestone_step = round(0.5 * 47) * 10  # epoch 24 (round half to even), step 240
+    assert lr_at(cfg, milestone_step - 1, total) == 1.0
+    assert lr_at(cfg, milestone_step, total) == pytest.approx(0.1)

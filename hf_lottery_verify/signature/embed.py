@@ -14,7 +14,7 @@ from torch import nn
 
 from .. import qr
 from ..errors import SignatureError, SignatureTooLargeError
-from ..masks import MaskDict, top_k_mask
+from ..masks import MaskDict, squeeze_mask, top_k_mask
 from ..ownership_key import OwnershipKey, mask_digest
 from .regions import SIGNATURE_SECTION, Region, candidate_layers, find_regions, signature_capacity
 
@@ -218,8 +218,16 @@ def embed_signature(
     changes: dict[str, int] = {}
     new_masks = {n: m.detach().cpu().clone() for n, m in masks.items()}
     weights = {n: params[n].detach().cpu().clone() for n in {r.param for r in regions}}
+    region_records = []
     for region in regions:
         target = ~symbol.modules if region.inverted else symbol.modules
+        before = squeeze_mask(new_masks[region.param])[region.row: region.row + symbol.size,
+                                                       region.col: region.col + symbol.size].numpy()
+        # the modules this embedding had to change: the evidence that the mask was *signed*,
+        # as opposed to merely agreeing by chance (or because the region was chosen to agree)
+        changed = (before != target)[symbol.data_map]
+        region_records.append({**asdict(region), "changed_bits": np.packbits(changed).tobytes().hex(),
+                               "changed": int(changed.sum())})
         rw = rewind_sd[region.param].cpu() if rewind_sd is not None else None
         c = _write_region(weights[region.param], new_masks[region.param], region, target, symbol.data_map,
                           rewind=rw, gen=gen, module_weights=module_weights)
@@ -243,6 +251,8 @@ def embed_signature(
         if done != abs(remainder):
             raise SignatureError("Not enough room outside the signature regions to keep the density unchanged.")
         changes["compensated_elsewhere"] = done
+        logger.warning("The signature regions fill most of their layer; %d weights were rebalanced in other layers "
+                       "(smallest magnitudes / largest rewind values). The total kept count is unchanged.", done)
     for name in weights:
         params[name].copy_(weights[name].to(params[name].device))
     if hasattr(model, "set_masks"):
@@ -259,7 +269,7 @@ def embed_signature(
         "text": text,
         "qr": {"version": symbol.version, "ecc": symbol.ecc, "mask_pattern": symbol.mask_pattern},
         "size": symbol.size,
-        "regions": [asdict(r) for r in regions],
+        "regions": region_records,
         "seed": seed,
         "copies": copies,
         "module_weights": module_weights,

@@ -32,8 +32,10 @@ class SignatureEvidence:
         text: Decoded text (known-format decoder), or ``None``.
         matches: ``text`` equals the key's text.
         bit_agreement: Fraction of data modules (combined over copies) equal to the key's.
-        p_value: Probability of at least this agreement for an unrelated mask of the same
-            density.
+        p_value: Probability that an unrelated mask of the same density agrees with the
+            signature on at least as many of the modules the embedding *changed* (Bonferroni
+            over copies). Modules that already agreed before signing are not counted: the
+            unsigned ticket scores p ≈ 1.
         image_text: What zbar read from the restored symbol (cross-check), or ``None``.
         copies: Per-copy ``(bit_agreement, p_value)``.
         erasures: Modules handed to the decoder as erasures (copies disagreeing).
@@ -60,18 +62,35 @@ class SignatureEvidence:
         return asdict(self)
 
 
-def read_suspect_weights(source: Any, *, arch: str | None = None) -> dict[str, torch.Tensor]:
-    """Weights of a suspect (model, folder, file, state dict) by timm name, on the CPU.
+def read_suspect_weights(source: Any, *, revision: str | None = None) -> dict[str, torch.Tensor]:
+    """Weights of a suspect by timm name, on the CPU.
 
-    Stored masks are never read: the mask comes from the weights.
+    Accepts a model (this library's, a bare timm ResNet, a transformers ``TimmWrapper``), a
+    state dict, a folder or ``.safetensors`` file of any supported layout, or a Hub repo id.
+    Stored masks are never read — the mask comes from the weights — and the suspect's
+    header is not trusted: an edited checksum, version or extra tensors do not stop the
+    reading (see :func:`~hf_lottery_verify.storage.read_checkpoint` ``lenient``).
+
+    Raises:
+        CheckpointError: No weights can be read (pickle-only, truncated, missing).
     """
-    if isinstance(source, nn.Module):
-        params = timm_params(source)
-        return {k: v.detach().cpu() for k, v in params.items()}
-    from ..modeling_sparse_resnet import load_model
+    from pathlib import Path
 
-    model = load_model(source, arch=arch, masks="weights")
-    return {k: v.detach() for k, v in model.timm_parameters().items()}
+    from ..storage import canonicalize_state_dict, read_checkpoint
+
+    if isinstance(source, nn.Module):
+        params = timm_params(source) if hasattr(source, "timm_parameters") else dict(source.named_parameters())
+        return {k: v.detach().cpu() for k, v in canonicalize_state_dict(params).items()}
+    if isinstance(source, Mapping):
+        return {k: v.detach().cpu() for k, v in canonicalize_state_dict(source).items()}
+    local = Path(source)
+    if not local.exists():
+        from ..hub import download_model_folder, looks_like_repo_id
+
+        if looks_like_repo_id(str(source)):
+            local = download_model_folder(str(source), revision=revision)
+    contents = read_checkpoint(local, check_masks=False, lenient=True)
+    return {k: v.detach().cpu() for k, v in contents.state_dict.items()}
 
 
 def _suspect_masks(weights: Mapping[str, torch.Tensor], section: Mapping[str, Any], *, defense: bool
@@ -133,7 +152,6 @@ def extract_signature(
     key: OwnershipKey | str | os.PathLike,
     *,
     defense: bool = True,
-    arch: str | None = None,
     cross_check: bool = True,
 ) -> SignatureEvidence:
     """Read and decode the signature from a suspect model.
@@ -144,7 +162,6 @@ def extract_signature(
         key: The owner's key (or its path) with a ``signature`` section.
         defense: Apply the add-on defense (per layer, keep the ``k`` largest magnitudes when
             the suspect has more non-zeros than the signed ticket had).
-        arch: Architecture for sources without a config.
         cross_check: Also decode the restored symbol with zbar.
 
     Returns:
@@ -157,7 +174,7 @@ def extract_signature(
     if not isinstance(key, OwnershipKey):
         key = OwnershipKey.load(key)
     section = key.section(SIGNATURE_SECTION)
-    weights = read_suspect_weights(source, arch=arch or key.arch)
+    weights = read_suspect_weights(source)
     t0 = time.perf_counter()
     masks, defended = _suspect_masks(weights, section, defense=defense)
     qrp = section["qr"]
@@ -167,20 +184,28 @@ def extract_signature(
     expected = np.unpackbits(np.frombuffer(bytes.fromhex(section["data_bits"]), dtype=np.uint8))[:n].astype(bool)
     reads, per_copy = [], []
     for rd in section["regions"]:
-        region = Region(**rd)
+        region = Region(**{k: rd[k] for k in ("param", "row", "col", "size", "agreement", "inverted")})
         m = masks[region.param]
         if region.row + region.size > m.shape[0] or region.col + region.size > m.shape[1]:
             raise KeyMismatchError(f"The key's region in '{region.param}' lies outside the suspect's layer.")
         sq = squeeze_mask(m)
-        window = sq[region.row: region.row + region.size, region.col: region.col + region.size].numpy()
+        window = sq[region.row: region.row + region.size, region.col: region.col + region.size].cpu().numpy()
         bits = window[data]
         if region.inverted:
             bits = ~bits
         q = float(sq.double().mean())
         target_kept = expected ^ region.inverted  # kept-ness the signature asked for
         agree = int((bits == expected).sum())
-        p = module_agreement_p_value(agree, ones=int(target_kept.sum()), zeros=int((~target_kept).sum()), q=q)
-        per_copy.append({"param": region.param, "bit_agreement": agree / n, "p_value": p})
+        # The test uses only the modules the embedding changed: the region was chosen where
+        # the unsigned mask already agreed most, so agreement elsewhere is no evidence of a
+        # signature (the unsigned ticket itself would look significant).
+        changed = (np.unpackbits(np.frombuffer(bytes.fromhex(rd["changed_bits"]), dtype=np.uint8))[:n].astype(bool)
+                   if "changed_bits" in rd else np.ones(n, dtype=bool))
+        agree_changed = int((bits == expected)[changed].sum())
+        p = module_agreement_p_value(agree_changed, ones=int((target_kept & changed).sum()),
+                                     zeros=int((~target_kept & changed).sum()), q=q)
+        per_copy.append({"param": region.param, "bit_agreement": agree / n, "changed_modules": int(changed.sum()),
+                         "changed_agreement": agree_changed / max(1, int(changed.sum())), "p_value": p})
         reads.append((bits, region.inverted))
     result, combined, erasures, how = _decode_copies(reads, version=version, ecc=ecc, mask_pattern=mpat)
     image_text = None
@@ -191,9 +216,9 @@ def extract_signature(
         except ImportError:
             image_text = None
     agree_all = int((combined == expected).sum())
-    # combined p-value: the strongest single copy's evidence (copies are not independent
-    # under the null of one unrelated mask per layer, so no product)
-    p_value = min(c["p_value"] for c in per_copy) * len(per_copy)  # Bonferroni over copies
+    # the strongest copy's evidence, Bonferroni-corrected over copies (no product: copies of
+    # one suspect are not independent under every null)
+    p_value = min(c["p_value"] for c in per_copy) * len(per_copy)
     return SignatureEvidence(
         text=result.text if result.ok else None,
         matches=bool(result.ok and result.text == section["text"]),

@@ -158,6 +158,10 @@ def find_regions(
         SignatureTooLargeError: No candidate layer can hold the symbol.
         SignatureError: Fewer than ``copies`` non-overlapping regions exist.
     """
+    if polarity not in ("auto", "dark_kept", "dark_pruned"):
+        raise SignatureError(f"Unknown polarity {polarity!r}: use 'auto', 'dark_kept' or 'dark_pruned'.")
+    if copies < 1:
+        raise SignatureError(f"copies must be at least 1, got {copies}.")
     if polarity == "auto" and copies > 1:
         options_found = []
         for pol in ("dark_kept", "dark_pruned"):
@@ -217,7 +221,7 @@ def find_regions(
     # exact recount of the chosen windows (the FFT ran in float32)
     out = []
     for r in chosen:
-        window = squeeze_mask(masks[r.param])[r.row: r.row + s, r.col: r.col + s].numpy()
+        window = squeeze_mask(masks[r.param])[r.row: r.row + s, r.col: r.col + s].cpu().numpy()
         target = ~symbol.modules if r.inverted else symbol.modules
         exact = int((window == target)[data].sum())
         out.append(Region(r.param, r.row, r.col, s, exact / n_data, r.inverted))
