@@ -36,10 +36,9 @@ def test_pickle_only_repo_is_refused_before_download(monkeypatch) -> None:
 
 
 def test_missing_repo_is_a_typed_error(monkeypatch) -> None:
+    import httpx2
     from huggingface_hub import HfApi
     from huggingface_hub.errors import RepositoryNotFoundError
-
-    import httpx2
 
     def missing(*args, **kwargs):
         request = httpx2.Request("GET", "https://hub.invalid/api/models/someone/absent")
