@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 import hf_lottery_verify as hlv
-from hf_lottery_verify.graph import build_channel_graph
 from hf_lottery_verify.keymask import compute_scores, list_scorers, split_key_mask
+from hf_lottery_verify.keymask.graph import build_channel_graph
 from hf_lottery_verify.masks import count_kept
 
 

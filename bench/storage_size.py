@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 import hf_lottery_verify as hlv
-from hf_lottery_verify.masks import pack_bits
+from hf_lottery_verify.codecs import pack_bits
 
 
 def main() -> None:

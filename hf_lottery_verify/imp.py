@@ -41,8 +41,9 @@ import torch
 from .configuration_sparse_resnet import SparseResNetConfig
 from .data import DatasetPair, derive_seed
 from .errors import TrainingError
-from .masks import MaskDict, count_kept, count_total, magnitude_prune
+from .masks import MaskDict, count_kept, count_total
 from .modeling_sparse_resnet import SparseResNetForImageClassification, load_model
+from .pruning import magnitude_prune
 from .storage import read_checkpoint, write_checkpoint
 from .training import TrainConfig, Trainer, make_accelerator
 

@@ -25,15 +25,14 @@ from .configuration_sparse_resnet import SparseResNetConfig
 from .errors import CheckpointError, MissingWeightsError, ShapeMismatchError, UnexpectedWeightsError
 from .masks import (
     MaskDict,
-    MaskEnforcer,
     apply_masks_,
     check_masks,
     count_kept,
     count_total,
     masks_from_weights,
     prunable_parameter_names,
-    prune,
 )
+from .pruning import prune
 from .storage import WEIGHTS_NAME, CheckpointContents, read_checkpoint, write_checkpoint
 
 __all__ = ["SparseResNetPreTrainedModel", "SparseResNetForImageClassification", "load_model"]
@@ -204,10 +203,6 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
         """Kept fraction of the masked weights (1.0 when there are no masks)."""
         total = count_total(self._masks)
         return count_kept(self._masks) / total if total else 1.0
-
-    def mask_enforcer(self) -> MaskEnforcer:
-        """Hooks that keep pruned weights exactly zero while training; see :class:`MaskEnforcer`."""
-        return MaskEnforcer(self.timm_parameters(), self._masks)
 
     def _apply(self, fn: Any, recurse: bool = True) -> SparseResNetForImageClassification:
         # Masks are a plain dict (names contain dots): after any move, put each mask on its

@@ -40,8 +40,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .codecs import decode_positions, encode_positions, pack_bits, unpack_bits
 from .errors import CheckpointError, CorruptCheckpointError, MaskInconsistencyError, PickleRefusedError
-from .masks import MaskDict, decode_positions, encode_positions, pack_bits, unpack_bits
+from .masks import MaskDict
 
 __all__ = [
     "WEIGHTS_NAME",

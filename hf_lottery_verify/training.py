@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -29,7 +29,7 @@ from torch import nn
 
 from .data import DeviceBatches, ImageData, derive_seed, normalize
 from .errors import TrainingError
-from .masks import MaskEnforcer
+from .masks import check_masks
 
 __all__ = [
     "TrainConfig",
@@ -40,12 +40,70 @@ __all__ = [
     "make_accelerator",
     "evaluate",
     "lr_at",
+    "MaskEnforcer",
 ]
 
 logger = logging.getLogger(__name__)
 
 Precision = Literal["fp32", "bf16", "fp16"]
 Schedule = Literal["multistep", "onecycle", "constant", "cosine"]
+
+
+# --------------------------------------------------------------------------- masks under training
+
+
+class MaskEnforcer:
+    """Keeps pruned weights at exactly zero while an optimizer trains the model.
+
+    Two guards, so that any optimizer (momentum, nesterov, weight decay, Adam) is safe:
+    gradients of pruned weights are zeroed by a tensor hook before they reach the
+    optimizer (momentum buffers of pruned weights stay zero), and the masks are
+    re-applied by an optimizer step post-hook.
+
+    Args:
+        params: Parameters by name (``dict(model.named_parameters())``).
+        masks: The mask dict; tensors are moved to each parameter's device.
+
+    Example:
+        >>> enforcer = MaskEnforcer(dict(model.named_parameters()), model.masks)
+        >>> enforcer.attach(optimizer)   # doctest: +SKIP
+    """
+
+    def __init__(self, params: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]) -> None:
+        check_masks(masks, params)
+        self._params = {n: params[n] for n in masks}
+        self._pruned = {n: ~m.to(params[n].device) for n, m in masks.items()}
+        self._handles: list = []
+        for name, p in self._params.items():
+            if p.requires_grad:
+                pruned = self._pruned[name]
+                self._handles.append(p.register_hook(lambda g, pruned=pruned: g.masked_fill(pruned, 0.0)))
+        self.apply()
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """Zero the pruned weights now."""
+        for name, p in self._params.items():
+            p.masked_fill_(self._pruned[name], 0.0)
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> None:
+        """Re-apply the masks after every ``optimizer.step()``.
+
+        Args:
+            optimizer: A torch optimizer (or an object wrapping one in ``.optimizer``,
+                like Accelerate's ``AcceleratedOptimizer``).
+        """
+        inner = getattr(optimizer, "optimizer", optimizer)
+        self._handles.append(inner.register_step_post_hook(lambda *_: self.apply()))
+
+    def remove(self) -> None:
+        """Remove every hook this enforcer registered."""
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+
+# --------------------------------------------------------------------------- configuration
 
 
 @dataclass(frozen=True)

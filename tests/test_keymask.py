@@ -14,10 +14,12 @@ import torch.nn.functional as F
 import hf_lottery_verify as hlv
 from hf_lottery_verify import keymask as km
 from hf_lottery_verify.architectures import stage_names
+from hf_lottery_verify.codecs import pack_bits
 from hf_lottery_verify.errors import DensityError, KeyFileError, KeyMismatchError, MaskError, UnknownNameError
-from hf_lottery_verify.graph import build_channel_graph
-from hf_lottery_verify.masks import count_kept, pack_bits, top_k_mask
+from hf_lottery_verify.keymask.graph import build_channel_graph
+from hf_lottery_verify.masks import count_kept
 from hf_lottery_verify.ownership_key import OwnershipKey, mask_digest
+from hf_lottery_verify.pruning import top_k_mask
 
 from .helpers import make_model
 

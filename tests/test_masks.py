@@ -5,24 +5,18 @@ import pytest
 import torch
 
 import hf_lottery_verify as hlv
+from hf_lottery_verify.codecs import decode_positions, encode_positions, pack_bits, unpack_bits
 from hf_lottery_verify.masks import (
     count_kept,
-    decode_positions,
-    encode_positions,
-    list_pruners,
-    magnitude_prune,
+    density,
     masks_from_weights,
     ones_masks,
-    pack_bits,
     prunable_parameter_names,
-    prune,
-    random_prune,
-    rspar,
-    spar,
+    relative_density,
     squeeze_mask,
-    top_k_mask,
-    unpack_bits,
 )
+from hf_lottery_verify.pruning import global_top_k, list_pruners, magnitude_prune, prune, random_prune, top_k_mask
+from hf_lottery_verify.training import MaskEnforcer
 
 from .helpers import make_model
 
@@ -113,8 +107,8 @@ def test_spar_rspar_squeeze() -> None:
     m[0, 1, 2, 2] = True
     m[3, 0, 0, 0] = True
     m[3, 0, 1, 1] = True
-    assert spar(m) == 3 / m.numel()
-    assert rspar(m, torch.ones_like(m)) == pytest.approx(3 / m.numel())
+    assert density(m) == 3 / m.numel()
+    assert relative_density(m, torch.ones_like(m)) == pytest.approx(3 / m.numel())
     sq = squeeze_mask(m)
     assert sq.shape == (4, 3)
     assert sq.nonzero().tolist() == [[0, 1], [3, 0]]
@@ -161,7 +155,7 @@ def test_pruned_weights_stay_exactly_zero_through_20_steps(optimizer: str) -> No
         opt = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.1)
     else:
         opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=optimizer == "sgd_nesterov")
-    enforcer = model.mask_enforcer()
+    enforcer = MaskEnforcer(model.timm_parameters(), model.masks)
     enforcer.attach(opt)
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
     before = {n: p.detach().clone() for n, p in model.timm_parameters().items()}
@@ -198,3 +192,15 @@ def test_masks_follow_the_model_across_dtype_moves(tiny_model) -> None:
     assert all(m.dtype == torch.bool for m in tiny_model.masks.values())
     tiny_model.half()
     assert all(m.dtype == torch.bool for m in tiny_model.masks.values())
+
+
+def test_global_top_k_splits_back_in_mapping_order() -> None:
+    scores = {"a": torch.tensor([[0.5, 3.0], [1.0, -float("inf")]]), "b": torch.tensor([2.0, 3.0, 0.1])}
+    chosen = global_top_k(scores, 3)
+    assert chosen["a"].tolist() == [[False, True], [False, False]]
+    assert chosen["b"].tolist() == [True, True, False]
+    # ties go to the earlier tensor in mapping order
+    tied = global_top_k({"x": torch.ones(2), "y": torch.ones(2)}, 3)
+    assert tied["x"].tolist() == [True, True] and tied["y"].tolist() == [True, False]
+    with pytest.raises(hlv.DensityError):
+        global_top_k(scores, 7)

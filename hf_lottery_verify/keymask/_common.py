@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from ..errors import MaskError
-from ..graph import timm_resnet
 from ..masks import MaskDict
+from .graph import timm_resnet
 
 __all__: list[str] = []
 

@@ -19,8 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..codecs import pack_bits, unpack_bits
 from ..errors import CheckpointError, KeyFileError, KeyMismatchError, MaskError
-from ..masks import count_kept, count_total, pack_bits, unpack_bits
+from ..masks import count_kept, count_total
 from ..ownership_key import OwnershipKey, check_key_outside, mask_digest
 from ._common import _model_masks, _ordered_names, _weights
 from .split import merge_key_mask, split_key_mask

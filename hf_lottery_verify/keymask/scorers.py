@@ -7,7 +7,7 @@ kept weights into the key. The registry keys are the CLI values of ``--score``:
 * ``omp``: one-shot magnitude ``|w|``;
 * ``ewp``: edge-weight-product over all input→output paths of the real network (PHEW),
   computed in closed form as SynFlow's score;
-* ``betweenness``: edge betweenness of the channel graph (:mod:`hf_lottery_verify.graph`),
+* ``betweenness``: edge betweenness of the channel graph (:mod:`hf_lottery_verify.keymask.graph`),
   computed with python-igraph;
 * ``random``: seeded uniform scores.
 """
@@ -27,8 +27,8 @@ from torch import nn
 
 from ..architectures import stage_names
 from ..errors import DensityError, MaskError, UnknownNameError
-from ..graph import EDGE_WEIGHT, ChannelGraph, build_channel_graph, timm_resnet
 from ._common import _model_masks, _ordered_names, _weights
+from .graph import EDGE_WEIGHT, ChannelGraph, build_channel_graph, timm_resnet
 
 __all__ = [
     "Scorer",
@@ -379,7 +379,7 @@ def score_betweenness(
 ) -> dict[str, torch.Tensor]:
     """Edge betweenness centrality of the channel graph (python-igraph).
 
-    The graph is :func:`~hf_lottery_verify.graph.build_channel_graph`: one edge per kernel
+    The graph is :func:`~hf_lottery_verify.keymask.graph.build_channel_graph`: one edge per kernel
     with a kept weight, shortcuts included, paths following the real forward graph. Each
     kernel's betweenness is given to all of its kept weights.
 

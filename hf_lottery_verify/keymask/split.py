@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from ..errors import DensityError, MaskError
-from ..masks import MaskDict, count_kept, count_total, top_k_mask
+from ..masks import MaskDict, count_kept, count_total
+from ..pruning import top_k_mask
 from ._common import _model_masks, _ordered_names
 from .scorers import compute_scores
 

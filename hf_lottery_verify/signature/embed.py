@@ -14,8 +14,9 @@ from torch import nn
 
 from .. import qr
 from ..errors import SignatureError, SignatureTooLargeError
-from ..masks import MaskDict, squeeze_mask, top_k_mask
+from ..masks import MaskDict, squeeze_mask
 from ..ownership_key import OwnershipKey, mask_digest
+from ..pruning import top_k_mask
 from .regions import SIGNATURE_SECTION, Region, candidate_layers, find_regions, signature_capacity
 
 __all__ = ["embed_signature", "timm_params"]

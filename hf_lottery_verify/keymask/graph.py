@@ -24,7 +24,7 @@ The construction is vectorised per layer (no Python loop over kernels): a 2%-den
 ResNet-50 (~0.5M edges) builds in well under a second.
 
 Example:
-    >>> from hf_lottery_verify.graph import build_channel_graph
+    >>> from hf_lottery_verify.keymask.graph import build_channel_graph
     >>> graph = build_channel_graph(model)              # doctest: +SKIP
     >>> g = graph.to_igraph()                            # doctest: +SKIP
     >>> g.ecount() == graph.num_edges                    # doctest: +SKIP
@@ -42,8 +42,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .architectures import stage_names
-from .errors import MaskError, UnsupportedArchitectureError
+from ..architectures import stage_names
+from ..errors import MaskError, UnsupportedArchitectureError
 
 if TYPE_CHECKING:
     import igraph

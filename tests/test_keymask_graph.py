@@ -1,4 +1,4 @@
-"""Channel graph of timm ResNets (hf_lottery_verify.graph)."""
+"""Channel graph of timm ResNets (hf_lottery_verify.keymask.graph)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from hf_lottery_verify.architectures import CifarResNet
 from hf_lottery_verify.errors import MaskError, UnsupportedArchitectureError
-from hf_lottery_verify.graph import (
+from hf_lottery_verify.keymask.graph import (
     EDGE_ADD,
     EDGE_IDENTITY,
     EDGE_WEIGHT,

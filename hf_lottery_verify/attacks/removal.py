@@ -23,7 +23,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .masks import MaskDict, magnitude_prune, masks_from_weights, random_prune, top_k_mask
+from ..masks import MaskDict, masks_from_weights
+from ..pruning import magnitude_prune, random_prune, top_k_mask
 
 __all__ = ["prune_attack", "addon_attack", "addon_defense"]
 
