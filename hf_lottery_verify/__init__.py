@@ -17,17 +17,17 @@ Main entry points:
 from __future__ import annotations
 
 from . import architectures as _architectures  # noqa: F401  (registers timm models)
+from ._version import __version__
 from .configuration_sparse_resnet import SparseResNetConfig
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors_all
 from .imp import IMPConfig, find_extreme_ticket
 from .keymask import load_with_key, lock_model, merge_key_mask, split_key_mask
-from .modeling_sparse_resnet import SparseResNetForImageClassification, load_model
+from .loading import load_model
+from .modeling_sparse_resnet import SparseResNetForImageClassification
 from .ownership_key import OwnershipKey
 from .signature import SignatureEvidence, embed_signature, extract_signature
 from .training import TrainConfig
-
-__version__ = "0.1.0"
 
 __all__ = [
     "__version__",

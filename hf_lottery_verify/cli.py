@@ -212,7 +212,6 @@ def _split_key_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--key-out", required=True, help="where to write the private ownership key (JSON)")
     p.add_argument("--out", required=True, help="public folder for the locked ticket")
     p.add_argument("--compact", action="store_true", help="save the locked ticket in the compact layout")
-    p.add_argument("--overwrite-key", action="store_true", help="replace an existing keymask section in --key-out")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(handler=_split_key)
 
@@ -224,8 +223,7 @@ def _split_key(args: argparse.Namespace) -> int:
     if options and args.score != "betweenness":
         raise SystemExit("--sources and --weights apply to --score betweenness only")
     report = split_key_folder(args.model_dir, ratio=args.ratio, score=args.score, seed=args.seed,
-                              key_out=args.key_out, out_dir=args.out, compact=args.compact,
-                              overwrite_key=args.overwrite_key, **options)
+                              key_out=args.key_out, out_dir=args.out, compact=args.compact, **options)
     if args.json:
         _emit(args, report)
     else:
@@ -267,7 +265,7 @@ def _sign_parser(sub: argparse._SubParsersAction) -> None:
 
 def _sign(args: argparse.Namespace) -> int:
     from .data import load_image_dataset
-    from .modeling_sparse_resnet import load_model
+    from .loading import load_model
     from .ownership_key import check_key_outside
 
     check_key_outside(args.key_out, args.out)

@@ -6,10 +6,12 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
-__all__ = ["SparseResNetConfig", "CONFIG_SCHEMA_VERSION"]
+__all__ = ["SparseResNetConfig", "CONFIG_SCHEMA_VERSION", "TIMM_FIELDS"]
 
 CONFIG_SCHEMA_VERSION = 1
 DEFAULT_NUM_LABELS = 10
+TIMM_FIELDS = ("architecture", "num_classes", "num_features", "global_pool", "pretrained_cfg", "label_names")
+"""Keys that timm reads from ``config.json`` (``timm.create_model("hf-hub:...")``); written beside ours."""
 
 
 class SparseResNetConfig(PretrainedConfig):
@@ -25,6 +27,11 @@ class SparseResNetConfig(PretrainedConfig):
             Side of the (square) input images the model was trained on.
         model_args (`dict`, *optional*):
             Extra keyword arguments for ``timm.create_model`` (``drop_rate``, ...).
+        image_mean (`tuple[float, ...]`, *optional*):
+            Per-channel normalisation mean of the inputs (fractions of 255); the
+            architecture's default (CIFAR-10's) when ``None``.
+        image_std (`tuple[float, ...]`, *optional*):
+            Per-channel normalisation standard deviation; as ``image_mean``.
         density (`float`, *optional*):
             Fraction of prunable weights kept, recorded at save time (informative).
         schema_version (`int`, *optional*, defaults to 1):
@@ -44,13 +51,89 @@ class SparseResNetConfig(PretrainedConfig):
     in_chans: int = 3
     image_size: int = 32
     model_args: dict[str, Any] | None = None
+    image_mean: tuple[float, ...] | None = None
+    image_std: tuple[float, ...] | None = None
     density: float | None = None
     schema_version: int = CONFIG_SCHEMA_VERSION
 
     def __post_init__(self, **kwargs: Any) -> None:
+        for name in TIMM_FIELDS:  # timm's own fields of config.json are derived, never stored twice
+            kwargs.pop(name, None)
+        if self.image_mean is not None:
+            self.image_mean = tuple(float(v) for v in self.image_mean)
+        if self.image_std is not None:
+            self.image_std = tuple(float(v) for v in self.image_std)
         if self.model_args:
             # timm writes num_classes into model_args; the label count lives in num_labels.
             self.model_args = {k: v for k, v in self.model_args.items() if k not in ("num_classes", "in_chans")}
         if self.id2label is None and kwargs.get("num_labels") is None:
             kwargs["num_labels"] = DEFAULT_NUM_LABELS  # CIFAR-10 / Fashion-MNIST, not transformers' 2
         super().__post_init__(**kwargs)
+
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(mean, std)`` per input channel: the configured ones, else the architecture's default.
+
+        Returns:
+            Two tuples of ``in_chans`` floats (fractions of 255).
+        """
+        if self.image_mean is not None and self.image_std is not None:
+            return tuple(self.image_mean), tuple(self.image_std)
+        import timm
+
+        cfg = timm.get_pretrained_cfg(self.arch.split(".")[0])
+        mean = tuple(getattr(cfg, "mean", None) or (0.5,) * 3)
+        std = tuple(getattr(cfg, "std", None) or (0.5,) * 3)
+        if len(mean) != self.in_chans:  # e.g. a 1-channel model of a 3-channel architecture
+            mean, std = (sum(mean) / len(mean),) * self.in_chans, (sum(std) / len(std),) * self.in_chans
+        return mean, std
+
+    def timm_fields(self, *, num_features: int | None = None) -> dict[str, Any]:
+        """timm's view of this model, as written into ``config.json`` next to transformers' fields.
+
+        With them, ``timm.create_model("hf-hub:<repo>", pretrained=True)`` builds and
+        strict-loads a pushed model without this package (for timm's own architectures).
+
+        Args:
+            num_features (`int`, *optional*): Width of the pooled features (informative).
+
+        Returns:
+            ``architecture``, ``num_classes``, ``num_features``, ``global_pool``,
+            ``model_args`` and ``pretrained_cfg`` (input size, mean, std, classifier, ...),
+            plus ``label_names``.
+        """
+        mean, std = self.normalization()
+        fields: dict[str, Any] = {
+            "architecture": self.arch,
+            "num_classes": self.num_labels,
+            "global_pool": "avg",
+            "pretrained_cfg": {
+                "input_size": [self.in_chans, self.image_size, self.image_size],
+                "fixed_input_size": False,
+                "interpolation": "bilinear",
+                "crop_pct": 1.0,
+                "crop_mode": "center",
+                "mean": list(mean),
+                "std": list(std),
+                "num_classes": self.num_labels,
+                "first_conv": "conv1",
+                "classifier": "fc",
+                "custom_load": False,
+            },
+            "label_names": [self.id2label[i] for i in range(self.num_labels)],
+        }
+        if num_features is not None:
+            fields["num_features"] = num_features
+        return fields
+
+    def _with_timm_fields(self, out: dict[str, Any]) -> dict[str, Any]:
+        out.update(self.timm_fields())
+        out["model_args"] = {**(self.model_args or {}), "in_chans": self.in_chans}
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """transformers' dict plus timm's fields (see :meth:`timm_fields`) and timm's ``model_args``."""
+        return self._with_timm_fields(super().to_dict())
+
+    def to_diff_dict(self) -> dict[str, Any]:
+        """What ``save_pretrained`` writes: the non-default fields, and always timm's fields."""
+        return self._with_timm_fields(super().to_diff_dict())

@@ -23,7 +23,8 @@ from typing import Any
 import torch
 
 from .configuration_sparse_resnet import SparseResNetConfig
-from .modeling_sparse_resnet import SparseResNetForImageClassification, load_model
+from .loading import load_model
+from .modeling_sparse_resnet import SparseResNetForImageClassification
 
 __all__ = ["run_demo"]
 
@@ -109,7 +110,9 @@ def run_demo(*, out_dir: str | Path | None = None, arch: str = "cifar_resnet20",
         signed_dir = out / "signed"
         model.save_pretrained(signed_dir, signature=signature, key_path=keys / "owner.json",
                               signature_options={"seed": seed})
-        sec = model.signature_key.section("signature")
+        from .ownership_key import OwnershipKey
+
+        sec = OwnershipKey.load(keys / "owner.json").section("signature")
         ev = extract_signature(signed_dir, keys / "owner.json")
         attacked = extract_signature(prune_attack(load_model(signed_dir), fraction=0.2), keys / "owner.json")
         report["signature"] = {

@@ -1,35 +1,109 @@
-"""All Hugging Face Hub I/O of the library (the only module importing ``huggingface_hub``).
+"""All Hugging Face Hub I/O of the library (the only module that imports ``huggingface_hub``).
 
-Downloads fetch safetensors, JSON and the model card only: pickle weights are never
-downloaded, and a repo that holds nothing else is refused before any transfer.
+* :func:`download_model_folder` fetches the *safe* files of a model repo (safetensors,
+  JSON, the model card) at one pinned commit; pickle weights are never downloaded and a
+  repo holding nothing else is refused before any transfer. With the server unreachable,
+  a repo already in the cache is served from it (the returned location says so), and
+  everything else fails within seconds with one :class:`~hf_lottery_verify.errors.HubError`.
+* :func:`read_remote_claim` reads the public ownership claim from the weights file's
+  header through HTTP range requests, without downloading the weights.
+* :func:`claim_history` walks a repo's commits to find when a key commitment was first
+  published (priority between two claimants).
+* :func:`push_model` publishes a model in one commit: config, weights, masks, a model card
+  and an ownership badge — never the private key, never a pickle.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
-from .errors import HubError, PickleRefusedError
-from .storage import PICKLE_SUFFIXES
+from .errors import CheckpointError, HubError, PickleRefusedError
+from .storage import MASKS_NAME, METADATA_KEY, PICKLE_SUFFIXES, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
 
-__all__ = ["SAFE_PATTERNS", "download_model_folder", "looks_like_repo_id"]
+__all__ = [
+    "SAFE_PATTERNS",
+    "HubLocation",
+    "RemoteClaim",
+    "looks_like_repo_id",
+    "hub_endpoint",
+    "is_offline",
+    "download_model_folder",
+    "read_remote_claim",
+    "claim_history",
+    "push_model",
+]
 
 logger = logging.getLogger(__name__)
 
-SAFE_PATTERNS = ("*.safetensors", "*.json", "README.md")
+SAFE_PATTERNS = ("*.safetensors", "*.json", "README.md", "*.svg")
+PROBE_TIMEOUT_S = 3.0
+"""How long to wait for the Hub to accept a connection before declaring it unreachable."""
+
+
+@dataclass
+class HubLocation:
+    """Where a Hub download came from.
+
+    Attributes:
+        repo_id: The repo.
+        revision: The revision asked for (``None`` = the default branch).
+        commit_sha: The commit the files were read at.
+        folder: The local snapshot folder.
+        files: Repo files of that commit (as listed by the Hub, or found in the cache).
+        from_cache: The server was not asked (offline mode or unreachable server).
+    """
+
+    repo_id: str
+    revision: str | None
+    commit_sha: str | None
+    folder: Path
+    files: list[str] = field(default_factory=list)
+    from_cache: bool = False
+
+
+@dataclass
+class RemoteClaim:
+    """A public claim read from a repo's weights header without downloading the weights.
+
+    Attributes:
+        repo_id: The repo.
+        commit_sha: The commit read.
+        claim: The claim dict, or ``None`` when the header carries none.
+        metadata: The raw header metadata of the weights file.
+        filename: The file whose header was read.
+        bytes_read: Size of the header (what the range requests transferred, about).
+    """
+
+    repo_id: str
+    commit_sha: str | None
+    claim: dict[str, Any] | None
+    metadata: dict[str, str]
+    filename: str
+    bytes_read: int = 0
+
+
+# --------------------------------------------------------------------------- small helpers
 
 
 def looks_like_repo_id(name: str) -> bool:
     """Whether ``name`` reads as a Hub repo id (``owner/name`` or ``name``) and not a local path.
 
     Args:
-        name: A string given as a model source.
+        name (`str`): A string given as a model source.
 
     Returns:
         ``True`` when it is not an existing local path and has the shape of a repo id.
     """
-    if os.path.exists(name) or name.startswith((".", "/", "~")) or name.count("/") > 1:
+    if (os.path.exists(name) or name.startswith((".", "/", "~")) or name.count("/") > 1
+            or name.endswith((".safetensors", ".json") + PICKLE_SUFFIXES)):
         return False
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
@@ -40,6 +114,99 @@ def looks_like_repo_id(name: str) -> bool:
     return True
 
 
+def hub_endpoint() -> str:
+    """The Hub endpoint the client talks to (``HF_ENDPOINT``, else huggingface.co)."""
+    from huggingface_hub import constants
+
+    return str(constants.ENDPOINT)
+
+
+def is_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` is set: then only the cache is used."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _reachable(timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """``None`` when the endpoint accepts a TCP connection within ``timeout``, else why not.
+
+    One socket connect, no HTTP request and no retries: the Hub client itself retries a
+    refused connection with backoff for 30-40 s, which is no way to learn that the server
+    is down.
+    """
+    import socket
+
+    url = urlsplit(hub_endpoint())
+    host = url.hostname or "localhost"
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"{url.scheme}://{host}:{port} is unreachable ({exc})"
+
+
+@contextlib.contextmanager
+def _hub_errors(repo_id: str, revision: str | None) -> Iterator[None]:
+    """Turn the client's exceptions into this library's typed errors with one clear message."""
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        yield
+    except (HubError, CheckpointError):
+        raise
+    except GatedRepoError as exc:
+        raise HubError(f"Hub repo '{repo_id}' is gated; accept its terms and pass token=...") from exc
+    except RepositoryNotFoundError as exc:
+        raise HubError(f"Hub repo '{repo_id}' not found (or private: pass token=...).") from exc
+    except RevisionNotFoundError as exc:
+        raise HubError(f"Revision '{revision}' not found in Hub repo '{repo_id}'.") from exc
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
+        raise HubError(f"'{repo_id}' is not in the local Hub cache (offline mode); run once with network access "
+                       f"or drop --local-files-only / HF_HUB_OFFLINE. ({exc})") from exc
+    except EntryNotFoundError as exc:
+        raise HubError(f"A file of '{repo_id}' is missing on the Hub: {exc}") from exc
+    except HfHubHTTPError as exc:
+        raise HubError(f"Hub request for '{repo_id}' failed: {exc}") from exc
+    except Exception as exc:
+        # huggingface_hub 2.x raises its HTTP stack's own errors (httpx2) for refused or
+        # dropped connections; OSError covers disk problems in the cache.
+        if isinstance(exc, OSError) or type(exc).__module__.split(".")[0].startswith(("httpx", "httpcore")):
+            raise HubError(f"Network or disk failure while talking to the Hub about '{repo_id}': {exc}. Check the "
+                           "connection (or HF_ENDPOINT), or use the cache (local_files_only=True / "
+                           "HF_HUB_OFFLINE=1).") from exc
+        raise
+
+
+def _commit_of_snapshot(folder: Path) -> str | None:
+    """The commit sha of a cache snapshot folder (``.../snapshots/<sha>``)."""
+    name = Path(folder).name
+    return name if len(name) == 40 and all(c in "0123456789abcdef" for c in name) else None
+
+
+def _refuse_unsafe(repo_id: str, files: list[str]) -> None:
+    if any(f.endswith(".safetensors") and not f.endswith(MASKS_NAME) for f in files):
+        return
+    pickles = [f for f in files if f.endswith(PICKLE_SUFFIXES)]
+    if pickles:
+        raise PickleRefusedError(
+            f"Hub repo '{repo_id}' holds only pickle weights ({', '.join(pickles[:3])}); hf_lottery_verify never "
+            "unpickles. Ask the publisher for safetensors weights.", path=repo_id)
+    raise HubError(f"Hub repo '{repo_id}' holds no safetensors weights (files: {files[:10]}).")
+
+
+# --------------------------------------------------------------------------- downloads
+
+
 def download_model_folder(
     repo_id: str,
     *,
@@ -47,67 +214,230 @@ def download_model_folder(
     cache_dir: str | os.PathLike | None = None,
     token: str | bool | None = None,
     local_files_only: bool = False,
-) -> Path:
-    """Download the safe files of a model repo (safetensors, JSON, model card).
+    force_download: bool = False,
+) -> HubLocation:
+    """Download the safe files of a model repo (safetensors, JSON, model card, badge) at one commit.
+
+    The revision is first resolved to a commit sha and the snapshot is taken at that sha,
+    so the files read all belong to the same commit even if the repo changes meanwhile.
 
     Args:
-        repo_id: ``owner/name`` on the Hub (or the server in ``HF_ENDPOINT``).
-        revision: Branch, tag or commit; defaults to the main branch.
-        cache_dir: Hub cache folder; defaults to huggingface_hub's.
-        token: Hub token; defaults to the logged-in one.
-        local_files_only: Use the local cache only.
+        repo_id (`str`): ``owner/name`` on the Hub (or the server in ``HF_ENDPOINT``).
+        revision (`str`, *optional*): Branch, tag or commit; defaults to the main branch.
+        cache_dir (`str` or `os.PathLike`, *optional*): Hub cache folder; defaults to huggingface_hub's.
+        token (`str` or `bool`, *optional*): Hub token; defaults to the logged-in one.
+        local_files_only (`bool`, *optional*, defaults to `False`): Use the local cache only
+            (also implied by ``HF_HUB_OFFLINE=1``).
+        force_download (`bool`, *optional*, defaults to `False`): Download again even when cached.
 
     Returns:
-        The local snapshot folder.
+        The :class:`HubLocation` (local folder, commit sha, files).
 
     Raises:
         PickleRefusedError: The repo has pickle weights and no safetensors.
-        HubError: The repo or revision does not exist, or the network failed.
+        HubError: The repo or revision does not exist, the server is unreachable and the
+            repo is not cached, or the network failed.
     """
     from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
 
-    try:
-        if not local_files_only:
-            files = HfApi().list_repo_files(repo_id, revision=revision, token=token)
-            if not any(f.endswith(".safetensors") for f in files):
-                pickles = [f for f in files if f.endswith(PICKLE_SUFFIXES)]
-                if pickles:
-                    raise PickleRefusedError(
-                        f"Hub repo '{repo_id}' holds only pickle weights ({', '.join(pickles[:3])}); "
-                        "hf_lottery_verify never unpickles. Ask the publisher for safetensors weights.",
-                        path=repo_id,
-                    )
-                raise HubError(f"Hub repo '{repo_id}' holds no safetensors weights (files: {files[:10]}).")
-        folder = snapshot_download(
-            repo_id,
-            revision=revision,
-            cache_dir=cache_dir,
-            token=token,
-            local_files_only=local_files_only,
-            allow_patterns=list(SAFE_PATTERNS),
-        )
-    except RepositoryNotFoundError as exc:
-        raise HubError(f"Hub repo '{repo_id}' not found (or private: pass token=...).") from exc
-    except RevisionNotFoundError as exc:
-        raise HubError(f"Revision '{revision}' not found in Hub repo '{repo_id}'.") from exc
-    except (EntryNotFoundError, LocalEntryNotFoundError) as exc:
-        raise HubError(f"Could not get '{repo_id}' from the Hub or the local cache: {exc}") from exc
-    except HfHubHTTPError as exc:
-        raise HubError(f"Hub request for '{repo_id}' failed: {exc}") from exc
-    except (HubError, PickleRefusedError):
-        raise
-    except Exception as exc:
-        # huggingface_hub 2.x raises its HTTP stack's own errors (httpx) for refused or
-        # dropped connections; OSError covers disk problems in the cache.
-        if isinstance(exc, OSError) or type(exc).__module__.split(".")[0].startswith(("httpx", "httpcore")):
-            raise HubError(f"Network or disk failure while fetching '{repo_id}': {exc}. Check the connection "
-                           "(or HF_ENDPOINT), or pass local_files_only=True to use the cache.") from exc
-        raise
-    return Path(folder)
+    offline = local_files_only or is_offline()
+    if not offline:
+        problem = _reachable()
+        if problem is not None:
+            try:
+                location = download_model_folder(repo_id, revision=revision, cache_dir=cache_dir, token=token,
+                                                 local_files_only=True)
+            except HubError:
+                raise HubError(f"Cannot reach the Hub: {problem}, and '{repo_id}' is not in the local cache. "
+                               "Check the connection or HF_ENDPOINT.") from None
+            logger.warning("The Hub is unreachable (%s); using the cached snapshot of '%s' at %s.", problem, repo_id,
+                           location.commit_sha)
+            return location
+    with _hub_errors(repo_id, revision):
+        if offline:
+            folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, token=token,
+                                            local_files_only=True, allow_patterns=list(SAFE_PATTERNS)))
+            files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+            _refuse_unsafe(repo_id, files)
+            return HubLocation(repo_id, revision, _commit_of_snapshot(folder), folder, files, from_cache=True)
+        info = HfApi().model_info(repo_id, revision=revision, token=token)
+        files = [s.rfilename for s in (info.siblings or [])]
+        _refuse_unsafe(repo_id, files)
+        folder = Path(snapshot_download(repo_id, revision=info.sha, cache_dir=cache_dir, token=token,
+                                        allow_patterns=list(SAFE_PATTERNS), force_download=force_download))
+    return HubLocation(repo_id, revision, info.sha, folder, files)
+
+
+def _weights_filename(files: list[str]) -> str:
+    if WEIGHTS_NAME in files:
+        return WEIGHTS_NAME
+    candidates = sorted(f for f in files if f.endswith(".safetensors") and not f.endswith(MASKS_NAME))
+    if not candidates:
+        _refuse_unsafe("", files)
+    return candidates[0]
+
+
+def read_remote_claim(repo_id: str, *, revision: str | None = None, token: str | bool | None = None
+                      ) -> RemoteClaim:
+    """Read the public claim from a repo's weights header over HTTP range requests.
+
+    Only the safetensors header is transferred (a few kB), never the weights.
+
+    Args:
+        repo_id (`str`): The repo.
+        revision (`str`, *optional*): Branch, tag or commit.
+        token (`str` or `bool`, *optional*): Hub token.
+
+    Returns:
+        The :class:`RemoteClaim` (``claim`` is ``None`` when the header carries none or it
+        does not parse: a claim is information, never evidence).
+
+    Raises:
+        HubError: The repo, revision or weights file is missing, or the server is unreachable.
+        PickleRefusedError: The repo holds only pickle weights.
+    """
+    import json
+
+    from huggingface_hub import HfApi
+
+    problem = None if is_offline() else _reachable()
+    if problem is not None or is_offline():
+        raise HubError(f"Cannot read the claim of '{repo_id}': {problem or 'offline mode (HF_HUB_OFFLINE)'}; the "
+                       "quick check needs the server (a full verification can use the cache).")
+    api = HfApi()
+    with _hub_errors(repo_id, revision):
+        info = api.model_info(repo_id, revision=revision, token=token)
+        files = [s.rfilename for s in (info.siblings or [])]
+        filename = _weights_filename(files)
+        meta = api.parse_safetensors_file_metadata(repo_id, filename, revision=info.sha, token=token)
+    raw = dict(meta.metadata or {})
+    claim = None
+    with contextlib.suppress(json.JSONDecodeError, TypeError, AttributeError):
+        ours = json.loads(raw.get(METADATA_KEY, "null"))
+        claim = ours.get("ownership") if isinstance(ours, dict) and isinstance(ours.get("ownership"), dict) else None
+    header = len(json.dumps({k: v for k, v in meta.tensors.items()}, default=str)) if meta.tensors else 0
+    return RemoteClaim(repo_id=repo_id, commit_sha=info.sha, claim=claim, metadata=raw, filename=filename,
+                       bytes_read=header)
+
+
+def claim_history(repo_id: str, *, token: str | bool | None = None, revision: str | None = None,
+                  max_commits: int = 50) -> list[dict[str, Any]]:
+    """Every commit of a repo (oldest first) with the key commitment its weights header carried.
+
+    Used for priority: the earliest commit that published a commitment to a key shows that
+    its holder had the key (and the model) by then.
+
+    Args:
+        repo_id (`str`): The repo.
+        token (`str` or `bool`, *optional*): Hub token.
+        revision (`str`, *optional*): Branch whose history to walk.
+        max_commits (`int`, *optional*, defaults to 50): Read at most this many commits (newest first).
+
+    Returns:
+        ``[{"commit": sha, "date": iso, "title": str, "commitment": str | None}, ...]`` oldest first.
+
+    Raises:
+        HubError: The repo cannot be read.
+    """
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    out = []
+    with _hub_errors(repo_id, revision):
+        commits = api.list_repo_commits(repo_id, revision=revision, token=token)[:max_commits]
+        for c in commits:
+            commitment = None
+            with contextlib.suppress(Exception):
+                remote = read_remote_claim(repo_id, revision=c.commit_id, token=token)
+                commitment = (remote.claim or {}).get("key_commitment")
+            out.append({"commit": c.commit_id, "date": c.created_at.isoformat() if c.created_at else None,
+                        "title": c.title, "commitment": commitment})
+    return list(reversed(out))
+
+
+# --------------------------------------------------------------------------- pushing
+
+
+def push_model(
+    model: Any,
+    repo_id: str,
+    *,
+    signature: str | None = None,
+    key_path: str | os.PathLike | None = None,
+    owner: str | None = None,
+    private: bool | None = None,
+    token: str | bool | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    card_data: Mapping[str, Any] | None = None,
+    signature_options: Mapping[str, Any] | None = None,
+    eval_results: Mapping[str, Any] | None = None,
+    compact: bool = False,
+) -> Any:
+    """Publish a :class:`~hf_lottery_verify.SparseResNetForImageClassification` in one commit.
+
+    The folder is assembled in a temporary directory — ``config.json``,
+    ``model.safetensors``, ``masks.safetensors``, ``README.md`` (the model card) and
+    ``ownership_badge.svg`` — and uploaded with one ``upload_folder`` call; stale weight
+    files of earlier commits are deleted in the same commit. The private key is never in
+    that folder.
+
+    Args:
+        model: The model to publish.
+        repo_id (`str`): ``owner/name``.
+        signature (`str`, *optional*): Embed this QR signature first; the key goes to ``key_path``.
+        key_path (`str` or `os.PathLike`, *optional*): The private key: written with
+            ``signature``, else read to put its public claim on an unsigned-by-this-call model.
+        owner (`str`, *optional*): Public owner name for the claim and the card.
+        private (`bool`, *optional*): Create the repo as private.
+        token (`str` or `bool`, *optional*): Hub token.
+        revision (`str`, *optional*): Branch to commit to (created from the default branch
+            when missing).
+        commit_message (`str`, *optional*): Commit title.
+        card_data (`Mapping[str, Any]`, *optional*): Extra model-card metadata.
+        signature_options (`Mapping[str, Any]`, *optional*): Options of ``embed_signature``.
+        eval_results (`Mapping[str, Any]`, *optional*): ``accuracy`` (percent) and ``dataset``
+            for the card's model-index.
+        compact (`bool`, *optional*, defaults to `False`): Publish the compact layout
+            (smaller; not loadable by plain timm).
+
+    Returns:
+        The ``huggingface_hub.CommitInfo`` (``.oid`` is the new commit sha).
+
+    Raises:
+        HubError: The upload failed or the server is unreachable.
+        KeyFileError: ``key_path`` is unreadable, or already holds a signature when signing.
+    """
+    from huggingface_hub import HfApi
+
+    from .cards import render_badge, render_model_card, save_card_files
+    from .ownership_key import OwnershipKey
+
+    if key_path is not None and signature is None and not model.ownership_claim:
+        model.ownership_claim = OwnershipKey.load(key_path).public_claim(owner=owner)
+    problem = _reachable()
+    if problem is not None:
+        raise HubError(f"Cannot push to the Hub: {problem}.")
+    eval_results = dict(eval_results or {})
+    with tempfile.TemporaryDirectory(prefix="hf-lottery-push-") as tmp:
+        folder = Path(tmp) / "repo"
+        model.save_pretrained(folder, signature=signature, key_path=key_path, owner=owner,
+                              signature_options=signature_options, compact=compact)
+        claim = model.ownership_claim
+        card = render_model_card(
+            repo_id=repo_id, arch=model.config.arch, num_labels=model.config.num_labels, density=model.density,
+            accuracy=eval_results.get("accuracy"), dataset=eval_results.get("dataset"), claim=claim,
+            card_data=dict(card_data or {}))
+        badge = render_badge(status="protected" if claim else "unverified")
+        save_card_files(folder, card, badge)
+        api = HfApi()
+        with _hub_errors(repo_id, revision):
+            api.create_repo(repo_id, private=private, token=token, exist_ok=True)
+            if revision is not None:
+                with contextlib.suppress(Exception):
+                    api.create_branch(repo_id, branch=revision, token=token, exist_ok=True)
+            message = commit_message or ("Publish ownership-protected sparse ticket" if claim else
+                                         "Publish sparse ticket")
+            return api.upload_folder(
+                repo_id=repo_id, folder_path=str(folder), token=token, revision=revision, commit_message=message,
+                delete_patterns=["*.safetensors", WEIGHTS_INDEX_NAME, "*.bin", "*.pt", "*.pth", "*.ckpt"])

@@ -38,11 +38,13 @@ from typing import Any, Literal
 
 import torch
 
+from .atomic import write_json_atomic
 from .configuration_sparse_resnet import SparseResNetConfig
 from .data import DatasetPair, derive_seed
 from .errors import TrainingError
+from .loading import load_model
 from .masks import MaskDict, count_kept, count_total
-from .modeling_sparse_resnet import SparseResNetForImageClassification, load_model
+from .modeling_sparse_resnet import SparseResNetForImageClassification
 from .pruning import magnitude_prune
 from .storage import read_checkpoint, write_checkpoint
 from .training import TrainConfig, Trainer, make_accelerator
@@ -136,12 +138,6 @@ class IMPResult:
 # --------------------------------------------------------------------------- small file helpers
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
 def _save_state_dict(path: Path, model: SparseResNetForImageClassification, masks: MaskDict | None) -> None:
     write_checkpoint(path, model.timm_model.state_dict(), masks=masks, metadata={"arch": model.config.arch})
 
@@ -213,10 +209,11 @@ class _IMPRun:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         self.state["rounds"] = [asdict(r) for r in self.rounds]
-        _write_json(self.out / "rounds.json", self.state["rounds"])
-        _write_json(self.state_path, self.state)
-        for stale in self.work.glob("accepted-r*.safetensors"):
-            if stale.name != self.state.get("accepted"):
+        write_json_atomic(self.out / "rounds.json", self.state["rounds"])
+        write_json_atomic(self.state_path, self.state)
+        keep = str(self.state.get("accepted") or "").removesuffix(".safetensors") + "."
+        for stale in self.work.glob("accepted-r*.safetensors"):  # the weights and their masks file
+            if not stale.name.startswith(keep):
                 stale.unlink()
 
     def _accepted_path(self) -> Path:
@@ -325,7 +322,7 @@ class _IMPRun:
         rewind = SparseResNetForImageClassification(self.model.config)
         _load_into(rewind, self.work / "rewind.safetensors")
         rewind.save_pretrained(self.out / "rewind")
-        _write_json(self.out / "rewind" / "rewind.json", {"rewind_epoch": self.config.rewind_epoch})
+        write_json_atomic(self.out / "rewind" / "rewind.json", {"rewind_epoch": self.config.rewind_epoch})
 
 
 def find_extreme_ticket(

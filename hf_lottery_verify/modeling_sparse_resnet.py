@@ -2,9 +2,10 @@
 
 The wrapped timm model lives in ``model.timm_model``; masks are a dict keyed by timm's
 parameter names (``layer2.0.conv1.weight``) in ``model.masks``. Saving writes this
-library's safetensors layout (:mod:`hf_lottery_verify.storage`); loading never
-unpickles. After ``import hf_lottery_verify``, ``AutoConfig`` and
-``AutoModelForImageClassification`` load saved folders and Hub repos.
+library's safetensors layout (:mod:`hf_lottery_verify.storage`); loading
+(:func:`hf_lottery_verify.loading.load_model`) never unpickles. After
+``import hf_lottery_verify``, ``AutoConfig`` and ``AutoModelForImageClassification`` load
+saved folders and Hub repos.
 """
 
 from __future__ import annotations
@@ -13,29 +14,28 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForImageClassification, PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
 
-from .architectures import check_architecture, create_resnet
+from .architectures import create_resnet
 from .configuration_sparse_resnet import SparseResNetConfig
-from .errors import CheckpointError, MissingWeightsError, ShapeMismatchError, UnexpectedWeightsError
+from .errors import SignatureError
 from .masks import (
     MaskDict,
     apply_masks_,
     check_masks,
     count_kept,
     count_total,
-    masks_from_weights,
     prunable_parameter_names,
 )
 from .pruning import prune
-from .storage import WEIGHTS_NAME, CheckpointContents, read_checkpoint, write_checkpoint
+from .storage import WEIGHTS_NAME, write_checkpoint
 
-__all__ = ["SparseResNetPreTrainedModel", "SparseResNetForImageClassification", "load_model"]
+__all__ = ["SparseResNetPreTrainedModel", "SparseResNetForImageClassification"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +73,9 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
             config.arch, num_classes=config.num_labels, in_chans=config.in_chans, **(config.model_args or {})
         )
         self._masks: MaskDict = {}
-        self.signature_key = None  # set by embed_signature (Scheme V2); never saved with the model
-        self.signing_report: dict[str, Any] | None = None
-        self.ownership_claim: dict[str, Any] | None = None  # public claim read from a loaded checkpoint
+        # The public ownership claim (who claims, when, a hash commitment to the private key);
+        # never anything private. Set by signing or read from a loaded checkpoint's header.
+        self.ownership_claim: dict[str, Any] | None = None
         self.post_init()
 
     # ------------------------------------------------------------------ forward
@@ -222,112 +222,149 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
         compact: bool = False,
         signature: str | None = None,
         key_path: str | os.PathLike | None = None,
+        owner: str | None = None,
         signature_options: Mapping[str, Any] | None = None,
-        eval_data: Any = None,
         safe_serialization: bool = True,
+        max_shard_size: int | str | None = None,
+        is_main_process: bool = True,
         push_to_hub: bool = False,
         **kwargs: Any,
     ) -> Path:
-        """Save ``config.json`` and ``model.safetensors`` (weights plus packed masks).
+        """Save ``config.json``, ``model.safetensors`` (timm weights only) and ``masks.safetensors``.
 
-        With ``signature``, the QR signature (Scheme V2) is embedded first when the model
-        is not signed yet, and the ownership key is written to ``key_path`` only — never
-        into the saved folder.
+        With ``signature``, the QR signature (Scheme V2) is embedded first and the private
+        ownership key is written to ``key_path`` only — never into the saved folder, and
+        never kept on the model: the model keeps only the public claim
+        (:attr:`ownership_claim`), which goes into the header metadata.
 
         Args:
-            save_directory: Folder to write (created if needed).
-            compact: Store only kept values and a position code for masked weights
-                (loadable bit-exactly by this library only).
-            signature: Text to embed as a QR code in the mask (see
+            save_directory (`str` or `os.PathLike`): Folder to write (created if needed).
+            compact (`bool`, *optional*, defaults to `False`): Store only kept values and a
+                position code for masked weights (bit-exact; readable by this library only).
+            signature (`str`, *optional*): Text to embed as a QR code in the mask (see
                 :func:`~hf_lottery_verify.signature.embed_signature`).
-            key_path: Where to write the ownership key; required with ``signature`` and
-                refused inside ``save_directory``.
-            signature_options: Extra arguments for ``embed_signature`` (``seed``, ``copies``,
-                ``module_weights``, ``rewind``, ``layers``, ``ecc``).
-            eval_data: An :class:`~hf_lottery_verify.data.ImageData` split: the accuracy
-                before and after embedding is measured and kept in ``self.signing_report``.
-            safe_serialization: Must stay ``True``: this library never writes pickles.
-            push_to_hub: Not handled here; push the saved folder with the hub functions.
+            key_path (`str` or `os.PathLike`, *optional*): Where to write the ownership key;
+                required with ``signature``; refused inside ``save_directory``. An existing
+                key file is never overwritten: the signature section is added to it when it
+                has none, else the call fails.
+            owner (`str`, *optional*): Public name put into the ownership claim.
+            signature_options (`Mapping[str, Any]`, *optional*): Extra arguments for
+                ``embed_signature`` (``seed``, ``secret``, ``copies``, ``module_weights``,
+                ``rewind``, ``layers``, ``ecc``).
+            safe_serialization (`bool`, *optional*, defaults to `True`): Must stay ``True``:
+                this library never writes pickles.
+            max_shard_size (`int` or `str`, *optional*): Accepted for compatibility; the
+                weights always go to one file, so a limit smaller than the weights raises.
+            is_main_process (`bool`, *optional*, defaults to `True`): Under several
+                processes only the main one writes (and signs).
+            push_to_hub (`bool`, *optional*, defaults to `False`): Not handled here; use
+                :meth:`push_to_hub`.
 
         Returns:
             The folder.
 
         Raises:
-            ValueError: ``safe_serialization=False``, ``push_to_hub=True`` or ``signature``
-                without ``key_path``.
-            KeyFileError: ``key_path`` lies inside ``save_directory``.
-            SignatureError: The model is already signed with another text.
+            ValueError: ``safe_serialization=False``, ``push_to_hub=True``, ``signature``
+                without ``key_path``, or a ``max_shard_size`` below the weights' size.
+            TypeError: An unsupported keyword argument.
+            KeyFileError: ``key_path`` lies inside ``save_directory`` or already holds a signature.
+            SignatureError: The model already carries a signature claim.
         """
         if not safe_serialization:
             raise ValueError("hf_lottery_verify only writes safetensors; drop safe_serialization=False.")
         if push_to_hub:
-            raise ValueError("save_pretrained(push_to_hub=True) is not supported; save, then push the folder.")
-        unsupported = set(kwargs) - {"max_shard_size", "token", "is_main_process"}
-        if unsupported:
-            raise TypeError(f"save_pretrained() does not support {sorted(unsupported)}: it always writes the "
-                            "model's own weights and masks to one model.safetensors.")
+            raise ValueError("save_pretrained(push_to_hub=True) is not supported; call model.push_to_hub(repo_id, ...).")
+        if kwargs:
+            raise TypeError(f"save_pretrained() got unsupported argument(s) {sorted(kwargs)}; it writes the "
+                            "model's own config, weights and masks (token and revision belong to push_to_hub).")
         folder = Path(save_directory)
-        if not kwargs.get("is_main_process", True):
-            return folder  # under several processes only the main one writes (and signs)
-        claims: dict[str, Any] = {}
+        state = self.timm_model.state_dict()
+        if max_shard_size is not None:
+            limit = _parse_size(max_shard_size)
+            size = sum(t.numel() * t.element_size() for t in state.values())
+            if size > limit:
+                raise ValueError(f"The weights take {size} bytes, more than max_shard_size={max_shard_size}; "
+                                 "hf_lottery_verify writes one model.safetensors (strict-loadable by timm).")
+        if not is_main_process:
+            return folder
         if signature is not None:
-            self._sign_for_saving(signature, folder, key_path, signature_options, eval_data)
-        if self.signature_key is not None:
-            sec = self.signature_key.sections.get("signature", {})
-            claims = {"signed": True, "schemes": ["V2"], "qr_version": sec.get("qr", {}).get("version")}
-        elif self.ownership_claim:
-            claims = dict(self.ownership_claim)  # re-saving a loaded signed model keeps its claim
+            self._sign_for_saving(signature, folder, key_path, owner, signature_options)
         folder.mkdir(parents=True, exist_ok=True)
         self.config.density = round(self.density, 8) if self._masks else None
         self.config.architectures = [type(self).__name__]
         self.config.save_pretrained(folder)
         metadata: dict[str, Any] = {"arch": self.config.arch}
-        if claims:
-            metadata["ownership"] = claims
-        write_checkpoint(folder / WEIGHTS_NAME, self.timm_model.state_dict(), masks=self._masks, compact=compact,
-                         metadata=metadata)
+        if self.ownership_claim:
+            metadata["ownership"] = dict(self.ownership_claim)
+        write_checkpoint(folder / WEIGHTS_NAME, state, masks=self._masks, compact=compact, metadata=metadata)
         return folder
 
-    def _sign_for_saving(self, text: str, folder: Path, key_path: str | os.PathLike | None,
-                         options: Mapping[str, Any] | None, eval_data: Any) -> None:
-        from .errors import SignatureError
-        from .ownership_key import check_key_outside
+    def _sign_for_saving(self, text: str, folder: Path, key_path: str | os.PathLike | None, owner: str | None,
+                         options: Mapping[str, Any] | None) -> None:
+        from .ownership_key import check_key_outside, save_key_section
         from .signature import SIGNATURE_SECTION, embed_signature
 
         if key_path is None:
             raise ValueError("save_pretrained(signature=...) needs key_path=...: the key is the proof of ownership.")
         check_key_outside(key_path, folder)
-        if self.signature_key is None and (self.ownership_claim or {}).get("signed"):
-            raise SignatureError("This model was loaded from a checkpoint that already claims a QR signature "
-                                 "(header 'ownership'); signing it again would overwrite parts of the first one. "
-                                 "Sign the unsigned ticket instead.")
-        if self.signature_key is not None:
-            signed_text = self.signature_key.sections.get(SIGNATURE_SECTION, {}).get("text")
-            if signed_text != text:
-                raise SignatureError(f"This model is already signed with {signed_text!r}; refusing to sign it again "
-                                     f"with {text!r}. Start from the unsigned ticket.")
-            self.signature_key.save(key_path)
-            return
-        before = self._accuracy(eval_data)
+        if "V2" in (self.ownership_claim or {}).get("schemes", ()):
+            raise SignatureError("This model already carries a QR signature claim; signing it again would overwrite "
+                                 "parts of the first one. Sign the unsigned ticket instead.")
         key = embed_signature(self, text, **dict(options or {}))
-        after = self._accuracy(eval_data)
-        key.save(key_path)
-        self.signing_report = {
-            "signature": text,
-            "key_path": str(key_path),
-            "changes": key.section(SIGNATURE_SECTION)["changes"],
-            "accuracy_before": before,
-            "accuracy_after": after,
-            "accuracy_change": None if before is None else after - before,
-        }
-        logger.info("Signed before saving: %s", self.signing_report)
+        key = save_key_section(key, key_path, SIGNATURE_SECTION)
+        self.ownership_claim = key.public_claim(owner=owner)
+        logger.info("Signed before saving; key written to %s.", key_path)
 
-    def _accuracy(self, data: Any) -> float | None:
-        if data is None:
-            return None
-        from .training import evaluate
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        signature: str | None = None,
+        key_path: str | os.PathLike | None = None,
+        owner: str | None = None,
+        private: bool | None = None,
+        token: str | bool | None = None,
+        revision: str | None = None,
+        commit_message: str | None = None,
+        card_data: Mapping[str, Any] | None = None,
+        signature_options: Mapping[str, Any] | None = None,
+        eval_results: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Publish the model: config, weights, masks, a model card and an ownership badge, in one commit.
 
-        return evaluate(self, data)["accuracy"]
+        Delegates to :func:`hf_lottery_verify.hub.push_model`; the private key is never
+        uploaded (it is written to ``key_path`` when ``signature`` is given).
+
+        Args:
+            repo_id (`str`): ``owner/name`` on the Hub (or the server in ``HF_ENDPOINT``).
+            signature (`str`, *optional*): Embed this QR signature first (see :meth:`save_pretrained`).
+            key_path (`str` or `os.PathLike`, *optional*): Where the private key goes (with
+                ``signature``), or an existing key whose public claim and commitment the card shows.
+            owner (`str`, *optional*): Public name in the ownership claim.
+            private (`bool`, *optional*): Create the repo as private.
+            token (`str` or `bool`, *optional*): Hub token.
+            revision (`str`, *optional*): Branch to commit to.
+            commit_message (`str`, *optional*): Commit title.
+            card_data (`Mapping[str, Any]`, *optional*): Extra model-card metadata.
+            signature_options (`Mapping[str, Any]`, *optional*): Options of ``embed_signature``.
+            eval_results (`Mapping[str, Any]`, *optional*): ``{"accuracy": float, "dataset": str}``
+                for the card's model-index.
+
+        Returns:
+            The ``huggingface_hub.CommitInfo`` of the upload.
+
+        Raises:
+            TypeError: An unsupported keyword argument (``safe_serialization``, ``max_shard_size``, ...).
+            HubError: The upload failed.
+        """
+        if kwargs:
+            raise TypeError(f"push_to_hub() got unsupported argument(s) {sorted(kwargs)}.")
+        from .hub import push_model
+
+        return push_model(self, repo_id, signature=signature, key_path=key_path, owner=owner, private=private,
+                          token=token, revision=revision, commit_message=commit_message, card_data=card_data,
+                          signature_options=signature_options, eval_results=eval_results)
 
     @classmethod
     def from_pretrained(
@@ -339,185 +376,67 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
         cache_dir: str | os.PathLike | None = None,
         token: str | bool | None = None,
         local_files_only: bool = False,
+        dtype: torch.dtype | str | None = None,
         **kwargs: Any,
     ) -> SparseResNetForImageClassification:
-        """Load a saved folder or Hub repo (safetensors only; never unpickles).
+        """Load a saved folder or Hub repo (safetensors only; never unpickles, never runs remote code).
 
         Args:
-            pretrained_model_name_or_path: A local folder or a Hub repo id.
-            config: Use this configuration instead of the folder's ``config.json``.
-            revision: Hub branch, tag or commit.
-            cache_dir: Hub cache folder.
-            token: Hub token.
-            local_files_only: Do not touch the network.
-            **kwargs: Accepted for compatibility with the Auto classes; ``trust_remote_code``
-                is never honoured.
+            pretrained_model_name_or_path (`str` or `os.PathLike`): A local folder, file or Hub repo id.
+            config (`SparseResNetConfig`, *optional*): Use this configuration instead of the folder's.
+            revision (`str`, *optional*): Hub branch, tag or commit.
+            cache_dir (`str` or `os.PathLike`, *optional*): Hub cache folder.
+            token (`str` or `bool`, *optional*): Hub token.
+            local_files_only (`bool`, *optional*, defaults to `False`): Do not touch the network.
+            dtype (`torch.dtype` or `str`, *optional*): Cast floating-point weights to this dtype
+                (``torch_dtype`` is accepted as an alias; ``"auto"`` keeps the stored dtype).
+            **kwargs: ``force_download``, ``proxies`` (must be ``None``), ``subfolder`` (must
+                be empty) and transformers' internal ``_``-prefixed arguments are accepted;
+                ``trust_remote_code`` is ignored with a warning; anything else raises ``TypeError``.
 
         Returns:
             The model, in eval mode.
 
         Raises:
+            TypeError: Unsupported arguments (``device_map``, quantisation, ...).
             CheckpointError: The checkpoint is missing, corrupt, pickle-only or mismatched.
             HubError: The repo cannot be fetched.
         """
-        if kwargs.get("trust_remote_code"):
+        if model_args:
+            raise TypeError("from_pretrained() takes no extra positional arguments.")
+        if "torch_dtype" in kwargs:
+            dtype = dtype or kwargs.pop("torch_dtype")
+        if kwargs.pop("trust_remote_code", None):
             logger.warning("trust_remote_code is ignored: hf_lottery_verify never runs code from a checkpoint.")
-        model = load_model(
-            pretrained_model_name_or_path,
-            config=config,
-            revision=revision,
-            cache_dir=cache_dir,
-            token=token,
-            local_files_only=local_files_only,
-        )
+        force_download = bool(kwargs.pop("force_download", False))
+        if kwargs.pop("proxies", None) is not None:
+            raise TypeError("from_pretrained(proxies=...) is not supported; configure proxies in the environment.")
+        if kwargs.pop("subfolder", "") or None:
+            raise TypeError("from_pretrained(subfolder=...) is not supported; pass the folder itself.")
+        unsupported = sorted(k for k in kwargs if not k.startswith("_") and k not in ("code_revision",
+                                                                                      "adapter_kwargs"))
+        if unsupported:
+            raise TypeError(f"from_pretrained() does not support {unsupported}: a sparse ticket loads on the CPU "
+                            "in its stored dtype; move it with .to(...) afterwards.")
+        from .loading import load_model
+
+        model = load_model(pretrained_model_name_or_path, config=config, revision=revision, cache_dir=cache_dir,
+                           token=token, local_files_only=local_files_only, force_download=force_download)
+        if dtype is not None and dtype != "auto":
+            model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
         return model
 
 
-# --------------------------------------------------------------------------- load_model
-
-
-def _infer_shape_args(state_dict: Mapping[str, torch.Tensor], arch: str) -> tuple[int | None, int | None]:
-    """(num_labels, in_chans) read off the classifier and stem weights."""
-    import timm
-
-    cfg = timm.get_pretrained_cfg(arch.split(".")[0])
-    first_conv = (cfg.first_conv if cfg else None) or "conv1"
-    classifier = (cfg.classifier if cfg else None) or "fc"
-    first = first_conv if isinstance(first_conv, str) else first_conv[0]
-    head = classifier if isinstance(classifier, str) else classifier[0]
-    stem = state_dict.get(f"{first}.weight")
-    fc = state_dict.get(f"{head}.weight")
-    return (int(fc.shape[0]) if fc is not None else None, int(stem.shape[1]) if stem is not None else None)
-
-
-def _config_from_contents(
-    contents: CheckpointContents,
-    *,
-    arch: str | None,
-    num_labels: int | None,
-    in_chans: int | None,
-) -> SparseResNetConfig:
-    cfg = dict(contents.config or {})
-    if cfg.get("model_type") == SparseResNetConfig.model_type and arch is None:
-        config = SparseResNetConfig.from_dict(cfg)
-    else:
-        arch = arch or cfg.get("arch") or cfg.get("architecture") or contents.metadata.get("arch")
-        if arch is None:
-            raise CheckpointError(
-                "Cannot tell the architecture of this checkpoint (no config.json with 'architecture'); "
-                "pass arch='resnet18' (or the right timm name).",
-                path=contents.path,
-            )
-        model_args = dict(cfg.get("model_args") or {})
-        label_names = cfg.get("label_names")
-        kwargs: dict[str, Any] = {}
-        if label_names and (num_labels is None or num_labels == len(label_names)):
-            kwargs["id2label"] = dict(enumerate(label_names))
-        config = SparseResNetConfig(arch=arch.split(".")[0], model_args=model_args or None, **kwargs)
-    check_architecture(config.arch)
-    inferred_labels, inferred_chans = _infer_shape_args(contents.state_dict, config.arch)
-    labels = num_labels or inferred_labels
-    if labels is not None and labels != config.num_labels:
-        config.num_labels = labels
-    chans = in_chans or inferred_chans
-    if chans is not None:
-        config.in_chans = chans
-    return config
-
-
-def _load_state_strict(model: SparseResNetForImageClassification, state_dict: Mapping[str, torch.Tensor], *, path: str | None) -> None:
-    expected = model.timm_model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    if missing:
-        raise MissingWeightsError(missing, path=path, arch=model.config.arch)
-    unexpected = [k for k in state_dict if k not in expected]
-    if unexpected:
-        raise UnexpectedWeightsError(unexpected, path=path, arch=model.config.arch)
-    for name, ref in expected.items():
-        got = state_dict[name]
-        if tuple(got.shape) != tuple(ref.shape):
-            raise ShapeMismatchError(name, expected=ref.shape, got=got.shape, path=path)
-        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
-            raise CheckpointError(f"'{name}' holds NaN or infinite values; the checkpoint is unusable.", path=path)
-    model.timm_model.load_state_dict(dict(state_dict), strict=True)
-
-
-def load_model(
-    source: str | os.PathLike | Mapping[str, torch.Tensor] | CheckpointContents,
-    *,
-    arch: str | None = None,
-    num_labels: int | None = None,
-    in_chans: int | None = None,
-    masks: Literal["stored", "weights"] = "stored",
-    config: SparseResNetConfig | None = None,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    token: str | bool | None = None,
-    local_files_only: bool = False,
-) -> SparseResNetForImageClassification:
-    """Load any ResNet checkpoint layout as a :class:`SparseResNetForImageClassification`.
-
-    Accepts this library's folders (dense or compact), plain timm folders
-    (``config.json`` with ``architecture``), transformers ``TimmWrapper`` checkpoints
-    (``timm_model.`` prefix), single ``.safetensors`` files, in-memory state dicts and Hub
-    repo ids. Masks come from the file when it stores them; otherwise they are derived
-    from the non-zero weights of the prunable parameters.
-
-    Args:
-        source: Folder, file, state dict, Hub repo id, or already-read contents.
-        arch: timm architecture; required for bare state dicts and files without a config.
-        num_labels: Number of classes (read off the classifier weight when omitted).
-        in_chans: Input channels (read off the stem weight when omitted).
-        masks: ``"stored"`` uses stored masks when present; ``"weights"`` always derives
-            masks from the non-zero weights (what verification does with a suspect).
-        config: A configuration to use instead of the checkpoint's.
-        revision: Hub revision when ``source`` is a repo id.
-        cache_dir: Hub cache folder.
-        token: Hub token.
-        local_files_only: Do not touch the network.
-
-    Returns:
-        The model in eval mode, weights and masks loaded.
-
-    Raises:
-        PickleRefusedError: Only pickle weights are available.
-        CorruptCheckpointError: Truncated or corrupted safetensors.
-        MissingWeightsError, UnexpectedWeightsError, ShapeMismatchError: The weights do not
-            fit the architecture.
-        UnknownArchitectureError, UnsupportedArchitectureError: Bad ``arch``.
-        HubError: A repo id could not be fetched.
-
-    Example:
-        >>> model = load_model("path/to/folder")            # doctest: +SKIP
-        >>> model = load_model(state_dict, arch="resnet18")  # doctest: +SKIP
-    """
-    if isinstance(source, CheckpointContents):
-        contents = source
-    elif isinstance(source, Mapping):
-        contents = read_checkpoint(source)
-    else:
-        local = Path(source)
-        if not local.exists():
-            from .hub import download_model_folder, looks_like_repo_id
-
-            if not looks_like_repo_id(str(source)):
-                raise CheckpointError(f"No such file or folder: {source}", path=str(source))
-            local = download_model_folder(
-                str(source), revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only
-            )
-        contents = read_checkpoint(local, check_masks=masks == "stored")
-    if config is None:
-        config = _config_from_contents(contents, arch=arch, num_labels=num_labels, in_chans=in_chans)
-    model = SparseResNetForImageClassification(config)
-    _load_state_strict(model, contents.state_dict, path=contents.path)
-    model.ownership_claim = contents.metadata.get("ownership")
-    if contents.masks is not None and masks == "stored":
-        model.set_masks(contents.masks, apply=False)
-    else:
-        params = model.timm_parameters()
-        model.set_masks(masks_from_weights(params, model.prunable_names()), apply=False)
-    model.eval()
-    return model
+def _parse_size(size: int | str) -> int:
+    """``5GB`` / ``500MB`` / ``1000`` → bytes (transformers' max_shard_size notation)."""
+    if isinstance(size, int):
+        return size
+    text = size.strip().upper()
+    for unit, factor in (("GIB", 2**30), ("MIB", 2**20), ("KIB", 2**10), ("GB", 10**9), ("MB", 10**6),
+                         ("KB", 10**3), ("B", 1)):
+        if text.endswith(unit):
+            return int(float(text[: -len(unit)]) * factor)
+    return int(text)
 
 
 AutoConfig.register(SparseResNetConfig.model_type, SparseResNetConfig, exist_ok=True)

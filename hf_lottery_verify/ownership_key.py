@@ -1,11 +1,21 @@
 """``OwnershipKey``: the private material an owner keeps to prove ownership.
 
 A key is a JSON file (readable, diffable) plus, when a scheme needs tensors (V1 key
-weights, V3 trigger images), one safetensors file beside it named
-``<key file>.tensors.safetensors``, whose SHA-256 the JSON records. Each scheme owns
-one section of the JSON (``keymask`` for V1, ``signature`` for V2, ``triggers`` for V3)
-and prefixes its tensor names with the section name. Keys are never uploaded: the
-library refuses to write one inside a folder it is about to publish.
+weights, V3 trigger images, the alignment reference), one safetensors file beside it
+(``<key file>.tensors.<digest>.safetensors``) whose name and SHA-256 the JSON records.
+Each scheme owns one section of the JSON (``keymask`` for V1, ``signature`` for V2,
+``triggers`` for V3, ``reference`` for channel re-alignment) and prefixes its tensor names
+with the section name.
+
+Keys are the proof of ownership, so they are handled conservatively: they are never
+uploaded (the library refuses to write one inside a folder it is about to publish), an
+existing key file is never overwritten (:meth:`OwnershipKey.save` refuses;
+:func:`save_key_section` adds a new section to it), and every write is atomic (the tensor
+file gets a new name first, then the JSON is replaced in one rename).
+
+The *public claim* (:meth:`OwnershipKey.public_claim`) is what a published model may
+carry: who claims, when, and a hash commitment to the key's evidence
+(:meth:`OwnershipKey.commitment`) — nothing that locates or reveals the signature.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +34,38 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ._version import __version__
+from .atomic import atomic_path, write_text_atomic
 from .errors import KeyFileError, KeyMismatchError
+from .storage import tensor_digest
 
-__all__ = ["OwnershipKey", "KEY_FORMAT_VERSION", "mask_digest", "check_key_outside"]
+__all__ = [
+    "OwnershipKey",
+    "KEY_FORMAT_VERSION",
+    "KEYMASK_SECTION",
+    "SIGNATURE_SECTION",
+    "TRIGGERS_SECTION",
+    "REFERENCE_SECTION",
+    "SECTIONS",
+    "EVIDENCE_SECTIONS",
+    "mask_digest",
+    "check_key_outside",
+    "save_key_section",
+]
 
-KEY_FORMAT_VERSION = 1
-SECTIONS = ("keymask", "signature", "triggers")
+KEY_FORMAT_VERSION = 2
+KEYMASK_SECTION = "keymask"
+"""Scheme V1: key masks and key weights."""
+SIGNATURE_SECTION = "signature"
+"""Scheme V2: the QR signature in the mask."""
+TRIGGERS_SECTION = "triggers"
+"""Scheme V3: the trigger set."""
+REFERENCE_SECTION = "reference"
+"""Channel fingerprints of the published model, for re-aligning permuted suspects."""
+SECTIONS = (KEYMASK_SECTION, SIGNATURE_SECTION, TRIGGERS_SECTION, REFERENCE_SECTION)
+EVIDENCE_SECTIONS = (SIGNATURE_SECTION, TRIGGERS_SECTION)
+"""Sections whose content is ownership evidence; the public commitment covers exactly these."""
+_SCHEME_OF = {KEYMASK_SECTION: "V1", SIGNATURE_SECTION: "V2", TRIGGERS_SECTION: "V3"}
 
 
 def mask_digest(masks: Mapping[str, torch.Tensor]) -> str:
@@ -78,6 +115,7 @@ class OwnershipKey:
         tensors: Tensors by name, each prefixed with its section (``keymask.values.<param>``).
         created: ISO timestamp of creation.
         format_version: Key file layout version.
+        nonce: Random hex salt of the commitment (so the public commitment reveals nothing).
     """
 
     arch: str
@@ -85,6 +123,7 @@ class OwnershipKey:
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     format_version: int = KEY_FORMAT_VERSION
+    nonce: str = field(default_factory=lambda: secrets.token_hex(16))
 
     # ------------------------------------------------------------------ sections
 
@@ -125,36 +164,57 @@ class OwnershipKey:
 
     # ------------------------------------------------------------------ files
 
-    @staticmethod
-    def tensor_path(path: str | os.PathLike) -> Path:
-        """Where the tensors of the key at ``path`` live."""
-        p = Path(path)
-        return p.with_name(p.name + ".tensors.safetensors")
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the key atomically (JSON, plus the tensor file when there are tensors).
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the key (JSON, plus the tensor file when there are tensors).
+        The tensor file is written under a new content-addressed name first, then the JSON
+        is replaced in one rename, then the previous tensor file is removed: a crash at
+        any point leaves a complete, readable key (the old one or the new one).
 
         Args:
-            path: The JSON file to write; parent folders are created.
+            path (`str` or `os.PathLike`): The JSON file to write; parent folders are created.
+            overwrite (`bool`, *optional*, defaults to `False`): Replace an existing key file.
+                Off by default: a key is the only proof of ownership of the models signed
+                with it. To add a section to an existing key use :func:`save_key_section`.
 
         Returns:
             The JSON path.
+
+        Raises:
+            KeyFileError: ``path`` exists and ``overwrite`` is ``False``.
         """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() and not overwrite:
+            raise KeyFileError(
+                f"{path} already exists; refusing to overwrite an ownership key (it is the only proof of ownership "
+                "of the models signed with it). Choose another path, or add a section to it with "
+                "save_key_section (CLI: --add-to-key).")
+        old_tensor_file = None
+        if path.exists():
+            try:
+                old_tensor_file = (json.loads(path.read_text()).get("tensors") or {}).get("file")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                old_tensor_file = None
         manifest: dict[str, Any] = {
             "hf_lottery_verify_key": self.format_version,
             "arch": self.arch,
             "created": self.created,
+            "nonce": self.nonce,
             "sections": self.sections,
         }
-        tpath = self.tensor_path(path)
+        tname = None
         if self.tensors:
-            save_file(dict(self.tensors), str(tpath), metadata={"format": "pt"})
-            manifest["tensors"] = {"file": tpath.name, "sha256": _file_sha256(tpath)}
-        elif tpath.exists():
-            tpath.unlink()
-        path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+            digest = tensor_digest(self.tensors)
+            tname = f"{path.name}.tensors.{digest[:16]}.safetensors"
+            tpath = path.with_name(tname)
+            with atomic_path(tpath, mode=0o600) as tmp:
+                save_file(dict(self.tensors), str(tmp), metadata={"format": "pt"})
+            manifest["tensors"] = {"file": tname, "sha256": _file_sha256(tpath)}
+        write_text_atomic(path, json.dumps(manifest, indent=2, sort_keys=True), mode=0o600)
+        if old_tensor_file and old_tensor_file != tname and "/" not in old_tensor_file:
+            stale = path.with_name(old_tensor_file)
+            if stale.exists():
+                stale.unlink()
         return path
 
     @classmethod
@@ -162,7 +222,7 @@ class OwnershipKey:
         """Read a key written by :meth:`save`.
 
         Args:
-            path: The JSON file.
+            path (`str` or `os.PathLike`): The JSON file.
 
         Returns:
             The key.
@@ -179,29 +239,115 @@ class OwnershipKey:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise KeyFileError(f"{path} is not an ownership key (invalid JSON: {exc}).") from exc
         version = manifest.get("hf_lottery_verify_key") if isinstance(manifest, dict) else None
-        if not isinstance(version, int):
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise KeyFileError(f"{path} is not an hf_lottery_verify ownership key.")
         if version > KEY_FORMAT_VERSION:
             raise KeyFileError(f"{path} uses key format {version}; upgrade hf_lottery_verify to read it.")
         tensors: dict[str, torch.Tensor] = {}
         info = manifest.get("tensors")
         if info:
-            tpath = path.with_name(info["file"])
+            name = str(info.get("file", ""))
+            if not name or "/" in name or "\\" in name or name.startswith("."):
+                raise KeyFileError(f"{path} names an invalid tensor file {name!r}.")
+            tpath = path.with_name(name)
             if not tpath.is_file():
                 raise KeyFileError(f"The key's tensor file {tpath} is missing; keep it next to {path.name}.")
-            if _file_sha256(tpath) != info["sha256"]:
+            if _file_sha256(tpath) != info.get("sha256"):
                 raise KeyFileError(f"The key's tensor file {tpath} was altered or damaged (checksum mismatch).")
             try:
                 tensors = load_file(str(tpath))
             except SafetensorError as exc:
                 raise KeyFileError(f"Cannot read {tpath}: {exc}.") from exc
+        sections = manifest.get("sections") or {}
+        if not isinstance(sections, dict) or not isinstance(manifest.get("arch"), str):
+            raise KeyFileError(f"{path} is not a valid ownership key (no architecture or sections).")
         return cls(
             arch=manifest["arch"],
-            sections=dict(manifest.get("sections") or {}),
+            sections=dict(sections),
             tensors=tensors,
             created=manifest.get("created", ""),
             format_version=version,
+            nonce=str(manifest.get("nonce", "")),
         )
+
+    # ------------------------------------------------------------------ public claim
+
+    def commitment(self) -> str:
+        """A hash commitment to the key's evidence: ``sha256:<hex>``.
+
+        It covers the nonce, the architecture and the evidence sections (signature and
+        trigger set, with their tensors), so publishing it reveals nothing, and nobody can
+        later write a different key — one fitted to someone else's model, say — with the
+        same commitment. Adding a key-mask or reference section does not change it.
+
+        Returns:
+            ``"sha256:"`` followed by 64 hex digits.
+        """
+        body = {"nonce": self.nonce, "arch": self.arch,
+                "evidence": {s: self.sections[s] for s in EVIDENCE_SECTIONS if s in self.sections}}
+        h = hashlib.sha256(b"hf_lottery_verify/key-commitment/v1\n")
+        h.update(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+        evidence_tensors = {k: v for k, v in self.tensors.items() if k.split(".", 1)[0] in EVIDENCE_SECTIONS}
+        h.update(tensor_digest(evidence_tensors).encode())
+        return "sha256:" + h.hexdigest()
+
+    def schemes(self) -> list[str]:
+        """The paper's schemes this key holds material for (``V1``, ``V2``, ``V3``)."""
+        return sorted(_SCHEME_OF[s] for s in self.sections if s in _SCHEME_OF)
+
+    def public_claim(self, *, owner: str | None = None) -> dict[str, Any]:
+        """The claim a published model may carry (header metadata, model card).
+
+        Args:
+            owner (`str`, *optional*): A public name for the owner.
+
+        Returns:
+            ``claim_version``, ``owner``, ``created`` (now), ``schemes``, ``key_commitment``
+            and ``library``; nothing that locates or reveals the signature.
+        """
+        return {
+            "claim_version": 1,
+            "owner": owner,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "schemes": self.schemes(),
+            "key_commitment": self.commitment(),
+            "library": f"hf_lottery_verify {__version__}",
+        }
+
+
+def save_key_section(key: OwnershipKey, path: str | os.PathLike, section: str) -> OwnershipKey:
+    """Write ``key``'s ``section`` to ``path``: a new key file, or a section added to an existing one.
+
+    An existing key file keeps everything it holds; the call fails instead of replacing a
+    section that is already there (its material proves ownership of models already
+    published).
+
+    Args:
+        key (`OwnershipKey`): Holds the new section (and its tensors).
+        path (`str` or `os.PathLike`): The key file.
+        section (`str`): The section to write.
+
+    Returns:
+        The key as written (``key`` itself for a new file, else the updated existing key).
+
+    Raises:
+        KeyFileError: The existing key already holds ``section``, or cannot be read.
+        KeyMismatchError: The existing key belongs to another architecture.
+    """
+    path = Path(path)
+    if not path.exists():
+        key.save(path)
+        return key
+    existing = OwnershipKey.load(path)
+    if section in existing.sections:
+        raise KeyFileError(
+            f"{path} already holds a '{section}' section; refusing to replace it (it proves ownership of the "
+            "models made with it). Write the new key to another path.")
+    if existing.arch.split(".")[0] != key.arch.split(".")[0]:
+        raise KeyMismatchError(f"{path} belongs to architecture '{existing.arch}', the new section to '{key.arch}'.")
+    existing.set_section(section, key.sections[section], key.section_tensors(section))
+    existing.save(path, overwrite=True)
+    return existing
 
 
 def _file_sha256(path: Path) -> str:

@@ -1,27 +1,33 @@
-"""The safetensors layout of a sparse ticket, and reading any ResNet checkpoint layout.
+"""The safetensors files of a sparse ticket, and reading the ResNet checkpoint layouts of others.
 
-``model.safetensors`` written by this library (``layout="dense"``, the default):
+A model folder written by this library (format version 2):
 
-* every tensor of the timm model's ``state_dict`` under timm's own name
-  (``layer1.0.conv1.weight``), dense, zeros where pruned — plain timm and transformers
-  users can load it;
-* one bit-packed ``U8`` tensor per mask, named ``masks.<parameter name>``
-  (:func:`~hf_lottery_verify.masks.pack_bits`, most significant bit first);
-* header metadata ``{"format": "pt", "hf_lottery_verify": "<json>"}`` where the JSON holds
-  ``format_version``, ``layout``, ``bit_order``, per-mask ``shape`` and ``kept`` counts,
-  the architecture, and a ``sha256`` of all tensor bytes (corruption is detected, not
-  only truncation).
+* ``model.safetensors`` — exactly the timm model's ``state_dict`` under timm's own names
+  (``layer1.0.conv1.weight``), dense, zeros where pruned, and nothing else: plain timm
+  strict-loads it. Its header metadata holds ``{"format": "pt", "hf_lottery_verify":
+  "<json>"}`` with ``format_version``, ``layout``, the architecture, the public ownership
+  claim when signed, and a ``sha256`` of the tensor bytes (the owner's own loads detect
+  corruption, not only truncation).
+* ``masks.safetensors`` — one bit-packed ``U8`` tensor per masked parameter, under the
+  parameter's name (:func:`~hf_lottery_verify.codecs.pack_bits`, most significant bit
+  first); header metadata ``hf_lottery_verify_masks`` with per-mask ``shape`` and
+  ``kept`` counts and the ``sha256`` of the weights they belong to. A convenience for
+  loading: verification never reads it (a suspect's mask comes from its weights).
+* ``compact=True`` instead writes a ``model.safetensors`` in the *compact* layout for
+  extreme tickets: for each masked parameter only the kept values
+  (``compact.values.<name>``, same dtype, bit-exact) and an Elias–Fano code of their
+  positions (``compact.low.<name>``, ``compact.high.<name>``); no masks file. A 2%-dense
+  CIFAR ResNet-18 drops from 44.7 MB to ~1.2 MB; only this library reads it.
 
-``layout="compact"`` (for extreme tickets) stores, for each masked parameter, only the
-kept values (``compact.values.<name>``, same dtype, bit-exact) and an Elias–Fano code of
-their positions (``compact.low.<name>``, ``compact.high.<name>``); other tensors are
-stored as in the dense layout. A 2%-dense CIFAR ResNet-18 drops from 44.7 MB to ~1.2 MB.
+Folders of format version 1 (masks inside ``model.safetensors`` as ``masks.<name>``) still
+load. Reading also accepts plain timm folders (``config.json`` with ``architecture``),
+transformers ``TimmWrapper`` checkpoints (``timm_model.`` prefix) and bare state dicts,
+and maps names to timm's canonical ones. Only safetensors is ever read: a folder holding
+only pickle files raises :class:`~hf_lottery_verify.errors.PickleRefusedError`.
 
-Reading accepts this library's folders and files, plain timm folders (``config.json``
-with ``architecture``), transformers ``TimmWrapper`` checkpoints (``timm_model.``
-prefix) and bare state dicts, and maps names to timm's canonical ones. Only safetensors
-is ever read: a folder holding only pickle files raises
-:class:`~hf_lottery_verify.errors.PickleRefusedError`.
+This module trusts what it reads (it is for the owner's own files). Reading a *suspect*
+— which must not trust headers, stored masks or checksums — is
+:func:`hf_lottery_verify.suspect.read_suspect`.
 """
 
 from __future__ import annotations
@@ -29,8 +35,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,36 +46,49 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .atomic import atomic_path
 from .codecs import decode_positions, encode_positions, pack_bits, unpack_bits
-from .errors import CheckpointError, CorruptCheckpointError, MaskInconsistencyError, PickleRefusedError
+from .errors import CheckpointError, CorruptCheckpointError, MaskError, MaskInconsistencyError, PickleRefusedError
 from .masks import MaskDict
 
 __all__ = [
     "WEIGHTS_NAME",
+    "MASKS_NAME",
     "WEIGHTS_INDEX_NAME",
     "CONFIG_NAME",
     "METADATA_KEY",
+    "MASKS_METADATA_KEY",
     "FORMAT_VERSION",
+    "PICKLE_SUFFIXES",
     "CheckpointContents",
     "write_checkpoint",
     "read_checkpoint",
     "read_safetensors",
     "read_header_metadata",
+    "parse_metadata",
+    "masks_path_for",
+    "tensor_digest",
     "canonicalize_state_dict",
+    "strip_foreign_entries",
+    "decode_compact",
     "find_weight_files",
+    "read_config",
 ]
 
 logger = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
+MASKS_NAME = "masks.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 CONFIG_NAME = "config.json"
 METADATA_KEY = "hf_lottery_verify"
-FORMAT_VERSION = 1
-MASK_PREFIX = "masks."
+MASKS_METADATA_KEY = "hf_lottery_verify_masks"
+FORMAT_VERSION = 2
+MASK_PREFIX = "masks."  # format version 1: masks inside model.safetensors
 VALUES_PREFIX = "compact.values."
 LOW_PREFIX = "compact.low."
 HIGH_PREFIX = "compact.high."
+OUR_PREFIXES = (MASK_PREFIX, VALUES_PREFIX, LOW_PREFIX, HIGH_PREFIX)
 LAYOUTS = ("dense", "compact")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 # Prefixes other libraries put in front of timm's names: transformers' TimmWrapper,
@@ -83,7 +102,7 @@ class CheckpointContents:
 
     Attributes:
         state_dict: Dense tensors by timm name (zeros where pruned).
-        masks: Masks stored by this library, or ``None`` for foreign layouts.
+        masks: Masks stored by this library, or ``None`` when none are stored.
         metadata: This library's header metadata (empty for foreign layouts).
         config: ``config.json`` of the folder, if there is one.
         layout: ``"dense"``, ``"compact"``, ``"timm"``, ``"timm_wrapper"`` or ``"state_dict"``.
@@ -98,10 +117,18 @@ class CheckpointContents:
     path: str | None = None
 
 
-# --------------------------------------------------------------------------- writing
+# --------------------------------------------------------------------------- helpers
 
 
-def _tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of tensors (order-independent).
+
+    Args:
+        tensors (`Mapping[str, torch.Tensor]`): Tensors by name.
+
+    Returns:
+        A hex digest.
+    """
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].detach().contiguous().cpu()
@@ -112,6 +139,24 @@ def _tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def masks_path_for(weights_path: str | os.PathLike) -> Path:
+    """Where the masks of a weights file live: ``masks.safetensors`` beside ``model.safetensors``,
+    ``<stem>.masks.safetensors`` beside any other file."""
+    p = Path(weights_path)
+    if p.name == WEIGHTS_NAME:
+        return p.with_name(MASKS_NAME)
+    return p.with_name(p.name.removesuffix(".safetensors") + ".masks.safetensors")
+
+
+def _save_safetensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> int:
+    with atomic_path(path) as tmp:
+        save_file(dict(tensors), str(tmp), metadata=dict(metadata))
+    return path.stat().st_size
+
+
+# --------------------------------------------------------------------------- writing
+
+
 def write_checkpoint(
     path: str | os.PathLike,
     state_dict: Mapping[str, torch.Tensor],
@@ -120,74 +165,67 @@ def write_checkpoint(
     compact: bool = False,
     metadata: Mapping[str, Any] | None = None,
 ) -> int:
-    """Write weights and masks to one safetensors file, atomically.
-
-    The file is written next to its destination and renamed into place, so an
-    interrupted save never leaves a truncated checkpoint behind.
+    """Write weights (and masks) atomically: ``path`` plus its masks file, or one compact file.
 
     Args:
-        path: Destination file.
-        state_dict: Tensors by timm name.
-        masks: Boolean masks by parameter name (must be a subset of ``state_dict``).
-        compact: Store only kept values plus an Elias–Fano position code for masked
-            parameters (bit-exact, far smaller for extreme tickets).
-        metadata: Extra JSON-serialisable entries for this library's header metadata
-            (``arch``, public claims, ...).
+        path (`str` or `os.PathLike`): The weights file (``.../model.safetensors``).
+        state_dict (`Mapping[str, torch.Tensor]`): Tensors by timm name.
+        masks (`Mapping[str, torch.Tensor]`, *optional*): Boolean masks by parameter name (a
+            subset of ``state_dict``); written to :func:`masks_path_for` ``(path)``, or into
+            the compact layout.
+        compact (`bool`, *optional*, defaults to `False`): Store only kept values plus an
+            Elias–Fano position code for masked parameters (bit-exact, far smaller for
+            extreme tickets, readable by this library only).
+        metadata (`Mapping[str, Any]`, *optional*): Extra JSON-serialisable entries for this
+            library's header metadata (``arch``, the public claim, ...).
 
     Returns:
-        Size of the written file in bytes.
+        Total size of the written files in bytes.
 
     Raises:
         CheckpointError: A mask names a tensor that is not in ``state_dict`` or differs in shape.
     """
-    masks = dict(masks or {})
-    tensors: dict[str, torch.Tensor] = {}
-    mask_info: dict[str, dict[str, Any]] = {}
-    for name, tensor in state_dict.items():
-        t = tensor.detach().contiguous().cpu()
-        if name not in masks:
-            tensors[name] = t
-            continue
-        mask = masks[name].detach().cpu()
-        if mask.shape != t.shape:
-            raise CheckpointError(f"Mask for '{name}' has shape {tuple(mask.shape)}, the weight {tuple(t.shape)}.")
-        info: dict[str, Any] = {"shape": list(t.shape), "kept": int(mask.sum())}
-        if compact:
-            low, high, low_bits = encode_positions(mask)
-            tensors[VALUES_PREFIX + name] = t[mask].contiguous()
-            tensors[LOW_PREFIX + name] = low
-            tensors[HIGH_PREFIX + name] = high
-            info["low_bits"] = low_bits
-        else:
-            tensors[name] = t
-            tensors[MASK_PREFIX + name] = pack_bits(mask)
-        mask_info[name] = info
-    unknown = set(masks) - set(state_dict)
+    path = Path(path)
+    masks = {n: m.detach().cpu() for n, m in (masks or {}).items()}
+    weights = {n: t.detach().contiguous().cpu() for n, t in state_dict.items()}
+    unknown = set(masks) - set(weights)
     if unknown:
         raise CheckpointError(f"Masks for tensors that are not in the state dict: {sorted(unknown)[:5]}.")
-    ours = {
-        **dict(metadata or {}),
-        "format_version": FORMAT_VERSION,
-        "layout": "compact" if compact else "dense",
-        "bit_order": "big",
-        "masks": mask_info,
-        "sha256": _tensor_digest(tensors),
-    }
-    header = {"format": "pt", METADATA_KEY: json.dumps(ours, sort_keys=True)}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=header)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a published file must be readable
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path.stat().st_size
+    info: dict[str, dict[str, Any]] = {}
+    for name, mask in masks.items():
+        if mask.shape != weights[name].shape:
+            raise CheckpointError(f"Mask for '{name}' has shape {tuple(mask.shape)}, the weight "
+                                  f"{tuple(weights[name].shape)}.")
+        info[name] = {"shape": list(mask.shape), "kept": int(mask.sum())}
+    ours: dict[str, Any] = {**dict(metadata or {}), "format_version": FORMAT_VERSION}
+    stale_masks = masks_path_for(path)
+    if compact:
+        tensors: dict[str, torch.Tensor] = {}
+        for name, t in weights.items():
+            if name not in masks:
+                tensors[name] = t
+                continue
+            low, high, low_bits = encode_positions(masks[name])
+            tensors[VALUES_PREFIX + name] = t[masks[name]].contiguous()
+            tensors[LOW_PREFIX + name] = low
+            tensors[HIGH_PREFIX + name] = high
+            info[name]["low_bits"] = low_bits
+        ours.update(layout="compact", bit_order="big", masks=info, sha256=tensor_digest(tensors))
+        size = _save_safetensors(path, tensors, {"format": "pt", METADATA_KEY: json.dumps(ours, sort_keys=True)})
+        if stale_masks.exists():
+            stale_masks.unlink()  # the compact file carries its masks
+        return size
+    digest = tensor_digest(weights)
+    ours.update(layout="dense", sha256=digest)
+    size = 0
+    if masks:
+        meta = {"format_version": FORMAT_VERSION, "bit_order": "big", "masks": info, "weights_sha256": digest}
+        size += _save_safetensors(stale_masks, {n: pack_bits(m) for n, m in masks.items()},
+                                  {"format": "pt", MASKS_METADATA_KEY: json.dumps(meta, sort_keys=True)})
+    elif stale_masks.exists():
+        stale_masks.unlink()  # a dense model must not pick up masks of an earlier save
+    size += _save_safetensors(path, weights, {"format": "pt", METADATA_KEY: json.dumps(ours, sort_keys=True)})
+    return size
 
 
 # --------------------------------------------------------------------------- reading files
@@ -197,7 +235,7 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
     """Read every tensor and the raw header metadata of a safetensors file.
 
     Args:
-        path: The file.
+        path (`str` or `os.PathLike`): The file.
 
     Returns:
         ``(tensors, metadata)``; metadata is ``{}`` when the header has none.
@@ -223,11 +261,46 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
     return tensors, metadata
 
 
+def parse_metadata(raw: Mapping[str, str], key: str = METADATA_KEY, *, path: str | None = None) -> dict[str, Any]:
+    """Parse this library's JSON entry of a safetensors header.
+
+    Args:
+        raw (`Mapping[str, str]`): The header metadata.
+        key (`str`, *optional*, defaults to `"hf_lottery_verify"`): The entry to parse.
+        path (`str`, *optional*): For error messages.
+
+    Returns:
+        The parsed dict, or ``{}`` when the entry is absent.
+
+    Raises:
+        CorruptCheckpointError: The entry is not JSON or names an unknown layout.
+        CheckpointError: The format version is newer than this release reads.
+    """
+    if key not in raw:
+        return {}
+    try:
+        meta = json.loads(raw[key])
+    except json.JSONDecodeError as exc:
+        raise CorruptCheckpointError(f"Malformed '{key}' header metadata in {path}: {exc}.", path=path) from exc
+    if not isinstance(meta, dict):
+        raise CorruptCheckpointError(f"Malformed '{key}' header metadata in {path}: not a JSON object.", path=path)
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} uses hf_lottery_verify format version {version!r}; this release reads up to "
+            f"{FORMAT_VERSION}. Upgrade hf_lottery_verify.",
+            path=path,
+        )
+    if key == METADATA_KEY and meta.get("layout") not in LAYOUTS:
+        raise CorruptCheckpointError(f"Unknown layout {meta.get('layout')!r} in {path}.", path=path)
+    return meta
+
+
 def read_header_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """This library's header metadata of a safetensors file, without reading tensors.
 
     Args:
-        path: The file.
+        path (`str` or `os.PathLike`): The file.
 
     Returns:
         The parsed ``hf_lottery_verify`` entry, or ``{}`` for files written by others.
@@ -241,82 +314,61 @@ def read_header_metadata(path: str | os.PathLike) -> dict[str, Any]:
             raw = dict(f.metadata() or {})
     except (SafetensorError, OSError) as exc:
         raise CorruptCheckpointError(f"Cannot read the header of {path}: {exc}.", path=path) from exc
-    return _parse_our_metadata(raw, path)
+    return parse_metadata(raw, path=path)
 
 
-def _parse_our_metadata(raw: Mapping[str, str], path: str | None, *, lenient: bool = False) -> dict[str, Any]:
-    if METADATA_KEY not in raw:
-        return {}
-    if lenient:  # a suspect's header is attacker-controlled: fall back to reading it as foreign
-        try:
-            return _parse_our_metadata(raw, path)
-        except CheckpointError as exc:
-            logger.warning("Ignoring this library's header in %s (%s); reading it as a plain checkpoint.", path, exc)
-            return {}
-    try:
-        meta = json.loads(raw[METADATA_KEY])
-    except json.JSONDecodeError as exc:
-        raise CorruptCheckpointError(f"Malformed '{METADATA_KEY}' header metadata in {path}: {exc}.", path=path) from exc
-    version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} uses hf_lottery_verify format version {version!r}; this release reads up to "
-            f"{FORMAT_VERSION}. Upgrade hf_lottery_verify.",
-            path=path,
-        )
-    if meta.get("layout") not in LAYOUTS:
-        raise CorruptCheckpointError(f"Unknown layout {meta.get('layout')!r} in {path}.", path=path)
-    return meta
+def decode_compact(
+    tensors: Mapping[str, torch.Tensor],
+    *,
+    shapes: Mapping[str, tuple[int, ...]],
+    path: str | None = None,
+) -> tuple[dict[str, torch.Tensor], MaskDict]:
+    """Rebuild dense tensors and masks from the compact layout.
 
+    Only the tensors and the dense ``shapes`` are used: the kept count is the number of
+    stored values and the low-bit width follows from it, so an edited header cannot change
+    what is decoded (a wrong shape makes the position code fail its checks).
 
-def _decode_ours(
-    tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: str | None, *, check_consistency: bool = True,
-    lenient: bool = False,
-) -> tuple[dict, MaskDict]:
-    """Turn a file of our layout back into a dense state dict and masks."""
-    digest = meta.get("sha256")
-    if lenient and digest is not None and _tensor_digest(tensors) != digest:
-        logger.warning("Checksum mismatch in %s: the weights were changed after saving; using them as they are.",
-                       path)
-    elif digest is not None and _tensor_digest(tensors) != digest:
-        raise CorruptCheckpointError(
-            f"Checksum mismatch in {path}: the tensor data was altered or damaged after saving. "
-            "Download or save the checkpoint again.",
-            path=path,
-        )
+    Args:
+        tensors (`Mapping[str, torch.Tensor]`): The file's tensors.
+        shapes (`Mapping[str, tuple[int, ...]]`): Dense shape of each compact parameter.
+        path (`str`, *optional*): For error messages.
+
+    Returns:
+        ``(state_dict, masks)``: every tensor in dense form, and the masks of the compact ones.
+
+    Raises:
+        CorruptCheckpointError: A compact parameter lacks a shape or its code is inconsistent.
+    """
+    dense: dict[str, torch.Tensor] = {}
     masks: MaskDict = {}
-    state_dict: dict[str, torch.Tensor] = {}
-    mask_info = meta.get("masks", {})
-    try:
-        for name, info in mask_info.items():
-            shape = tuple(info["shape"])
-            if meta["layout"] == "compact":
-                values = tensors.pop(VALUES_PREFIX + name)
-                mask = decode_positions(
-                    tensors.pop(LOW_PREFIX + name),
-                    tensors.pop(HIGH_PREFIX + name),
-                    int(info["low_bits"]),
-                    kept=int(info["kept"]),
-                    shape=shape,
-                )
-                if values.numel() != int(info["kept"]):
-                    raise CorruptCheckpointError(
-                        f"'{name}' stores {values.numel()} values for {info['kept']} kept weights.", path=path
-                    )
-                dense = torch.zeros(shape, dtype=values.dtype)
-                dense[mask] = values
-                state_dict[name] = dense
-            else:
-                mask = unpack_bits(tensors.pop(MASK_PREFIX + name), shape)
-                if int(mask.sum()) != int(info["kept"]):
-                    raise CorruptCheckpointError(f"Mask of '{name}' does not match its kept count.", path=path)
-            masks[name] = mask
-    except KeyError as exc:
-        raise CorruptCheckpointError(f"{path} lacks tensor {exc} that its header announces.", path=path) from exc
-    for name, tensor in tensors.items():
-        if name.startswith((MASK_PREFIX, VALUES_PREFIX, LOW_PREFIX, HIGH_PREFIX)):
-            raise CorruptCheckpointError(f"{path} holds '{name}' without a header entry.", path=path)
-        state_dict[name] = tensor
+    for key, t in tensors.items():
+        if key.startswith((LOW_PREFIX, HIGH_PREFIX, MASK_PREFIX)):
+            continue
+        if not key.startswith(VALUES_PREFIX):
+            dense[key] = t
+            continue
+        name = key[len(VALUES_PREFIX):]
+        if name not in shapes:
+            raise CorruptCheckpointError(f"{path}: no shape known for the compact tensor '{name}'.", path=path)
+        shape = tuple(int(s) for s in shapes[name])
+        kept, n = t.numel(), math.prod(shape)
+        low_bits = max(0, int(math.floor(math.log2(n / kept)))) if kept else 0
+        try:
+            mask = decode_positions(tensors[LOW_PREFIX + name], tensors[HIGH_PREFIX + name], low_bits, kept=kept,
+                                    shape=shape)
+        except (KeyError, MaskError) as exc:
+            raise CorruptCheckpointError(f"{path}: the position code of '{name}' is damaged or does not fit shape "
+                                         f"{shape}: {exc}", path=path) from exc
+        w = torch.zeros(shape, dtype=t.dtype)
+        w[mask] = t
+        dense[name] = w
+        masks[name] = mask
+    return dense, masks
+
+
+def _check_masks_against(state_dict: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor], path: str | None,
+                         *, check_consistency: bool) -> None:
     for name, mask in masks.items():
         if name not in state_dict:
             raise CorruptCheckpointError(f"{path} has a mask for '{name}' but no such weight.", path=path)
@@ -330,14 +382,46 @@ def _decode_ours(
                 "to derive masks from the non-zero weights instead.",
                 path=path,
             )
-    return state_dict, masks
+
+
+def _unpack_masks(tensors: Mapping[str, torch.Tensor], info: Mapping[str, Any], path: str | None, *,
+                  prefix: str = "") -> MaskDict:
+    masks: MaskDict = {}
+    try:
+        for name, entry in info.items():
+            mask = unpack_bits(tensors[prefix + name], tuple(entry["shape"]))
+            if int(mask.sum()) != int(entry["kept"]):
+                raise CorruptCheckpointError(f"Mask of '{name}' does not match its kept count in {path}.", path=path)
+            masks[name] = mask
+    except KeyError as exc:
+        raise CorruptCheckpointError(f"{path} lacks tensor {exc} that its header announces.", path=path) from exc
+    except MaskError as exc:
+        raise CorruptCheckpointError(f"{path}: {exc}", path=path) from exc
+    return masks
+
+
+def _read_masks_file(path: Path, state_dict: Mapping[str, torch.Tensor], weights_digest: str | None) -> MaskDict:
+    tensors, raw = read_safetensors(path)
+    meta = parse_metadata(raw, MASKS_METADATA_KEY, path=str(path))
+    if not meta:
+        raise CorruptCheckpointError(f"{path} is not a masks file written by hf_lottery_verify.", path=str(path))
+    if weights_digest and meta.get("weights_sha256") not in (None, weights_digest):
+        raise MaskInconsistencyError(
+            f"{path} belongs to other weights than {WEIGHTS_NAME} beside it (checksum differs). Delete it to "
+            "derive the masks from the non-zero weights, or save the model again.", path=str(path))
+    masks = _unpack_masks(tensors, meta.get("masks", {}), str(path))
+    extra = set(tensors) - set(masks)
+    if extra:
+        raise CorruptCheckpointError(f"{path} holds tensors without a header entry: {sorted(extra)[:3]}.",
+                                     path=str(path))
+    return masks
 
 
 def canonicalize_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Map keys of other layouts to timm's names (strip ``timm_model.``, ``module.``, ``_orig_mod.``).
 
     Args:
-        state_dict: Tensors by name.
+        state_dict (`Mapping[str, torch.Tensor]`): Tensors by name.
 
     Returns:
         A new dict with canonical names.
@@ -353,11 +437,24 @@ def canonicalize_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str,
             stripped = False
             for prefix in _FOREIGN_PREFIXES:
                 if name.startswith(prefix):
-                    name, stripped = name[len(prefix) :], True
+                    name, stripped = name[len(prefix):], True
         if name in out:
             raise CheckpointError(f"Keys '{key}' and another one both map to '{name}'; the checkpoint is ambiguous.")
         out[name] = value
     return out
+
+
+def strip_foreign_entries(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Drop the non-weight entries this library may have put into a weights file (v1 masks).
+
+    Args:
+        tensors (`Mapping[str, torch.Tensor]`): A file's tensors (compact entries decoded already).
+
+    Returns:
+        ``(weights, dropped_names)``.
+    """
+    dropped = [k for k in tensors if k.startswith(OUR_PREFIXES)]
+    return {k: v for k, v in tensors.items() if not k.startswith(OUR_PREFIXES)}, dropped
 
 
 # --------------------------------------------------------------------------- folders
@@ -367,7 +464,7 @@ def find_weight_files(folder: str | os.PathLike) -> list[Path]:
     """The safetensors files holding a folder's weights (one file or the shards of an index).
 
     Args:
-        folder: A model folder.
+        folder (`str` or `os.PathLike`): A model folder.
 
     Returns:
         Paths of the files to read.
@@ -391,11 +488,11 @@ def find_weight_files(folder: str | os.PathLike) -> list[Path]:
         if missing:
             raise CheckpointError(f"Shard index {index} names missing files: {missing}.", path=str(folder))
         return [folder / s for s in shards]
-    others = sorted(folder.glob("*.safetensors"))
+    others = sorted(p for p in folder.glob("*.safetensors") if not p.name.endswith(MASKS_NAME))
     if len(others) == 1:
         return others
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
-    if pickles:
+    if pickles and not others:
         raise PickleRefusedError(
             f"{folder} holds only pickle weights ({', '.join(pickles)}). hf_lottery_verify never unpickles "
             "(it runs arbitrary code). Convert the checkpoint to safetensors in a trusted environment, e.g. "
@@ -411,39 +508,46 @@ def find_weight_files(folder: str | os.PathLike) -> list[Path]:
     raise CheckpointError(f"No weights found in {folder}: expected {WEIGHTS_NAME}.", path=str(folder))
 
 
-def _read_config(folder: Path) -> dict[str, Any] | None:
-    cfg = folder / CONFIG_NAME
+def read_config(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """The folder's ``config.json`` as a dict, or ``None`` when absent.
+
+    Raises:
+        CorruptCheckpointError: The file is not a JSON object.
+    """
+    cfg = Path(folder) / CONFIG_NAME
     if not cfg.is_file():
         return None
     try:
-        return json.loads(cfg.read_text())
+        data = json.loads(cfg.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CorruptCheckpointError(f"Malformed {cfg}: {exc}.", path=str(cfg)) from exc
+    if not isinstance(data, dict):
+        raise CorruptCheckpointError(f"Malformed {cfg}: not a JSON object.", path=str(cfg))
+    return data
 
 
-def read_checkpoint(
-    source: str | os.PathLike | Mapping[str, torch.Tensor], *, check_masks: bool = True, lenient: bool = False
-) -> CheckpointContents:
-    """Read a checkpoint of any supported layout into canonical timm names.
+def read_checkpoint(source: str | os.PathLike | Mapping[str, torch.Tensor], *, check_masks: bool = True
+                    ) -> CheckpointContents:
+    """Read a checkpoint of any supported layout into canonical timm names (trusting it).
 
     Args:
-        source: A model folder, a ``.safetensors`` file, or a state dict.
-        check_masks: Refuse stored masks that disagree with the stored weights
-            (:class:`~hf_lottery_verify.errors.MaskInconsistencyError`).
-        lenient: Read a *suspect's* file: a header that is malformed, of an unknown
-            version or whose checksum no longer matches is logged and ignored instead of
-            refused, so that a thief cannot block verification by editing it.
+        source (`str`, `os.PathLike` or `Mapping[str, torch.Tensor]`): A model folder, a
+            ``.safetensors`` file, or a state dict.
+        check_masks (`bool`, *optional*, defaults to `True`): Refuse stored masks that
+            disagree with the stored weights
+            (:class:`~hf_lottery_verify.errors.MaskInconsistencyError`); with ``False`` such
+            masks are dropped (the caller derives masks from the weights).
 
     Returns:
-        The checkpoint's contents; ``masks`` is set only for this library's layouts.
+        The checkpoint's contents; ``masks`` is set when this library stored masks.
 
     Raises:
         PickleRefusedError: The source is (or holds only) pickle files.
-        CorruptCheckpointError: Truncated or corrupted files.
+        CorruptCheckpointError: Truncated or corrupted files, a checksum mismatch.
         CheckpointError: Missing files or inconsistent contents.
     """
     if isinstance(source, Mapping):
-        tensors = {k: v for k, v in source.items()}
+        tensors = dict(source.items())
         bad = [k for k, v in tensors.items() if not isinstance(v, torch.Tensor)]
         if bad:
             raise CheckpointError(f"State dict entries are not tensors: {bad[:5]}.")
@@ -456,13 +560,13 @@ def read_checkpoint(
                 f"{path} is a pickle file; hf_lottery_verify never unpickles. Convert it to safetensors first.",
                 path=str(path),
             )
-        files, config = [path], _read_config(path.parent) if (path.parent / CONFIG_NAME).is_file() else None
+        files, config = [path], read_config(path.parent)
     elif path.is_dir():
-        files, config = find_weight_files(path), _read_config(path)
+        files, config = find_weight_files(path), read_config(path)
     else:
         raise CheckpointError(f"No such file or folder: {path}", path=str(path))
 
-    tensors: dict[str, torch.Tensor] = {}
+    tensors = {}
     raws: list[dict[str, str]] = []
     for f in files:
         t, raw = read_safetensors(f)
@@ -471,17 +575,39 @@ def read_checkpoint(
             raise CorruptCheckpointError(f"Tensor(s) {sorted(dup)[:3]} appear in several shards.", path=str(path))
         tensors.update(t)
         raws.append(raw)
-    meta = _parse_our_metadata(raws[0], str(files[0]), lenient=lenient) if len(files) == 1 else {}
-    if meta:
-        state_dict, masks = _decode_ours(tensors, meta, str(files[0]), check_consistency=check_masks,
-                                         lenient=lenient)
-        return CheckpointContents(
-            state_dict=state_dict, masks=masks, metadata=meta, config=config, layout=meta["layout"], path=str(path)
+    meta = parse_metadata(raws[0], path=str(files[0])) if len(files) == 1 else {}
+    if not meta:
+        is_wrapper = (config or {}).get("model_type") == "timm_wrapper" or any(
+            k.startswith("timm_model.") for k in tensors)
+        return CheckpointContents(state_dict=canonicalize_state_dict(tensors), config=config,
+                                  layout="timm_wrapper" if is_wrapper else "timm", path=str(path))
+    where = str(files[0])
+    digest = meta.get("sha256")
+    if digest is not None and tensor_digest(tensors) != digest:
+        raise CorruptCheckpointError(
+            f"Checksum mismatch in {where}: the tensor data was altered or damaged after saving. "
+            "Download or save the checkpoint again.",
+            path=where,
         )
-    is_wrapper = (config or {}).get("model_type") == "timm_wrapper" or any(k.startswith("timm_model.") for k in tensors)
-    return CheckpointContents(
-        state_dict=canonicalize_state_dict(tensors),
-        config=config,
-        layout="timm_wrapper" if is_wrapper else "timm",
-        path=str(path),
-    )
+    info = meta.get("masks", {})
+    masks: MaskDict | None
+    if meta["layout"] == "compact":
+        state_dict, masks = decode_compact(tensors, shapes={n: e["shape"] for n, e in info.items()}, path=where)
+    elif meta["format_version"] == 1:
+        masks = _unpack_masks(tensors, info, where, prefix=MASK_PREFIX)
+        state_dict, _ = strip_foreign_entries(tensors)
+    else:
+        stray = [k for k in tensors if k.startswith(OUR_PREFIXES)]
+        if stray:
+            raise CorruptCheckpointError(f"{where} holds '{stray[0]}', which format version 2 never writes.",
+                                         path=where)
+        state_dict = tensors
+        masks_file = masks_path_for(files[0])
+        masks = _read_masks_file(masks_file, state_dict, digest) if masks_file.is_file() else None
+    if masks:
+        try:
+            _check_masks_against(state_dict, masks, where, check_consistency=check_masks)
+        except MaskInconsistencyError:
+            raise
+    return CheckpointContents(state_dict=state_dict, masks=masks or None, metadata=meta, config=config,
+                              layout=meta["layout"], path=str(path))

@@ -237,22 +237,35 @@ def test_candidate_layers_rules() -> None:
 
 def test_save_pretrained_signs_once_and_keeps_the_key_out(tmp_path: Path) -> None:
     model = make_model("cifar_resnet20", density=0.1)
+    digest = mask_digest(model.masks)
     with pytest.raises(hlv.KeyFileError, match="inside the model folder"):
         model.save_pretrained(tmp_path / "pub", signature=TEXT, key_path=tmp_path / "pub" / "key.json")
-    assert model.signature_key is None  # nothing was embedded by the refused call
-    data = tiny_data(num_classes=10)
-    model.save_pretrained(tmp_path / "pub", signature=TEXT, key_path=tmp_path / "keys" / "k.json",
-                          eval_data=data.test)
-    report = model.signing_report
-    assert report["accuracy_change"] == pytest.approx(report["accuracy_after"] - report["accuracy_before"])
+    assert mask_digest(model.masks) == digest and model.ownership_claim is None  # nothing embedded
+    model.save_pretrained(tmp_path / "pub", signature=TEXT, key_path=tmp_path / "keys" / "k.json", owner="alice")
     assert not any("key" in p.name for p in (tmp_path / "pub").iterdir())
-    digest = mask_digest(model.masks)
-    model.save_pretrained(tmp_path / "pub2", signature=TEXT, key_path=tmp_path / "keys" / "k2.json")
-    assert mask_digest(model.masks) == digest  # not signed twice
-    with pytest.raises(hlv.SignatureError, match="already signed"):
+    assert not hasattr(model, "signature_key")  # no private state on the model
+    claim = model.ownership_claim
+    assert claim["owner"] == "alice" and claim["schemes"] == ["V2"]
+    assert claim["key_commitment"] == OwnershipKey.load(tmp_path / "keys" / "k.json").commitment()
+    assert TEXT not in json.dumps(claim) and "regions" not in claim and "qr" not in claim
+    signed = mask_digest(model.masks)
+    model.save_pretrained(tmp_path / "pub2")  # re-saving keeps the claim, signs nothing
+    assert mask_digest(model.masks) == signed
+    with pytest.raises(hlv.SignatureError, match="already carries"):
         model.save_pretrained(tmp_path / "pub3", signature="other", key_path=tmp_path / "keys" / "k3.json")
     ev = extract_signature(tmp_path / "pub", tmp_path / "keys" / "k.json")
     assert ev.matches
+
+
+def test_signing_twice_with_the_same_key_path_keeps_the_first_key(tmp_path: Path) -> None:
+    first, second = make_model("cifar_resnet20", density=0.1), make_model("cifar_resnet20", density=0.1, seed=1)
+    key_path = tmp_path / "keys" / "k.json"
+    first.save_pretrained(tmp_path / "one", signature=TEXT, key_path=key_path)
+    before = key_path.read_bytes()
+    with pytest.raises(hlv.KeyFileError, match="already holds a 'signature' section"):
+        second.save_pretrained(tmp_path / "two", signature="second", key_path=key_path)
+    assert key_path.read_bytes() == before
+    assert extract_signature(tmp_path / "one", key_path).matches
 
 
 def test_speed_on_a_resnet50_sized_mask_set() -> None:
@@ -331,8 +344,8 @@ def test_a_loaded_signed_checkpoint_is_not_signed_twice(tmp_path: Path) -> None:
     model = make_model("cifar_resnet20", density=0.1)
     model.save_pretrained(tmp_path / "pub", signature=TEXT, key_path=tmp_path / "k.json")
     loaded = hlv.load_model(tmp_path / "pub")
-    assert loaded.ownership_claim["signed"]
-    with pytest.raises(hlv.SignatureError, match="already claims"):
+    assert loaded.ownership_claim["schemes"] == ["V2"]
+    with pytest.raises(hlv.SignatureError, match="already carries"):
         loaded.save_pretrained(tmp_path / "again", signature="thief", key_path=tmp_path / "k2.json")
     loaded.save_pretrained(tmp_path / "resaved")  # re-saving keeps the public claim
-    assert hlv.load_model(tmp_path / "resaved").ownership_claim["signed"]
+    assert hlv.load_model(tmp_path / "resaved").ownership_claim == loaded.ownership_claim

@@ -8,10 +8,11 @@ import pytest
 import timm
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 import hf_lottery_verify as hlv
 from hf_lottery_verify.storage import (
+    MASKS_METADATA_KEY,
     METADATA_KEY,
     canonicalize_state_dict,
     find_weight_files,
@@ -43,8 +44,14 @@ def test_round_trip_is_bit_exact(tmp_path: Path, tiny_model, compact: bool) -> N
     assert _same_masks(tiny_model, back)
     assert back.config.arch == "cifar_resnet8" and back.config.density == pytest.approx(0.2, abs=1e-4)
     meta = read_header_metadata(tmp_path / "model.safetensors")
-    assert meta["layout"] == ("compact" if compact else "dense")
-    assert meta["masks"]["layer1.0.conv1.weight"]["shape"] == [16, 16, 3, 3]
+    assert meta["layout"] == ("compact" if compact else "dense") and meta["format_version"] == 2
+    if compact:
+        assert meta["masks"]["layer1.0.conv1.weight"]["shape"] == [16, 16, 3, 3]
+        assert not (tmp_path / "masks.safetensors").exists()
+    else:
+        with safe_open(tmp_path / "masks.safetensors", framework="pt") as f:
+            info = json.loads(f.metadata()[MASKS_METADATA_KEY])
+        assert info["masks"]["layer1.0.conv1.weight"]["shape"] == [16, 16, 3, 3]
 
 
 def test_dense_layout_is_plain_timm_loadable(tmp_path: Path, tiny_model) -> None:
@@ -52,12 +59,43 @@ def test_dense_layout_is_plain_timm_loadable(tmp_path: Path, tiny_model) -> None
     with safe_open(tmp_path / "model.safetensors", framework="pt") as f:
         keys = set(f.keys())
         meta = f.metadata()
-        mask = f.get_tensor("masks.layer1.0.conv1.weight")
-    assert meta["format"] == "pt" and json.loads(meta[METADATA_KEY])["bit_order"] == "big"
+    assert meta["format"] == "pt" and json.loads(meta[METADATA_KEY])["layout"] == "dense"
+    with safe_open(tmp_path / "masks.safetensors", framework="pt") as f:
+        mask = f.get_tensor("layer1.0.conv1.weight")
+        assert json.loads(f.metadata()[MASKS_METADATA_KEY])["bit_order"] == "big"
     assert mask.dtype == torch.uint8 and mask.numel() == (16 * 16 * 9 + 7) // 8
-    weights = {k: v for k, v in ((k, None) for k in keys) if not k.startswith("masks.")}
     plain = timm.create_model("cifar_resnet8")
-    assert set(plain.state_dict()) == set(weights)
+    assert set(plain.state_dict()) == keys  # exactly the weights, nothing else
+    plain.load_state_dict(load_file(tmp_path / "model.safetensors"), strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(plain.eval()(x), tiny_model.eval()(x).logits)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["model_type"] == "sparse_resnet" and cfg["architecture"] == "cifar_resnet8"
+    assert cfg["num_classes"] == 10 and cfg["pretrained_cfg"]["input_size"] == [3, 32, 32]
+
+
+def test_format_version_1_folders_still_load(tmp_path: Path, tiny_model) -> None:
+    from hf_lottery_verify.codecs import pack_bits
+
+    sd = {k: v.contiguous() for k, v in tiny_model.timm_model.state_dict().items()}
+    masks = tiny_model.masks
+    tensors = dict(sd) | {f"masks.{n}": pack_bits(m) for n, m in masks.items()}
+    info = {n: {"shape": list(m.shape), "kept": int(m.sum())} for n, m in masks.items()}
+    meta = {"format_version": 1, "layout": "dense", "bit_order": "big", "masks": info, "arch": "cifar_resnet8"}
+    save_file(tensors, tmp_path / "model.safetensors", metadata={"format": "pt", METADATA_KEY: json.dumps(meta)})
+    back = hlv.load_model(tmp_path)
+    assert _same_weights(tiny_model, back) and _same_masks(tiny_model, back)
+
+
+def test_masks_file_of_other_weights_is_refused(tmp_path: Path, tiny_model) -> None:
+    tiny_model.save_pretrained(tmp_path / "a")
+    other = make_model(density=0.3, seed=1)
+    other.save_pretrained(tmp_path / "b")
+    (tmp_path / "a" / "masks.safetensors").write_bytes((tmp_path / "b" / "masks.safetensors").read_bytes())
+    with pytest.raises(hlv.MaskInconsistencyError, match="other weights"):
+        hlv.load_model(tmp_path / "a")
+    (tmp_path / "a" / "masks.safetensors").unlink()  # without the masks file, masks come from the weights
+    assert _same_masks(tiny_model, hlv.load_model(tmp_path / "a"))
 
 
 def test_compact_layout_is_small_for_extreme_tickets(tmp_path: Path) -> None:

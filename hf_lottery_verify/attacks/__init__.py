@@ -6,6 +6,6 @@
 
 from __future__ import annotations
 
-from .removal import addon_attack, addon_defense, prune_attack
+from .removal import addon_attack, prune_attack
 
-__all__ = ["prune_attack", "addon_attack", "addon_defense"]
+__all__ = ["prune_attack", "addon_attack"]

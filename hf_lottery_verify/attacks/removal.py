@@ -8,16 +8,15 @@ masks to the non-zero pattern, as a thief's re-saved checkpoint would).
 * :func:`prune_attack` — one-shot magnitude (OMP) or random pruning of a share of the
   kept weights (Tables 5 and 6: 5–50%).
 * :func:`addon_attack` — switch on a share of the pruned positions with noise (Table 8:
-  0.5–10%). The owner's defense (:func:`addon_defense`, applied automatically by
-  :func:`~hf_lottery_verify.signature.extract_signature`) keeps, per layer, only as many
-  weights as the signed ticket had, by magnitude.
+  0.5–10%). The owner's defense (:func:`hf_lottery_verify.recovery.recover_masks`, applied
+  by every verification) keeps, per layer, only as many weights as the signed ticket had,
+  by magnitude.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
 from typing import Literal
 
 import torch
@@ -26,10 +25,10 @@ from torch import nn
 from ..masks import MaskDict, masks_from_weights
 from ..pruning import magnitude_prune, random_prune, top_k_mask
 
-__all__ = ["prune_attack", "addon_attack", "addon_defense"]
+__all__ = ["prune_attack", "addon_attack"]
 
 
-def _suspect_masks(model: nn.Module) -> tuple[dict[str, torch.Tensor], MaskDict]:
+def _params_and_masks(model: nn.Module) -> tuple[dict[str, torch.Tensor], MaskDict]:
     params = model.timm_parameters()
     return params, masks_from_weights(params, model.prunable_names())
 
@@ -56,7 +55,7 @@ def prune_attack(
         The attacked copy.
     """
     attacked = copy.deepcopy(model)
-    params, masks = _suspect_masks(attacked)
+    params, masks = _params_and_masks(attacked)
     if method == "magnitude":
         new = magnitude_prune(params, masks, fraction=fraction, scope=scope)
     elif method == "random":
@@ -84,7 +83,7 @@ def addon_attack(model: nn.Module, *, rate: float, scale: float = 0.5, seed: int
         The attacked copy (its masks become the new non-zero pattern).
     """
     attacked = copy.deepcopy(model)
-    params, masks = _suspect_masks(attacked)
+    params, masks = _params_and_masks(attacked)
     gen = torch.Generator().manual_seed(seed)
     new_masks = {}
     for name, mask in masks.items():
@@ -102,25 +101,3 @@ def addon_attack(model: nn.Module, *, rate: float, scale: float = 0.5, seed: int
         new_masks[name] = w_cpu != 0
     attacked.set_masks(new_masks)
     return attacked
-
-
-def addon_defense(weights: Mapping[str, torch.Tensor], kept: Mapping[str, int]) -> MaskDict:
-    """The owner's defense against add-on noise: per layer, keep the ``kept[name]`` largest magnitudes.
-
-    Args:
-        weights: The suspect's weights by name.
-        kept: Kept-weight count of each layer in the owner's ticket (from the key).
-
-    Returns:
-        Masks with at most ``kept[name]`` entries per layer (fewer when the suspect has fewer
-        non-zeros).
-    """
-    out = {}
-    for name, k in kept.items():
-        w = weights[name]
-        nz = w != 0
-        if int(nz.sum()) > k:
-            out[name] = top_k_mask(w.abs().double().masked_fill(~nz, -math.inf), k)
-        else:
-            out[name] = nz
-    return out

@@ -22,7 +22,7 @@ from torch import nn
 from ..codecs import pack_bits, unpack_bits
 from ..errors import CheckpointError, KeyFileError, KeyMismatchError, MaskError
 from ..masks import count_kept, count_total
-from ..ownership_key import OwnershipKey, check_key_outside, mask_digest
+from ..ownership_key import KEYMASK_SECTION, OwnershipKey, check_key_outside, mask_digest, save_key_section
 from ._common import _model_masks, _ordered_names, _weights
 from .split import merge_key_mask, split_key_mask
 
@@ -30,8 +30,6 @@ __all__ = ["KEYMASK_SECTION", "lock_model", "load_with_key", "split_key_folder"]
 
 logger = logging.getLogger(__name__)
 
-KEYMASK_SECTION = "keymask"
-"""Name of the V1 section in an :class:`~hf_lottery_verify.ownership_key.OwnershipKey`."""
 
 _MASK_TENSOR = "mask."
 _VALUES_TENSOR = "values."
@@ -151,7 +149,7 @@ def load_with_key(
         KeyFileError: ``key`` is a path that cannot be read.
         CheckpointError: The folder cannot be loaded.
     """
-    from ..modeling_sparse_resnet import load_model
+    from ..loading import load_model
 
     if not isinstance(key, OwnershipKey):
         key = OwnershipKey.load(key)
@@ -219,7 +217,6 @@ def split_key_folder(
     key_out: str | os.PathLike,
     out_dir: str | os.PathLike,
     compact: bool = False,
-    overwrite_key: bool = False,
     **score_options: Any,
 ) -> dict[str, Any]:
     """``hf-lottery split-key``: lock a saved ticket, write the locked folder and the key.
@@ -236,20 +233,18 @@ def split_key_folder(
             gets the ``keymask`` section added (its other sections are kept).
         out_dir: Folder for the locked model (the one to publish).
         compact (`bool`, *optional*, defaults to `False`): Save the locked model in the compact layout.
-        overwrite_key (`bool`, *optional*, defaults to `False`): Replace a ``keymask``
-            section already present in ``key_out``.
         **score_options: Options of the scorer.
 
     Returns:
         A JSON-safe report: ``n``, kept counts, densities, digests, timings, ``verified``.
 
     Raises:
-        KeyFileError: ``key_out`` lies inside ``out_dir``, or already holds a key mask and
-            ``overwrite_key`` is not set.
+        KeyFileError: ``key_out`` lies inside ``out_dir``, or already holds a key mask (a
+            key section is never replaced: it restores the tickets locked with it).
         CheckpointError: ``out_dir`` is ``model_dir``, or the ticket cannot be loaded.
         DensityError, UnknownNameError: Bad ``ratio`` or ``score``.
     """
-    from ..modeling_sparse_resnet import load_model
+    from ..loading import load_model
 
     check_key_outside(key_out, out_dir)
     if Path(model_dir).exists() and Path(model_dir).resolve() == Path(out_dir).resolve():
@@ -258,8 +253,8 @@ def split_key_folder(
     existing = None
     if Path(key_out).exists():
         existing = OwnershipKey.load(key_out)
-        if KEYMASK_SECTION in existing.sections and not overwrite_key:
-            raise KeyFileError(f"{key_out} already holds a key mask; pass overwrite_key=True (or another path) — "
+        if KEYMASK_SECTION in existing.sections:
+            raise KeyFileError(f"{key_out} already holds a key mask; write the new key to another path — "
                                "the old key is the only way to restore the ticket it locked.")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -270,7 +265,8 @@ def split_key_folder(
     timings["split_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     locked_model.save_pretrained(out_dir, compact=compact)
-    key_path = key.save(key_out)
+    key = save_key_section(key, key_out, KEYMASK_SECTION)
+    key_path = Path(key_out)
     timings["save_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     published = load_model(out_dir)

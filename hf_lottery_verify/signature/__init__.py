@@ -39,10 +39,10 @@ combining copies, decoding, statistics).
 
 from __future__ import annotations
 
+from ..ownership_key import SIGNATURE_SECTION
 from .embed import embed_signature
-from .extract import SignatureEvidence, extract_signature, read_suspect_weights
+from .extract import SignatureEvidence, extract_signature
 from .regions import (
-    SIGNATURE_SECTION,
     Region,
     candidate_layers,
     find_regions,
@@ -59,6 +59,5 @@ __all__ = [
     "find_regions",
     "embed_signature",
     "extract_signature",
-    "read_suspect_weights",
     "signature_capacity",
 ]

@@ -285,8 +285,6 @@ def embed_signature(
     }
     key = key or OwnershipKey(arch=getattr(getattr(model, "config", None), "arch", type(model).__name__))
     key.set_section(SIGNATURE_SECTION, section)
-    if hasattr(model, "signature_key"):
-        model.signature_key = key
     logger.info("Embedded a %d×%d QR (v%d-%s) in %s; changes %s", symbol.size, symbol.size, symbol.version, ecc,
                 [(r.param, r.row, r.col) for r in regions], changes)
     return key

@@ -10,18 +10,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from .. import qr
-from ..attacks import addon_defense
 from ..errors import KeyMismatchError
 from ..masks import squeeze_mask
-from ..ownership_key import OwnershipKey
+from ..ownership_key import SIGNATURE_SECTION, OwnershipKey
+from ..recovery import recover_masks
 from ..stats import module_agreement_p_value
-from .embed import timm_params
-from .regions import SIGNATURE_SECTION, Region
+from ..suspect import Suspect, read_suspect
+from .regions import Region
 
-__all__ = ["SignatureEvidence", "extract_signature", "read_suspect_weights"]
+__all__ = ["SignatureEvidence", "extract_signature"]
 
 
 @dataclass
@@ -62,40 +61,9 @@ class SignatureEvidence:
         return asdict(self)
 
 
-def read_suspect_weights(source: Any, *, revision: str | None = None) -> dict[str, torch.Tensor]:
-    """Weights of a suspect by timm name, on the CPU.
-
-    Accepts a model (this library's, a bare timm ResNet, a transformers ``TimmWrapper``), a
-    state dict, a folder or ``.safetensors`` file of any supported layout, or a Hub repo id.
-    Stored masks are never read — the mask comes from the weights — and the suspect's
-    header is not trusted: an edited checksum, version or extra tensors do not stop the
-    reading (see :func:`~hf_lottery_verify.storage.read_checkpoint` ``lenient``).
-
-    Raises:
-        CheckpointError: No weights can be read (pickle-only, truncated, missing).
-    """
-    from pathlib import Path
-
-    from ..storage import canonicalize_state_dict, read_checkpoint
-
-    if isinstance(source, nn.Module):
-        params = timm_params(source) if hasattr(source, "timm_parameters") else dict(source.named_parameters())
-        return {k: v.detach().cpu() for k, v in canonicalize_state_dict(params).items()}
-    if isinstance(source, Mapping):
-        return {k: v.detach().cpu() for k, v in canonicalize_state_dict(source).items()}
-    local = Path(source)
-    if not local.exists():
-        from ..hub import download_model_folder, looks_like_repo_id
-
-        if looks_like_repo_id(str(source)):
-            local = download_model_folder(str(source), revision=revision)
-    contents = read_checkpoint(local, check_masks=False, lenient=True)
-    return {k: v.detach().cpu() for k, v in contents.state_dict.items()}
-
-
-def _suspect_masks(weights: Mapping[str, torch.Tensor], section: Mapping[str, Any], *, defense: bool
-                   ) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """The suspect's masks of the signed layers, from its non-zero weights, with the add-on defense."""
+def _region_masks(weights: Mapping[str, torch.Tensor], section: Mapping[str, Any], *, defense: bool
+                  ) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The suspect's masks of the signed layers, from its weights, with the add-on defense."""
     for name, shape in section["param_shapes"].items():
         if name not in weights:
             raise KeyMismatchError(f"The suspect has no parameter '{name}' named in the key; wrong architecture?")
@@ -103,10 +71,11 @@ def _suspect_masks(weights: Mapping[str, torch.Tensor], section: Mapping[str, An
             raise KeyMismatchError(f"'{name}' has shape {tuple(weights[name].shape)} in the suspect, {tuple(shape)} "
                                    "in the key; the key belongs to another architecture.")
     names = list(dict.fromkeys(r["param"] for r in section["regions"]))
+    signed = {n: weights[n] for n in names}
     if not defense:
-        return {n: weights[n] != 0 for n in names}, []
+        return recover_masks(signed), []
     kept = {n: int(section["layer_kept"].get(n, 0)) or weights[n].numel() for n in names}
-    masks = addon_defense({n: weights[n] for n in names}, kept)
+    masks = recover_masks(signed, kept)
     defended = [n for n in names if int(masks[n].sum()) < int((weights[n] != 0).sum())]
     return masks, defended
 
@@ -157,8 +126,10 @@ def extract_signature(
     """Read and decode the signature from a suspect model.
 
     Args:
-        source: A model, a folder or file (this library's, plain timm or TimmWrapper layout),
-            or a state dict.
+        source: A :class:`~hf_lottery_verify.suspect.Suspect` already read, or anything
+            :func:`~hf_lottery_verify.suspect.read_suspect` accepts (a model, a folder, a file
+            of any supported layout, a state dict, a Hub repo id). Nothing the suspect says
+            about itself is used: the mask comes from its weights.
         key: The owner's key (or its path) with a ``signature`` section.
         defense: Apply the add-on defense (per layer, keep the ``k`` largest magnitudes when
             the suspect has more non-zeros than the signed ticket had).
@@ -174,9 +145,10 @@ def extract_signature(
     if not isinstance(key, OwnershipKey):
         key = OwnershipKey.load(key)
     section = key.section(SIGNATURE_SECTION)
-    weights = read_suspect_weights(source)
+    suspect = source if isinstance(source, Suspect) else read_suspect(source)
+    weights = suspect.state_dict
     t0 = time.perf_counter()
-    masks, defended = _suspect_masks(weights, section, defense=defense)
+    masks, defended = _region_masks(weights, section, defense=defense)
     qrp = section["qr"]
     version, ecc, mpat = int(qrp["version"]), str(qrp["ecc"]), int(qrp["mask_pattern"])
     data = qr.data_map(version)

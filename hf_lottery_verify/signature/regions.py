@@ -13,11 +13,10 @@ import torch
 from .. import qr
 from ..errors import SignatureError, SignatureTooLargeError
 from ..masks import squeeze_mask
+from ..ownership_key import SIGNATURE_SECTION
 
 __all__ = ["SIGNATURE_SECTION", "Region", "candidate_layers", "region_agreement", "find_regions", "signature_capacity"]
 
-SIGNATURE_SECTION = "signature"
-"""Name of the V2 section in an :class:`~hf_lottery_verify.ownership_key.OwnershipKey`."""
 
 
 @dataclass(frozen=True)
