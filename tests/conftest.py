@@ -1,15 +1,22 @@
-"""Shared fixtures: tiny models, temporary folders, one CPU thread per xdist worker."""
+"""Shared fixtures: tiny models, temporary folders, one CPU thread per xdist worker, a local Hub."""
 
 from __future__ import annotations
 
 import os
 
-import pytest
-import torch
+# huggingface_hub reads HF_ENDPOINT (and builds its URL template) when it is imported, and
+# hf_lottery_verify imports it: point it at this process's local Hub port first. Each xdist
+# worker imports this file itself, so each gets its own port and its own temporary HF_HOME.
+from .hub_server import configure_hub_environment, fresh_hub, hub_repo_id, local_hub  # noqa: F401
 
-import hf_lottery_verify as hlv
+configure_hub_environment()
 
-from .helpers import make_model
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import hf_lottery_verify as hlv  # noqa: E402
+
+from .helpers import make_model  # noqa: E402
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Two workers on two cores: one intra-op thread each avoids oversubscription.
