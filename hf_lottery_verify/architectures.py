@@ -2,36 +2,49 @@
 
 Importing this module (``import hf_lottery_verify`` does) registers:
 
-==================  ============  ==========================  ==========
-name                block         stages (blocks / channels)  parameters
-==================  ============  ==========================  ==========
-``cifar_resnet8``   BasicBlock    1,1,1 / 16,32,64            ~78k
-``cifar_resnet20``  BasicBlock    3,3,3 / 16,32,64            ~0.27M
-``cifar_resnet32``  BasicBlock    5,5,5 / 16,32,64            ~0.47M
-``cifar_resnet56``  BasicBlock    9,9,9 / 16,32,64            ~0.86M
-``cifar_resnet18``  BasicBlock    2,2,2,2 / 64..512           ~11.2M
-``cifar_resnet50``  Bottleneck    3,4,6,3 / 64..512           ~23.5M
-==================  ============  ==========================  ==========
+====================  ============  ==========================  ==========  =======================
+name                  block         stages (blocks / channels)  shortcut    parameters (10 classes)
+====================  ============  ==========================  ==========  =======================
+``cifar_resnet8``     BasicBlock    1,1,1 / 16,32,64            B (conv)    78,042
+``cifar_resnet20``    BasicBlock    3,3,3 / 16,32,64            B (conv)    272,474
+``cifar_resnet32``    BasicBlock    5,5,5 / 16,32,64            B (conv)    466,906
+``cifar_resnet56``    BasicBlock    9,9,9 / 16,32,64            B (conv)    855,770
+``cifar_resnet8_a``   BasicBlock    1,1,1 / 16,32,64            A (pad)     75,290
+``cifar_resnet20_a``  BasicBlock    3,3,3 / 16,32,64            A (pad)     269,722
+``cifar_resnet32_a``  BasicBlock    5,5,5 / 16,32,64            A (pad)     464,154
+``cifar_resnet56_a``  BasicBlock    9,9,9 / 16,32,64            A (pad)     853,018
+``cifar_resnet18``    BasicBlock    2,2,2,2 / 64..512           B (conv)    11,173,962
+``cifar_resnet50``    Bottleneck    3,4,6,3 / 64..512           B (conv)    23,520,842
+====================  ============  ==========================  ==========  =======================
 
 All use a 3×3 stride-1 stem convolution and no max-pool (the CIFAR stem), and timm's
 own parameter names (``conv1.weight``, ``layer2.0.conv1.weight``, ``fc.weight``), so
-masks and checkpoints line up with ImageNet-style timm ResNets. Shortcuts that change
-shape are 1×1 convolutions with batch norm (He et al.'s option B); the paper's
-ResNet-20 numbers used the same kind of network.
+masks and checkpoints line up with ImageNet-style timm ResNets.
+
+**Shortcuts.** He et al. (2016) give two kinds of shortcut for a block that changes
+shape. Option A is parameter-free: subsample by 2 and zero-pad the new channels
+(:class:`ZeroPadShortcut`, a block's ``downsample``). Option B is a 1×1 convolution
+with batch norm (timm's ``downsample`` ``Sequential``). **The paper's ResNet-20 is
+option A** (the reference code's ``res20s``, "0.27M" parameters): use the ``*_a``
+variants to reproduce it. The names without ``_a`` keep option B (timm's own
+construction, 2,752 more parameters on the 16-32-64 networks); they are not the
+paper's network.
 
 Example:
     >>> import timm, hf_lottery_verify
-    >>> model = timm.create_model("cifar_resnet20", num_classes=10)
+    >>> model = timm.create_model("cifar_resnet20_a", num_classes=10)
     >>> sum(p.numel() for p in model.parameters())
-    272474
+    269722
 """
 
 from __future__ import annotations
 
 import difflib
-from typing import Any
+from typing import Any, Literal
 
 import timm
+import torch
+import torch.nn.functional as F
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
@@ -40,6 +53,7 @@ from .errors import UnknownArchitectureError, UnsupportedArchitectureError
 
 __all__ = [
     "CifarResNet",
+    "ZeroPadShortcut",
     "CIFAR_ARCHS",
     "create_resnet",
     "check_architecture",
@@ -48,6 +62,50 @@ __all__ = [
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+class ZeroPadShortcut(nn.Module):
+    """He et al.'s option-A shortcut: subsample, then zero-pad channels (no parameters).
+
+    Computes ``F.pad(x[:, :, ::stride, ::stride], (0, 0, 0, 0, pad_before, pad_after))``:
+    input channel ``i`` becomes output channel ``i + pad_before``; the ``pad_before``
+    first and ``pad_after`` last output channels are zero. The reference code's
+    ``LambdaLayer`` pads ``planes // 4`` channels on each side.
+
+    Args:
+        pad_before: Zero channels added before the input channels.
+        pad_after: Zero channels added after them; defaults to ``pad_before``.
+        stride: Spatial subsampling step (2 where a stage halves the resolution).
+
+    Raises:
+        ValueError: A negative padding or a stride below 1.
+
+    Example:
+        >>> shortcut = ZeroPadShortcut(8)
+        >>> shortcut(torch.ones(1, 16, 32, 32)).shape
+        torch.Size([1, 32, 16, 16])
+    """
+
+    def __init__(self, pad_before: int, pad_after: int | None = None, *, stride: int = 2) -> None:
+        super().__init__()
+        pad_after = pad_before if pad_after is None else pad_after
+        if pad_before < 0 or pad_after < 0 or stride < 1:
+            raise ValueError(
+                f"ZeroPadShortcut needs non-negative paddings and a positive stride; got pad_before={pad_before}, "
+                f"pad_after={pad_after}, stride={stride}."
+            )
+        self.pad_before = int(pad_before)
+        self.pad_after = int(pad_after)
+        self.stride = int(stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Subsample and zero-pad ``x`` (``(batch, C, H, W)``) to ``C + pad_before + pad_after`` channels."""
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, self.pad_before, self.pad_after))
+
+    def extra_repr(self) -> str:
+        return f"pad_before={self.pad_before}, pad_after={self.pad_after}, stride={self.stride}"
 
 
 class CifarResNet(ResNet):
@@ -59,8 +117,18 @@ class CifarResNet(ResNet):
         channels: Base width of each stage (same length as ``layers``).
         num_classes: Number of output classes.
         in_chans: Number of input channels (3 for CIFAR, 1 for Fashion-MNIST).
+        shortcut (`str`, *optional*, defaults to `"conv"`): How blocks that change shape
+            bypass their residual branch: ``"conv"`` (option B, timm's 1×1 convolution
+            with batch norm) or ``"zero_pad"`` (option A, a parameter-free
+            :class:`ZeroPadShortcut` that subsamples and pads ``planes // 4`` zero
+            channels on each side, as the paper's ResNet-20).
         **kwargs: Any other :class:`~timm.models.resnet.ResNet` argument (drop rates,
             ``zero_init_last``, ``norm_layer``, ...).
+
+    Raises:
+        ValueError: Not 3 or 4 stages, an unknown ``shortcut``, or ``"zero_pad"`` where a
+            stage does not double the width (option A pads ``planes // 4`` per side) or
+            ``avg_down`` is asked for.
     """
 
     def __init__(
@@ -71,12 +139,17 @@ class CifarResNet(ResNet):
         channels: tuple[int, ...],
         num_classes: int = 10,
         in_chans: int = 3,
+        shortcut: Literal["conv", "zero_pad"] = "conv",
         **kwargs: Any,
     ) -> None:
         if len(layers) not in (3, 4) or len(layers) != len(channels):
             raise ValueError(
                 f"CifarResNet needs 3 or 4 stages with one width each; got layers={layers}, channels={channels}."
             )
+        if shortcut not in ("conv", "zero_pad"):
+            raise ValueError(f"Unknown shortcut '{shortcut}': use 'conv' (option B) or 'zero_pad' (option A).")
+        if shortcut == "zero_pad" and kwargs.get("avg_down"):
+            raise ValueError("avg_down applies to convolution shortcuts; it cannot be combined with shortcut='zero_pad'.")
         stem_chs = channels[0]
         # timm sizes layer1's input from the stem: a 'deep' stem of width c/2 hands over c
         # channels, which we then replace by the CIFAR stem (one 3x3 stride-1 conv).
@@ -97,9 +170,27 @@ class CifarResNet(ResNet):
             # timm's forward_features calls layer1..layer4 unconditionally.
             self.layer4 = nn.Identity()
         expansion = block.expansion
+        if shortcut == "zero_pad":
+            self._use_zero_pad_shortcuts(stem_chs, channels, expansion)
         self.feature_info = [dict(num_chs=stem_chs, reduction=1, module="act1")] + [
             dict(num_chs=c * expansion, reduction=2**i, module=f"layer{i + 1}") for i, c in enumerate(channels)
         ]
+
+    def _use_zero_pad_shortcuts(self, stem_chs: int, channels: tuple[int, ...], expansion: int) -> None:
+        """Replace every ``downsample`` convolution by an option-A :class:`ZeroPadShortcut`."""
+        in_chs = stem_chs
+        for stage_idx, planes in enumerate(channels):
+            first = getattr(self, f"layer{stage_idx + 1}")[0]
+            out_chs = planes * expansion
+            if first.downsample is not None:
+                pad = planes // 4
+                if in_chs + 2 * pad != out_chs:
+                    raise ValueError(
+                        f"shortcut='zero_pad' pads planes // 4 = {pad} channels on each side, which does not take "
+                        f"stage {stage_idx + 1} from {in_chs} to {out_chs} channels; use shortcut='conv'."
+                    )
+                first.downsample = ZeroPadShortcut(pad, pad, stride=int(first.stride))
+            in_chs = out_chs
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:
@@ -125,6 +216,10 @@ default_cfgs = generate_default_cfgs(
         "cifar_resnet20": _cfg(),
         "cifar_resnet32": _cfg(),
         "cifar_resnet56": _cfg(),
+        "cifar_resnet8_a": _cfg(),
+        "cifar_resnet20_a": _cfg(),
+        "cifar_resnet32_a": _cfg(),
+        "cifar_resnet56_a": _cfg(),
         "cifar_resnet18": _cfg(pool_size=(4, 4)),
         "cifar_resnet50": _cfg(pool_size=(4, 4)),
     }
@@ -152,7 +247,8 @@ def cifar_resnet8(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
 
 @register_model
 def cifar_resnet20(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    """ResNet-20 for CIFAR (He et al. 2016, Section 4.2), 1×1-conv shortcuts."""
+    """ResNet-20 for CIFAR (He et al. 2016, Section 4.2) with 1×1-conv shortcuts (option B; not the paper's:
+    see :func:`cifar_resnet20_a`)."""
     return _create("cifar_resnet20", pretrained, **dict(block=BasicBlock, layers=(3, 3, 3), channels=_NARROW), **kwargs)
 
 
@@ -166,6 +262,35 @@ def cifar_resnet32(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
 def cifar_resnet56(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
     """ResNet-56 for CIFAR."""
     return _create("cifar_resnet56", pretrained, **dict(block=BasicBlock, layers=(9, 9, 9), channels=_NARROW), **kwargs)
+
+
+@register_model
+def cifar_resnet8_a(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """ResNet-8 for CIFAR with parameter-free zero-padding shortcuts (option A): 75,290 parameters."""
+    return _create("cifar_resnet8_a", pretrained,
+                   **dict(block=BasicBlock, layers=(1, 1, 1), channels=_NARROW, shortcut="zero_pad"), **kwargs)
+
+
+@register_model
+def cifar_resnet20_a(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """The paper's ResNet-20 (He et al. 2016, Section 4.2; the reference code's ``res20s``): zero-padding
+    shortcuts (option A), 269,722 parameters with 10 classes."""
+    return _create("cifar_resnet20_a", pretrained,
+                   **dict(block=BasicBlock, layers=(3, 3, 3), channels=_NARROW, shortcut="zero_pad"), **kwargs)
+
+
+@register_model
+def cifar_resnet32_a(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """ResNet-32 for CIFAR with zero-padding shortcuts (option A): 464,154 parameters."""
+    return _create("cifar_resnet32_a", pretrained,
+                   **dict(block=BasicBlock, layers=(5, 5, 5), channels=_NARROW, shortcut="zero_pad"), **kwargs)
+
+
+@register_model
+def cifar_resnet56_a(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """ResNet-56 for CIFAR with zero-padding shortcuts (option A): 853,018 parameters."""
+    return _create("cifar_resnet56_a", pretrained,
+                   **dict(block=BasicBlock, layers=(9, 9, 9), channels=_NARROW, shortcut="zero_pad"), **kwargs)
 
 
 @register_model
@@ -185,6 +310,10 @@ CIFAR_ARCHS: tuple[str, ...] = (
     "cifar_resnet20",
     "cifar_resnet32",
     "cifar_resnet56",
+    "cifar_resnet8_a",
+    "cifar_resnet20_a",
+    "cifar_resnet32_a",
+    "cifar_resnet56_a",
     "cifar_resnet18",
     "cifar_resnet50",
 )

@@ -138,3 +138,53 @@ def test_imagenet_stems_and_avg_down(stem_type: str) -> None:
 def test_non_resnet_is_refused() -> None:
     with pytest.raises(UnsupportedArchitectureError, match="not a ResNet"):
         build_channel_graph(torch.nn.Sequential(torch.nn.Linear(3, 3)))
+
+
+# --------------------------------------------------------------------------- option A (zero-padding shortcuts)
+
+
+def test_zero_pad_shortcut_edges() -> None:
+    graph = build_channel_graph(make_model("cifar_resnet8_a"))
+    _check_invariants(graph)
+    assert not any("downsample" in p for p in graph.param_names)
+    ident = graph.kind == EDGE_IDENTITY
+    stem, l1, l2, l3 = (graph.nodes_of(p) for p in ("conv1", "layer1.0", "layer2.0", "layer3.0"))
+    # layer1.0: c -> c; layer2.0: 16 channels c -> c + 8; layer3.0: 32 channels c -> c + 16.
+    to_l2 = ident & np.isin(graph.dst, l2)
+    assert sorted(graph.src[to_l2] - l1[0]) == list(range(16))
+    np.testing.assert_array_equal(graph.dst[to_l2] - l2[0], graph.src[to_l2] - l1[0] + 8)
+    np.testing.assert_array_equal(graph.out_channel[to_l2], graph.in_channel[to_l2] + 8)
+    to_l3 = ident & np.isin(graph.dst, l3)
+    assert int(to_l3.sum()) == 32 and set(graph.dst[to_l3] - l3[0]) == set(range(16, 48))
+    assert int(ident.sum()) == 16 + 16 + 32 and set(graph.src[ident & np.isin(graph.dst, l1)]) == set(stem)
+    # Padded channels are reached through the residual branch only.
+    padded = np.concatenate([l2[:8], l2[24:]])
+    assert not np.isin(graph.dst[ident], padded).any()
+    assert int((graph.kind == EDGE_ADD).sum()) == 16 + 32 + 64
+
+
+def test_zero_pad_with_wrong_widths_is_refused() -> None:
+    from hf_lottery_verify.architectures import ZeroPadShortcut
+
+    net = make_model("cifar_resnet8_a").timm_model
+    net.layer2[0].downsample = ZeroPadShortcut(4)
+    with pytest.raises(UnsupportedArchitectureError):
+        build_channel_graph(net)
+
+
+@pytest.mark.parametrize("score", ["omp", "ewp", "betweenness", "random"])
+def test_scorers_run_on_the_papers_resnet20(score: str) -> None:
+    from hf_lottery_verify import keymask as km
+
+    model = make_model("cifar_resnet20_a", density=0.2)
+    scores = km.compute_scores(model, score=score, seed=1)
+    assert set(scores) == set(model.masks)
+    for name, mask in model.masks.items():
+        s = scores[name]
+        assert s.dtype == torch.float64 and s.shape == mask.shape and bool(torch.isfinite(s).all())
+        if score in ("ewp", "omp"):
+            assert bool((s[mask] >= 0).all()) and bool((s[~mask] == 0).all())
+    if score == "ewp":  # every surviving input->output path counts: kept weights of the last block score > 0
+        assert float(scores["layer3.2.conv2.weight"][model.masks["layer3.2.conv2.weight"]].max()) > 0
+    key, locked = km.split_key_mask(model, ratio=0.05, score=score, seed=1)
+    assert all(torch.equal(key[n] | locked[n], model.masks[n]) for n in model.masks)

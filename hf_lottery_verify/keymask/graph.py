@@ -11,7 +11,9 @@ connections included:
   and ``Σ|kernel|`` over the kept weights. The 1×1 ``downsample`` shortcut convolutions
   are weight edges from the block's input to the block's output;
 * **identity shortcut edges** ``c → c`` from a block's input to its output when the block
-  has no ``downsample``;
+  has no ``downsample``, and ``c → c + pad_before`` when the ``downsample`` is a
+  parameter-free zero-padding shortcut (:class:`~hf_lottery_verify.architectures.ZeroPadShortcut`,
+  option A): the padded output channels get no shortcut edge;
 * **add edges** ``c → c`` from the block's last convolution to the block's output (the
   residual sum).
 
@@ -42,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..architectures import stage_names
+from ..architectures import ZeroPadShortcut, stage_names
 from ..errors import MaskError, UnsupportedArchitectureError
 
 if TYPE_CHECKING:
@@ -62,7 +64,7 @@ logger = logging.getLogger(__name__)
 EDGE_WEIGHT = 0
 """Edge kind: a convolution (or classifier) kernel with at least one kept weight."""
 EDGE_IDENTITY = 1
-"""Edge kind: an identity shortcut ``c → c`` (block input to block output)."""
+"""Edge kind: an identity shortcut ``c → c`` (block input to block output; ``c → c + pad`` for a zero-pad shortcut)."""
 EDGE_ADD = 2
 """Edge kind: the residual sum ``c → c`` (last convolution of a block to the block output)."""
 
@@ -77,9 +79,11 @@ class ChannelGraph:
         dst: ``int64`` destination node of each edge.
         weight: ``float64`` ``Σ|kernel|`` over the kept weights; ``1.0`` for shortcut and add edges.
         param: ``int32`` index into ``param_names``; ``-1`` for edges without a parameter.
-        out_channel: ``int64`` kernel row ``out`` of the weight (for shortcut/add edges: the channel ``c``).
+        out_channel: ``int64`` kernel row ``out`` of the weight (for shortcut/add edges: the destination
+            channel, ``c`` or ``c + pad_before``).
         in_channel: ``int64`` kernel column ``in`` of the weight, i.e. ``weight[out, in]`` is the
-            kernel (for grouped convolutions the source channel differs; ``src`` holds it).
+            kernel (for grouped convolutions the source channel differs; ``src`` holds it); for
+            shortcut/add edges the source channel ``c``.
         kind: ``int8`` :data:`EDGE_WEIGHT`, :data:`EDGE_IDENTITY` or :data:`EDGE_ADD`.
         param_names: Parameter names the ``param`` column indexes, in forward order.
         point_names: Activation points in forward order (``input``, ``conv1``,
@@ -263,14 +267,15 @@ class _Builder:
             np.full(n, EDGE_WEIGHT, dtype=np.int8),
         ))
 
-    def add_identity(self, src0: int, dst0: int, channels: int, kind: int) -> None:
+    def add_identity(self, src0: int, dst0: int, channels: int, kind: int, offset: int = 0) -> None:
+        """Edges ``c → c + offset`` for ``c < channels`` (``offset``: a zero-pad shortcut's ``pad_before``)."""
         c = np.arange(channels, dtype=np.int64)
         self.parts.append((
             src0 + c,
-            dst0 + c,
+            dst0 + offset + c,
             np.ones(channels, dtype=np.float64),
             np.full(channels, -1, dtype=np.int32),
-            c,
+            offset + c,
             c,
             np.full(channels, kind, dtype=np.int8),
         ))
@@ -305,7 +310,8 @@ def build_channel_graph(
 
     Supports BasicBlock and Bottleneck ResNets with CIFAR, ImageNet and deep stems, three
     or four stages, ``downsample`` convolution shortcuts (also after an ``avg_down``
-    pool) and identity shortcuts, grouped convolutions included.
+    pool), identity shortcuts and zero-padding shortcuts (option A), grouped
+    convolutions included.
 
     Args:
         model: A :class:`~hf_lottery_verify.SparseResNetForImageClassification` or a timm ResNet.
@@ -352,6 +358,11 @@ def build_channel_graph(
             downsample = getattr(block, "downsample", None)
             if downsample is None or isinstance(downsample, nn.Identity):
                 b.add_identity(block_in, out, channels, EDGE_IDENTITY)
+            elif isinstance(downsample, ZeroPadShortcut):
+                in_channels = convs[0][1].in_channels
+                if downsample.pad_before + in_channels + downsample.pad_after != channels:
+                    raise _unsupported(net)
+                b.add_identity(block_in, out, in_channels, EDGE_IDENTITY, offset=downsample.pad_before)
             else:
                 ds_convs = _convs_in(downsample, f"{prefix}.downsample", net)
                 if len(ds_convs) != 1:
