@@ -259,6 +259,7 @@ def _sign_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default=None, help="dataset files or cache folder")
     p.add_argument("--test-limit", type=int, default=None, help="evaluate on at most this many test samples")
     p.add_argument("--compact", action="store_true", help="save in the compact layout")
+    p.add_argument("--owner", default=None, help="public owner name for the ownership claim")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(handler=_sign)
 
@@ -266,9 +267,16 @@ def _sign_parser(sub: argparse._SubParsersAction) -> None:
 def _sign(args: argparse.Namespace) -> int:
     from .data import load_image_dataset
     from .loading import load_model
-    from .ownership_key import check_key_outside
+    from .ownership_key import SIGNATURE_SECTION, OwnershipKey, check_key_outside, save_key_section
+    from .signature import embed_signature
+    from .training import evaluate
 
     check_key_outside(args.key_out, args.out)
+    if Path(args.key_out).exists() and SIGNATURE_SECTION in OwnershipKey.load(args.key_out).sections:
+        from .errors import KeyFileError
+
+        raise KeyFileError(f"{args.key_out} already holds a signature; write the new key to another path (the old "
+                           "one proves ownership of the models signed with it).")
     model = load_model(args.model_dir)
     options: dict[str, Any] = {"seed": args.seed, "copies": args.copies, "module_weights": args.module_weights,
                                "ecc": args.ecc, "version": args.version}
@@ -279,23 +287,28 @@ def _sign(args: argparse.Namespace) -> int:
     eval_data = None
     if args.dataset:
         eval_data = load_image_dataset(args.dataset, data_dir=args.data_dir, test_limit=args.test_limit).test
-    model.save_pretrained(args.out, signature=args.signature, key_path=args.key_out, signature_options=options,
-                          eval_data=eval_data, compact=args.compact)
-    report = dict(model.signing_report or {})
-    report["out"] = args.out
-    sec = model.signature_key.section("signature")
-    report.update(qr=sec["qr"], copies=len(sec["regions"]), density=model.density)
+    before = evaluate(model, eval_data)["accuracy"] if eval_data is not None else None
+    key = embed_signature(model, args.signature, **{k: v for k, v in options.items() if v is not None})
+    after = evaluate(model, eval_data)["accuracy"] if eval_data is not None else None
+    key = save_key_section(key, args.key_out, SIGNATURE_SECTION)
+    model.ownership_claim = key.public_claim(owner=args.owner)
+    model.save_pretrained(args.out, compact=args.compact)
+    sec = key.section(SIGNATURE_SECTION)
+    report = {"out": args.out, "key_out": args.key_out, "qr": sec["qr"], "copies": sec.get("copies"),
+              "density": model.density, "accuracy_before": before, "accuracy_after": after,
+              "accuracy_change": None if before is None else after - before, "needs_retraining": True,
+              "changes": sec.get("changes")}
     if args.json:
         _emit(args, report)
     else:
-        change = report.get("accuracy_change")
         sys.stdout.write(
-            f"signed {args.model_dir} with {args.signature!r} (QR v{sec['qr']['version']}-{sec['qr']['ecc']}, "
-            f"{len(sec['regions'])} cop{'y' if len(sec['regions']) == 1 else 'ies'}); density unchanged at "
-            f"{model.density:.4%}\n"
-            + (f"accuracy {report['accuracy_before']:.2f}% -> {report['accuracy_after']:.2f}% ({change:+.2f}); "
-               "retrain to recover\n" if change is not None else "")
-            + f"signed ticket: {args.out}\nprivate key: {args.key_out} (keep it; never upload it)\n")
+            f"signed {args.model_dir} with {args.signature!r} (QR v{sec['qr']['version']}-{sec['qr']['ecc']}); "
+            f"density unchanged at {model.density:.4%}\n"
+            + (f"accuracy {before:.2f}% -> {after:.2f}% ({after - before:+.2f}) before retraining\n"
+               if before is not None else "")
+            + f"signed ticket: {args.out}\nprivate key: {args.key_out} (keep it; never upload it)\n"
+            "NOTE: the signed ticket still needs retraining from its rewind weights under the signed mask "
+            "(hf-lottery retrain) before you publish it; embedding changes the mask.\n")
     return 0
 
 
@@ -324,6 +337,107 @@ def _extract(args: argparse.Namespace) -> int:
         sys.stdout.write(f"decoded text: {ev.text!r} ({'matches the key' if ev.matches else 'no match'})\n"
                          f"bit agreement: {ev.bit_agreement:.4f}; p-value under an unrelated mask: {ev.p_value:.3g}\n")
     return 0 if ev.matches else 1
+
+
+# --------------------------------------------------------------------------- push / verify
+
+
+@_command("push")
+def _push_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "push", help="publish a saved ticket to the Hub with a model card and an ownership badge",
+        description="Upload config, weights (plain timm layout), masks, a model card and an ownership badge in one "
+                    "commit. With --signature the ticket is signed first and the private key written to --key-out; "
+                    "with --key an existing key's public claim (a hash commitment) goes into the header and the "
+                    "card. The key itself is never uploaded.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model_dir", help="a saved sparse model folder")
+    p.add_argument("repo_id", help="owner/name on the Hub (HF_ENDPOINT selects the server)")
+    p.add_argument("--signature", default=None, help="sign with this text before publishing (needs --key-out)")
+    p.add_argument("--key-out", default=None, help="where to write the private key when signing")
+    p.add_argument("--key", default=None, help="an existing private key whose public claim to publish")
+    p.add_argument("--owner", default=None, help="public owner name in the claim and the card")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.add_argument("--revision", default=None, help="branch to commit to")
+    p.add_argument("--message", default=None, help="commit message")
+    p.add_argument("--token", default=None, help="Hub token (default: the logged-in one or HF_TOKEN)")
+    p.add_argument("--accuracy", type=float, default=None, help="test accuracy in percent, for the card")
+    p.add_argument("--dataset", default=None, help="dataset name for the card (e.g. cifar10)")
+    p.add_argument("--compact", action="store_true", help="publish the compact layout (not loadable by plain timm)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(handler=_push)
+
+
+def _push(args: argparse.Namespace) -> int:
+    from .errors import KeyFileError
+    from .loading import load_model
+
+    if args.signature and not args.key_out:
+        raise KeyFileError("--signature needs --key-out: the private key is the proof of ownership.")
+    if args.key and args.signature:
+        raise KeyFileError("Pass --key (publish an existing key's claim) or --signature/--key-out (sign now), "
+                           "not both.")
+    model = load_model(args.model_dir)
+    info = model.push_to_hub(
+        args.repo_id, signature=args.signature, key_path=args.key_out if args.signature else args.key,
+        owner=args.owner, private=args.private or None, token=args.token, revision=args.revision,
+        commit_message=args.message, eval_results={"accuracy": args.accuracy, "dataset": args.dataset})
+    report = {"repo_id": args.repo_id, "commit": getattr(info, "oid", None), "url": str(getattr(info, "commit_url", "")),
+              "claim": model.ownership_claim, "density": model.density}
+    if args.json:
+        _emit(args, report)
+    else:
+        sys.stdout.write(f"pushed {args.model_dir} to {args.repo_id} at commit {report['commit']}\n"
+                         + (f"public claim: commitment {model.ownership_claim['key_commitment']}\n"
+                            if model.ownership_claim else "no ownership claim (pass --signature or --key)\n")
+                         + (f"private key: {args.key_out} (keep it; never upload it)\n" if args.signature else ""))
+    return 0
+
+
+@_command("verify")
+def _verify_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "verify", help="verify a Hub repo, folder, file or endpoint against your private key",
+        description="Read the suspect without trusting it, re-align its channels, decode the keyed QR signature "
+                    "from its weights and query it on the secret trigger set. Exit status: 0 owned, 1 not owned, "
+                    "3 inconclusive, 2 error.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("target", nargs="?", default=None, help="Hub repo id, local folder or .safetensors file")
+    p.add_argument("--key", required=True, help="your private ownership key (JSON)")
+    p.add_argument("--endpoint", default=None, help="verify a live inference endpoint (black-box, Scheme V3)")
+    p.add_argument("--revision", default=None, help="Hub branch, tag or commit")
+    p.add_argument("--quick", action="store_true", help="only read the public claim from the weights header")
+    p.add_argument("--local-files-only", action="store_true", help="use the Hub cache only (as HF_HUB_OFFLINE=1)")
+    p.add_argument("--token", default=None, help="Hub token")
+    p.add_argument("--no-priority", action="store_true", help="do not walk the repo's commit history")
+    p.add_argument("--timeout", type=float, default=10.0, help="endpoint request timeout in seconds")
+    p.add_argument("--retries", type=int, default=2, help="endpoint retries per request")
+    p.add_argument("--budget", type=int, default=None, help="maximum endpoint requests")
+    p.add_argument("--badge", default=None, help="also write an SVG badge of the verdict to this file")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(handler=_verify)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .errors import CheckpointError
+    from .verify import verify_hub_model, verify_model
+
+    if (args.target is None) == (args.endpoint is None):
+        raise CheckpointError("Give exactly one suspect: a TARGET (repo id, folder or file) or --endpoint URL.")
+    if args.endpoint:
+        report = verify_model(args.endpoint, args.key, timeout=args.timeout, retries=args.retries,
+                              budget=args.budget)
+    else:
+        report = verify_hub_model(args.target, key=args.key, revision=args.revision, token=args.token,
+                                  quick=args.quick, local_files_only=args.local_files_only,
+                                  priority=not args.no_priority)
+    if args.badge:
+        from .atomic import write_text_atomic
+        from .cards import render_badge
+
+        write_text_atomic(args.badge, render_badge(status=report.verdict, label="ownership"))
+    sys.stdout.write((report.to_json() if args.json else str(report)) + "\n")
+    return report.exit_code
 
 
 # --------------------------------------------------------------------------- entry point

@@ -137,3 +137,14 @@ class SparseResNetConfig(PretrainedConfig):
     def to_diff_dict(self) -> dict[str, Any]:
         """What ``save_pretrained`` writes: the non-default fields, and always timm's fields."""
         return self._with_timm_fields(super().to_diff_dict())
+
+
+def _register_when_complete() -> None:
+    # transformers was imported at the top of this module, before SparseResNetConfig existed, so
+    # the import hook could not register then; now it can (see hf_lottery_verify._registration).
+    from . import _registration
+
+    _registration.install_hooks()
+
+
+_register_when_complete()

@@ -218,8 +218,8 @@ def download_model_folder(
 ) -> HubLocation:
     """Download the safe files of a model repo (safetensors, JSON, model card, badge) at one commit.
 
-    The revision is first resolved to a commit sha and the snapshot is taken at that sha,
-    so the files read all belong to the same commit even if the repo changes meanwhile.
+    The repo's file list is checked first (pickle-only repos are refused before any
+    download); the snapshot folder then names the one commit all files were read at.
 
     Args:
         repo_id (`str`): ``owner/name`` on the Hub (or the server in ``HF_ENDPOINT``).
@@ -263,9 +263,12 @@ def download_model_folder(
         info = HfApi().model_info(repo_id, revision=revision, token=token)
         files = [s.rfilename for s in (info.siblings or [])]
         _refuse_unsafe(repo_id, files)
-        folder = Path(snapshot_download(repo_id, revision=info.sha, cache_dir=cache_dir, token=token,
+        # by the revision asked for (not the sha), so that the cache records the branch and a
+        # later offline verification of the same revision finds it; the snapshot folder names
+        # the commit actually read
+        folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, token=token,
                                         allow_patterns=list(SAFE_PATTERNS), force_download=force_download))
-    return HubLocation(repo_id, revision, info.sha, folder, files)
+    return HubLocation(repo_id, revision, _commit_of_snapshot(folder) or info.sha, folder, files)
 
 
 def _weights_filename(files: list[str]) -> str:
@@ -426,7 +429,8 @@ def push_model(
         claim = model.ownership_claim
         card = render_model_card(
             repo_id=repo_id, arch=model.config.arch, num_labels=model.config.num_labels, density=model.density,
-            accuracy=eval_results.get("accuracy"), dataset=eval_results.get("dataset"), claim=claim,
+            accuracy=None if eval_results.get("accuracy") is None else float(eval_results["accuracy"]) / 100.0,
+            dataset=eval_results.get("dataset"), claim=claim,
             card_data=dict(card_data or {}))
         badge = render_badge(status="protected" if claim else "unverified")
         save_card_files(folder, card, badge)

@@ -1,11 +1,278 @@
+"""The Hub round trip against the local Hub server, with the real huggingface_hub client.
+
+push → verify_hub_model → owned (at the pushed and an older revision); republished by a
+thief as a plain timm or transformers TimmWrapper repo → owned; header edits cannot stop
+verification; every failure is a typed error (exit 2 from the CLI).
+"""
+
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import hf_lottery_verify as hlv
 from hf_lottery_verify import hub
+from hf_lottery_verify.cli import main
+
+from .helpers import make_model
+
+TEXT = "alice@example.org 2026"
 
 
-def test_repo_id_detection(tmp_path) -> None:
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory):
+    """A signed cifar_resnet20 ticket, its key and the folder it was saved to."""
+    root = tmp_path_factory.mktemp("signed")
+    model = make_model("cifar_resnet20", density=0.1)
+    model.save_pretrained(root / "ticket", signature=TEXT, key_path=root / "keys" / "alice.json", owner="alice")
+    return hlv.load_model(root / "ticket"), root / "keys" / "alice.json", root
+
+
+def test_looks_like_repo_id(tmp_path) -> None:
     assert hub.looks_like_repo_id("owner/model")
     assert hub.looks_like_repo_id("model")
     assert not hub.looks_like_repo_id(str(tmp_path))
     assert not hub.looks_like_repo_id("./relative/path/x")
     assert not hub.looks_like_repo_id("a/b/c")
+    assert not hub.looks_like_repo_id("model.safetensors")
+
+
+def test_push_then_verify_at_this_and_an_older_revision(signed, fresh_hub, hub_repo_id) -> None:
+    model, key, _ = signed
+    first = model.push_to_hub(hub_repo_id, key_path=key, owner="alice", eval_results={"accuracy": 91.5,
+                                                                                          "dataset": "cifar10"})
+    second = model.push_to_hub(hub_repo_id, commit_message="second push", card_data={"tags": ["extra-tag"]})
+    assert first.oid != second.oid
+    report = hlv.verify_hub_model(hub_repo_id, key=key)
+    assert report.verdict == "owned" and report.exit_code == 0
+    assert report.repo_id == hub_repo_id and report.commit_sha == second.oid
+    assert report.claim_matches_key and report.evidence["V2"]["text"] == TEXT
+    assert report.priority["first_commit"] == first.oid  # the key's commitment appeared with the first push
+    old = hlv.verify_hub_model(hub_repo_id, key=key, revision=first.oid)
+    assert old.verdict == "owned" and old.commit_sha == first.oid
+    data = json.loads(report.to_json())
+    assert data["verdict"] == "owned" and "secret" not in report.to_json()
+    assert "OWNED" in str(report)
+    from huggingface_hub import HfApi
+
+    files = set(HfApi().list_repo_files(hub_repo_id))
+    assert {"config.json", "model.safetensors", "masks.safetensors", "README.md", "ownership_badge.svg"} <= files
+    assert not any(f.endswith((".json.tensors", ".bin", ".pt")) or "alice" in f for f in files)
+
+
+def test_card_badge_and_plain_timm_weights(signed, fresh_hub, hub_repo_id) -> None:
+    from huggingface_hub import ModelCard, hf_hub_download
+
+    model, key, _ = signed
+    model.push_to_hub(hub_repo_id, key_path=key, eval_results={"accuracy": 90.0, "dataset": "cifar10"})
+    card = ModelCard.load(hub_repo_id)
+    assert "ownership-protected" in card.data.tags and "lottery-ticket" in card.data.tags
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert results["accuracy"] == pytest.approx(0.90) and "density" in results
+    ET.parse(hf_hub_download(hub_repo_id, "ownership_badge.svg"))  # well-formed XML
+    weights = load_file(hf_hub_download(hub_repo_id, "model.safetensors"))
+    import timm
+
+    plain = timm.create_model("cifar_resnet20", num_classes=10)
+    plain.load_state_dict(weights, strict=True)
+
+
+@pytest.mark.slow
+def test_imagenet_style_repo_loads_in_plain_timm_without_this_package(fresh_hub, hub_repo_id) -> None:
+    model = make_model("resnet18", density=0.05)
+    model.config.image_size = 64
+    model.push_to_hub(hub_repo_id)
+    code = ("import sys, timm, torch; m = timm.create_model('hf-hub:%s', pretrained=True); "
+            "assert 'hf_lottery_verify' not in sys.modules; "
+            "print(float(m.conv1.weight.abs().sum()), sum(int((p == 0).sum()) for p in m.parameters()))"
+            % hub_repo_id)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    total, zeros = out.stdout.split()
+    assert float(total) == pytest.approx(float(model.timm_model.conv1.weight.abs().sum()), rel=1e-6)
+    assert int(zeros) >= sum(int((~m).sum()) for m in model.masks.values())
+
+
+def test_thief_republishing_as_plain_timm_or_timm_wrapper_is_caught(signed, fresh_hub, hub_repo_id) -> None:
+    import timm
+    from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
+
+    model, key, _ = signed
+    thief_timm = hub_repo_id + "-timm"
+    timm.models.push_to_hf_hub(model.timm_model, thief_timm)
+    report = hlv.verify_hub_model(thief_timm, key=key)
+    assert report.verdict == "owned" and report.claim is None
+    wrapper = TimmWrapperForImageClassification(TimmWrapperConfig(architecture="cifar_resnet20", num_labels=10))
+    wrapper.timm_model.load_state_dict(model.timm_model.state_dict())
+    thief_wrapper = hub_repo_id + "-wrapper"
+    wrapper.push_to_hub(thief_wrapper)
+    report = hlv.verify_hub_model(thief_wrapper, key=key)
+    assert report.verdict == "owned" and report.layout == "timm_wrapper"
+
+
+def test_unrelated_ticket_is_not_owned(signed, fresh_hub, hub_repo_id) -> None:
+    _, key, _ = signed
+    make_model("cifar_resnet20", density=0.1, seed=7).push_to_hub(hub_repo_id)
+    report = hlv.verify_hub_model(hub_repo_id, key=key)
+    assert report.verdict == "not_owned" and report.exit_code == 1
+
+
+def _rewrite_header(data: bytes, tmp: Path, metadata: dict[str, str] | None) -> bytes:
+    src = tmp / "in.safetensors"
+    src.write_bytes(data)
+    tensors = load_file(src)
+    save_file(tensors, tmp / "out.safetensors", metadata=metadata)
+    return (tmp / "out.safetensors").read_bytes()
+
+
+def test_header_edits_cannot_stop_verification(signed, fresh_hub, hub_repo_id, tmp_path) -> None:
+    model, key, _ = signed
+    model.push_to_hub(hub_repo_id, key_path=key)
+    original = fresh_hub.read_file(hub_repo_id, "model.safetensors")
+    fake_masks = {"format_version": 2, "layout": "dense", "masks": {"layer1.0.conv1.weight": {"shape": [1], "kept": 9}}}
+    edits = {
+        "fake mask entries": {"format": "pt", "hf_lottery_verify": json.dumps(fake_masks)},
+        "layout changed": {"format": "pt", "hf_lottery_verify": json.dumps({"format_version": 2, "layout": "compact"})},
+        "bad version": {"format": "pt", "hf_lottery_verify": json.dumps({"format_version": 99, "layout": "dense"})},
+        "not json": {"format": "pt", "hf_lottery_verify": "{broken"},
+        "metadata stripped": None,
+    }
+    for name, metadata in edits.items():
+        fresh_hub.put_file(hub_repo_id, "model.safetensors", _rewrite_header(original, tmp_path, metadata),
+                           message=f"thief: {name}")
+        report = hlv.verify_hub_model(hub_repo_id, key=key, priority=False)
+        assert report.verdict == "owned", (name, report.reasons)
+    fresh_hub.delete_file(hub_repo_id, "masks.safetensors", message="thief: masks deleted")
+    assert hlv.verify_hub_model(hub_repo_id, key=key, priority=False).verdict == "owned"
+    # a masks file of other weights changes nothing either
+    other = make_model("cifar_resnet20", density=0.3, seed=5)
+    other.save_pretrained(tmp_path / "other")
+    fresh_hub.put_file(hub_repo_id, "masks.safetensors", (tmp_path / "other" / "masks.safetensors").read_bytes())
+    assert hlv.verify_hub_model(hub_repo_id, key=key, priority=False).verdict == "owned"
+
+
+def test_quick_check_reads_only_the_header(signed, fresh_hub, hub_repo_id) -> None:
+    model, key, _ = signed
+    model.push_to_hub(hub_repo_id, key_path=key)
+    fresh_hub.clear_log()
+    report = hlv.verify_hub_model(hub_repo_id, key=key, quick=True)
+    assert report.quick and report.verdict == "inconclusive" and report.claim_matches_key
+    assert report.claim["owner"] == "alice"
+    weight_gets = [r for r in fresh_hub.find_requests(method="GET", path_contains="model.safetensors")]
+    assert weight_gets and all(r["range"] for r in weight_gets)  # only ranged header reads
+    assert sum(r["bytes_sent"] for r in weight_gets) < 200_000  # the weights are ~1 MB
+
+
+def test_cli_push_verify_and_exit_codes(signed, fresh_hub, hub_repo_id, tmp_path, capsys) -> None:
+    _, key, root = signed
+    assert main(["push", str(root / "ticket"), hub_repo_id, "--key", str(key), "--owner", "alice", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["claim"]["owner"] == "alice"
+    badge = tmp_path / "verdict.svg"
+    assert main(["verify", hub_repo_id, "--key", str(key), "--json", "--badge", str(badge)]) == 0
+    assert json.loads(capsys.readouterr().out)["verdict"] == "owned"
+    ET.parse(badge)
+    make_model("cifar_resnet20", density=0.1, seed=9).push_to_hub(hub_repo_id + "-other")
+    assert main(["verify", hub_repo_id + "-other", "--key", str(key)]) == 1
+    assert "NOT OWNED" in capsys.readouterr().out
+    assert main(["verify", hub_repo_id, "--key", str(key), "--quick"]) == 3
+    capsys.readouterr()
+
+
+def _cli(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    exe = str(Path(sys.executable).parent / "hf-lottery")
+    return subprocess.run([exe, *args], capture_output=True, text=True, cwd=cwd, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+def test_failures_are_typed_errors_and_exit_2(signed, fresh_hub, hub_repo_id, tmp_path) -> None:
+    from huggingface_hub import HfApi
+
+    model, key, _ = signed
+    api = HfApi()
+    cases: dict[str, tuple[str, type[Exception], str]] = {}
+    cases["missing repo"] = (hub_repo_id + "-absent", hlv.HubError, "not found")
+    model.push_to_hub(hub_repo_id)
+    cases["missing revision"] = (hub_repo_id, hlv.HubError, "Revision")
+    empty = hub_repo_id + "-empty"
+    api.create_repo(empty)
+    api.upload_file(path_or_fileobj=b"{}", path_in_repo="config.json", repo_id=empty)
+    cases["no weights"] = (empty, hlv.HubError, "no safetensors")
+    truncated = hub_repo_id + "-truncated"
+    api.create_repo(truncated)
+    data = fresh_hub.read_file(hub_repo_id, "model.safetensors")
+    fresh_hub.put_file(truncated, "model.safetensors", data[: len(data) // 2])
+    cases["truncated"] = (truncated, hlv.CorruptCheckpointError, "truncated")
+    pickled = hub_repo_id + "-pickled"
+    api.create_repo(pickled)
+    fresh_hub.put_file(pickled, "pytorch_model.bin", b"\x80\x04not really a pickle")
+    cases["pickle only"] = (pickled, hlv.PickleRefusedError, "never unpickles")
+    from transformers import ViTConfig, ViTForImageClassification
+
+    vit = ViTForImageClassification(ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                              intermediate_size=16, image_size=8, patch_size=4, num_labels=2))
+    vit_repo = hub_repo_id + "-vit"
+    vit.push_to_hub(vit_repo)
+    cases["not a ResNet"] = (vit_repo, hlv.KeyMismatchError, "not a cifar_resnet20")
+    for name, (repo, error, message) in cases.items():
+        revision = "no-such-branch" if name == "missing revision" else None
+        with pytest.raises(error, match=message):
+            hlv.verify_hub_model(repo, key=key, revision=revision)
+        args = ["verify", repo, "--key", str(key)] + (["--revision", revision] if revision else [])
+        workdir = tmp_path / name.replace(" ", "_")
+        workdir.mkdir()
+        out = _cli(args, workdir)
+        assert out.returncode == 2, (name, out.stdout, out.stderr)
+        assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert list(workdir.iterdir()) == []  # nothing written outside the cache
+    assert not fresh_hub.find_requests(method="GET", path_contains="pytorch_model.bin")  # never downloaded
+
+
+def test_server_down_fails_fast_and_the_cache_still_verifies(signed, fresh_hub, hub_repo_id, tmp_path) -> None:
+    model, key, _ = signed
+    model.push_to_hub(hub_repo_id, key_path=key)
+    assert hlv.verify_hub_model(hub_repo_id, key=key).verdict == "owned"  # now cached
+    fresh_hub.stop()
+    cached = hlv.verify_hub_model(hub_repo_id, key=key)
+    assert cached.verdict == "owned" and any("cache" in n for n in cached.notes)
+    with pytest.raises(hlv.HubError, match="unreachable"):
+        hlv.verify_hub_model(hub_repo_id + "-never-downloaded", key=key)
+    out = _cli(["verify", hub_repo_id + "-never-downloaded", "--key", str(key)], tmp_path)
+    assert out.returncode == 2 and "unreachable" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr  # one message, no retry chatter
+    offline = _cli(["verify", hub_repo_id, "--key", str(key), "--local-files-only"], tmp_path)
+    assert offline.returncode == 0, offline.stderr
+    env_offline = _cli(["verify", hub_repo_id, "--key", str(key)], tmp_path, env={"HF_HUB_OFFLINE": "1"})
+    assert env_offline.returncode == 0, env_offline.stderr
+
+
+def test_signing_twice_with_the_same_key_out_keeps_the_first_key(tmp_path) -> None:
+    make_model("cifar_resnet20", density=0.1).save_pretrained(tmp_path / "a")
+    make_model("cifar_resnet20", density=0.1, seed=1).save_pretrained(tmp_path / "b")
+    key = tmp_path / "keys" / "k.json"
+    first = _cli(["sign", str(tmp_path / "a"), "--signature", "first", "--key-out", str(key), "--out",
+                  str(tmp_path / "a-signed")], tmp_path)
+    assert first.returncode == 0, first.stderr
+    before = key.read_bytes()
+    second = _cli(["sign", str(tmp_path / "b"), "--signature", "second", "--key-out", str(key), "--out",
+                   str(tmp_path / "b-signed")], tmp_path)
+    assert second.returncode == 2 and "already holds" in second.stderr
+    assert key.read_bytes() == before
+    assert hlv.extract_signature(tmp_path / "a-signed", key).matches
+
+
+def test_from_pretrained_kwargs(tmp_path, signed) -> None:
+    model, _, root = signed
+    half = hlv.SparseResNetForImageClassification.from_pretrained(root / "ticket", dtype=torch.float64)
+    assert half.timm_model.conv1.weight.dtype == torch.float64
+    with pytest.raises(TypeError, match="device_map"):
+        hlv.SparseResNetForImageClassification.from_pretrained(root / "ticket", device_map="auto")
+    with pytest.raises(TypeError, match="unsupported"):
+        model.save_pretrained(tmp_path / "x", token="hf_x")

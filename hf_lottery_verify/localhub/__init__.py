@@ -1,0 +1,28 @@
+"""An in-memory, Hub-compatible HTTP server: the tests' Hub, and the demo's.
+
+The real, unpatched ``huggingface_hub`` client (and transformers / timm on top of it) talks to
+:class:`LocalHub` through ``HF_ENDPOINT``. The client reads that variable when it is imported, so
+``tests/conftest.py`` calls :func:`configure_hub_environment` before anything imports it.
+
+Implemented surface (models, datasets and spaces alike):
+
+* upload: ``POST /api/repos/create``, ``DELETE /api/repos/delete``, ``PUT /api/{type}s/{repo}/settings``,
+  ``POST /api/validate-yaml``, ``POST /api/{type}s/{repo}/preupload/{rev}``, the LFS batch API
+  ``POST /{repo}.git/info/lfs/objects/batch`` with the ``PUT`` and ``verify`` hrefs it returns, and
+  ``POST /api/{type}s/{repo}/commit/{rev}`` (NDJSON ``header``/``file``/``lfsFile``/``deletedFile``/
+  ``deletedFolder``); branches and tags (``/branch/{name}``, ``/tag/{rev}``);
+* download: ``GET /api/{type}s/{repo}[/revision/{rev}]``, ``/tree/{rev}[/{path}]``, ``/paths-info/{rev}``,
+  ``/commits/{rev}``, ``/refs`` and ``HEAD``/``GET /{repo}/resolve/{rev}/{path}`` with byte ranges;
+* errors carry the ``X-Error-Code`` header the client maps to typed errors.
+
+Every commit is an immutable snapshot with a fresh 40-hex id, so old revisions stay downloadable.
+"""
+
+from __future__ import annotations
+
+from .environment import configure_hub_environment, reserved_socket
+from .server import LocalHub
+from .store import DEFAULT_USER, DUMMY_TOKEN, Blob, Commit, HubError, Repo, git_blob_sha1, is_lfs_path
+
+__all__ = ["Blob", "Commit", "HubError", "LocalHub", "Repo", "DEFAULT_USER", "DUMMY_TOKEN", "configure_hub_environment",
+           "reserved_socket", "git_blob_sha1", "is_lfs_path"]

@@ -1,0 +1,316 @@
+"""The local Hub's server object: start, stop on the same port, request log, faults, direct repo edits."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import socket
+import threading
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta, timezone
+from http.server import ThreadingHTTPServer
+from typing import Any
+
+from .handler import _Handler
+from .store import (
+    _SHA_RE,
+    _URL_PREFIX,
+    DEFAULT_USER,
+    GITATTRIBUTES,
+    Blob,
+    Commit,
+    HubError,
+    Repo,
+    _Fault,
+    _not_found,
+    is_lfs_path,
+)
+
+logger = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------------------------------
+# The server
+# --------------------------------------------------------------------------------------------------
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server that can drop every open keep-alive connection on stop."""
+
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+    def __init__(self, hub: LocalHub, address: tuple[str, int], sock: socket.socket | None) -> None:
+        self.hub = hub
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler, bind_and_activate=sock is None)
+        if sock is not None:  # adopt a socket reserved (bound, not listening) by configure_hub_environment
+            self.socket.close()
+            self.socket = sock
+            self.server_address = sock.getsockname()[:2]
+            self.server_activate()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        """Close every open client connection, so that pooled keep-alive sockets fail like a dead server."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class LocalHub:
+    """An in-memory Hub. Start it, point ``HF_ENDPOINT`` at :attr:`url`, and use the real client.
+
+    Args:
+        host (`str`, *optional*, defaults to ``"127.0.0.1"``): address to listen on.
+        port (`int`, *optional*, defaults to 0): port; 0 picks a free one on the first start.
+        sock (`socket.socket`, *optional*): a bound, not yet listening socket to adopt on the first start.
+        default_user (`str`, *optional*): namespace used when a repo is created without one.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, sock: socket.socket | None = None,
+                 default_user: str = DEFAULT_USER) -> None:
+        self.host, self.port, self.default_user = host, port, default_user
+        self._reserved = sock
+        if sock is not None:
+            self.host, self.port = sock.getsockname()[:2]
+        self._lock = threading.RLock()
+        self._repos: dict[tuple[str, str], Repo] = {}
+        self._log: list[dict[str, Any]] = []
+        self._faults: list[_Fault] = []
+        self._errors: list[str] = []
+        self._server: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The endpoint, e.g. ``http://127.0.0.1:53817`` (valid once started, stable across restarts)."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the server accepts connections."""
+        return self._server is not None
+
+    def start(self) -> LocalHub:
+        """Start serving (on the same port as before after a :meth:`stop`). Returns ``self``."""
+        with self._lock:
+            if self._server is not None:
+                return self
+            sock, self._reserved = self._reserved, None
+            self._server = _HTTPServer(self, (self.host, self.port), sock)
+            self.host, self.port = self._server.server_address[:2]
+            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                            name=f"local-hub-{self.port}", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and drop open connections: clients then get "connection refused". Data is kept."""
+        with self._lock:
+            server, thread, self._server, self._thread = self._server, self._thread, None, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        server.drop_connections()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> LocalHub:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # ---- request log and faults -----------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        """A copy of the request log: dicts with method, path, query, range, status, bytes_sent, authorized."""
+        with self._lock:
+            return [dict(entry) for entry in self._log]
+
+    def find_requests(self, *, method: str | None = None, path_contains: str | None = None) -> list[dict[str, Any]]:
+        """The logged requests matching a method and/or a substring of the (decoded) path."""
+        return [entry for entry in self.requests
+                if (method is None or entry["method"] == method)
+                and (path_contains is None or path_contains in entry["path"])]
+
+    def clear_log(self) -> None:
+        """Forget the logged requests."""
+        with self._lock:
+            self._log.clear()
+
+    @property
+    def server_errors(self) -> list[str]:
+        """Tracebacks of exceptions raised while handling requests (a server bug, not a client error)."""
+        with self._lock:
+            return list(self._errors)
+
+    def inject_fault(self, times: int = 1, *, status: int | None = 500, body: bytes = b"Internal Server Error",
+                     path_contains: str | None = None, delay: float = 0.0) -> None:
+        """Answer the next ``times`` matching requests with ``status`` and a non-JSON ``body``.
+
+        ``status=None`` closes the connection without any answer instead. ``delay`` seconds are waited
+        first (a hung server, to test client timeouts). ``path_contains`` restricts the fault to requests
+        whose decoded path contains that string.
+        """
+        with self._lock:
+            self._faults.append(_Fault(times, status, body, path_contains, delay))
+
+    def clear_faults(self) -> None:
+        """Cancel pending injected faults."""
+        with self._lock:
+            self._faults.clear()
+
+    def _take_fault(self, path: str) -> _Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.path_contains is None or fault.path_contains in path:
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    def _record(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self._log.append(entry)
+
+    def _record_error(self, text: str) -> None:
+        with self._lock:
+            self._errors.append(text)
+
+    # ---- direct repository access (no client involved) ------------------------------------------
+
+    def reset(self) -> None:
+        """Delete every repository."""
+        with self._lock:
+            self._repos.clear()
+
+    def create_repo(self, repo_id: str, *, repo_type: str = "model", private: bool = False,
+                    exist_ok: bool = False) -> Repo:
+        """Create a repository with the Hub's "initial commit" (a ``.gitattributes`` file)."""
+        with self._lock:
+            key = (repo_type, repo_id)
+            if key in self._repos:
+                if exist_ok:
+                    return self._repos[key]
+                url = f"{self.url}/{_URL_PREFIX[repo_type]}{repo_id}"
+                raise HubError(409, f"You already created this {repo_type} repo", extra={"url": url})
+            now = datetime.now(timezone.utc)
+            repo = Repo(repo_type=repo_type, repo_id=repo_id, private=private, created_at=now)
+            self._repos[key] = repo
+            self._new_commit(repo, "main", {".gitattributes": Blob.make(GITATTRIBUTES.encode(), lfs=False)},
+                             title="initial commit", author="system")
+            return repo
+
+    def repo(self, repo_id: str, *, repo_type: str = "model") -> Repo:
+        """The stored repository (raises ``KeyError`` when missing)."""
+        with self._lock:
+            return self._repos[(repo_type, repo_id)]
+
+    def set_private(self, repo_id: str, private: bool, *, repo_type: str = "model") -> None:
+        """Make a repository private (anonymous requests then get 401 RepoNotFound) or public."""
+        self.repo(repo_id, repo_type=repo_type).private = private
+
+    def put_file(self, repo_id: str, path: str, data: bytes, *, message: str | None = None, revision: str = "main",
+                 repo_type: str = "model", author: str = DEFAULT_USER) -> str:
+        """Commit ``data`` at ``path`` directly (e.g. a thief editing a file). Returns the new commit id."""
+        blob = Blob.make(data, lfs=is_lfs_path(path, len(data)))
+        return self.commit(repo_id, {path: blob}, message=message or f"Upload {path}", revision=revision,
+                           repo_type=repo_type, author=author)
+
+    def delete_file(self, repo_id: str, path: str, *, message: str | None = None, revision: str = "main",
+                    repo_type: str = "model", author: str = DEFAULT_USER) -> str:
+        """Delete ``path`` in a new commit. Returns the new commit id."""
+        return self.commit(repo_id, {}, deletions=[path], message=message or f"Delete {path}", revision=revision,
+                           repo_type=repo_type, author=author)
+
+    def commit(self, repo_id: str, additions: Mapping[str, Blob], *, deletions: Iterable[str] = (),
+               folder_deletions: Iterable[str] = (), message: str, description: str = "", revision: str = "main",
+               repo_type: str = "model", author: str = DEFAULT_USER, parent_commit: str | None = None) -> str:
+        """Apply additions and deletions on branch ``revision`` as one new commit. Returns its id."""
+        with self._lock:
+            repo = self._get_repo(repo_type, repo_id)
+            if revision not in repo.branches:
+                raise _not_found("RevisionNotFound", f"Invalid rev id: {revision}")
+            head = repo.branches[revision]
+            if parent_commit is not None and not head.startswith(parent_commit):
+                raise HubError(412, "A commit has happened since. Please refresh and try again.")
+            files = dict(repo.commits[head].files)
+            for path in deletions:
+                if files.pop(path, None) is None:
+                    raise _not_found("EntryNotFound", f"A file with this name doesn't exist: {path}")
+            for folder in folder_deletions:
+                prefix = folder.rstrip("/") + "/"
+                doomed = [path for path in files if path.startswith(prefix)]
+                if not doomed:
+                    raise _not_found("EntryNotFound", f"A folder with this name doesn't exist: {folder}")
+                for path in doomed:
+                    del files[path]
+            files.update(additions)
+            return self._new_commit(repo, revision, files, title=message, message=description, author=author).oid
+
+    def read_file(self, repo_id: str, path: str, *, revision: str = "main", repo_type: str = "model") -> bytes:
+        """The bytes of ``path`` at ``revision`` (branch, tag or commit id)."""
+        with self._lock:
+            commit = self._resolve(self._get_repo(repo_type, repo_id), revision)
+            return commit.files[path].data
+
+    def head(self, repo_id: str, revision: str = "main", *, repo_type: str = "model") -> str:
+        """The commit id ``revision`` points to."""
+        with self._lock:
+            return self._resolve(self._get_repo(repo_type, repo_id), revision).oid
+
+    # ---- internals shared with the request handler ----------------------------------------------
+
+    def _get_repo(self, repo_type: str, repo_id: str, *, authorized: bool = True) -> Repo:
+        repo = self._repos.get((repo_type, repo_id))
+        if repo is None or (repo.private and not authorized):
+            status = 404 if repo is None and authorized else 401
+            raise HubError(status, "Repository not found", "RepoNotFound")
+        return repo
+
+    def _resolve(self, repo: Repo, revision: str) -> Commit:
+        oid = repo.branches.get(revision) or repo.tags.get(revision)
+        if oid is None and revision.startswith("refs/heads/"):
+            oid = repo.branches.get(revision[len("refs/heads/"):])
+        if oid is None and _SHA_RE.fullmatch(revision):
+            matches = [sha for sha in repo.commits if sha.startswith(revision)]
+            oid = matches[0] if len(matches) == 1 else None
+        if oid is None:
+            raise _not_found("RevisionNotFound", f"Invalid rev id: {revision}")
+        return repo.commits[oid]
+
+    def _new_commit(self, repo: Repo, branch: str, files: dict[str, Blob], *, title: str, message: str = "",
+                    author: str = DEFAULT_USER) -> Commit:
+        parent = repo.branches.get(branch)
+        date = datetime.now(timezone.utc)
+        if parent is not None:  # strictly increasing dates keep "newest first" unambiguous
+            date = max(date, repo.commits[parent].date + timedelta(milliseconds=1))
+        oid = hashlib.sha1(f"{repo.repo_id}\0{parent}\0{title}\0{date}\0{uuid.uuid4()}".encode()).hexdigest()
+        commit = Commit(oid=oid, parent=parent, title=title, message=message, author=author, date=date, files=files)
+        repo.commits[oid] = commit
+        repo.branches[branch] = oid
+        return commit
+
+
