@@ -19,7 +19,14 @@ import math
 
 import numpy as np
 
-__all__ = ["binomial_log_pmf", "binomial_tail", "module_agreement_p_value", "combine_fisher"]
+__all__ = [
+    "binomial_log_pmf",
+    "binomial_tail",
+    "module_agreement_p_value",
+    "combine_fisher",
+    "binomial_threshold",
+    "trigger_p_value",
+]
 
 
 def binomial_log_pmf(n: int, p: float) -> np.ndarray:
@@ -118,3 +125,72 @@ def combine_fisher(p_values: list[float]) -> float:
         term *= x / i
         total += term
     return min(1.0, math.exp(-x) * total)
+
+
+def binomial_threshold(n: int, p: float, alpha: float) -> int:
+    """Smallest ``k`` with ``P(X >= k) <= alpha`` for ``X ~ Binomial(n, p)``.
+
+    It is the number of successes a test at level ``alpha`` needs; the decision
+    ``binomial_tail(k, n, p) <= alpha`` holds exactly when ``k >= binomial_threshold(n, p, alpha)``,
+    because both use the same exact tail. When even ``k = n`` is not rare enough the
+    threshold is ``n + 1`` (no outcome is significant).
+
+    Args:
+        n (`int`): Trials (e.g. trigger images).
+        p (`float`): Success probability under the null (``1 / num_classes`` for triggers).
+        alpha (`float`): Significance level, in ``(0, 1]``.
+
+    Returns:
+        The threshold, in ``[0, n + 1]``.
+
+    Raises:
+        ValueError: ``n`` is negative, ``p`` outside ``[0, 1]`` or ``alpha`` outside ``(0, 1]``.
+
+    Example:
+        >>> [binomial_threshold(100, 0.1, a) for a in (1e-3, 1e-6, 1e-9)]
+        [21, 28, 33]
+    """
+    if n < 0:
+        raise ValueError(f"n must be 0 or more, got {n}.")
+    if not 0 <= p <= 1:
+        raise ValueError(f"p must lie in [0, 1], got {p}.")
+    if not 0 < alpha <= 1:
+        raise ValueError(f"alpha must lie in (0, 1], got {alpha}.")
+    # binary search on the monotone tail; the same function the p-values come from
+    lo, hi = 0, n + 1  # P(X >= n + 1) = 0 <= alpha always holds
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if binomial_tail(mid, n, p) <= alpha:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def trigger_p_value(matches: int, n: int, num_classes: int) -> float:
+    """P-value of ``matches`` correct trigger labels out of ``n`` under the chance null.
+
+    An unrelated model answers a trigger image whose label was drawn uniformly at random
+    correctly with probability ``1 / num_classes``, independently per image (the labels are
+    random, whatever the model answers), so ``matches ~ Binomial(n, 1 / num_classes)``.
+
+    Args:
+        matches (`int`): Trigger images answered with their trigger label.
+        n (`int`): Trigger images in the set (unanswered ones included).
+        num_classes (`int`): Classes the trigger labels were drawn from.
+
+    Returns:
+        ``P(X >= matches)``, exact.
+
+    Raises:
+        ValueError: ``num_classes < 1`` or ``matches`` outside ``[0, n]``.
+
+    Example:
+        >>> trigger_p_value(28, 100, 10) < 1e-6
+        True
+    """
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be 1 or more, got {num_classes}.")
+    if not 0 <= matches <= n:
+        raise ValueError(f"matches must lie in [0, n={n}], got {matches}.")
+    return binomial_tail(matches, n, 1.0 / num_classes)

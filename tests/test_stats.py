@@ -5,7 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from hf_lottery_verify.stats import binomial_log_pmf, binomial_tail, combine_fisher, module_agreement_p_value
+from hf_lottery_verify.stats import (
+    binomial_log_pmf,
+    binomial_tail,
+    binomial_threshold,
+    combine_fisher,
+    module_agreement_p_value,
+    trigger_p_value,
+)
 
 
 def test_binomial_pmf_sums_to_one_and_matches_math_comb() -> None:
@@ -43,3 +50,35 @@ def test_fisher_combination() -> None:
     assert combine_fisher([0.05]) == pytest.approx(0.05)
     assert combine_fisher([0.01, 0.01]) < 0.01
     assert combine_fisher([]) == 1.0
+
+
+def test_binomial_threshold_for_100_triggers_over_10_classes() -> None:
+    assert binomial_threshold(100, 0.1, 1e-3) == 21
+    assert binomial_threshold(100, 0.1, 1e-6) == 28
+    assert binomial_threshold(100, 0.1, 1e-9) == 33
+
+
+@pytest.mark.parametrize(("n", "p", "alpha"), [(100, 0.1, 1e-6), (100, 0.01, 1e-9), (37, 0.5, 0.05), (1000, 0.1, 1e-12)])
+def test_binomial_threshold_is_the_smallest_significant_count(n: int, p: float, alpha: float) -> None:
+    k = binomial_threshold(n, p, alpha)
+    assert binomial_tail(k, n, p) <= alpha < binomial_tail(k - 1, n, p)
+
+
+def test_binomial_threshold_edges() -> None:
+    assert binomial_threshold(10, 0.5, 1e-9) == 11  # even 10 of 10 is not rare enough: no count suffices
+    assert binomial_threshold(10, 0.5, 1.0) == 0
+    assert binomial_threshold(0, 0.1, 1e-3) == 1
+    for bad in (dict(n=-1, p=0.1, alpha=0.1), dict(n=10, p=1.5, alpha=0.1), dict(n=10, p=0.1, alpha=0.0)):
+        with pytest.raises(ValueError):
+            binomial_threshold(**bad)
+
+
+def test_trigger_p_value() -> None:
+    assert trigger_p_value(28, 100, 10) == pytest.approx(binomial_tail(28, 100, 0.1), rel=1e-12)
+    assert trigger_p_value(0, 100, 10) == 1.0
+    assert trigger_p_value(100, 100, 10) == pytest.approx(1e-100, rel=1e-9)
+    assert trigger_p_value(3, 4, 100) == pytest.approx(4 * 0.01**3 * 0.99 + 0.01**4, rel=1e-9)
+    with pytest.raises(ValueError):
+        trigger_p_value(101, 100, 10)
+    with pytest.raises(ValueError):
+        trigger_p_value(5, 100, 0)

@@ -1,0 +1,359 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hf_lottery_verify.errors import DatasetError, KeyFileError, KeyMismatchError
+from hf_lottery_verify.ownership_key import OwnershipKey
+from hf_lottery_verify.stats import binomial_tail
+from hf_lottery_verify.triggers import (
+    TRIGGERS_SECTION,
+    TriggerSet,
+    add_triggers_to_key,
+    load_adi_trigger_set,
+    make_trigger_set,
+    predict_labels,
+    trigger_evidence,
+    triggers_from_key,
+)
+
+from .helpers import make_model
+
+# the reference copy lives beside the repository (../shared/data/adi_trigger_set); never copy it into the repo
+ADI_DIR = Path(os.environ.get("HF_LOTTERY_ADI_DIR",
+                              Path(__file__).resolve().parents[2] / "shared" / "data" / "adi_trigger_set"))
+needs_adi = pytest.mark.skipif(not (ADI_DIR / "pics").is_dir(), reason="Adi trigger set not available")
+
+# make_trigger_set(8, num_classes=10, image_size=16, seed=2024).digest(), recorded once: the promise is that
+# the same seed gives the same bytes on every machine, so a change here means old seeds no longer reproduce.
+GOLDEN_DIGEST = "c81a0677d2a110ef559d0295bb2b739d50d924a3262c1ec14b8530fed0c2d6ce"
+
+
+# --------------------------------------------------------------------------- generation
+
+
+def test_same_seed_same_set_and_different_seed_different_set() -> None:
+    a = make_trigger_set(100, num_classes=10, seed=3)
+    b = make_trigger_set(100, num_classes=10, seed=3)
+    c = make_trigger_set(100, num_classes=10, seed=4)
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels) and a.digest() == b.digest()
+    assert a.digest() != c.digest()
+    assert not torch.equal(a.images, c.images) and not torch.equal(a.labels, c.labels)
+    assert (a.images.shape, a.images.dtype, a.labels.dtype) == ((100, 3, 32, 32), torch.uint8, torch.int64)
+    assert (a.source, a.seed, a.num_classes) == ("procedural", 3, 10)
+
+
+def test_image_i_depends_only_on_seed_and_index() -> None:
+    small, large = make_trigger_set(5, num_classes=10, seed=11), make_trigger_set(12, num_classes=10, seed=11)
+    assert torch.equal(small.images, large.images[:5]) and torch.equal(small.labels, large.labels[:5])
+
+
+@pytest.mark.slow
+def test_digest_is_the_same_in_a_fresh_process_with_another_hash_seed() -> None:
+    code = ("from hf_lottery_verify.triggers import make_trigger_set; "
+            "print(make_trigger_set(20, num_classes=10, image_size=16, seed=77).digest())")
+    here = make_trigger_set(20, num_classes=10, image_size=16, seed=77).digest()
+    root = Path(__file__).resolve().parents[1]
+    hash_seed = "4242" if os.environ.get("PYTHONHASHSEED") != "4242" else "17"
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(root)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=root,
+                         timeout=300)
+    assert out.stdout.strip().splitlines()[-1] == here
+
+
+def test_golden_digest_pins_the_generator() -> None:
+    digest = make_trigger_set(8, num_classes=10, image_size=16, seed=2024).digest()
+    assert digest == GOLDEN_DIGEST, "make_trigger_set no longer reproduces recorded sets from their seeds"
+
+
+def test_images_look_out_of_distribution() -> None:
+    t = make_trigger_set(100, num_classes=10, seed=5)
+    flat = t.images.flatten(1)
+    # every image spans the full 0..255 range and is far from constant
+    assert bool((flat.min(1).values == 0).all()) and bool((flat.max(1).values == 255).all())
+    assert float(flat.float().std(1).min()) > 30
+    # many distinct colours per image, and every image differs from every other one
+    colours = sorted(len(torch.unique(img.reshape(3, -1).T, dim=0)) for img in t.images)
+    assert colours[0] >= 2 and colours[50] >= 50
+    assert len({bytes(img.numpy().tobytes()) for img in t.images}) == 100
+    # pairwise far apart, not just different in a pixel
+    dist = torch.cdist(flat.double(), flat.double()) / flat.shape[1] ** 0.5
+    assert float((dist + torch.eye(100) * 1e9).min()) > 20
+    # saturated colours: channels differ strongly somewhere in most images (not grey)
+    spread = (t.images.max(1).values.int() - t.images.min(1).values.int()).flatten(1).max(1).values
+    assert int((spread > 128).sum()) >= 90
+    # labels uniform in range
+    assert int(t.labels.min()) >= 0 and int(t.labels.max()) < 10
+    assert len(torch.unique(t.labels)) == 10
+
+
+def test_grayscale_and_size_options() -> None:
+    t = make_trigger_set(10, num_classes=3, image_size=20, channels=1, seed=0)
+    assert t.images.shape == (10, 1, 20, 20)
+    assert bool((t.images.flatten(1).max(1).values == 255).all())
+    assert int(t.labels.max()) < 3
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(n=0, num_classes=10), dict(num_classes=1), dict(num_classes=10, channels=2),
+     dict(num_classes=10, image_size=2)],
+)
+def test_make_trigger_set_rejects_bad_arguments(kwargs: dict) -> None:
+    with pytest.raises(DatasetError):
+        make_trigger_set(**kwargs, seed=0)
+
+
+def test_seed_is_required() -> None:
+    with pytest.raises(TypeError):
+        make_trigger_set(10, num_classes=10)  # type: ignore[call-arg]
+
+
+# --------------------------------------------------------------------------- the TriggerSet object
+
+
+def test_resized_is_deterministic_and_converts_channels() -> None:
+    t = make_trigger_set(6, num_classes=10, seed=1)
+    assert t.resized(image_size=32, channels=3) is t
+    small = t.resized(image_size=16, channels=3)
+    assert small.images.shape == (6, 3, 16, 16) and torch.equal(small.labels, t.labels)
+    assert small.digest() == t.resized(image_size=16, channels=3).digest()
+    gray = t.resized(image_size=32, channels=1)
+    expected = (0.299 * t.images[:, 0].double() + 0.587 * t.images[:, 1].double()
+                + 0.114 * t.images[:, 2].double()).round().to(torch.uint8)
+    assert torch.equal(gray.images[:, 0], expected)
+    back = gray.resized(image_size=32, channels=3)
+    assert back.images.shape == (6, 3, 32, 32) and torch.equal(back.images[:, 0], back.images[:, 2])
+    # resizing a flat image keeps it flat
+    flat = TriggerSet(torch.full((1, 3, 32, 32), 77, dtype=torch.uint8), torch.tensor([1]), 10)
+    assert bool((flat.resized(image_size=7, channels=3).images == 77).all())
+    with pytest.raises(DatasetError):
+        t.resized(image_size=16, channels=2)
+
+
+def test_to_image_data() -> None:
+    t = make_trigger_set(4, num_classes=10, seed=1)
+    d = t.to_image_data(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    assert d.name == "triggers" and d.num_classes == 10 and torch.equal(d.images, t.images)
+    with pytest.raises(DatasetError):
+        t.to_image_data(mean=(0.5,), std=(0.25,))
+
+
+def test_trigger_set_validation() -> None:
+    images = torch.zeros(3, 3, 8, 8, dtype=torch.uint8)
+    with pytest.raises(DatasetError):
+        TriggerSet(images.float(), torch.tensor([0, 1, 2]), 10)  # type: ignore[arg-type]
+    with pytest.raises(DatasetError):
+        TriggerSet(images, torch.tensor([0, 1]), 10)
+    with pytest.raises(DatasetError):
+        TriggerSet(images, torch.tensor([0, 1, 10]), 10)
+    with pytest.raises(DatasetError):
+        TriggerSet(images, torch.tensor([0, -1, 2]), 10)
+    assert TriggerSet(images, torch.tensor([0, 1, 2], dtype=torch.int32), 10).labels.dtype == torch.int64
+
+
+def test_digest_covers_images_and_labels() -> None:
+    t = make_trigger_set(5, num_classes=10, seed=1)
+    images = t.images.clone()
+    images[0, 0, 0, 0] ^= 1
+    labels = t.labels.clone()
+    labels[0] = (labels[0] + 1) % 10
+    assert TriggerSet(images, t.labels, 10).digest() != t.digest()
+    assert TriggerSet(t.images, labels, 10).digest() != t.digest()
+    assert TriggerSet(t.images.clone(), t.labels.clone(), 10, "other", None).digest() == t.digest()
+
+
+# --------------------------------------------------------------------------- Adi et al.'s set
+
+
+@needs_adi
+def test_adi_labels_bind_to_lexicographically_sorted_file_names() -> None:
+    from PIL import Image
+
+    names = sorted(p.name for p in (ADI_DIR / "pics").iterdir() if p.suffix.lower() == ".jpg")
+    assert names[:4] == ["1.jpg", "10.jpg", "100.jpg", "11.jpg"]
+    labels = [int(float(x)) for x in (ADI_DIR / "labels-cifar.txt").read_text().split()]
+    t = load_adi_trigger_set(ADI_DIR, mode="resize")
+    assert t.images.shape == (100, 3, 32, 32) and t.source == "adi:resize" and t.seed is None
+    assert t.labels.tolist() == labels
+    for i in (0, 1, 2, 3, 57, 99):  # image i is the i-th sorted file name
+        with Image.open(ADI_DIR / "pics" / names[i]) as img:
+            ref = np.asarray(img.convert("RGB").resize((32, 32), Image.BILINEAR)).transpose(2, 0, 1)
+        assert np.array_equal(t.images[i].numpy(), ref), names[i]
+
+
+@needs_adi
+def test_adi_center_crop_takes_the_central_pixels_without_resizing() -> None:
+    from PIL import Image
+
+    names = sorted(p.name for p in (ADI_DIR / "pics").iterdir() if p.suffix.lower() == ".jpg")
+    t = load_adi_trigger_set(ADI_DIR, mode="center_crop")
+    assert t.images.shape == (100, 3, 32, 32) and t.source == "adi:center_crop"
+    for i in (0, 2, 99):
+        with Image.open(ADI_DIR / "pics" / names[i]) as img:
+            a = np.asarray(img.convert("RGB"))
+        h, w = a.shape[:2]
+        top, left = int(round((h - 32) / 2.0)), int(round((w - 32) / 2.0))
+        assert np.array_equal(t.images[i].numpy(), a[top: top + 32, left: left + 32].transpose(2, 0, 1))
+    gray = load_adi_trigger_set(ADI_DIR, mode="center_crop", channels=1, image_size=24)
+    assert gray.images.shape == (100, 1, 24, 24)
+    assert torch.equal(gray.labels, t.labels)
+
+
+def test_adi_mode_is_required() -> None:
+    with pytest.raises(TypeError):
+        load_adi_trigger_set(ADI_DIR)  # type: ignore[call-arg]
+    with pytest.raises(DatasetError):
+        load_adi_trigger_set(ADI_DIR, mode="crop")  # type: ignore[arg-type]
+
+
+def _adi_like(folder: Path, labels: list[str], n_images: int) -> Path:
+    from PIL import Image
+
+    (folder / "pics").mkdir(parents=True)
+    for i in range(1, n_images + 1):
+        Image.fromarray(np.full((40, 50, 3), i * 20, dtype=np.uint8)).save(folder / "pics" / f"{i}.png")
+    (folder / "labels-cifar.txt").write_text("\n".join(labels) + "\n")
+    return folder
+
+
+def test_adi_loader_errors(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_adi_trigger_set(tmp_path / "nowhere", mode="resize")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="pics"):
+        load_adi_trigger_set(tmp_path / "empty", mode="resize")
+    with pytest.raises(DatasetError, match="2 labels but .* 3 images"):
+        load_adi_trigger_set(_adi_like(tmp_path / "count", ["1.0", "2.0"], 3), mode="resize")
+    with pytest.raises(DatasetError, match="not an integer in"):
+        load_adi_trigger_set(_adi_like(tmp_path / "range", ["1.0", "12.0", "3.0"], 3), mode="resize")
+    with pytest.raises(DatasetError, match="not an integer in"):
+        load_adi_trigger_set(_adi_like(tmp_path / "frac", ["1.0", "2.5", "3.0"], 3), mode="resize")
+    ok = load_adi_trigger_set(_adi_like(tmp_path / "ok", ["4.0", "5.0", "6.0"], 3), mode="center_crop",
+                              image_size=64)
+    assert ok.images.shape == (3, 3, 64, 64)  # smaller than the crop: zero-padded, like torchvision
+    assert ok.labels.tolist() == [4, 5, 6] and int(ok.images[0, 0, 0, 0]) == 0 and int(ok.images[0, 0, 32, 32]) == 20
+
+
+# --------------------------------------------------------------------------- the key
+
+
+def test_key_round_trip_through_files(tmp_path: Path) -> None:
+    t = make_trigger_set(30, num_classes=10, image_size=16, seed=9)
+    key = OwnershipKey(arch="cifar_resnet8")
+    add_triggers_to_key(key, t, per_batch=2)
+    section = key.section(TRIGGERS_SECTION)
+    assert section["n"] == 30 and section["num_classes"] == 10 and section["image_size"] == 16
+    assert section["channels"] == 3 and section["seed"] == 9 and section["source"] == "procedural"
+    assert section["digest"] == t.digest() and section["per_batch"] == 2
+    path = key.save(tmp_path / "owner.key.json")
+    loaded = triggers_from_key(OwnershipKey.load(path))
+    assert torch.equal(loaded.images, t.images) and torch.equal(loaded.labels, t.labels)
+    assert loaded.digest() == t.digest() and loaded.seed == 9 and loaded.num_classes == 10
+
+
+def test_key_tampering_is_detected(tmp_path: Path) -> None:
+    t = make_trigger_set(30, num_classes=10, image_size=16, seed=9)
+    key = OwnershipKey(arch="cifar_resnet8")
+    add_triggers_to_key(key, t)
+    # altered labels in memory
+    forged = OwnershipKey(arch=key.arch, sections=json.loads(json.dumps(key.sections)), tensors=dict(key.tensors))
+    labels = forged.tensors["triggers.labels"].clone()
+    labels[0] = (labels[0] + 1) % 10
+    forged.tensors["triggers.labels"] = labels
+    with pytest.raises(KeyFileError, match="altered"):
+        triggers_from_key(forged)
+    # altered digest in the JSON file
+    path = key.save(tmp_path / "k.json")
+    manifest = json.loads(path.read_text())
+    manifest["sections"]["triggers"]["digest"] = "0" * 64
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(KeyFileError, match="altered"):
+        triggers_from_key(OwnershipKey.load(path))
+    # missing tensors, missing section
+    bare = OwnershipKey(arch=key.arch, sections=json.loads(json.dumps(key.sections)))
+    with pytest.raises(KeyFileError, match="lacks its tensors"):
+        triggers_from_key(bare)
+    with pytest.raises(KeyMismatchError):
+        triggers_from_key(OwnershipKey(arch="cifar_resnet8"))
+
+
+def test_key_tensor_file_tampering_is_detected_on_load(tmp_path: Path) -> None:
+    key = OwnershipKey(arch="cifar_resnet8")
+    add_triggers_to_key(key, make_trigger_set(10, num_classes=10, image_size=8, seed=1))
+    path = key.save(tmp_path / "k.json")
+    tfile = path.with_name(json.loads(path.read_text())["tensors"]["file"])
+    raw = bytearray(tfile.read_bytes())
+    raw[-1] ^= 0xFF
+    tfile.write_bytes(bytes(raw))
+    with pytest.raises(KeyFileError):
+        triggers_from_key(OwnershipKey.load(path))
+
+
+# --------------------------------------------------------------------------- evidence
+
+
+def test_trigger_evidence_with_missing_answers() -> None:
+    t = make_trigger_set(100, num_classes=10, seed=0)
+    wrong = (t.labels + 1) % 10
+    pred = t.labels.clone()
+    pred[:40] = -1  # 40 unanswered, 60 right
+    ev = trigger_evidence(pred, t, failed=40)
+    assert (ev.n, ev.queried, ev.answered, ev.matches, ev.failed) == (100, 100, 60, 60, 40)
+    assert ev.agreement == pytest.approx(0.6) and ev.positive and ev.reason is None
+    assert ev.p_value == pytest.approx(binomial_tail(60, 100, 0.1), rel=1e-12)
+    assert ev.threshold == 28 and not ev.inconclusive
+    # unanswered count as misses: the same as wrong answers, never better than right ones
+    answered_wrong = torch.where(pred == -1, wrong, pred)
+    assert trigger_evidence(answered_wrong, t).p_value == pytest.approx(ev.p_value, rel=1e-12)
+    assert trigger_evidence(t.labels, t).p_value < ev.p_value
+    json.dumps(ev.to_dict())
+
+
+def test_trigger_evidence_negative_and_inconclusive() -> None:
+    t = make_trigger_set(100, num_classes=10, seed=0)
+    chance = t.labels.clone()
+    chance[10:] = (chance[10:] + 1) % 10  # 10 of 100 right: chance level
+    ev = trigger_evidence(chance, t)
+    assert ev.matches == 10 and not ev.positive and not ev.inconclusive and ev.p_value > 0.4
+    assert "chance" in ev.reason
+    silent = trigger_evidence(torch.full((100,), -1, dtype=torch.int64), t, queried=100, failed=100)
+    assert silent.answered == 0 and silent.matches == 0 and silent.p_value == 1.0
+    assert not silent.positive and silent.inconclusive and "answered" in silent.reason
+    few = t.labels.clone()
+    few[20:] = -1  # 20 answers, all right: still below the 28 needed at 1e-6
+    ev_few = trigger_evidence(few, t)
+    assert ev_few.matches == 20 and not ev_few.positive and ev_few.inconclusive
+    assert not trigger_evidence(few, t, alpha=1e-3).positive  # 21 needed at 1e-3: 20 is not enough
+    few[20] = t.labels[20]
+    assert trigger_evidence(few, t, alpha=1e-3).positive and trigger_evidence(few, t, alpha=1e-3).threshold == 21
+
+
+def test_trigger_evidence_rejects_bad_predictions() -> None:
+    t = make_trigger_set(10, num_classes=10, seed=0)
+    with pytest.raises(ValueError):
+        trigger_evidence(torch.zeros(9, dtype=torch.int64), t)
+    with pytest.raises(ValueError):
+        trigger_evidence(torch.zeros(10), t)
+    out_of_range = torch.full((10,), 99, dtype=torch.int64)
+    ev = trigger_evidence(out_of_range, t)
+    assert ev.answered == 10 and ev.matches == 0
+
+
+def test_predict_labels_on_a_model() -> None:
+    model = make_model(num_labels=10, density=0.3)
+    model.train()
+    t = make_trigger_set(12, num_classes=10, image_size=16, seed=0)
+    pred = predict_labels(model, t, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), image_size=8)
+    assert pred.dtype == torch.int64 and pred.shape == (12,)
+    assert int(pred.min()) >= 0 and int(pred.max()) < 10
+    assert model.training  # mode restored
+    again = predict_labels(model, t, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), image_size=8, batch_size=5)
+    assert torch.equal(pred, again)
