@@ -38,7 +38,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .blackbox import _ModelRunner, pil_to_model_input
+from .blackbox.images import pil_to_model_input
+from .blackbox.runner import _ModelRunner
 
 __all__ = ["ServerHandle", "start_server", "serve", "DEFAULT_MAX_BODY_BYTES", "DEFAULT_IMAGE_SIZE"]
 

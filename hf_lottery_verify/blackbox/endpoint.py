@@ -1,0 +1,324 @@
+"""Querying an HTTP endpoint shaped like the Inference API's image-classification task: client, retries, budget.
+
+One POST per image, sent as lossless PNG, answered by ``[{"label": ..., "score": ...}, ...]``.
+Every request has a hard deadline and a capped body; retries back off exponentially (honouring
+``Retry-After``); the environment's proxy settings are used for remote hosts. Only a dead
+endpoint (no HTTP answer at all to the first request) raises :class:`EndpointError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import ipaddress
+import json
+import math
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..errors import HfLotteryError
+from .images import encode_png
+from .labels import _LabelMapper, _shown
+from .result import _short, _Tally
+
+__all__ = ["EndpointError", "MAX_RESPONSE_BYTES"]
+
+MAX_RESPONSE_BYTES = 1 << 20  # an image-classification answer is a few hundred bytes
+
+
+class EndpointError(HfLotteryError, OSError):
+    """An inference endpoint cannot be queried at all (dead, unreachable or malformed URL).
+
+    Raised only when the very first request gets no HTTP answer after its retries (connection
+    refused, timeout, name resolution or TLS failure) or when the URL itself is unusable;
+    failures after a first answer are counted in :class:`QueryResult` instead.
+
+    Args:
+        message: What went wrong and what to check.
+        url: The endpoint URL.
+        reason: The short transport-level reason (``"connection refused"``, ...).
+    """
+
+    def __init__(self, message: str, *, url: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class _TransportError(Exception):
+    """No HTTP answer: connection refused, timeout, reset, TLS or name resolution failure."""
+
+    def __init__(self, reason: str, *, refused: bool = False, timed_out: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.refused = refused
+        self.timed_out = timed_out
+
+
+@dataclass
+class _Response:
+    status: int
+    body: bytes | None  # None when the body was larger than the cap
+    retry_after: float | None
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _EndpointClient:
+    """One POST per image over ``http.client`` with a hard per-request deadline and a body cap."""
+
+    def __init__(self, url: str, *, timeout: float, headers: Mapping[str, str] | None,
+                 max_response_bytes: int) -> None:
+        self.url = url
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise EndpointError(f"Cannot query {url!r}: expected an http:// or https:// URL with a host.", url=url)
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise EndpointError(f"Cannot query {url!r}: {exc}.", url=url) from exc
+        self.scheme = parts.scheme
+        self.host = parts.hostname
+        self.port = port or (443 if parts.scheme == "https" else 80)
+        self.target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+        self.timeout = timeout
+        self.max_response_bytes = max_response_bytes
+        from .. import __version__
+
+        self.headers = {
+            "Content-Type": "image/png",
+            "Accept": "application/json",
+            "User-Agent": f"hf_lottery_verify/{__version__}",
+        }
+        self.headers.update(headers or {})
+        self.proxy = self._proxy()
+
+    def _proxy(self) -> urllib.parse.SplitResult | None:
+        """The environment's proxy for this URL (``http_proxy``/``https_proxy``/``no_proxy``)."""
+        if _is_loopback_host(self.host):
+            return None
+        proxy = urllib.request.getproxies().get(self.scheme)
+        if not proxy or urllib.request.proxy_bypass(self.host):
+            return None
+        parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        return parts if parts.hostname else None
+
+    def _connection(self) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
+        headers = dict(self.headers)
+        target = self.target
+        if self.proxy is None:
+            if self.scheme == "https":
+                conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                    self.host, self.port, timeout=self.timeout, context=ssl.create_default_context())
+            else:
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            return conn, target, headers
+        proxy_headers = {}
+        if self.proxy.username:
+            creds = f"{urllib.parse.unquote(self.proxy.username)}:{urllib.parse.unquote(self.proxy.password or '')}"
+            proxy_headers["Proxy-Authorization"] = "Basic " + base64.b64encode(creds.encode()).decode()
+        proxy_port = self.proxy.port or 8080
+        if self.scheme == "https":
+            conn = http.client.HTTPSConnection(self.proxy.hostname, proxy_port, timeout=self.timeout,
+                                               context=ssl.create_default_context())
+            conn.set_tunnel(self.host, self.port, headers=proxy_headers)
+        else:
+            conn = http.client.HTTPConnection(self.proxy.hostname, proxy_port, timeout=self.timeout)
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            target = f"http://{host}:{self.port}{self.target}"
+            headers.update(proxy_headers)
+        return conn, target, headers
+
+    def post(self, body: bytes) -> _Response:
+        """Send one request; raises :class:`_TransportError` when no HTTP answer came back in time."""
+        conn, target, headers = self._connection()
+        expired = threading.Event()
+        sockets: list[socket.socket] = []  # the response keeps reading it after conn.sock is cleared
+
+        def abort() -> None:  # hard deadline: a trickling server cannot hold the verifier
+            expired.set()
+            for sock in sockets:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        timer = threading.Timer(self.timeout, abort)
+        timer.daemon = True
+        timer.start()
+        try:
+            conn.connect()
+            if conn.sock is not None:
+                sockets.append(conn.sock)
+            if expired.is_set():
+                abort()
+            conn.request("POST", target, body=body, headers=headers)
+            resp = conn.getresponse()
+            retry_after = _retry_after(resp.getheader("Retry-After"))
+            length = resp.getheader("Content-Length")
+            if length and length.strip().isdigit() and int(length) > self.max_response_bytes:
+                return _Response(resp.status, None, retry_after)
+            chunks: list[bytes] = []
+            size = 0
+            while size <= self.max_response_bytes:
+                chunk = resp.read(min(65536, self.max_response_bytes + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            if expired.is_set():
+                raise _TransportError(f"no answer within {self.timeout:g} s", timed_out=True)
+            return _Response(resp.status, None if size > self.max_response_bytes else b"".join(chunks), retry_after)
+        except _TransportError:
+            raise
+        except ConnectionRefusedError as exc:
+            raise _TransportError("connection refused", refused=True) from exc
+        except socket.gaierror as exc:
+            raise _TransportError(f"cannot resolve host {self.host!r}") from exc
+        except ssl.SSLError as exc:
+            raise _TransportError(f"TLS error: {_short(str(exc), 80)}") from exc
+        except TimeoutError as exc:
+            raise _TransportError(f"no answer within {self.timeout:g} s", timed_out=True) from exc
+        except (http.client.HTTPException, OSError) as exc:
+            if expired.is_set():
+                raise _TransportError(f"no answer within {self.timeout:g} s", timed_out=True) from exc
+            raise _TransportError(f"connection error ({type(exc).__name__}: {_short(str(exc), 80)})") from exc
+        finally:
+            timer.cancel()
+            conn.close()
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _top_label(payload: Any) -> tuple[Any, str | None]:
+    """The top-scoring label of an Inference-API image-classification answer, or why there is none."""
+    if isinstance(payload, dict):
+        if "error" in payload and "label" not in payload:
+            return None, f"endpoint error: {_short(str(payload['error']), 120)}"
+        payload = [payload]
+    if not isinstance(payload, list):
+        return None, f"expected a JSON list of {{label, score}}, got {type(payload).__name__}"
+    if payload and isinstance(payload[0], list):
+        payload = payload[0]  # one image per request: the first (only) list of predictions
+    if not payload:
+        return None, "empty answer"
+    best: Any = None
+    best_score = -math.inf
+    for item in payload:
+        if not isinstance(item, dict) or "label" not in item or "score" not in item:
+            return None, "expected {label, score} objects"
+        label, score = item["label"], item["score"]
+        if not isinstance(label, (str, int)) or isinstance(label, bool):
+            return None, f"label of type {type(label).__name__}"
+        if not isinstance(score, (int, float)) or isinstance(score, bool) or not math.isfinite(score):
+            return None, f"score {_short(repr(score), 40)} is not a finite number"
+        if best is None or score > best_score:
+            best, best_score = label, score
+    return best, None
+
+
+def _parse_answer(body: bytes) -> tuple[Any, str | None]:
+    try:
+        payload = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None, f"non-JSON answer ({len(body)} bytes)"
+    return _top_label(payload)
+
+
+def _query_endpoint(url: str, images: torch.Tensor, tally: _Tally, mapper: _LabelMapper, *, timeout: float,
+                    retries: int, backoff: float, headers: Mapping[str, str] | None, max_response_bytes: int,
+                    max_consecutive_errors: int | None, bar: Any) -> None:
+    client = _EndpointClient(url, timeout=timeout, headers=headers, max_response_bytes=max_response_bytes)
+    any_answer = False
+    consecutive = 0
+    t0 = time.perf_counter()
+    for i in range(len(images)):
+        if tally.budget_left() == 0:
+            break
+        if max_consecutive_errors is not None and consecutive >= max_consecutive_errors:
+            tally.error(f"gave up after {consecutive} images in a row got no answer; "
+                        f"{len(images) - i} images not asked")
+            break
+        body = encode_png(images[i])
+        tally.asked[i] = True
+        response: _Response | None = None
+        reason = ""
+        refused = timed_out = False
+        attempts = 0
+        for attempt in range(retries + 1):
+            if attempt > 0:
+                if tally.budget_left() == 0:
+                    reason += " (query budget spent before retrying)"
+                    break
+                delay = backoff * 2 ** (attempt - 1)
+                if response is not None and response.retry_after is not None:
+                    delay = max(delay, min(response.retry_after, timeout))
+                time.sleep(delay)
+            tally.queried += 1
+            attempts += 1
+            try:
+                response = client.post(body)
+            except _TransportError as exc:
+                response, reason, refused, timed_out = None, exc.reason, exc.refused, exc.timed_out
+                continue
+            any_answer = True
+            if response.status == 429 or 500 <= response.status < 600:
+                reason = f"HTTP {response.status}"
+                continue
+            break
+        if response is None and not any_answer:
+            what = "connection refused" if refused else reason
+            raise EndpointError(
+                f"Cannot reach the endpoint {url}: {what} ({attempts} attempt{'s' * (attempts > 1)} in "
+                f"{time.perf_counter() - t0:.1f} s). "
+                + ("Pass a larger timeout= for a slow endpoint." if timed_out else
+                   "Check the URL, that the server is running and that it is reachable from here."),
+                url=url, reason=what)
+        bar.update(1)
+        if response is None or response.status == 429 or 500 <= response.status < 600:
+            consecutive += 1
+            tally.error(f"image {i}: {reason} after {attempts} attempt{'s' * (attempts > 1)}")
+            continue
+        consecutive = 0
+        if response.body is None:
+            tally.error(f"image {i}: answer larger than {max_response_bytes} bytes")
+            continue
+        if response.status != 200:
+            snippet = response.body[:120].decode("utf-8", "replace")
+            tally.error(f"image {i}: HTTP {response.status}: {snippet}")
+            continue
+        answer, why = _parse_answer(response.body)
+        if why is not None:
+            tally.error(f"image {i}: {why}")
+            continue
+        tally.answers[i] = _shown(answer)
+        idx, why = mapper.map(answer)
+        tally.labels[i] = idx
+        if why is not None:
+            tally.error(f"image {i}: {why}")
+

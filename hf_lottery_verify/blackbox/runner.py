@@ -1,0 +1,50 @@
+"""Running an in-memory model on ``uint8`` image batches: adapt, normalise, forward, check the logits.
+
+:class:`_ModelRunner` does it for black-box queries of an ``nn.Module`` (:mod:`.local`) and for
+the HTTP server (:mod:`hf_lottery_verify.serve`), so both see a model the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import normalize
+from .images import _tensor_to_pil, model_input_spec, pil_to_model_input, resolve_normalization
+
+
+class _ModelRunner:
+    """Normalise uint8 batches and return a model's logits (also used by the server)."""
+
+    def __init__(self, model: nn.Module, *, image_mean: Any = None, image_std: Any = None,
+                 image_size: int | None = None) -> None:
+        self.model = model
+        self.in_chans, cfg_size = model_input_spec(model)
+        self.image_size = image_size if image_size is not None else cfg_size
+        self.mean, self.std = resolve_normalization(model, image_mean, image_std, in_chans=self.in_chans)
+        param = next(model.parameters(), None)
+        self.device = param.device if param is not None else torch.device("cpu")
+        self.dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+
+    def adapt(self, images: torch.Tensor) -> torch.Tensor:
+        """Convert channels / resize exactly as the server does with a decoded image."""
+        _, c, h, w = images.shape
+        size_ok = self.image_size is None or (h == w == self.image_size)
+        if c == self.in_chans and size_ok:
+            return images
+        return torch.stack([pil_to_model_input(_tensor_to_pil(x), in_chans=self.in_chans,
+                                               image_size=self.image_size) for x in images])
+
+    @torch.no_grad()
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        x = normalize(self.adapt(images).to(self.device), self.mean, self.std).to(self.dtype)
+        out = self.model(x)
+        logits = getattr(out, "logits", None)
+        if logits is None:
+            logits = out[0] if isinstance(out, (tuple, list)) else out
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != len(images):
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ValueError(f"The model returned {shape} for {len(images)} images; expected logits (N, classes).")
+        return logits.float().cpu()
