@@ -339,6 +339,147 @@ def _extract(args: argparse.Namespace) -> int:
     return 0 if ev.matches else 1
 
 
+# --------------------------------------------------------------------------- Scheme V3: triggers, retrain, serve
+
+
+@_command("triggers")
+def _triggers_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "triggers", help="Scheme V3: add a secret trigger set to your ownership key",
+        description="Generate fresh out-of-distribution abstract images with random labels (or load an Adi-style "
+                    "folder) and store them in the key's 'triggers' section. Retraining with the key then teaches "
+                    "the model these labels; verification queries the suspect with them (black-box).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--key", required=True, help="the ownership key to add the trigger set to (created if missing)")
+    p.add_argument("--num-classes", type=int, required=True, help="classes of the model's task")
+    p.add_argument("--arch", default=None, help="architecture, when the key file does not exist yet")
+    p.add_argument("--n", type=int, default=100, help="number of trigger images")
+    p.add_argument("--image-size", type=int, default=32, help="side of the generated images")
+    p.add_argument("--channels", type=int, default=3, help="channels of the generated images")
+    p.add_argument("--seed", type=int, default=None, help="seed (default: a fresh random one, recorded in the key)")
+    p.add_argument("--adi", default=None, help="use an Adi-style folder (pics/*.jpg + labels-cifar.txt) instead")
+    p.add_argument("--adi-mode", choices=["resize", "center_crop"], default="resize",
+                   help="Adi images: resize (sane) or the original centre crop")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(handler=_triggers)
+
+
+def _triggers(args: argparse.Namespace) -> int:
+    import secrets
+
+    from .errors import KeyFileError
+    from .ownership_key import TRIGGERS_SECTION, OwnershipKey, save_key_section
+    from .triggers import add_triggers_to_key, load_adi_trigger_set, make_trigger_set
+
+    if args.adi:
+        triggers = load_adi_trigger_set(args.adi, mode=args.adi_mode, num_classes=args.num_classes,
+                                        image_size=args.image_size, channels=args.channels)
+    else:
+        seed = args.seed if args.seed is not None else secrets.randbits(63)
+        triggers = make_trigger_set(args.n, num_classes=args.num_classes, image_size=args.image_size,
+                                    channels=args.channels, seed=seed)
+    if Path(args.key).exists():
+        arch = OwnershipKey.load(args.key).arch
+    elif args.arch:
+        arch = args.arch
+    else:
+        raise KeyFileError(f"{args.key} does not exist; pass --arch to create a new key.")
+    key = OwnershipKey(arch=arch)
+    add_triggers_to_key(key, triggers)
+    key = save_key_section(key, args.key, TRIGGERS_SECTION)
+    report = {"key": args.key, "n": len(triggers), "num_classes": triggers.num_classes, "source": triggers.source,
+              "digest": triggers.digest()}
+    if args.json:
+        _emit(args, report)
+    else:
+        sys.stdout.write(f"added {len(triggers)} trigger images ({triggers.source}) to {args.key}; retrain with "
+                         "the key (hf-lottery retrain) so the model learns them\n")
+    return 0
+
+
+@_command("retrain")
+def _retrain_parser(sub: argparse._SubParsersAction) -> None:
+    from .training import TrainConfig
+
+    p = sub.add_parser(
+        "retrain", help="retrain a signed ticket from its rewind weights (with the key's trigger set)",
+        description="Train the signed ticket's mask from the rewind weights W_k over epochs [k, epochs) of the "
+                    "schedule, mixing the key's trigger images into every batch when the key has a trigger set. "
+                    "The mask, and so the signature and the density, stay exactly the same. Works under "
+                    "`accelerate launch`.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model_dir", help="the signed ticket (hf-lottery sign's --out)")
+    p.add_argument("--rewind", required=True, help="the rewind weights (find-ticket's rewind/)")
+    p.add_argument("--key", default=None, help="the ownership key (its trigger set is mixed in)")
+    p.add_argument("--dataset", required=True, help="cifar10, cifar100, fashion_mnist, synthetic or imagefolder:<path>")
+    p.add_argument("--data-dir", default=None, help="dataset files or cache folder")
+    p.add_argument("--out", required=True, help="folder for the retrained ticket")
+    p.add_argument("--rewind-epoch", type=int, default=None, help="epoch k (default: read from the rewind folder)")
+    p.add_argument("--triggers-per-batch", type=int, default=None,
+                   help="trigger images per batch (default: 1 per 128 training images)")
+    p.add_argument("--train-limit", type=int, default=None, help="use at most this many training samples")
+    p.add_argument("--test-limit", type=int, default=None, help="use at most this many test samples")
+    p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is visible")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    group = p.add_argument_group("training recipe (TrainConfig)")
+    add_dataclass_args(group, TrainConfig)
+    p.set_defaults(handler=_retrain)
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    from .retrain import retrain_folder
+    from .training import TrainConfig, make_accelerator
+
+    config = dataclass_from_args(TrainConfig, args)
+    accelerator = make_accelerator(config, cpu=args.cpu or None)
+    report = retrain_folder(args.model_dir, rewind_dir=args.rewind, key_path=args.key, dataset=args.dataset,
+                            out_dir=args.out, config=config, rewind_epoch=args.rewind_epoch, data_dir=args.data_dir,
+                            train_limit=args.train_limit, test_limit=args.test_limit,
+                            triggers_per_batch=args.triggers_per_batch, accelerator=accelerator,
+                            progress=not args.json)
+    if not accelerator.is_main_process:
+        return 0
+    if args.json:
+        _emit(args, report)
+    else:
+        def pct(v: Any) -> str:
+            return "n/a" if v is None else f"{v:.2f}%"
+
+        sys.stdout.write(f"accuracy: signed {pct(report.get('accuracy_signed'))} -> retrained "
+                         f"{pct(report.get('accuracy_retrained'))}"
+                         + (f" (unsigned {pct(report.get('accuracy_unsigned'))})" if report.get('accuracy_unsigned')
+                            is not None else "") + "\n")
+        if report.get("trigger_agreement_after") is not None:
+            sys.stdout.write(f"trigger agreement: {report.get('trigger_agreement_before'):.0%} -> "
+                             f"{report['trigger_agreement_after']:.0%}\n")
+        sys.stdout.write(f"retrained ticket: {args.out} (mask and density unchanged)\n")
+    return 0
+
+
+@_command("serve")
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve", help="serve a model on 127.0.0.1 in the Inference API image-classification shape",
+        description="POST image bytes (or JSON {\"inputs\": base64}) to the printed URL and get "
+                    "[{\"label\": ..., \"score\": ...}]. For testing black-box verification; loopback only "
+                    "unless --allow-remote.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model", help="model folder, file or Hub repo id")
+    p.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
+    p.add_argument("--top-k", type=int, default=5, help="labels per answer")
+    p.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    serve(args.model, host=args.host, port=args.port, top_k=args.top_k, allow_remote=args.allow_remote,
+          on_ready=lambda line: (sys.stdout.write(line + "\n"), sys.stdout.flush()))
+    return 0
+
+
 # --------------------------------------------------------------------------- push / verify
 
 
