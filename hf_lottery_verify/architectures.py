@@ -227,10 +227,16 @@ default_cfgs = generate_default_cfgs(
 
 
 def _create(variant: str, pretrained: bool, **kwargs: Any) -> CifarResNet:
-    if pretrained:
+    cfg = kwargs.get("pretrained_cfg")
+    source = cfg.get("source") if isinstance(cfg, dict) else getattr(cfg, "source", None)
+    if pretrained and source not in ("hf-hub", "local-dir"):
+        # timm passes a pretrained_cfg with a source when it loads "hf-hub:<repo>" or
+        # "local-dir:<folder>" (a checkpoint saved by this library); there is no registry of
+        # published weights for these names.
         raise ValueError(
             f"No pretrained weights are published for '{variant}'; build it with pretrained=False "
-            "and train it (hf-lottery find-ticket) or load your own checkpoint with load_model()."
+            "and train it (hf-lottery find-ticket), load a checkpoint with load_model(), or use timm's "
+            "'hf-hub:<repo>' / 'local-dir:<folder>' names."
         )
     return build_model_with_cfg(CifarResNet, variant, pretrained, **kwargs)
 

@@ -72,6 +72,9 @@ def test_dense_layout_is_plain_timm_loadable(tmp_path: Path, tiny_model) -> None
     cfg = json.loads((tmp_path / "config.json").read_text())
     assert cfg["model_type"] == "sparse_resnet" and cfg["architecture"] == "cifar_resnet8"
     assert cfg["num_classes"] == 10 and cfg["pretrained_cfg"]["input_size"] == [3, 32, 32]
+    # timm's own loader reads the folder as a local-dir model
+    local = timm.create_model(f"local-dir:{tmp_path}", pretrained=True)
+    assert torch.equal(local.eval()(x), tiny_model.eval()(x).logits)
 
 
 def test_format_version_1_folders_still_load(tmp_path: Path, tiny_model) -> None:
