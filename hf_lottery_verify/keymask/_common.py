@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 
-from ..errors import MaskError
+from ..errors import MaskError, MissingWeightsError, ShapeMismatchError
 from ..masks import MaskDict
 from .graph import timm_resnet
 
@@ -37,3 +38,56 @@ def _model_masks(model: nn.Module) -> MaskDict:
 
 def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach() for n, p in timm_resnet(model).named_parameters()}
+
+
+_HF_PREFIX = "timm_model."
+"""Prefix of the timm parameters in a ``SparseResNetForImageClassification.state_dict()``."""
+
+
+def _scoring_model(
+    model: nn.Module, score_weights: nn.Module | Mapping[str, torch.Tensor] | None
+) -> nn.Module:
+    """The network whose weights a scorer reads: ``model`` itself, or a copy of its timm
+    ResNet carrying ``score_weights`` (e.g. the rewind weights ``W_k``).
+
+    ``score_weights`` is a model (a ``SparseResNetForImageClassification`` or a timm
+    ResNet) or a state dict keyed by timm parameter names (``conv1.weight``) or by the
+    wrapper's names (``timm_model.conv1.weight``). Every parameter of the network must be
+    present with its shape (loading is strict); buffers and other extra entries are
+    ignored. Nothing of ``model`` is modified.
+
+    Raises:
+        TypeError: ``score_weights`` is neither a module nor a mapping.
+        MissingWeightsError: A parameter of the network is missing from ``score_weights``.
+        ShapeMismatchError: A parameter has another shape in ``score_weights``.
+    """
+    if score_weights is None:
+        return model
+    if isinstance(score_weights, nn.Module):
+        source: Mapping[str, torch.Tensor] = {n: p.detach() for n, p in timm_resnet(score_weights).named_parameters()}
+    elif isinstance(score_weights, Mapping):
+        source = score_weights
+    else:
+        raise TypeError("score_weights must be a model (the rewind weights) or a state dict of tensors keyed by "
+                        f"parameter name, got {type(score_weights).__name__}.")
+    net = timm_resnet(model)
+    arch = str((getattr(net, "pretrained_cfg", None) or {}).get("architecture", "")) or None
+    picked: dict[str, torch.Tensor] = {}
+    missing = []
+    for name, param in net.named_parameters():
+        value = source.get(name)
+        if value is None:
+            value = source.get(_HF_PREFIX + name)
+        if value is None:
+            missing.append(name)
+            continue
+        if tuple(value.shape) != tuple(param.shape):
+            raise ShapeMismatchError(name, expected=tuple(param.shape), got=tuple(value.shape))
+        picked[name] = value
+    if missing:
+        raise MissingWeightsError(missing, arch=arch)
+    scoring = copy.deepcopy(net)
+    with torch.no_grad():
+        for name, param in scoring.named_parameters():
+            param.copy_(picked[name].detach().to(param.device, param.dtype))
+    return scoring

@@ -38,6 +38,7 @@ def split_key_mask(
     ratio: float,
     score: str = "omp",
     seed: int = 0,
+    score_weights: nn.Module | Mapping[str, torch.Tensor] | None = None,
     **score_options: Any,
 ) -> tuple[MaskDict, MaskDict]:
     """Algorithm 1: split the model's masks ``M`` into key masks ``M_s`` and locked masks ``M_l``.
@@ -46,13 +47,22 @@ def split_key_mask(
     ``n = round(ratio · |M|)`` highest scores over all masked parameters together form the
     key (:func:`~hf_lottery_verify.masks.top_k_mask` on the global concatenation in forward
     parameter order: ties are broken by position, so ``|M_s| = n`` exactly). NaN scores
-    raise ``ValueError``.
+    raise ``ValueError``. The split is deterministic: the same inputs give the same key in
+    every process.
+
+    ``W`` is the model's own weights (the trained ticket) unless ``score_weights`` is
+    given. Algorithm 1 scores the weights it is handed together with the mask; the paper's
+    reference code handed it the rewind weights ``W_k``. Pass them as ``score_weights`` to
+    score ``W_k ⊙ M`` instead (the key still splits the model's mask ``M``).
 
     Args:
         model: A sparse ticket with masks.
         ratio (`float`): Share of the kept weights that go into the key, in ``(0, 1)``.
         score (`str`, *optional*, defaults to `"omp"`): A name from :func:`list_scorers`.
         seed (`int`, *optional*, defaults to 0): Seed for random scorers and sampling.
+        score_weights (`nn.Module` or `Mapping[str, torch.Tensor]`, *optional*): Weights to
+            score under ``model``'s masks instead of ``model``'s own, e.g. the dense rewind
+            model ``W_k`` or its state dict (see :func:`compute_scores`).
         **score_options: Options of the scorer (e.g. ``sources=512`` for ``betweenness``).
 
     Returns:
@@ -63,9 +73,12 @@ def split_key_mask(
         DensityError: ``ratio`` is outside ``(0, 1)`` or gives an empty or full key.
         MaskError: The model has no masks.
         UnknownNameError: ``score`` is not registered.
+        MissingWeightsError, ShapeMismatchError: ``score_weights`` does not fit the model.
 
     Example:
         >>> key, locked = split_key_mask(model, ratio=0.05, score="omp")   # doctest: +SKIP
+        >>> key, locked = split_key_mask(ticket, ratio=0.05, score="ewp",
+        ...                              score_weights=rewind)             # doctest: +SKIP
     """
     _check_ratio(ratio)
     masks = _model_masks(model)
@@ -75,7 +88,8 @@ def split_key_mask(
     if n < 1 or n >= kept:
         raise DensityError(f"ratio {ratio} of {kept} kept weights gives a key of {n} weights; "
                            "choose a ratio that leaves both the key and the locked mask non-empty.")
-    scores = compute_scores(model, score=score, masks=masks, seed=seed, **score_options)
+    scores = compute_scores(model, score=score, masks=masks, seed=seed, score_weights=score_weights,
+                            **score_options)
     cpu_masks = {name: masks[name].to("cpu") for name in names}
     # Pruned entries score -inf and n <= kept, so they are never chosen: ranking only the
     # kept entries (kept in their global order) selects the same n entries, with the same
