@@ -25,7 +25,7 @@ import logging
 import os
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,8 @@ __all__ = [
     "read_idx",
     "make_synthetic",
     "DeviceBatches",
+    "DeviceData",
+    "Normalizer",
     "augment_batch",
     "normalize",
     "derive_seed",
@@ -414,11 +416,96 @@ def _synthetic(*, data_dir=None, seed: int = 0, **options: Any) -> DatasetPair: 
 
 def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], *,
               channels_last: bool = False) -> torch.Tensor:
-    """uint8 ``N×C×H×W`` → normalised float32 on the same device."""
-    m = torch.tensor(mean, device=images.device, dtype=torch.float32).view(1, -1, 1, 1) * 255
-    s = torch.tensor(std, device=images.device, dtype=torch.float32).view(1, -1, 1, 1) * 255
-    x = (images.float() - m) / s
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    """uint8 ``N×C×H×W`` → normalised float32 on the same device.
+
+    Builds the constants on the images' device at every call; loops that normalise many
+    batches hold a :class:`Normalizer` instead, which builds them once per device.
+    """
+    return Normalizer(mean, std)(images, channels_last=channels_last)
+
+
+class Normalizer:
+    """Normalises uint8 images with per-channel constants kept on each device once.
+
+    ``(x - 255·mean) / (255·std)`` as :func:`normalize` computes it, bit for bit, without
+    building the two constant tensors (two host→device copies) for every batch.
+
+    Args:
+        mean: Per-channel means (fractions of 255).
+        std: Per-channel standard deviations (fractions of 255).
+
+    Example:
+        >>> norm = Normalizer((0.5,), (0.25,))
+        >>> norm(torch.full((1, 1, 2, 2), 255, dtype=torch.uint8))[0, 0, 0, 0].item()
+        2.0
+    """
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        self.mean = tuple(float(v) for v in mean)
+        self.std = tuple(float(v) for v in std)
+        self._constants: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def constants(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(255·mean, 255·std)`` as ``1×C×1×1`` tensors on ``device``, built on the first call."""
+        device = torch.device(device)
+        key = (device, dtype)
+        if key not in self._constants:
+            m = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1) * 255
+            s = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1) * 255
+            self._constants[key] = (m.to(device=device, dtype=dtype), s.to(device=device, dtype=dtype))
+        return self._constants[key]
+
+    def __call__(self, images: torch.Tensor, *, channels_last: bool = False) -> torch.Tensor:
+        """Normalise ``images`` (uint8 or float ``N×C×H×W``) to float32 on their device."""
+        m, s = self.constants(images.device)
+        if images.dtype != torch.uint8:
+            images = images.float()
+        x = torch.sub(images, m)  # uint8 - float32 promotes exactly as images.float() - m
+        x.div_(s)
+        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+class DeviceData:
+    """One split held on a device: its uint8 images and labels uploaded once, with a :class:`Normalizer`.
+
+    Training batches (:class:`DeviceBatches`) and evaluation (:func:`~hf_lottery_verify.training.evaluate`)
+    read from it, so a run copies each split to the device once, however many epochs,
+    evaluations, IMP rounds or retraining arms it has.
+
+    Args:
+        data: The split.
+        device: Where to hold it.
+
+    Attributes:
+        data: The split (on the host).
+        device: The device, with its index (``cuda:0``).
+        images: uint8 ``N×C×H×W`` on ``device``.
+        labels: int64 ``N`` on ``device``.
+        normalizer: The split's :class:`Normalizer`.
+    """
+
+    def __init__(self, data: ImageData, device: torch.device | str = "cpu") -> None:
+        self.data = data
+        self.images = data.images.to(device)
+        self.labels = data.labels.to(device)
+        self.device = self.images.device
+        self.normalizer = Normalizer(data.mean, data.std)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def shard_bounds(self, shard: int = 0, num_shards: int = 1) -> tuple[int, int]:
+        """``[start, stop)`` of shard ``shard``: contiguous slices that cover every sample exactly once."""
+        per = -(-len(self) // max(1, num_shards))
+        return min(len(self), shard * per), min(len(self), (shard + 1) * per)
+
+    def batches(self, batch_size: int, *, start: int = 0, stop: int | None = None,
+                channels_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Normalised, unaugmented ``(images, labels)`` batches of samples ``[start, stop)`` in order."""
+        stop = len(self) if stop is None else stop
+        for i in range(start, stop, batch_size):
+            j = min(stop, i + batch_size)
+            yield self.normalizer(self.images[i:j], channels_last=channels_last), self.labels[i:j]
 
 
 def augment_batch(images: torch.Tensor, *, pad: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
@@ -456,7 +543,9 @@ class DeviceBatches:
 
     Batch ``i`` of epoch ``e`` depends only on ``(seed, e, i)``, so a resumed run sees the
     same batches as an uninterrupted one. With ``num_shards > 1`` (one per process) each
-    process takes its slice of every global batch.
+    process takes its slice of every global batch. Nothing in an epoch waits on the host:
+    the epoch's order is uploaded once (without blocking), and the images, labels and
+    normalisation constants stay on the device.
 
     Args:
         data: The training split.
@@ -469,6 +558,8 @@ class DeviceBatches:
         shard: This process's index.
         num_shards: Number of processes.
         drop_last: Drop the last incomplete global batch.
+        uploaded: ``data`` already on ``device`` (a :class:`DeviceData`), shared instead of
+            uploading it again; :meth:`reseeded` passes it on.
     """
 
     data: ImageData
@@ -482,13 +573,20 @@ class DeviceBatches:
     shard: int = 0
     num_shards: int = 1
     drop_last: bool = True
+    uploaded: DeviceData | None = field(default=None, repr=False)
     _images: torch.Tensor = field(init=False, repr=False)
     _labels: torch.Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.device = torch.device(self.device)
-        self._images = self.data.images.to(self.device, non_blocking=True)
-        self._labels = self.data.labels.to(self.device, non_blocking=True)
+        if self.uploaded is None:
+            self.uploaded = DeviceData(self.data, self.device)
+        elif self.uploaded.data is not self.data:
+            raise ValueError("uploaded holds another split than data; pass DeviceData(data, device).")
+        elif self.uploaded.device != torch.empty(0, device=self.device).device:
+            raise ValueError(f"uploaded lives on {self.uploaded.device}, the batches on {self.device}.")
+        self.device = self.uploaded.device
+        self._images = self.uploaded.images
+        self._labels = self.uploaded.labels
 
     @property
     def global_batch(self) -> int:
@@ -498,14 +596,23 @@ class DeviceBatches:
         n = len(self.data)
         return n // self.global_batch if self.drop_last else -(-n // self.global_batch)
 
+    def reseeded(self, seed: int) -> DeviceBatches:
+        """The same batches with another base seed, sharing the uploaded data (no copy)."""
+        return replace(self, seed=seed)
+
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Normalised ``(images, labels)`` batches of one epoch for this shard."""
         perm_gen = torch.Generator().manual_seed(derive_seed(self.seed, "order", epoch))
-        order = torch.randperm(len(self.data), generator=perm_gen).to(self.device)
+        order = torch.randperm(len(self.data), generator=perm_gen)
+        if self.device.type == "cuda":
+            order = order.pin_memory().to(self.device, non_blocking=True)
+        else:
+            order = order.to(self.device)
         aug_gen = torch.Generator(device=self.device).manual_seed(derive_seed(self.seed, "augment", epoch, self.shard))
+        normalizer = self.uploaded.normalizer
         for i in range(len(self)):
             idx = order[i * self.global_batch : (i + 1) * self.global_batch][self.shard :: self.num_shards]
             x = self._images[idx]
             if self.augment:
                 x = augment_batch(x, pad=self.pad, flip=self.flip, generator=aug_gen)
-            yield normalize(x, self.data.mean, self.data.std, channels_last=self.channels_last), self._labels[idx]
+            yield normalizer(x, channels_last=self.channels_last), self._labels[idx]

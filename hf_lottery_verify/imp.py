@@ -32,7 +32,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,7 +47,7 @@ from .masks import MaskDict, count_kept, count_total
 from .modeling_sparse_resnet import SparseResNetForImageClassification
 from .pruning import magnitude_prune
 from .storage import read_checkpoint, write_checkpoint
-from .training import TrainConfig, Trainer, make_accelerator
+from .training import TrainConfig, Trainer, TrainingContext, make_accelerator
 
 __all__ = ["IMPConfig", "IMPResult", "RoundRecord", "find_extreme_ticket"]
 
@@ -166,6 +166,8 @@ class _IMPRun:
         self.state_path = out_dir / "state.json"
         self.rounds: list[RoundRecord] = []
         self.state: dict[str, Any] = {}
+        # one trainer for every round: the model is prepared and compiled, the data uploaded, once per run
+        self.context = TrainingContext()
 
     # -------------------------------------------------------------- state
 
@@ -233,18 +235,20 @@ class _IMPRun:
 
     def _train(self, *, round_index: int, start_epoch: int, desc: str,
                on_epoch_end: Callable[[int, Trainer], None] | None = None) -> tuple[float, int]:
-        """Train the current model; returns (test accuracy, number of test samples counted)."""
+        """Train the current model (its weights and masks as loaded); returns (test accuracy, test samples counted).
+
+        Every round reuses the run's trainer (reset: fresh optimizer state, the round's seed),
+        which gives the same result as a new trainer without preparing, compiling or
+        uploading again. Training draws no global randomness: data order and augmentation
+        depend only on the round's seed.
+        """
         cfg = self.config.train
-        seeded = TrainConfig(**{**cfg.to_dict(), "seed": derive_seed(cfg.seed, "imp-round", round_index)})
-        torch.manual_seed(derive_seed(cfg.seed, "imp-torch", round_index))
-        trainer = Trainer(self.model, self.data.train, seeded, test_data=self.data.test, accelerator=self.acc,
-                          progress=self.progress, desc=desc)
-        try:
-            trainer.train(start_epoch=start_epoch, on_epoch_end=on_epoch_end)
-            last = trainer.history[-1]
-            return last.test_accuracy, last.test_count
-        finally:
-            trainer.close()
+        seeded = replace(cfg, seed=derive_seed(cfg.seed, "imp-round", round_index))
+        trainer = self.context.trainer(self.model, self.data.train, seeded, test_data=self.data.test,
+                                       accelerator=self.acc, progress=self.progress, desc=desc)
+        trainer.train(start_epoch=start_epoch, on_epoch_end=on_epoch_end)
+        last = trainer.history[-1]
+        return last.test_accuracy, last.test_count
 
     def run_dense(self) -> None:
         k = self.config.rewind_epoch
@@ -319,7 +323,8 @@ class _IMPRun:
         masks = self._accepted_masks()
         self.model.set_masks(masks)
         self.model.save_pretrained(self.out / "ticket")
-        rewind = SparseResNetForImageClassification(self.model.config)
+        with torch.random.fork_rng(devices=[]):  # its random initialisation is overwritten: leave the caller's RNG alone
+            rewind = SparseResNetForImageClassification(self.model.config)
         _load_into(rewind, self.work / "rewind.safetensors")
         rewind.save_pretrained(self.out / "rewind")
         write_json_atomic(self.out / "rewind" / "rewind.json", {"rewind_epoch": self.config.rewind_epoch})
@@ -357,9 +362,12 @@ def find_extreme_ticket(
     out = Path(out_dir)
     t_start = time.perf_counter()
     if isinstance(model, str):
-        torch.manual_seed(config.init_seed)
-        model = SparseResNetForImageClassification(SparseResNetConfig(
-            arch=model, num_labels=data.num_classes, in_chans=data.train.in_chans, image_size=data.train.image_size))
+        # the user's init_seed; the caller's global random state is restored afterwards
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.init_seed)
+            model = SparseResNetForImageClassification(SparseResNetConfig(
+                arch=model, num_labels=data.num_classes, in_chans=data.train.in_chans,
+                image_size=data.train.image_size))
     accelerator = accelerator or make_accelerator(config.train)
     run = _IMPRun(model, data, config, out, accelerator, progress)
     run._load_or_init_state()
@@ -390,6 +398,7 @@ def find_extreme_ticket(
     finally:
         if bar is not None:
             bar.close()
+        run.context.close()
     run.finish()
     run._barrier()
     accepted = [r for r in run.rounds if r.accepted]

@@ -125,3 +125,50 @@ def test_image_data_validation() -> None:
         ImageData(torch.zeros(2, 3, 4, 4), torch.zeros(2), 2, (0.5,) * 3, (0.5,) * 3)
     with pytest.raises(hlv.DatasetError, match="labels"):
         ImageData(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.zeros(3), 2, (0.5,) * 3, (0.5,) * 3)
+
+
+def test_normalizer_matches_normalize_and_builds_constants_once() -> None:
+    from hf_lottery_verify.data import Normalizer, normalize
+
+    images = torch.randint(0, 256, (4, 3, 5, 5), dtype=torch.uint8)
+    mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+    norm = Normalizer(mean, std)
+    expected = (images.float() - torch.tensor(mean).view(1, -1, 1, 1) * 255) / (torch.tensor(std).view(1, -1, 1, 1) * 255)
+    for _ in range(3):
+        assert torch.equal(norm(images), expected)
+    assert torch.equal(normalize(images, mean, std), expected)
+    assert norm(images, channels_last=True).is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(norm(images.double()), expected)  # float input: float32 out, same values
+    assert len(norm._constants) == 1
+
+
+def test_device_data_shards_cover_every_sample_once() -> None:
+    from hf_lottery_verify.data import DeviceData
+
+    for n in (1, 7, 37, 64):
+        data = make_synthetic(train_size=n, test_size=1, image_size=4).train
+        on_device = DeviceData(data, "cpu")
+        for shards in (1, 2, 3, 8):
+            bounds = [on_device.shard_bounds(shard, shards) for shard in range(shards)]
+            assert [i for start, stop in bounds for i in range(start, stop)] == list(range(n)), (n, shards)
+            labels = [y for start, stop in bounds for _, y in on_device.batches(5, start=start, stop=stop)]
+            assert torch.equal(torch.cat(labels), data.labels)
+    x, y = next(on_device.batches(64))
+    assert torch.equal(y, data.labels) and x.dtype == torch.float32
+
+
+def test_reseeded_batches_share_the_upload_and_equal_fresh_ones() -> None:
+    from hf_lottery_verify.data import DeviceData
+
+    data = make_synthetic(train_size=100, test_size=10, image_size=8).train
+    first = DeviceBatches(data, 10, seed=3)
+    again = first.reseeded(5)
+    assert again.uploaded is first.uploaded and again._images.data_ptr() == first._images.data_ptr()
+    fresh = DeviceBatches(data, 10, seed=5)
+    for (xa, ya), (xb, yb) in zip(again.epoch(2), fresh.epoch(2), strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    shared = DeviceBatches(data, 10, seed=5, uploaded=DeviceData(data, "cpu"))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(shared.epoch(0), fresh.epoch(0), strict=True))
+    other = make_synthetic(train_size=50, test_size=10, image_size=8).train
+    with pytest.raises(ValueError, match="another split"):
+        DeviceBatches(other, 10, uploaded=DeviceData(data, "cpu"))

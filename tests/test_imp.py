@@ -156,3 +156,24 @@ def test_resume_refuses_other_data_or_architecture(tmp_path: Path) -> None:
     with pytest.raises(hlv.TrainingError, match="arch"):
         find_extreme_ticket("cifar_resnet20", tiny_data(), out_dir=tmp_path, config=_config(max_rounds=1),
                             progress=False)
+
+
+def test_search_prepares_compiles_and_uploads_once_and_leaves_global_rng_alone(tmp_path: Path, monkeypatch) -> None:
+    from hf_lottery_verify import data as data_module
+    from hf_lottery_verify import training
+
+    compiled, uploads, prepared = [], [], []
+    monkeypatch.setattr(torch, "compile", lambda module, mode=None: (compiled.append(module), module)[1])
+    real_init = data_module.DeviceData.__init__
+    monkeypatch.setattr(data_module.DeviceData, "__init__",
+                        lambda self, d, device="cpu": (uploads.append(d), real_init(self, d, device))[1])
+    real_trainer_init = training.Trainer.__init__
+    monkeypatch.setattr(training.Trainer, "__init__",
+                        lambda self, *a, **k: (prepared.append(1), real_trainer_init(self, *a, **k))[1])
+    cfg = _config(max_rounds=2, train=tiny_train_config(epochs=3, compile=True))
+    rng = torch.get_rng_state()
+    result = find_extreme_ticket("cifar_resnet8", tiny_data(), out_dir=tmp_path, config=cfg, progress=False)
+    assert len(result.rounds) == 3  # dense and two pruning rounds ...
+    assert len(prepared) == 1 and len(compiled) == 1  # ... with one trainer and one compiled forward
+    assert len(uploads) == 2  # the train and the test split, once each
+    assert torch.equal(torch.get_rng_state(), rng)  # the library seeds no global generator

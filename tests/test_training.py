@@ -143,3 +143,249 @@ def test_multistep_has_no_float_off_by_one() -> None:
     milestone_step = round(0.5 * 47) * 10  # epoch 24 (round half to even), step 240
     assert lr_at(cfg, milestone_step - 1, total) == 1.0
     assert lr_at(cfg, milestone_step, total) == pytest.approx(0.1)
+
+
+# --------------------------------------------------------------------------- a loop that never waits on the host
+
+
+def test_mask_enforcer_uses_one_fused_gradient_guard_for_sgd(monkeypatch) -> None:
+    from hf_lottery_verify.training import MaskEnforcer
+
+    model = make_model(density=0.2).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    enforcer = MaskEnforcer(model.timm_parameters(), model.masks)
+    enforcer.attach(opt)
+    assert enforcer.guard == "gradients"
+    assert all(not p._backward_hooks for p in model.parameters())  # nothing in the backward pass
+    assert len(opt._optimizer_step_pre_hooks) == 1 and not opt._optimizer_step_post_hooks
+    calls = []
+    real = torch._foreach_mul_
+    monkeypatch.setattr(torch, "_foreach_mul_", lambda a, b: (calls.append(len(a)), real(a, b))[1])
+    x, y = torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,))
+    for _ in range(3):
+        opt.zero_grad()
+        model(x, labels=y).loss.backward()
+        opt.step()
+    assert calls == [len(model.masks)] * 3  # one fused call per step for every masked parameter
+    for name, mask in model.masks.items():
+        w = model.timm_parameters()[name].detach()
+        assert torch.all(w[~mask] == 0) and not torch.any(torch.signbit(w[~mask]))
+        assert torch.all(opt.state[model.timm_parameters()[name]]["momentum_buffer"][~mask] == 0)
+    enforcer.remove()
+    assert enforcer.guard is None and not opt._optimizer_step_pre_hooks
+
+
+class _MixingOptimizer(torch.optim.Optimizer):
+    """An update that mixes entries (every entry moves by the tensor's mean gradient): not element-wise."""
+
+    def __init__(self, params, lr: float = 0.1) -> None:
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.add_(p.grad + p.grad.abs().mean() + 0.01, alpha=-group["lr"])
+
+
+def test_mask_enforcer_also_masks_weights_for_other_optimizers() -> None:
+    from hf_lottery_verify.training import MaskEnforcer
+
+    model = make_model(density=0.2).train()
+    opt = _MixingOptimizer(model.parameters())
+    enforcer = MaskEnforcer(model.timm_parameters(), model.masks)
+    enforcer.attach(opt)
+    assert enforcer.guard == "gradients+weights"
+    x, y = torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,))
+    before = {n: p.detach().clone() for n, p in model.timm_parameters().items()}
+    for _ in range(3):
+        opt.zero_grad()
+        model(x, labels=y).loss.backward()
+        opt.step()
+    for name, mask in model.masks.items():
+        w = model.timm_parameters()[name].detach()
+        assert torch.all(w[~mask] == 0) and not torch.any(torch.signbit(w[~mask])), name
+        assert not torch.equal(w[mask], before[name][mask])
+    enforcer.remove()
+    assert not opt._optimizer_step_pre_hooks and not opt._optimizer_step_post_hooks
+
+
+def test_mix_in_samples_order_is_per_cycle_and_built_once(monkeypatch) -> None:
+    extra = ImageData(torch.arange(5, dtype=torch.uint8).view(5, 1, 1, 1).expand(5, 1, 4, 4).contiguous(),
+                      torch.arange(5), 5, (0.0,), (1 / 255,))
+    x, y = torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.long)
+    real = MixInSamples.cycle_order
+    built: list[int] = []
+    monkeypatch.setattr(MixInSamples, "cycle_order", lambda self, c: (built.append(c), real(self, c))[1])
+    for per_batch in (2, 7):  # 7 > 5 samples: one batch spans more than two cycles
+        mixer = MixInSamples(extra, per_batch=per_batch, seed=4)
+        built.clear()
+        got = [mixer(step, x, y)[1][2:] for step in range(300)]
+        perms = {}
+        for step, labels in enumerate(got):
+            expect = []
+            for q in range(step * per_batch, (step + 1) * per_batch):
+                cycle, pos = divmod(q, 5)
+                perms.setdefault(cycle, real(mixer, cycle))
+                expect.append(int(perms[cycle][pos]))
+            assert labels.tolist() == expect, step
+        assert built == sorted(set(built))  # every cycle's permutation made once, ahead of its steps
+    with pytest.raises(ValueError, match="per_batch"):
+        MixInSamples(extra, per_batch=0)
+
+
+def test_mixed_samples_are_normalised_like_the_batches() -> None:
+    from hf_lottery_verify.data import normalize
+
+    data = tiny_data(train_size=16, test_size=8)
+    mixer = MixInSamples(data.test, per_batch=3, seed=1)
+    x, y = torch.zeros(2, 3, 8, 8), torch.zeros(2, dtype=torch.long)
+    xs, ys = mixer(0, x, y)
+    taken = [int(i) for i in mixer.cycle_order(0)[:3]]
+    assert torch.equal(xs[2:], normalize(data.test.images[taken], data.test.mean, data.test.std))
+    assert torch.equal(ys[2:], data.test.labels[taken])
+
+
+def test_evaluate_reads_the_split_on_the_device_and_matches_a_dataloader() -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from hf_lottery_verify.data import DeviceData
+
+    data = tiny_data(train_size=16, test_size=45)
+    model = make_model(num_labels=4).train()
+    on_device = DeviceData(data.test, "cpu")
+    direct = evaluate(model, on_device, batch_size=16)
+    assert model.training  # the mode is restored
+    loader = DataLoader(TensorDataset(data.test.images, data.test.labels), batch_size=16)
+    legacy = evaluate(model, data.test, batch_size=16, loader=loader)
+    assert direct["count"] == legacy["count"] == 45 and direct["accuracy"] == legacy["accuracy"]
+    assert direct["loss"] == pytest.approx(legacy["loss"], rel=1e-9)
+    assert evaluate(model, data.test, batch_size=7) == pytest.approx(direct)
+
+
+def test_reset_trainer_equals_a_new_trainer() -> None:
+    data = tiny_data(train_size=128, test_size=32)
+    cfg = tiny_train_config(epochs=2)
+    start = make_model(num_labels=4, density=0.5)
+    other_masks = make_model(num_labels=4, density=0.3, seed=1).masks
+    init = {k: v.clone() for k, v in start.state_dict().items()}
+
+    fresh_model = make_model(num_labels=4, density=0.5)
+    fresh_model.set_masks(other_masks)
+    fresh = Trainer(fresh_model, data.train, TrainConfig(**{**cfg.to_dict(), "seed": 7}), test_data=data.test,
+                    progress=False)
+    fresh.train()
+
+    reused = Trainer(start, data.train, cfg, test_data=data.test, progress=False)
+    reused.train()  # a first run moves weights and fills momentum buffers
+    reused.reset(state_dict=init, masks=other_masks, seed=7)
+    assert reused.history == [] and not reused.optimizer.state
+    reused.train()
+    assert [(r.train_loss, r.test_accuracy) for r in reused.history] == [
+        (r.train_loss, r.test_accuracy) for r in fresh.history]
+    for (k, a), b in zip(fresh_model.state_dict().items(), start.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_training_context_compiles_and_uploads_once(monkeypatch) -> None:
+    from hf_lottery_verify import data as data_module
+    from hf_lottery_verify.training import TrainingContext
+
+    compiled, uploads = [], []
+    monkeypatch.setattr(torch, "compile", lambda module, mode=None: (compiled.append(module), module)[1])
+    real_init = data_module.DeviceData.__init__
+    monkeypatch.setattr(data_module.DeviceData, "__init__",
+                        lambda self, d, device="cpu": (uploads.append(d), real_init(self, d, device))[1])
+    data = tiny_data(train_size=64, test_size=16)
+    model = make_model(num_labels=4, density=0.5)
+    cfg = tiny_train_config(epochs=1, compile=True)
+    context = TrainingContext()
+    acc = make_accelerator(cfg)
+    trainers = []
+    for seed in (1, 2, 3):
+        trainer = context.trainer(model, data.train, TrainConfig(**{**cfg.to_dict(), "seed": seed}),
+                                  test_data=data.test, accelerator=acc, progress=False)
+        trainer.train()
+        assert trainer.config.seed == seed and trainer.batches.seed == seed
+        trainers.append(trainer)
+    assert trainers[0] is trainers[1] is trainers[2]
+    assert len(compiled) == 1 and len(uploads) == 2  # the train and the test split
+    other = context.trainer(model, data.train, tiny_train_config(epochs=2, compile=True), test_data=data.test,
+                            accelerator=acc, progress=False)  # another schedule: a new trainer, same uploads
+    assert other is not trainers[0] and len(compiled) == 2 and len(uploads) == 2
+    copy_a = context.working_copy(model)
+    copy_b = context.working_copy(make_model(num_labels=4, seed=5))
+    assert copy_a is copy_b and copy_b is not model and not copy_b.masks
+    context.close()
+
+
+def test_no_host_constants_or_copies_inside_an_epoch(monkeypatch) -> None:
+    from hf_lottery_verify.data import DeviceBatches
+
+    data = tiny_data(train_size=64, test_size=8)
+    batches = DeviceBatches(data.train, 8, seed=0)
+    next(iter(batches.epoch(0)))  # the normalisation constants are built on first use
+    made = []
+    real = torch.tensor
+    monkeypatch.setattr(torch, "tensor", lambda *a, **k: (made.append(a), real(*a, **k))[1])
+    assert len(list(batches.epoch(1))) == 8
+    assert made == []
+
+
+def test_progress_shows_batches_with_an_eta_only_when_asked(capsys) -> None:
+    data = tiny_data(train_size=64, test_size=8)
+    Trainer(make_model(num_labels=4), data.train, tiny_train_config(epochs=1), progress=True, desc="demo").train()
+    err = capsys.readouterr().err
+    assert "epoch 1/1" in err and "batch" in err and "demo" in err
+    Trainer(make_model(num_labels=4), data.train, tiny_train_config(epochs=1), progress=False).train()
+    assert "batch" not in capsys.readouterr().err
+
+
+def test_checkpoints_hold_no_pickle(tmp_path) -> None:
+    from safetensors import safe_open
+
+    data = tiny_data(train_size=64, test_size=8)
+    trainer = Trainer(make_model(num_labels=4, density=0.5), data.train, tiny_train_config(epochs=1),
+                      progress=False, checkpoint_dir=tmp_path)
+    trainer.train()
+    assert {p.name for p in tmp_path.iterdir()} == {"state.safetensors", "optimizer.safetensors", "progress.json"}
+    with safe_open(str(tmp_path / "optimizer.safetensors"), framework="pt") as f:
+        assert "optimizer_state_dict" in f.metadata()
+        assert any(k.endswith("momentum_buffer") for k in f.keys())  # noqa: SIM118
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_optimizer_state_round_trips_through_safetensors(tmp_path, kind: str) -> None:
+    from hf_lottery_verify.training import load_optimizer_state, save_optimizer_state
+
+    def make(model):
+        if kind == "adam":
+            return torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.8, 0.95))
+        return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+
+    model = make_model(num_labels=4)
+    opt = make(model)
+    model(torch.randn(2, 3, 8, 8), labels=torch.tensor([0, 1])).loss.backward()
+    opt.step()
+    save_optimizer_state(opt, tmp_path / "opt.safetensors")
+    again = make(model)
+    load_optimizer_state(again, tmp_path / "opt.safetensors")
+    a, b = opt.state_dict(), again.state_dict()
+    assert a["param_groups"] == b["param_groups"]
+    for idx, entry in a["state"].items():
+        for key, value in entry.items():
+            assert torch.equal(value, b["state"][idx][key]), (idx, key)
+
+
+def test_make_accelerator_reuses_the_process_state_through_public_api(caplog) -> None:
+    import inspect
+
+    from hf_lottery_verify import training
+
+    first = make_accelerator(TrainConfig(precision="bf16"))
+    with caplog.at_level("WARNING", logger="hf_lottery_verify.training"):
+        second = make_accelerator(TrainConfig(precision="fp32"))
+    assert first.mixed_precision == second.mixed_precision == "bf16"
+    assert "keeping it" in caplog.text
+    assert "_shared_state" not in inspect.getsource(training)

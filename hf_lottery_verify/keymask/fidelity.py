@@ -24,7 +24,7 @@ from torch import nn
 from ..data import DatasetPair, derive_seed
 from ..errors import MaskError
 from ..masks import MaskDict, count_kept, count_total
-from ..training import TrainConfig, Trainer, evaluate, make_accelerator
+from ..training import TrainConfig, Trainer, TrainingContext, evaluate, make_accelerator
 from ._common import _model_masks, _ordered_names
 from .split import fake_key_masks, merge_key_mask, split_key_mask
 
@@ -148,12 +148,13 @@ def retrain_from_rewind(
     accelerator: Any = None,
     progress: bool = False,
     desc: str = "retrain",
+    context: TrainingContext | None = None,
 ) -> tuple[nn.Module, dict[str, float]]:
     """Train ``N[W_k ⊙ masks]`` over epochs ``[rewind_epoch, epochs)`` of the schedule (late rewinding).
 
-    The rewind model is copied, not modified. Global torch randomness is seeded from
-    ``train_config.seed`` before training, so two calls with the same arguments give the
-    same weights on a CPU; data order and augmentation depend only on that seed too.
+    The rewind model is copied, not modified. Training draws no global randomness: data
+    order and augmentation depend only on ``train_config.seed``, so two calls with the same
+    arguments give the same weights on a CPU.
 
     Args:
         rewind (`SparseResNetForImageClassification`): The rewind weights ``W_k``, dense
@@ -164,8 +165,12 @@ def retrain_from_rewind(
         rewind_epoch (`int`): Epoch ``k`` to start from, in ``[0, train_config.epochs)``.
         accelerator (`accelerate.Accelerator`, *optional*): Shared accelerator; one is made
             from ``train_config`` when ``None``.
-        progress (`bool`, *optional*, defaults to `False`): Show an epoch progress bar.
+        progress (`bool`, *optional*, defaults to `False`): Show epoch and batch progress bars.
         desc (`str`, *optional*, defaults to `"retrain"`): Label of the progress bar.
+        context (`TrainingContext`, *optional*): Share one working model, one prepared (and
+            compiled) trainer and one upload of the data with the other calls given this
+            context (the arms of :func:`keymask_fidelity`); the results are the same.
+            The returned model then belongs to the context: the next call overwrites it.
 
     Returns:
         ``(model, metrics)``: the retrained model and the final test metrics
@@ -178,18 +183,24 @@ def retrain_from_rewind(
     """
     if not 0 <= rewind_epoch < train_config.epochs:
         raise ValueError(f"rewind_epoch must lie in [0, epochs={train_config.epochs}), got {rewind_epoch}.")
-    model = copy.deepcopy(rewind)
-    model.set_masks({name: m.detach().cpu() for name, m in masks.items()})
-    torch.manual_seed(derive_seed(train_config.seed, "keymask-retrain"))
-    trainer = Trainer(model, data.train, train_config, test_data=data.test, accelerator=accelerator,
-                      progress=progress, desc=desc)
+    if context is None:
+        model = copy.deepcopy(rewind)
+        model.set_masks({name: m.detach().cpu() for name, m in masks.items()})
+        trainer = Trainer(model, data.train, train_config, test_data=data.test, accelerator=accelerator,
+                          progress=progress, desc=desc)
+    else:
+        model = context.working_copy(rewind)
+        model.set_masks({name: m.detach() for name, m in masks.items()})
+        trainer = context.trainer(model, data.train, train_config, test_data=data.test, accelerator=accelerator,
+                                  progress=progress, desc=desc)
     try:
         trainer.train(start_epoch=rewind_epoch)
         last = trainer.history[-1]
         metrics = {"accuracy": float(last.test_accuracy), "loss": float(last.test_loss),
                    "count": int(last.test_count)}
     finally:
-        trainer.close()
+        if context is None:
+            trainer.close()
     return model, metrics
 
 
@@ -261,6 +272,7 @@ def keymask_fidelity(
     full_accuracy: float | None = None,
     accelerator: Any = None,
     progress: bool = False,
+    context: TrainingContext | None = None,
     **score_options: Any,
 ) -> KeymaskFidelity:
     """Verify a V1 split by fidelity: retrain from ``W_k`` with the key, without it, and with fake keys.
@@ -300,7 +312,12 @@ def keymask_fidelity(
             the split); skips that retraining when sweeping ratios or scorers.
         accelerator (`accelerate.Accelerator`, *optional*): Shared accelerator; one is made
             from ``train_config`` when ``None``.
-        progress (`bool`, *optional*, defaults to `False`): Show epoch progress bars.
+        progress (`bool`, *optional*, defaults to `False`): Show epoch and batch progress bars.
+        context (`TrainingContext`, *optional*): Where the arms' shared working model, trainer
+            (prepared, compiled once) and device copies of ``data`` live. By default a context
+            is made for this call and closed at its end; pass one (and close it yourself), with
+            the same ``accelerator``, to share them across several calls on the same rewind
+            model and data, e.g. a sweep over key ratios or scorers.
         **score_options: Options of the scorer (e.g. ``sources=2048`` for ``betweenness``).
 
     Returns:
@@ -333,33 +350,40 @@ def keymask_fidelity(
     n = count_kept(key)
     acc = accelerator or make_accelerator(train_config)
     seconds: dict[str, float] = {}
+    # one working model, one prepared/compiled trainer and one upload of the data for every arm
+    own_context = context is None
+    context = TrainingContext() if context is None else context
 
     def direct(masks: MaskDict) -> dict[str, float]:
         model = copy.deepcopy(ticket)
         model.set_masks(masks)
-        return evaluate(model.to(acc.device), data.test, accelerator=acc, batch_size=train_config.eval_batch_size)
-
-    t0 = time.perf_counter()
-    ticket_metrics = direct(full)
-    locked_ticket_metrics = direct(locked)
-    seconds["evaluate"] = time.perf_counter() - t0
+        return evaluate(model.to(acc.device), context.device_data(data.test, acc.device), accelerator=acc,
+                        batch_size=train_config.eval_batch_size)
 
     def arm(name: str, masks: MaskDict) -> dict[str, float]:
         t0 = time.perf_counter()
         _, metrics = retrain_from_rewind(rewind, masks, data, train_config=train_config, rewind_epoch=rewind_epoch,
-                                         accelerator=acc, progress=progress, desc=name)
+                                         accelerator=acc, progress=progress, desc=name, context=context)
         seconds[name] = time.perf_counter() - t0
         logger.info("keymask fidelity, %s: %.2f%% (%.1f s)", name, metrics["accuracy"], seconds[name])
         return metrics
 
-    reused = full_accuracy is not None
-    if not reused:
-        full_accuracy = arm("full", full)["accuracy"]
-    locked_metrics = arm("locked", locked)
-    fakes = []
-    for trial in range(fake_trials):
-        fake = fake_key_masks(locked, n=n, seed=derive_seed(seed, "fake1", trial))
-        fakes.append(arm(f"fake1[{trial}]", merge_key_mask(locked, fake))["accuracy"])
+    try:
+        t0 = time.perf_counter()
+        ticket_metrics = direct(full)
+        locked_ticket_metrics = direct(locked)
+        seconds["evaluate"] = time.perf_counter() - t0
+        reused = full_accuracy is not None
+        if not reused:
+            full_accuracy = arm("full", full)["accuracy"]
+        locked_metrics = arm("locked", locked)
+        fakes = []
+        for trial in range(fake_trials):
+            fake = fake_key_masks(locked, n=n, seed=derive_seed(seed, "fake1", trial))
+            fakes.append(arm(f"fake1[{trial}]", merge_key_mask(locked, fake))["accuracy"])
+    finally:
+        if own_context:
+            context.close()
     return KeymaskFidelity(
         score=score if computed else None,
         ratio=float(ratio) if computed else None,
