@@ -33,7 +33,8 @@ __all__ = [
     "SignatureTooLargeError",
     "KeyMismatchError",
     "KeyFileError",
-    # training and data
+    # configuration, training and data
+    "ConfigError",
     "DatasetError",
     "TrainingError",
     "HubError",
@@ -216,6 +217,10 @@ class KeyFileError(HfLotteryError, OSError):
 
 
 # --------------------------------------------------------------------------- training, data, hub
+
+
+class ConfigError(HfLotteryError, ValueError):
+    """A configuration value is out of range or inconsistent (a bad flag, on the command line)."""
 
 
 class DatasetError(HfLotteryError, ValueError):

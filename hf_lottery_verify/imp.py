@@ -26,19 +26,19 @@ Output folder::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from .atomic import write_json_atomic
+from .configs import IMPConfig
 from .configuration_sparse_resnet import SparseResNetConfig
 from .data import DatasetPair, derive_seed
 from .errors import TrainingError
@@ -47,58 +47,12 @@ from .masks import MaskDict, count_kept, count_total
 from .modeling_sparse_resnet import SparseResNetForImageClassification
 from .pruning import magnitude_prune
 from .storage import read_checkpoint, write_checkpoint
-from .training import TrainConfig, Trainer, TrainingContext, make_accelerator
+from .training import Trainer, TrainingContext, make_accelerator
 
 __all__ = ["IMPConfig", "IMPResult", "RoundRecord", "find_extreme_ticket"]
 
 logger = logging.getLogger(__name__)
 
-STATE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class IMPConfig:
-    """Settings of an extreme-ticket search.
-
-    Attributes:
-        train: Training recipe of every round (the dense run uses it too).
-        rewind_epoch: Epoch ``k`` whose weights every round rewinds to (paper: 3).
-        ratios: Pruning ratios tried in order; a failing round moves to the next one.
-        epsilon: Allowed accuracy gap to the dense model, in percentage points.
-        max_rounds: Stop after this many pruning rounds (reverted ones included);
-            ``None`` runs until the schedule is exhausted. Not part of the settings hash,
-            so a finished short run can be extended.
-        scope: ``global`` (paper) or ``layer`` magnitude pruning.
-        include_stem: Prune the stem convolution too.
-        include_classifier: Prune the classifier too.
-        init_seed: Seed of the dense weights' initialisation.
-    """
-
-    train: TrainConfig = field(default_factory=TrainConfig)
-    rewind_epoch: int = 3
-    ratios: tuple[float, ...] = (0.2, 0.1, 0.05, 0.01)
-    epsilon: float = 1.0
-    max_rounds: int | None = None
-    scope: Literal["global", "layer"] = "global"
-    include_stem: bool = False
-    include_classifier: bool = False
-    init_seed: int = 0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "ratios", tuple(float(r) for r in self.ratios))
-        if not self.ratios or any(not 0 < r < 1 for r in self.ratios):
-            raise ValueError(f"ratios must be fractions in (0, 1), got {self.ratios}.")
-        if not 0 <= self.rewind_epoch < self.train.epochs:
-            raise ValueError(f"rewind_epoch must lie in [0, epochs={self.train.epochs}), got {self.rewind_epoch}.")
-
-    def settings_hash(self) -> str:
-        """SHA-256 of the canonical JSON of every setting that changes the result."""
-        d = asdict(self)
-        d.pop("max_rounds")
-        for k in ("compile", "compile_mode", "eval_batch_size"):
-            d["train"].pop(k)
-        d["state_version"] = STATE_VERSION
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass

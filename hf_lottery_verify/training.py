@@ -28,12 +28,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .configs import TrainConfig
 from .data import DeviceBatches, DeviceData, ImageData, Normalizer, derive_seed
 from .errors import TrainingError
 from .masks import check_masks
@@ -55,8 +56,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Precision = Literal["fp32", "bf16", "fp16"]
-Schedule = Literal["multistep", "onecycle", "constant", "cosine"]
 
 
 # --------------------------------------------------------------------------- masks under training
@@ -159,73 +158,6 @@ class MaskEnforcer:
 
 
 # --------------------------------------------------------------------------- configuration
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters of one training run.
-
-    The defaults are the paper's CIFAR recipe: SGD, momentum 0.9, weight decay 1e-4,
-    lr 0.1, 182 epochs, ×0.1 at epochs 91 and 136 (``milestones`` are fractions of
-    ``epochs``: 0.5 → 91, 0.75 → 136). Use ``schedule="onecycle"`` for short runs.
-
-    Attributes:
-        epochs: Epochs of a full run.
-        batch_size: Per-process batch size.
-        lr: Peak learning rate.
-        momentum: SGD momentum.
-        nesterov: Use Nesterov momentum.
-        weight_decay: L2 weight decay (5e-4 for ResNet-50 in the paper).
-        schedule: ``multistep``, ``onecycle``, ``cosine`` or ``constant``.
-        milestones: Fractions of ``epochs`` where ``multistep`` multiplies lr by ``gamma``.
-        gamma: Multistep factor.
-        warmup_fraction: Share of the run spent warming up in ``onecycle``.
-        label_smoothing: Cross-entropy label smoothing.
-        precision: ``fp32``, ``bf16`` (autocast) or ``fp16``.
-        channels_last: Use channels-last memory format (on CUDA).
-        compile: Wrap the forward in ``torch.compile``.
-        compile_mode: ``torch.compile`` mode.
-        augment: Random crop and flip.
-        pad: Crop padding in pixels.
-        flip: Horizontal flips (turn off for digits/text).
-        eval_batch_size: Batch size for evaluation.
-        seed: Seed of initialisation-independent randomness (data order, augmentation).
-    """
-
-    epochs: int = 182
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 1e-4
-    schedule: Schedule = "multistep"
-    milestones: tuple[float, ...] = (0.5, 0.75)
-    gamma: float = 0.1
-    warmup_fraction: float = 0.25
-    label_smoothing: float = 0.0
-    precision: Precision = "fp32"
-    channels_last: bool = True
-    compile: bool = False
-    compile_mode: str | None = None
-    augment: bool = True
-    pad: int = 4
-    flip: bool = True
-    eval_batch_size: int = 1024
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be positive.")
-        if self.schedule not in ("multistep", "onecycle", "constant", "cosine"):
-            raise ValueError(f"Unknown schedule '{self.schedule}': use multistep, onecycle, cosine or constant.")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"Unknown precision '{self.precision}': use fp32, bf16 or fp16.")
-        if any(not 0 < m < 1 for m in self.milestones):
-            raise ValueError("milestones are fractions of the run, each in (0, 1), e.g. (0.5, 0.75).")
-        object.__setattr__(self, "milestones", tuple(self.milestones))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def lr_at(config: TrainConfig, step: int, total_steps: int) -> float:

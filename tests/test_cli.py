@@ -63,7 +63,7 @@ def test_find_ticket_command(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     argv = ["find-ticket", "--arch", "cifar_resnet8", "--dataset", "synthetic", "--train-limit", "512",
             "--test-limit", "100", "--out", str(out), "--epochs", "2", "--rewind-epoch", "1", "--batch-size", "32",
-            "--schedule", "onecycle", "--ratios", "0.5,0.2", "--max-rounds", "1", "--pad", "1", "--cpu", "--json"]
+            "--schedule", "onecycle", "--ratios", "0.5", "0.2", "--max-rounds", "1", "--pad", "1", "--cpu", "--json"]
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["rounds"][0]["kind"] == "dense" and len(report["rounds"]) == 2

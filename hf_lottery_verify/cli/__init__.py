@@ -1,0 +1,115 @@
+"""The ``hf-lottery`` command line.
+
+Commands (each with ``--help``; ``--json`` prints JSON and nothing else on stdout):
+
+===============  ====================================================================
+``demo``         the whole workflow on real Fashion-MNIST, with a report folder
+``find-ticket``  IMP with late rewinding (resumable; works under ``accelerate launch``)
+``split-key``    Scheme V1: private key mask and public locked ticket
+``sign``         Scheme V2: keyed QR signature in the mask
+``triggers``     Scheme V3: a secret trigger set in the key
+``retrain``      retrain a signed ticket from its rewind weights (with triggers)
+``extract``      read a suspect's signature with the key
+``push``         publish to the Hub with a model card and an ownership badge
+``verify``       verify a Hub repo, folder, file or endpoint against the key
+``serve``        serve a model on loopback in the Inference API shape
+``attack``       run a registered attack on a model folder
+``calibrate``    false-claim rate of a key over null models
+===============  ====================================================================
+
+Flags come from dataclasses (:mod:`hf_lottery_verify.configs`, :mod:`.args`) through
+``transformers.HfArgumentParser``. Parsing imports neither torch nor timm, so ``--help``
+answers at once; each command imports what it needs. Exit status: 0 success (for
+``verify``: owned), 1 a negative result (``verify``: not owned; ``extract``: no match),
+3 inconclusive, 2 a user error — always one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .. import _registration
+from .._version import __version__
+from ._parsing import EXIT_USAGE, Parser
+
+__all__ = ["main", "build_parser", "COMMANDS"]
+
+logger = logging.getLogger(__name__)
+
+COMMANDS: dict[str, Callable[[Any], None]] = {}
+"""Command name → function adding its sub-parser (filled by the command modules)."""
+ORDER = ("demo", "find-ticket", "split-key", "sign", "triggers", "retrain", "extract", "push", "verify", "serve",
+         "attack", "calibrate")
+"""The order of ``--help``: the workflow's."""
+
+
+def command(name: str) -> Callable[[Callable[[Any], None]], Callable[[Any], None]]:
+    """Register the function that adds the sub-parser of command ``name``."""
+
+    def deco(fn: Callable[[Any], None]) -> Callable[[Any], None]:
+        COMMANDS[name] = fn
+        return fn
+
+    return deco
+
+
+def build_parser() -> Parser:
+    """The ``hf-lottery`` parser with every registered command."""
+    from . import commands  # noqa: F401  (registers the commands)
+
+    parser = Parser(prog="hf-lottery",
+                    description="Find, sign, publish and verify sparse winning tickets (Chen et al., NeurIPS 2021).")
+    parser.add_argument("--version", action="version", version=f"hf-lottery {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for name in sorted(COMMANDS, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER)):
+        COMMANDS[name](sub)
+    return parser
+
+
+def _fail(args: Any, message: str) -> int:
+    name = getattr(args, "command", None)
+    sys.stderr.write(f"hf-lottery{' ' + name if name else ''}: error: {message}\n")
+    return EXIT_USAGE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``hf-lottery``.
+
+    Args:
+        argv (`Sequence[str]`, *optional*): Arguments without the program name
+            (``sys.argv[1:]`` when ``None``).
+
+    Returns:
+        The exit status.
+    """
+    _registration.suspend_hooks()  # parsing imports transformers for HfArgumentParser only
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("huggingface_hub", "httpx", "httpx2"):
+        logging.getLogger(noisy).setLevel(max(level, logging.ERROR))
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 0
+    from ..errors import HfLotteryError
+
+    _registration.register()
+    try:
+        return int(args.handler(args))
+    except HfLotteryError as exc:
+        return _fail(args, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+        return _fail(args, f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+    except KeyboardInterrupt:
+        sys.stderr.write(f"hf-lottery {args.command}: interrupted (re-run the same command to resume where it "
+                         "supports resuming)\n")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,243 @@
+"""The per-command arguments of ``hf-lottery`` (and of ``examples/``), one dataclass per concern.
+
+Run configurations (training recipe, IMP search) live in :mod:`hf_lottery_verify.configs`;
+what is here are the inputs and outputs of each command. Positional arguments (a model
+folder, a repo id) are added by the command itself. This module imports neither torch nor
+transformers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "DataArgs",
+    "EvalDataArgs",
+    "OutputArgs",
+    "FindTicketArgs",
+    "SplitKeyArgs",
+    "SignatureOptions",
+    "SignArgs",
+    "ExtractArgs",
+    "TriggersArgs",
+    "RetrainArgs",
+    "PushArgs",
+    "VerifyArgs",
+    "ServeArgs",
+    "AttackArgs",
+    "CalibrateArgs",
+]
+
+
+def _help(text: str, **kwargs: Any) -> Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass
+class OutputArgs:
+    """How results are printed."""
+
+    _argument_group_name = "output"
+    json: bool = _help("print the result as JSON (nothing else on stdout)", default=False)
+
+
+@dataclass
+class DataArgs:
+    """Which dataset to train and evaluate on."""
+
+    _argument_group_name = "data"
+    dataset: str = _help("cifar10, cifar100, fashion_mnist, synthetic or imagefolder:<path>",
+                         default="fashion_mnist")
+    data_dir: str | None = _help("dataset files or cache folder", default=None)
+    train_limit: int | None = _help("use at most this many (seeded random) training samples", default=None)
+    test_limit: int | None = _help("use at most this many test samples", default=None)
+
+
+@dataclass
+class EvalDataArgs:
+    """An optional test split to measure accuracy on."""
+
+    _argument_group_name = "evaluation data"
+    dataset: str | None = _help("measure accuracy on this dataset's test split (cifar10, fashion_mnist, ...)",
+                                default=None)
+    data_dir: str | None = _help("dataset files or cache folder", default=None)
+    test_limit: int | None = _help("evaluate on at most this many test samples", default=None)
+
+
+@dataclass
+class FindTicketArgs:
+    """Inputs and outputs of ``find-ticket``."""
+
+    _argument_group_name = "run"
+    out: str = _help("output and resume folder (re-run the same command to resume)")
+    arch: str = _help("timm architecture (cifar_resnet20_a is the paper's ResNet-20)", default="cifar_resnet20")
+    cpu: bool = _help("train on the CPU even when a GPU is visible", default=False)
+
+
+@dataclass
+class SplitKeyArgs:
+    """Scheme V1: the key-mask split."""
+
+    _argument_group_name = "key mask"
+    ratio: float = _help("share of the kept weights that goes into the private key")
+    key_out: str = _help("where to write the private ownership key (JSON; a section is added to an existing key)")
+    out: str = _help("public folder for the locked ticket")
+    score: Literal["omp", "ewp", "betweenness", "random"] = _help("scorer of Algorithm 1", default="omp")
+    seed: int = _help("seed (random scorer, betweenness sampling)", default=0)
+    sources: int | None = _help("betweenness only: sample this many source channels (exact when omitted)",
+                                default=None)
+    weights: Literal["inverse", "neglog", "none", "abs_length"] | None = _help(
+        "betweenness only: edge lengths (inverse = 1/sum|kernel|, the default)", default=None)
+    compact: bool = _help("save the locked ticket in the compact layout", default=False)
+
+
+@dataclass
+class SignatureOptions:
+    """Scheme V2: how the QR signature is embedded (see embed_signature)."""
+
+    _argument_group_name = "signature"
+    copies: int | None = _help("copies of the symbol, one stage each (default: as many stages as fit, up to 3)",
+                               default=None)
+    module_weights: int = _help("kept weights per kernel that encodes a 1 (1 = the paper's)", default=2)
+    ecc: Literal["L", "M", "Q", "H"] = _help("QR error-correction level", default="H")
+    version: int | None = _help("QR version (default: the smallest that fits)", default=None)
+    layers: str | None = _help("'all' or comma-separated parameter names (default: the spatial convs)",
+                               default=None)
+    seed: int = _help("seed of the values of switched-on weights", default=0)
+    secret: str | None = _help("hex secret of the keyed placement (default: a fresh random one; keep it private)",
+                               default=None)
+
+    def embed_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`hf_lottery_verify.signature.embed_signature`."""
+        out: dict[str, Any] = {"copies": self.copies, "module_weights": self.module_weights, "ecc": self.ecc,
+                               "version": self.version, "seed": self.seed, "secret": self.secret}
+        if self.layers:
+            out["layers"] = "all" if self.layers == "all" else self.layers.split(",")
+        return {k: v for k, v in out.items() if v is not None}
+
+
+@dataclass
+class SignArgs:
+    """Inputs and outputs of ``sign``."""
+
+    _argument_group_name = "sign"
+    signature: str = _help("text to embed (an owner id, a date, ...)")
+    key_out: str = _help("where to write the private ownership key (never overwritten; a section is added to an "
+                         "existing key without one)")
+    out: str = _help("folder for the signed ticket")
+    rewind: str | None = _help("rewind-weights folder: values for switched-on weights", default=None)
+    owner: str | None = _help("public owner name for the ownership claim", default=None)
+    compact: bool = _help("save in the compact layout", default=False)
+
+
+@dataclass
+class ExtractArgs:
+    """Inputs of ``extract``."""
+
+    _argument_group_name = "extract"
+    key: str = _help("the owner's key (JSON)")
+    no_defense: bool = _help("do not apply the add-on defense (top-k by magnitude per layer)", default=False)
+
+
+@dataclass
+class TriggersArgs:
+    """Scheme V3: the trigger set added to the key."""
+
+    _argument_group_name = "trigger set"
+    key: str = _help("the ownership key to add the trigger set to (created if missing)")
+    num_classes: int = _help("classes of the model's task")
+    arch: str | None = _help("architecture, when the key file does not exist yet", default=None)
+    n: int = _help("number of trigger images", default=100)
+    image_size: int = _help("side of the generated images", default=32)
+    channels: int = _help("channels of the generated images", default=3)
+    seed: int | None = _help("seed (default: a fresh random one, recorded in the key)", default=None)
+    adi: str | None = _help("use an Adi-style folder (pics/*.jpg + labels-cifar.txt) instead", default=None)
+    adi_mode: Literal["resize", "center_crop"] = _help("Adi images: resize, or the original centre crop",
+                                                      default="resize")
+
+
+@dataclass
+class RetrainArgs:
+    """Inputs and outputs of ``retrain``."""
+
+    _argument_group_name = "retrain"
+    rewind: str = _help("the rewind weights (find-ticket's rewind/)")
+    out: str = _help("folder for the retrained ticket")
+    key: str | None = _help("the ownership key (its trigger set is mixed in)", default=None)
+    rewind_epoch: int | None = _help("epoch k (default: read from the rewind folder)", default=None)
+    triggers_per_batch: int | None = _help("trigger images per batch (default: 1 per 128 training images)",
+                                           default=None)
+    cpu: bool = _help("train on the CPU even when a GPU is visible", default=False)
+
+
+@dataclass
+class PushArgs:
+    """Inputs of ``push``."""
+
+    _argument_group_name = "push"
+    signature: str | None = _help("sign with this text before publishing (needs --key-out)", default=None)
+    key_out: str | None = _help("where to write the private key when signing", default=None)
+    key: str | None = _help("an existing private key whose public claim (a hash commitment) to publish",
+                            default=None)
+    owner: str | None = _help("public owner name in the claim and the card", default=None)
+    private: bool = _help("create the repo as private", default=False)
+    revision: str | None = _help("branch to commit to", default=None)
+    message: str | None = _help("commit message", default=None)
+    token: str | None = _help("Hub token (default: the logged-in one or HF_TOKEN)", default=None)
+    accuracy: float | None = _help("test accuracy in percent, for the model card", default=None)
+    dataset_name: str | None = _help("dataset name for the model card (e.g. cifar10)", default=None)
+    compact: bool = _help("publish the compact layout (not loadable by plain timm)", default=False)
+
+
+@dataclass
+class VerifyArgs:
+    """Inputs of ``verify``."""
+
+    _argument_group_name = "verify"
+    key: str = _help("your private ownership key (JSON)")
+    endpoint: str | None = _help("verify a live inference endpoint (black-box, Scheme V3)", default=None)
+    revision: str | None = _help("Hub branch, tag or commit", default=None)
+    quick: bool = _help("only read the public claim from the weights header (no weights downloaded)",
+                        default=False)
+    local_files_only: bool = _help("use the Hub cache only (as HF_HUB_OFFLINE=1)", default=False)
+    token: str | None = _help("Hub token", default=None)
+    no_priority: bool = _help("do not walk the repo's commit history for the claim's priority", default=False)
+    timeout: float = _help("endpoint request timeout in seconds", default=10.0)
+    retries: int = _help("endpoint retries per request", default=2)
+    budget: int | None = _help("maximum endpoint requests", default=None)
+    badge: str | None = _help("also write an SVG badge of the verdict to this file", default=None)
+
+
+@dataclass
+class ServeArgs:
+    """Inputs of ``serve``."""
+
+    _argument_group_name = "serve"
+    port: int = _help("port (0 picks a free one)", default=8000)
+    host: str = _help("address to listen on", default="127.0.0.1")
+    allow_remote: bool = _help("allow a non-loopback --host", default=False)
+    top_k: int = _help("labels per answer", default=5)
+
+
+@dataclass
+class AttackArgs:
+    """Inputs and outputs of ``attack``."""
+
+    _argument_group_name = "attack"
+    out: str = _help("folder for the attacked model")
+    param: list[str] = _help("attack parameters as key=value (e.g. fraction=0.2 method=random); see "
+                             "`hf-lottery attack --list`", default_factory=list)
+    seed: int = _help("seed of the attack", default=0)
+
+
+@dataclass
+class CalibrateArgs:
+    """Inputs of ``calibrate``."""
+
+    _argument_group_name = "calibrate"
+    key: str = _help("the ownership key to calibrate")
+    n: int = _help("number of null models", default=50)
+    kinds: list[str] = _help("kinds of null models: init, pruned, trained, signed_other",
+                             default_factory=lambda: ["init", "pruned", "signed_other"])
+    seed: int = _help("seed of the null models", default=0)

@@ -1,0 +1,164 @@
+"""The ownership schemes on a ticket folder: ``sign`` (V2), ``extract``, ``triggers`` (V3), ``retrain``."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from argparse import Namespace
+from pathlib import Path
+from typing import Any
+
+from ...configs import TrainConfig
+from .. import command
+from .._parsing import build, flat, write
+from ..args import (
+    DataArgs,
+    EvalDataArgs,
+    ExtractArgs,
+    OutputArgs,
+    RetrainArgs,
+    SignArgs,
+    SignatureOptions,
+    TriggersArgs,
+)
+
+
+@command("sign")
+def _sign_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "sign", help="Scheme V2: embed a keyed QR-code signature into a ticket's mask",
+        description="Embed TEXT as a QR code into the sparse mask, whitened and placed by a secret kept in the key, "
+                    "keeping the number of kept weights unchanged; save the signed ticket to --out and the private "
+                    "key to --key-out. Retrain the signed ticket afterwards (hf-lottery retrain).",
+        dataclass_types=[SignArgs, SignatureOptions, EvalDataArgs, OutputArgs])
+    p.add_argument("model_dir", help="a saved sparse model folder (e.g. find-ticket's ticket/)")
+    p.set_defaults(handler=_sign)
+
+
+def _sign(args: Namespace) -> int:
+    from ...workflows import sign_folder
+
+    report = sign_folder(args.model_dir, signature=args.signature, key_out=args.key_out, out_dir=args.out,
+                         owner=args.owner, rewind_dir=args.rewind, options=build(SignatureOptions, args).embed_kwargs(),
+                         dataset=args.dataset, data_dir=args.data_dir, test_limit=args.test_limit,
+                         compact=args.compact)
+    if args.json:
+        write(json.dumps(report, indent=2, default=str))
+        return 0
+    before, after = report.get("accuracy_before"), report.get("accuracy_after")
+    write(f"signed {args.model_dir} with {args.signature!r} ({report['copies']} cop"
+          f"{'y' if report['copies'] == 1 else 'ies'}); density unchanged at {report['density']:.4%}\n"
+          + (f"accuracy {before:.2f}% -> {after:.2f}% ({after - before:+.2f}) before retraining\n"
+             if before is not None else "")
+          + f"signed ticket: {args.out}\nprivate key: {args.key_out} (keep it; never upload it)\n"
+          "NOTE: the signed ticket still needs retraining from its rewind weights under the signed mask "
+          "(hf-lottery retrain) before you publish it: embedding changes the mask.")
+    return 0
+
+
+@command("extract")
+def _extract_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "extract", help="Scheme V2: read and decode the signature from a suspect with the key",
+        description="Recover the suspect's mask from its non-zero weights, read the key's slots, decode the QR code "
+                    "and report the bit agreement and its p-value. Exit status 0 when the signature decodes to the "
+                    "key's text, 1 otherwise. (hf-lottery verify runs every scheme and re-aligns channels first.)",
+        dataclass_types=[ExtractArgs, OutputArgs])
+    p.add_argument("model", help="suspect folder, .safetensors file or Hub repo id")
+    p.set_defaults(handler=_extract)
+
+
+def _extract(args: Namespace) -> int:
+    from ...signature import extract_signature
+
+    ev = extract_signature(args.model, args.key, defense=not args.no_defense)
+    if args.json:
+        write(json.dumps(ev.to_dict(), indent=2, default=str))
+    else:
+        write(f"decoded text: {ev.text!r} ({'matches the key' if ev.matches else 'no match'})\n"
+              f"bit agreement: {ev.bit_agreement:.4f}; p-value under an unrelated mask: {ev.p_value:.3g}")
+    return 0 if ev.matches else 1
+
+
+@command("triggers")
+def _triggers_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "triggers", help="Scheme V3: add a secret trigger set to your ownership key",
+        description="Generate fresh out-of-distribution abstract images with random labels (or load an Adi-style "
+                    "folder) and store them in the key's 'triggers' section. Retraining with the key then teaches "
+                    "the model these labels; verification queries the suspect with them (black-box).",
+        dataclass_types=[TriggersArgs, OutputArgs])
+    p.set_defaults(handler=_triggers)
+
+
+def _triggers(args: Namespace) -> int:
+    from ...errors import KeyFileError
+    from ...ownership_key import TRIGGERS_SECTION, OwnershipKey, save_key_section
+    from ...triggers import add_triggers_to_key, load_adi_trigger_set, make_trigger_set
+
+    if args.adi:
+        triggers = load_adi_trigger_set(args.adi, mode=args.adi_mode, num_classes=args.num_classes,
+                                        image_size=args.image_size, channels=args.channels)
+    else:
+        seed = args.seed if args.seed is not None else secrets.randbits(63)
+        triggers = make_trigger_set(args.n, num_classes=args.num_classes, image_size=args.image_size,
+                                    channels=args.channels, seed=seed)
+    if Path(args.key).exists():
+        arch = OwnershipKey.load(args.key).arch
+    elif args.arch:
+        arch = args.arch
+    else:
+        raise KeyFileError(f"{args.key} does not exist; pass --arch to create a new key.")
+    key = OwnershipKey(arch=arch)
+    add_triggers_to_key(key, triggers)
+    save_key_section(key, args.key, TRIGGERS_SECTION)
+    report = {"key": args.key, "n": len(triggers), "num_classes": triggers.num_classes, "source": triggers.source,
+              "digest": triggers.digest()}
+    write(json.dumps(report, indent=2) if args.json else
+          f"added {len(triggers)} trigger images ({triggers.source}) to {args.key}; retrain with the key "
+          "(hf-lottery retrain) so the model learns them")
+    return 0
+
+
+@command("retrain")
+def _retrain_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "retrain", help="retrain a signed ticket from its rewind weights (with the key's trigger set)",
+        description="Train the signed ticket's mask from the rewind weights W_k over epochs [k, epochs) of the "
+                    "schedule, mixing the key's trigger images into every batch when the key has a trigger set. The "
+                    "mask, and so the signature and the density, stay exactly the same. Works under `accelerate "
+                    "launch`.",
+        dataclass_types=[RetrainArgs, DataArgs, flat(TrainConfig, group="training recipe (TrainConfig)"),
+                         OutputArgs])
+    p.add_argument("model_dir", help="the signed ticket (hf-lottery sign's --out)")
+    p.set_defaults(handler=_retrain)
+
+
+def _retrain(args: Namespace) -> int:
+    from ...retrain import retrain_folder
+    from ...training import make_accelerator
+
+    config = build(TrainConfig, args)
+    accelerator = make_accelerator(config, cpu=args.cpu or None)
+    report = retrain_folder(args.model_dir, rewind_dir=args.rewind, key_path=args.key, dataset=args.dataset,
+                            out_dir=args.out, config=config, rewind_epoch=args.rewind_epoch, data_dir=args.data_dir,
+                            train_limit=args.train_limit, test_limit=args.test_limit,
+                            triggers_per_batch=args.triggers_per_batch, accelerator=accelerator,
+                            progress=not args.json)
+    if not accelerator.is_main_process:
+        return 0
+    if args.json:
+        write(json.dumps(report, indent=2, default=str))
+        return 0
+
+    def pct(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.2f}%"
+
+    lines = [f"accuracy: signed {pct(report.get('accuracy_signed'))} -> retrained "
+             f"{pct(report.get('accuracy_retrained'))}"]
+    if report.get("trigger_agreement_after") is not None:
+        lines.append(f"trigger agreement: {report.get('trigger_agreement_before') or 0:.0%} -> "
+                     f"{report['trigger_agreement_after']:.0%}")
+    lines.append(f"retrained ticket: {args.out} (mask and density unchanged)")
+    write("\n".join(lines))
+    return 0

@@ -1,0 +1,123 @@
+"""The run configurations, declared once: library defaults, CLI flags, examples' flags and JSON.
+
+Each setting is a typed dataclass field with its help text beside it (``metadata["help"]``);
+``transformers.HfArgumentParser`` builds the command line's flags from these declarations
+(:mod:`hf_lottery_verify.cli`, ``examples/``), and the library uses the same objects. The
+module imports neither torch nor transformers, so ``hf-lottery --help`` stays fast.
+
+* :class:`TrainConfig` — one training run (dense training, IMP rounds, retraining, fine-tuning);
+* :class:`IMPConfig` — the extreme-ticket search (IMP with late rewinding) around it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+__all__ = ["TrainConfig", "IMPConfig", "Schedule", "Precision", "IMP_STATE_VERSION"]
+
+Precision = Literal["fp32", "bf16", "fp16"]
+Schedule = Literal["multistep", "onecycle", "constant", "cosine"]
+IMP_STATE_VERSION = 1
+
+
+def _help(text: str, **kwargs: Any) -> Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run.
+
+    The defaults are the paper's CIFAR recipe: SGD, momentum 0.9, weight decay 1e-4, lr 0.1,
+    182 epochs, ×0.1 at epochs 91 and 136 (``milestones`` are fractions of ``epochs``:
+    0.5 → 91, 0.75 → 136). Use ``schedule="onecycle"`` for short runs. Every field's help
+    text is in its ``metadata["help"]`` (also shown by ``hf-lottery find-ticket --help``).
+
+    Raises:
+        ConfigError: A value out of range (non-positive epochs, unknown schedule, ...).
+    """
+
+    epochs: int = _help("epochs of a full run", default=182)
+    batch_size: int = _help("per-process batch size", default=128)
+    lr: float = _help("peak learning rate", default=0.1)
+    momentum: float = _help("SGD momentum", default=0.9)
+    nesterov: bool = _help("use Nesterov momentum", default=False)
+    weight_decay: float = _help("L2 weight decay (5e-4 for ResNet-50 in the paper)", default=1e-4)
+    schedule: Schedule = _help("learning-rate schedule: multistep, onecycle, cosine or constant", default="multistep")
+    milestones: list[float] = _help("fractions of the run where multistep multiplies lr by gamma",
+                                    default_factory=lambda: [0.5, 0.75])
+    gamma: float = _help("multistep factor", default=0.1)
+    warmup_fraction: float = _help("share of the run spent warming up in onecycle", default=0.25)
+    label_smoothing: float = _help("cross-entropy label smoothing", default=0.0)
+    precision: Precision = _help("fp32, bf16 (autocast) or fp16", default="fp32")
+    channels_last: bool = _help("channels-last memory format (on CUDA)", default=True)
+    compile: bool = _help("wrap the forward in torch.compile", default=False)
+    compile_mode: str | None = _help("torch.compile mode (e.g. reduce-overhead for CUDA graphs)", default=None)
+    augment: bool = _help("random crop and flip", default=True)
+    pad: int = _help("crop padding in pixels", default=4)
+    flip: bool = _help("horizontal flips (turn off for digits and text)", default=True)
+    eval_batch_size: int = _help("evaluation batch size", default=1024)
+    seed: int = _help("seed of data order and augmentation", default=0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("epochs and batch_size must be positive.")
+        if self.schedule not in ("multistep", "onecycle", "constant", "cosine"):
+            raise ConfigError(f"Unknown schedule '{self.schedule}': use multistep, onecycle, cosine or constant.")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"Unknown precision '{self.precision}': use fp32, bf16 or fp16.")
+        if any(not 0 < m < 1 for m in self.milestones):
+            raise ConfigError("milestones are fractions of the run, each in (0, 1), e.g. 0.5 0.75.")
+        if self.lr <= 0 or self.pad < 0 or self.eval_batch_size < 1:
+            raise ConfigError("lr and eval_batch_size must be positive and pad non-negative.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict of the settings."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class IMPConfig:
+    """Settings of an extreme-ticket search (IMP with late rewinding, Section 4.1).
+
+    Raises:
+        ConfigError: Ratios outside (0, 1), or a rewind epoch outside ``[0, train.epochs)``.
+    """
+
+    train: TrainConfig = field(default_factory=TrainConfig,
+                               metadata={"help": "training recipe of every round (the dense run uses it too)"})
+    rewind_epoch: int = _help("epoch k whose weights every round rewinds to (paper: 3)", default=3)
+    ratios: list[float] = _help("pruning ratios tried in order; a failing round moves to the next one",
+                                default_factory=lambda: [0.2, 0.1, 0.05, 0.01])
+    epsilon: float = _help("allowed accuracy gap to the dense model, in points", default=1.0)
+    max_rounds: int | None = _help("stop after this many pruning rounds (default: until the schedule is exhausted; "
+                                   "not part of the resume hash, so a short run can be extended)", default=None)
+    scope: Literal["global", "layer"] = _help("global (paper) or per-layer magnitude pruning", default="global")
+    include_stem: bool = _help("prune the stem convolution too", default=False)
+    include_classifier: bool = _help("prune the classifier too", default=False)
+    init_seed: int = _help("seed of the dense weights' initialisation", default=0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ratios", tuple(float(r) for r in self.ratios))
+        if not self.ratios or any(not 0 < r < 1 for r in self.ratios):
+            raise ConfigError(f"ratios must be fractions in (0, 1), got {self.ratios}.")
+        if not 0 <= self.rewind_epoch < self.train.epochs:
+            raise ConfigError(f"rewind_epoch must lie in [0, epochs={self.train.epochs}), got {self.rewind_epoch}; "
+                              "lower --rewind-epoch or raise --epochs.")
+        if self.max_rounds is not None and self.max_rounds < 0:
+            raise ConfigError(f"max_rounds must be non-negative, got {self.max_rounds}.")
+
+    def settings_hash(self) -> str:
+        """SHA-256 of the canonical JSON of every setting that changes the result."""
+        d = asdict(self)
+        d.pop("max_rounds")
+        for k in ("compile", "compile_mode", "eval_batch_size"):
+            d["train"].pop(k)
+        d["state_version"] = IMP_STATE_VERSION
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
