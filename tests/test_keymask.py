@@ -453,6 +453,83 @@ def test_single_weight_key_round_trips_through_files(tiny_model, tmp_path) -> No
     assert _state_equal(restored, tiny_model)
 
 
+# --------------------------------------------------------------------------- distribution: structurally edited copies
+
+
+def _locked_with_reference(*, reference_of: str = "locked", random_bn: bool = True):
+    """A cifar_resnet8 ticket (non-trivial batch norms), its locked copy and a key with a reference section."""
+    from hf_lottery_verify.alignment import add_reference_to_key, make_reference
+
+    full = make_model(density=0.2)
+    if random_bn:
+        gen = torch.Generator().manual_seed(1)
+        for module in full.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                n = module.num_features
+                module.weight.data = 0.5 + torch.rand(n, generator=gen)
+                module.bias.data = 0.2 * torch.randn(n, generator=gen)
+                module.running_mean.data = 0.2 * torch.randn(n, generator=gen)
+                module.running_var.data = 0.5 + torch.rand(n, generator=gen)
+    full.eval()
+    locked, key = km.lock_model(full, ratio=0.1, score="omp")
+    add_reference_to_key(key, make_reference(locked if reference_of == "locked" else full))
+    return full, locked, key
+
+
+def _logits(model, x):
+    with torch.no_grad():
+        return model.eval()(x).logits
+
+
+@pytest.mark.parametrize("reference_of", ["locked", "full"])
+@pytest.mark.parametrize("random_bn", [True, False])
+def test_load_with_key_restores_a_permuted_rescaled_locked_ticket(reference_of: str, random_bn: bool) -> None:
+    from hf_lottery_verify.attacks.structural import permute_channels, rescale_channels
+
+    full, locked, key = _locked_with_reference(reference_of=reference_of, random_bn=random_bn)
+    stolen = rescale_channels(permute_channels(locked, seed=1), seed=2)
+    restored = km.load_with_key(stolen, key)
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    want = _logits(full, x)
+    assert float((_logits(restored, x) - want).abs().max()) <= 1e-4 * max(1.0, float(want.abs().max()))
+    assert all(torch.equal(restored.masks[n], full.masks[n]) for n in full.masks)
+    assert restored.alignment.permuted and restored.alignment.rescaled
+    # Without the reference the edited copy does not fit, as before.
+    plain = OwnershipKey(arch=key.arch, sections={"keymask": key.sections["keymask"]},
+                         tensors={k: v for k, v in key.tensors.items() if k.startswith("keymask.")})
+    with pytest.raises(KeyMismatchError, match="overlaps|digest"):
+        km.load_with_key(stolen, plain)
+
+
+def test_load_with_key_restores_a_widened_copy_from_a_folder(tmp_path) -> None:
+    from hf_lottery_verify.attacks.structural import add_dummy_channels, permute_channels, rescale_channels
+
+    full, locked, key = _locked_with_reference()
+    key.save(tmp_path / "key.json")
+    stolen = add_dummy_channels(rescale_channels(permute_channels(locked, seed=3), seed=4), seed=5, per_space=2)
+    stolen.save_pretrained(tmp_path / "stolen")
+    with pytest.raises(hlv.ShapeMismatchError):
+        hlv.load_model(tmp_path / "stolen")  # the widened copy does not load as the architecture
+    restored = km.load_with_key(tmp_path / "stolen", tmp_path / "key.json")
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert float((_logits(restored, x) - _logits(full, x)).abs().max()) <= 1e-4
+    assert restored.alignment.widened
+
+
+def test_load_with_key_keeps_its_behaviour_for_the_unmodified_copy() -> None:
+    full, locked, key = _locked_with_reference()
+    restored = km.load_with_key(locked, key)
+    assert _state_equal(restored, full)  # bit-exact, no alignment needed
+    assert not hasattr(restored, "alignment")
+    with pytest.raises(KeyMismatchError, match="overlaps"):
+        km.load_with_key(full, key)  # the full ticket is not the locked one, also after alignment
+    other = make_model(density=0.2, seed=7)
+    with pytest.raises(KeyMismatchError, match="digest|overlaps"):
+        km.load_with_key(other, key)  # an unrelated model: the merged masks are not the ticket's
+    with pytest.raises(KeyMismatchError, match="cifar_resnet20"):
+        km.load_with_key(make_model("cifar_resnet20", density=0.2), key)
+
+
 # --------------------------------------------------------------------------- fidelity (Figure 2 arms)
 
 
@@ -560,6 +637,39 @@ def test_keymask_fidelity_rejects_bad_input(one_thread) -> None:
         km.keymask_fidelity(ticket, rewind, ratio=0.1, fake_trials=-1, **common)
     with pytest.raises(DensityError):
         km.keymask_fidelity(ticket, rewind, ratio=1.5, **common)
+
+
+def test_keymask_fidelity_shares_one_trainer_and_matches_standalone_arms(monkeypatch, one_thread) -> None:
+    from hf_lottery_verify import data as data_module
+    from hf_lottery_verify.training import TrainConfig, TrainingContext, make_accelerator
+
+    compiled, uploads = [], []
+    monkeypatch.setattr(torch, "compile", lambda module, mode=None: (compiled.append(module), module)[1])
+    real_init = data_module.DeviceData.__init__
+    monkeypatch.setattr(data_module.DeviceData, "__init__",
+                        lambda self, d, device="cpu": (uploads.append(d), real_init(self, d, device))[1])
+    ticket, rewind, data, config = _fidelity_setup()
+    config = TrainConfig(**{**config.to_dict(), "compile": True})
+    rng = torch.get_rng_state()
+    report = km.keymask_fidelity(ticket, rewind, data=data, train_config=config, rewind_epoch=1, ratio=0.2,
+                                 score="omp", seed=3)
+    assert len(compiled) == 1  # three arms, one compiled forward
+    assert len(uploads) == 2  # the train and the test split, once each
+    assert torch.equal(torch.get_rng_state(), rng)  # no global reseeding
+    # the second arm (trained by the reset trainer) equals a standalone retraining
+    _, locked = km.split_key_mask(ticket, ratio=0.2, score="omp", seed=3)
+    _, alone = km.retrain_from_rewind(rewind, locked, data, train_config=config, rewind_epoch=1)
+    assert alone["accuracy"] == report.locked_accuracy
+    # a sweep shares one context across calls: still one compiled forward, one upload per split
+    compiled.clear()
+    uploads.clear()
+    context, acc = TrainingContext(), make_accelerator(config)
+    sweep = [km.keymask_fidelity(ticket, rewind, data=data, train_config=config, rewind_epoch=1, ratio=ratio,
+                                 score="omp", seed=3, fake_trials=0, full_accuracy=report.full_accuracy,
+                                 accelerator=acc, context=context) for ratio in (0.2, 0.1)]
+    context.close()
+    assert len(compiled) == 1 and len(uploads) == 2
+    assert sweep[0].locked_accuracy == report.locked_accuracy
 
 
 @pytest.mark.slow
