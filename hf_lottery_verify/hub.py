@@ -426,6 +426,10 @@ def push_model(
         folder = Path(tmp) / "repo"
         model.save_pretrained(folder, signature=signature, key_path=key_path, owner=owner,
                               signature_options=signature_options, compact=compact)
+        if key_path is not None and signature is None:
+            from .alignment import refresh_key_reference
+
+            refresh_key_reference(key_path, model)  # verification re-aligns suspects to what is published
         claim = model.ownership_claim
         card = render_model_card(
             repo_id=repo_id, arch=model.config.arch, num_labels=model.config.num_labels, density=model.density,

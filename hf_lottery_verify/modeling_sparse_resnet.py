@@ -313,6 +313,9 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
         key = embed_signature(self, text, **dict(options or {}))
         key = save_key_section(key, key_path, SIGNATURE_SECTION)
         self.ownership_claim = key.public_claim(owner=owner)
+        from .alignment import refresh_key_reference
+
+        refresh_key_reference(key_path, self)  # what verification re-aligns suspects to
         logger.info("Signed before saving; key written to %s.", key_path)
 
     def push_to_hub(

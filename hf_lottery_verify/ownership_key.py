@@ -315,7 +315,8 @@ class OwnershipKey:
         }
 
 
-def save_key_section(key: OwnershipKey, path: str | os.PathLike, section: str) -> OwnershipKey:
+def save_key_section(key: OwnershipKey, path: str | os.PathLike, section: str, *, replace: bool = False
+                     ) -> OwnershipKey:
     """Write ``key``'s ``section`` to ``path``: a new key file, or a section added to an existing one.
 
     An existing key file keeps everything it holds; the call fails instead of replacing a
@@ -326,6 +327,10 @@ def save_key_section(key: OwnershipKey, path: str | os.PathLike, section: str) -
         key (`OwnershipKey`): Holds the new section (and its tensors).
         path (`str` or `os.PathLike`): The key file.
         section (`str`): The section to write.
+        replace (`bool`, *optional*, defaults to `False`): Replace the section when the key
+            already holds it — allowed for the ``reference`` section only (alignment data
+            of the published model, refreshed after retraining; not evidence, not covered
+            by the public commitment).
 
     Returns:
         The key as written (``key`` itself for a new file, else the updated existing key).
@@ -339,7 +344,9 @@ def save_key_section(key: OwnershipKey, path: str | os.PathLike, section: str) -
         key.save(path)
         return key
     existing = OwnershipKey.load(path)
-    if section in existing.sections:
+    if replace and section != REFERENCE_SECTION:
+        raise KeyFileError(f"Only the '{REFERENCE_SECTION}' section of a key can be replaced, not '{section}'.")
+    if section in existing.sections and not replace:
         raise KeyFileError(
             f"{path} already holds a '{section}' section; refusing to replace it (it proves ownership of the "
             "models made with it). Write the new key to another path.")

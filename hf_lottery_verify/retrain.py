@@ -459,6 +459,11 @@ def retrain_folder(
     is_main = accelerator is None or getattr(accelerator, "is_main_process", True)
     if is_main:
         out.save_pretrained(out_dir)
+        if key_path is not None:
+            from .alignment import refresh_key_reference
+
+            # verification re-aligns suspects to the model that is published: the retrained one
+            refresh_key_reference(key_path, out)
     report = result.to_dict()
     report.update({"model_dir": str(model_dir), "rewind_dir": str(rewind_dir), "out_dir": str(out_dir),
                    "key_path": None if key_path is None else str(key_path), "dataset": dataset,

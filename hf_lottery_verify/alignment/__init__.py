@@ -24,7 +24,14 @@ from __future__ import annotations
 
 from ..recovery import recover_aligned_masks
 from .align import align_suspect
-from .reference import REFERENCE_FORMAT, Reference, add_reference_to_key, make_reference, reference_from_key
+from .reference import (
+    REFERENCE_FORMAT,
+    Reference,
+    add_reference_to_key,
+    make_reference,
+    reference_from_key,
+    refresh_key_reference,
+)
 from .restore import restore_aligned_ticket
 from .result import Alignment, SpaceAlignment
 
@@ -34,6 +41,7 @@ __all__ = [
     "make_reference",
     "add_reference_to_key",
     "reference_from_key",
+    "refresh_key_reference",
     "Alignment",
     "SpaceAlignment",
     "align_suspect",

@@ -15,6 +15,7 @@ does not cover: the owner may refresh it (after retraining, say) without changin
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -328,3 +329,40 @@ def reference_from_key(key: OwnershipKey) -> Reference | None:
     if REFERENCE_SECTION not in key.sections:
         return None
     return Reference.from_section(key.sections[REFERENCE_SECTION], key.section_tensors(REFERENCE_SECTION))
+
+
+def refresh_key_reference(key_path: str | os.PathLike, model: nn.Module) -> OwnershipKey:
+    """Record (or refresh) the reference of the model about to be published in the key file at ``key_path``.
+
+    Called when signing, after retraining and before pushing: verification re-aligns a
+    suspect's channels to the reference of the model that was published. Only the
+    ``reference`` section is written (atomically); the evidence and the public commitment
+    are untouched.
+
+    Args:
+        key_path (`str` or `os.PathLike`): The owner's key file (it must exist).
+        model (`nn.Module`): The model as it is (or will be) published, with its masks.
+
+    Returns:
+        The key as written.
+
+    Raises:
+        KeyFileError: The key file cannot be read.
+    """
+    from ..ownership_key import REFERENCE_SECTION, save_key_section
+
+    key = OwnershipKey.load(key_path)
+    arch = getattr(getattr(model, "config", None), "arch", None) or key.arch
+    masks = getattr(model, "masks", None) or None
+    fresh = OwnershipKey(arch=key.arch)
+    add_reference_to_key(fresh, make_reference(model, arch=arch, masks=masks))
+    config = getattr(model, "config", None)
+    if config is not None:  # how the published model reads its inputs and names its classes (black-box checks)
+        mean, std = config.normalization() if hasattr(config, "normalization") else (None, None)
+        fresh.sections[REFERENCE_SECTION]["published"] = {
+            "num_labels": int(config.num_labels), "in_chans": int(getattr(config, "in_chans", 3)),
+            "image_size": int(getattr(config, "image_size", 32)),
+            "image_mean": list(mean) if mean else None, "image_std": list(std) if std else None,
+            "label2id": {str(k): int(v) for k, v in (config.label2id or {}).items()},
+        }
+    return save_key_section(fresh, key_path, REFERENCE_SECTION, replace=True)

@@ -33,6 +33,8 @@ __all__ = ["verify_model", "verify_hub_model", "quick_check"]
 
 logger = logging.getLogger(__name__)
 
+LOW_CONFIDENCE = 0.5
+"""Alignment confidence below which the report notes that the suspect does not look like a copy."""
 V1_DISCLAIMER = ("V1 key masks control who can use the ticket; they are not evidence of ownership of a copy "
                  "(a thief can fine-tune the locked ticket back)")
 
@@ -78,30 +80,46 @@ def _check_fits(suspect: Suspect, key: OwnershipKey) -> list[str]:
     return [f"{missing} of the key architecture's convolutions are missing from the suspect"] if missing else []
 
 
-def _align(suspect: Suspect, key: OwnershipKey, notes: list[str]) -> tuple[dict[str, torch.Tensor], Any]:
-    """The suspect's tensors in the key's reference layout (identity when the key has no reference)."""
-    try:
-        from ..alignment import align_suspect, reference_from_key
-    except ImportError:  # pragma: no cover - alignment is part of the package
-        return suspect.state_dict, None
+def _align(suspect: Suspect, key: OwnershipKey, notes: list[str]) -> tuple[dict[str, torch.Tensor], Any, Any]:
+    """The suspect's tensors in the key's reference layout, the alignment and the reference.
+
+    Without a reference in the key (keys made before re-alignment existed), the tensors are
+    used in their stored order.
+    """
+    from ..alignment import align_suspect, reference_from_key
+
     reference = reference_from_key(key)
     if reference is None:
-        notes.append("the key has no alignment reference; channels were read in their stored order")
-        return suspect.state_dict, None
+        notes.append("the key has no alignment reference; channels were read in their stored order (permuted or "
+                     "widened copies cannot be re-aligned)")
+        return suspect.state_dict, None, None
     alignment = align_suspect(suspect.state_dict, reference)
-    return alignment.state_dict, alignment
+    if alignment.confidence < LOW_CONFIDENCE:
+        notes.append(f"the suspect's channels match the key's reference poorly (confidence {alignment.confidence:.2f}):"
+                     " it is probably not a copy of the owner's model")
+    return alignment.state_dict, alignment, reference
+
+
+def _reference_shapes(key: OwnershipKey) -> dict[str, tuple[int, ...]] | None:
+    """Dense shapes from the key (to decode a compact-layout suspect whose header lies)."""
+    shapes = (key.sections.get("reference") or {}).get("shapes")
+    return {n: tuple(s) for n, s in shapes.items()} if isinstance(shapes, dict) else None
 
 
 # --------------------------------------------------------------------------- schemes
 
 
-def _v2_evidence(weights: Mapping[str, torch.Tensor], key: OwnershipKey, alignment: Any) -> dict[str, Any]:
+def _v2_evidence(weights: Mapping[str, torch.Tensor], key: OwnershipKey, alignment: Any, reference: Any
+                 ) -> dict[str, Any]:
+    from ..recovery import recover_aligned_masks
     from ..signature import extract_signature
 
-    source: Any = weights
-    if alignment is not None and getattr(alignment, "recovery_weights", None):
-        source = {**weights, **alignment.recovery_weights}
-    ev = extract_signature(dict(source), key)
+    source: dict[str, torch.Tensor] = dict(weights)
+    if alignment is not None:
+        # masks recovered in the reference's coordinates (rescaling undone, per-row counts);
+        # handed to extraction as 0/1 weights, which it reads back exactly
+        source.update({n: m.to(torch.float32) for n, m in recover_aligned_masks(alignment, reference).items()})
+    ev = extract_signature(source, key)
     d = ev.to_dict()
     status = "decodes to the key's text" if ev.matches else (
         f"decodes to another text {ev.text!r}" if ev.text else f"does not decode ({ev.decode_reason})")
@@ -111,16 +129,15 @@ def _v2_evidence(weights: Mapping[str, torch.Tensor], key: OwnershipKey, alignme
     return d
 
 
-def _suspect_network(weights: Mapping[str, torch.Tensor], key: OwnershipKey, suspect: Suspect | None) -> nn.Module:
-    """A model of the key's architecture holding the suspect's (aligned) weights."""
+def _suspect_network(weights: Mapping[str, torch.Tensor], key: OwnershipKey, suspect: Suspect | None,
+                     alignment: Any) -> nn.Module:
+    """A model of the key's architecture holding the suspect's (aligned) weights, with its normalisation."""
     from ..loading import load_model
 
-    arch = key.arch
-    in_chans = None
+    model = alignment.to_model() if alignment is not None else load_model(dict(weights), arch=key.arch)
     config = (suspect.config if suspect else None) or {}
-    model = load_model(dict(weights), arch=arch, in_chans=in_chans)
-    ref = key.sections.get("reference", {})
-    mean, std = ref.get("image_mean"), ref.get("image_std")
+    published = (key.sections.get("reference") or {}).get("published") or {}
+    mean, std = published.get("image_mean"), published.get("image_std")
     if mean is None and isinstance(config.get("pretrained_cfg"), dict):
         mean, std = config["pretrained_cfg"].get("mean"), config["pretrained_cfg"].get("std")
     if mean is not None and std is not None and len(mean) == model.config.in_chans:
@@ -134,11 +151,12 @@ def _v3_evidence(suspect: Any, key: OwnershipKey, *, policy: VerdictPolicy, test
     from ..triggers import trigger_evidence, triggers_from_key
 
     triggers = triggers_from_key(key)
-    section = key.section(TRIGGERS_SECTION)
-    size = section.get("train_image_size") or getattr(getattr(suspect, "config", None), "image_size", None)
-    chans = section.get("train_channels") or getattr(getattr(suspect, "config", None), "in_chans", None)
-    adapted = triggers.resized(image_size=int(size or triggers.image_size), channels=int(chans or triggers.channels))
-    mapping = label2id or section.get("label2id")
+    published = (key.sections.get("reference") or {}).get("published") or {}
+    config = getattr(suspect, "config", None)
+    size = published.get("image_size") or getattr(config, "image_size", None) or triggers.image_size
+    chans = published.get("in_chans") or getattr(config, "in_chans", None) or triggers.channels
+    adapted = triggers.resized(image_size=int(size), channels=int(chans))
+    mapping = label2id or published.get("label2id") or None
     result = query_labels(suspect, adapted.images, label2id=mapping, **dict(query_options))
     ev = trigger_evidence(result.labels, triggers, alpha=policy.alpha / max(1, tests), queried=result.queried,
                           failed=result.failed)
@@ -242,8 +260,10 @@ def verify_model(
         return _finish(report, evidence, policy, tests, notes, timings, t0)
 
     t = time.perf_counter()
+    shapes = _reference_shapes(key)
     read = suspect if isinstance(suspect, Suspect) else read_suspect(
-        suspect, revision=revision, token=token, local_files_only=local_files_only, cache_dir=cache_dir)
+        suspect, revision=revision, token=token, local_files_only=local_files_only, cache_dir=cache_dir,
+        shapes=shapes)
     timings["read_s"] = time.perf_counter() - t
     report.source, report.kind, report.layout = read.source, read.kind, read.layout
     report.repo_id, report.revision, report.commit_sha = read.repo_id, read.revision, read.commit_sha
@@ -256,11 +276,7 @@ def verify_model(
     notes.extend(_check_fits(read, key))
 
     t = time.perf_counter()
-    try:
-        weights, alignment = _align(read, key, notes)
-    except KeyMismatchError as exc:
-        notes.append(f"the suspect does not fit the key's architecture: {exc}")
-        weights, alignment = read.state_dict, None
+    weights, alignment, reference = _align(read, key, notes)
     timings["align_s"] = time.perf_counter() - t
     if alignment is not None:
         report.alignment = alignment.to_dict()
@@ -268,7 +284,7 @@ def verify_model(
     if SIGNATURE_SECTION in key.sections:
         t = time.perf_counter()
         try:
-            evidence["V2"] = _v2_evidence(weights, key, alignment)
+            evidence["V2"] = _v2_evidence(weights, key, alignment, reference)
         except HfLotteryError as exc:
             evidence["V2"] = {"error": str(exc), "summary": f"not readable: {exc}", "decisive": False}
         timings["v2_s"] = time.perf_counter() - t
@@ -277,7 +293,7 @@ def verify_model(
     if TRIGGERS_SECTION in key.sections or (eval_data is not None and KEYMASK_SECTION in key.sections):
         try:
             model = suspect if isinstance(suspect, nn.Module) and alignment is None else _suspect_network(
-                weights, key, read)
+                weights, key, read, alignment)
         except HfLotteryError as exc:
             notes.append(f"the suspect's weights do not build a {key.arch}: {exc}")
     if TRIGGERS_SECTION in key.sections:

@@ -76,6 +76,9 @@ def sign_folder(
     key = save_key_section(key, key_out, SIGNATURE_SECTION)
     model.ownership_claim = key.public_claim(owner=owner)
     model.save_pretrained(out_dir, compact=compact)
+    from ..alignment import refresh_key_reference
+
+    refresh_key_reference(key_out, model)  # retraining refreshes it again (same mask, new values)
     section = key.section(SIGNATURE_SECTION)
     return {"model_dir": str(model_dir), "out": str(out_dir), "key_out": str(key_out),
             "copies": section.get("copies"), "layout": section.get("layout", "regions"), "qr": section.get("qr"),
