@@ -52,10 +52,11 @@ import hf_lottery_verify  # noqa: F401  (registers the CIFAR ResNets with timm)
 from hf_lottery_verify import load_model
 from hf_lottery_verify.data import DatasetPair, load_image_dataset
 from hf_lottery_verify.imp import IMPConfig, find_extreme_ticket
-from hf_lottery_verify.keymask import compute_scores, keymask_fidelity, split_key_mask
+from hf_lottery_verify.keymask import compute_scores, split_key_mask
 from hf_lottery_verify.keymask.graph import build_channel_graph
 from hf_lottery_verify.masks import count_kept
 from hf_lottery_verify.training import TrainConfig, make_accelerator
+from hf_lottery_verify.workflows import keymask_fidelity
 
 RESULT_NAME = "keymask_scoring_choices_cpu"
 ROOT = Path(__file__).resolve().parent.parent

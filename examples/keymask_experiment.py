@@ -54,8 +54,9 @@ import hf_lottery_verify  # noqa: F401  (registers the CIFAR ResNets with timm)
 from hf_lottery_verify import load_model
 from hf_lottery_verify.data import DatasetPair, load_image_dataset
 from hf_lottery_verify.imp import IMPConfig, find_extreme_ticket
-from hf_lottery_verify.keymask import KeymaskFidelity, keymask_fidelity, list_scorers
+from hf_lottery_verify.keymask import list_scorers
 from hf_lottery_verify.training import TrainConfig, make_accelerator
+from hf_lottery_verify.workflows import KeymaskFidelity, keymask_fidelity
 
 RESULT_NAME = "keymask_fig2"
 

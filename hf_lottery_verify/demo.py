@@ -80,8 +80,9 @@ def run_demo(*, out_dir: str | Path | None = None, arch: str = "cifar_resnet20",
         A JSON-serialisable dict of what was done and measured.
     """
     from .attacks import prune_attack
-    from .keymask import load_with_key, split_key_folder
+    from .keymask import load_with_key
     from .signature import extract_signature
+    from .workflows import split_key_folder
 
     say = log or (lambda _line: None)
     tmp = None

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 import hf_lottery_verify as hlv
 from hf_lottery_verify import keymask as km
+from hf_lottery_verify import workflows
 from hf_lottery_verify.architectures import stage_names
 from hf_lottery_verify.codecs import pack_bits
 from hf_lottery_verify.errors import DensityError, KeyFileError, KeyMismatchError, MaskError, UnknownNameError
@@ -430,8 +431,8 @@ def test_lock_model_extends_existing_key(tiny_model) -> None:
 def test_split_key_folder(tiny_model, tmp_path) -> None:
     tiny_model.save_pretrained(tmp_path / "full")
     with pytest.raises(KeyFileError, match="inside the model folder"):
-        km.split_key_folder(tmp_path / "full", ratio=0.1, key_out=tmp_path / "out" / "k.json", out_dir=tmp_path / "out")
-    report = km.split_key_folder(tmp_path / "full", ratio=0.1, score="betweenness", seed=1,
+        workflows.split_key_folder(tmp_path / "full", ratio=0.1, key_out=tmp_path / "out" / "k.json", out_dir=tmp_path / "out")
+    report = workflows.split_key_folder(tmp_path / "full", ratio=0.1, score="betweenness", seed=1,
                                  key_out=tmp_path / "k.json", out_dir=tmp_path / "out", compact=True)
     json.dumps(report)
     assert report["verified"] and report["n"] == round(0.1 * count_kept(tiny_model.masks))
@@ -440,7 +441,7 @@ def test_split_key_folder(tiny_model, tmp_path) -> None:
     restored = km.load_with_key(tmp_path / "out", tmp_path / "k.json")
     assert _state_equal(restored, tiny_model)
     with pytest.raises(KeyFileError, match="already holds a key mask"):
-        km.split_key_folder(tmp_path / "full", ratio=0.1, key_out=tmp_path / "k.json", out_dir=tmp_path / "out2")
+        workflows.split_key_folder(tmp_path / "full", ratio=0.1, key_out=tmp_path / "k.json", out_dir=tmp_path / "out2")
 
 
 def test_single_weight_key_round_trips_through_files(tiny_model, tmp_path) -> None:
@@ -554,7 +555,7 @@ def _fidelity_setup():
 def test_keymask_fidelity_runs_consistent_and_seeded(one_thread) -> None:
     ticket, rewind, data, config = _fidelity_setup()
     before = {n: p.detach().clone() for n, p in rewind.timm_parameters().items()}
-    report = km.keymask_fidelity(ticket, rewind, data=data, train_config=config, rewind_epoch=1, ratio=0.2,
+    report = workflows.keymask_fidelity(ticket, rewind, data=data, train_config=config, rewind_epoch=1, ratio=0.2,
                                  score="omp", seed=3)
     kept = count_kept(ticket.masks)
     assert report.score == "omp" and report.ratio == 0.2 and report.seed == 3
@@ -574,7 +575,7 @@ def test_keymask_fidelity_runs_consistent_and_seeded(one_thread) -> None:
     assert d["locked_drop"] == report.locked_drop and d["n"] == report.n
     assert all(torch.equal(before[n], p.detach()) for n, p in rewind.timm_parameters().items())  # rewind untouched
     assert ticket.density == pytest.approx(report.density_full)  # ticket untouched
-    again = km.keymask_fidelity(ticket, rewind, data=data, train_config=config, rewind_epoch=1, ratio=0.2,
+    again = workflows.keymask_fidelity(ticket, rewind, data=data, train_config=config, rewind_epoch=1, ratio=0.2,
                                 score="omp", seed=3)
     strip = lambda r: {k: v for k, v in r.to_dict().items() if k != "seconds"}  # noqa: E731
     assert strip(again) == strip(report)
@@ -588,9 +589,9 @@ def test_keymask_fidelity_arms_get_the_right_masks(monkeypatch, one_thread) -> N
         seen.append(({n: m.clone() for n, m in masks.items()}, train_config, rewind_epoch))
         return rewind_model, {"accuracy": 50.0 + len(seen), "loss": 1.0, "count": len(data_pair.test)}
 
-    monkeypatch.setattr(km.fidelity, "retrain_from_rewind", fake_retrain)
+    monkeypatch.setattr(workflows.fidelity, "retrain_from_rewind", fake_retrain)
     key, locked = km.split_key_mask(ticket, ratio=0.1, score="random", seed=2)
-    report = km.keymask_fidelity(ticket, rewind, data=data, train_config=config, rewind_epoch=2, key_masks=key,
+    report = workflows.keymask_fidelity(ticket, rewind, data=data, train_config=config, rewind_epoch=2, key_masks=key,
                                  fake_trials=2)
     assert report.score is None and report.ratio is None and report.n == count_kept(key)
     full_arm, locked_arm, fake_a, fake_b = (s[0] for s in seen)
@@ -604,7 +605,7 @@ def test_keymask_fidelity_arms_get_the_right_masks(monkeypatch, one_thread) -> N
     assert (report.full_accuracy, report.locked_accuracy, report.fake_accuracies) == (51.0, 52.0, [53.0, 54.0])
     # The with-key accuracy is reused, the locked mask alone gives the same split.
     seen.clear()
-    again = km.keymask_fidelity(ticket, rewind, data=data, train_config=config, rewind_epoch=2, locked_masks=locked,
+    again = workflows.keymask_fidelity(ticket, rewind, data=data, train_config=config, rewind_epoch=2, locked_masks=locked,
                                 fake_trials=0, full_accuracy=80.0)
     assert len(seen) == 1 and all(torch.equal(seen[0][0][n], locked[n]) for n in key)
     assert again.full_accuracy_reused and again.full_accuracy == 80.0 and again.n == report.n
@@ -616,27 +617,27 @@ def test_keymask_fidelity_rejects_bad_input(one_thread) -> None:
     key, locked = km.split_key_mask(ticket, ratio=0.1)
     common = dict(data=data, train_config=config, rewind_epoch=1)
     with pytest.raises(MaskError, match="not both"):
-        km.keymask_fidelity(ticket, rewind, key_masks=key, ratio=0.1, **common)
+        workflows.keymask_fidelity(ticket, rewind, key_masks=key, ratio=0.1, **common)
     with pytest.raises(MaskError, match="No split"):
-        km.keymask_fidelity(ticket, rewind, **common)
+        workflows.keymask_fidelity(ticket, rewind, **common)
     short = {n: m.clone() for n, m in locked.items()}
     name = next(n for n in short if bool(short[n].any()))
     short[name][tuple(torch.nonzero(short[name])[0].tolist())] = False
     with pytest.raises(MaskError, match="another ticket"):
-        km.keymask_fidelity(ticket, rewind, key_masks=key, locked_masks=short, **common)
+        workflows.keymask_fidelity(ticket, rewind, key_masks=key, locked_masks=short, **common)
     outside = {n: ~ticket.masks[n] for n in key}
     with pytest.raises(MaskError, match="prunes"):
-        km.keymask_fidelity(ticket, rewind, key_masks=outside, **common)
+        workflows.keymask_fidelity(ticket, rewind, key_masks=outside, **common)
     with pytest.raises(MaskError, match="other parameters"):
-        km.keymask_fidelity(ticket, rewind, key_masks=dict(list(key.items())[:1]), **common)
+        workflows.keymask_fidelity(ticket, rewind, key_masks=dict(list(key.items())[:1]), **common)
     with pytest.raises(MaskError, match="no masks"):
-        km.keymask_fidelity(rewind, rewind, ratio=0.1, **common)
+        workflows.keymask_fidelity(rewind, rewind, ratio=0.1, **common)
     with pytest.raises(ValueError, match="rewind_epoch"):
-        km.keymask_fidelity(ticket, rewind, ratio=0.1, data=data, train_config=config, rewind_epoch=3)
+        workflows.keymask_fidelity(ticket, rewind, ratio=0.1, data=data, train_config=config, rewind_epoch=3)
     with pytest.raises(ValueError, match="fake_trials"):
-        km.keymask_fidelity(ticket, rewind, ratio=0.1, fake_trials=-1, **common)
+        workflows.keymask_fidelity(ticket, rewind, ratio=0.1, fake_trials=-1, **common)
     with pytest.raises(DensityError):
-        km.keymask_fidelity(ticket, rewind, ratio=1.5, **common)
+        workflows.keymask_fidelity(ticket, rewind, ratio=1.5, **common)
 
 
 def test_keymask_fidelity_shares_one_trainer_and_matches_standalone_arms(monkeypatch, one_thread) -> None:
@@ -651,20 +652,20 @@ def test_keymask_fidelity_shares_one_trainer_and_matches_standalone_arms(monkeyp
     ticket, rewind, data, config = _fidelity_setup()
     config = TrainConfig(**{**config.to_dict(), "compile": True})
     rng = torch.get_rng_state()
-    report = km.keymask_fidelity(ticket, rewind, data=data, train_config=config, rewind_epoch=1, ratio=0.2,
+    report = workflows.keymask_fidelity(ticket, rewind, data=data, train_config=config, rewind_epoch=1, ratio=0.2,
                                  score="omp", seed=3)
     assert len(compiled) == 1  # three arms, one compiled forward
     assert len(uploads) == 2  # the train and the test split, once each
     assert torch.equal(torch.get_rng_state(), rng)  # no global reseeding
     # the second arm (trained by the reset trainer) equals a standalone retraining
     _, locked = km.split_key_mask(ticket, ratio=0.2, score="omp", seed=3)
-    _, alone = km.retrain_from_rewind(rewind, locked, data, train_config=config, rewind_epoch=1)
+    _, alone = workflows.retrain_from_rewind(rewind, locked, data, train_config=config, rewind_epoch=1)
     assert alone["accuracy"] == report.locked_accuracy
     # a sweep shares one context across calls: still one compiled forward, one upload per split
     compiled.clear()
     uploads.clear()
     context, acc = TrainingContext(), make_accelerator(config)
-    sweep = [km.keymask_fidelity(ticket, rewind, data=data, train_config=config, rewind_epoch=1, ratio=ratio,
+    sweep = [workflows.keymask_fidelity(ticket, rewind, data=data, train_config=config, rewind_epoch=1, ratio=ratio,
                                  score="omp", seed=3, fake_trials=0, full_accuracy=report.full_accuracy,
                                  accelerator=acc, context=context) for ratio in (0.2, 0.1)]
     context.close()

@@ -13,9 +13,11 @@ Modules:
 * :mod:`~hf_lottery_verify.keymask.split`: Algorithm 1 (:func:`split_key_mask`), the
   merge back (:func:`merge_key_mask`) and the fake1 ambiguity attack (:func:`fake_key_masks`);
 * :mod:`~hf_lottery_verify.keymask.distribution`: the locked model and the private key
-  (:func:`lock_model`, :func:`load_with_key`, :func:`split_key_folder`);
-* :mod:`~hf_lottery_verify.keymask.fidelity`: verification by fidelity, retraining from
-  the rewind weights with and without the key (:func:`keymask_fidelity`, Figure 2).
+  (:func:`lock_model`, :func:`load_with_key`).
+
+Workflows on top of them live in :mod:`hf_lottery_verify.workflows`: locking a folder
+(:func:`~hf_lottery_verify.workflows.split_key_folder`) and the fidelity experiment of the
+paper's Figure 2 (:func:`~hf_lottery_verify.workflows.keymask_fidelity`).
 
 Example:
     >>> from hf_lottery_verify.keymask import lock_model, load_with_key
@@ -27,8 +29,7 @@ Example:
 
 from __future__ import annotations
 
-from .distribution import KEYMASK_SECTION, load_with_key, lock_model, split_key_folder
-from .fidelity import KeymaskFidelity, keymask_fidelity, retrain_from_rewind
+from .distribution import KEYMASK_SECTION, load_with_key, lock_model
 from .scorers import (
     Scorer,
     compute_scores,
@@ -58,8 +59,4 @@ __all__ = [
     "fake_key_masks",
     "lock_model",
     "load_with_key",
-    "split_key_folder",
-    "KeymaskFidelity",
-    "keymask_fidelity",
-    "retrain_from_rewind",
 ]

@@ -1,6 +1,6 @@
 """Distributing a V1-locked ticket: the locked model to publish, the private key, and the merge back.
 
-The owner publishes ``W ⊙ M_l`` (:func:`lock_model`, :func:`split_key_folder`) and keeps
+The owner publishes ``W ⊙ M_l`` (:func:`lock_model`; on folders: :func:`hf_lottery_verify.workflows.split_key_folder`) and keeps
 the key: the ``keymask`` section of an :class:`~hf_lottery_verify.ownership_key.OwnershipKey`
 holding the bit-packed key masks ``M_s`` and the key weights ``W ⊙ M_s``. Legitimate users
 restore the full ticket bit-exactly with :func:`load_with_key`.
@@ -11,22 +11,20 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..codecs import pack_bits, unpack_bits
-from ..errors import CheckpointError, KeyFileError, KeyMismatchError, MaskError
-from ..masks import count_kept, count_total
-from ..ownership_key import KEYMASK_SECTION, OwnershipKey, check_key_outside, mask_digest, save_key_section
+from ..errors import KeyMismatchError, MaskError
+from ..masks import count_kept
+from ..ownership_key import KEYMASK_SECTION, OwnershipKey, mask_digest
 from ._common import _model_masks, _ordered_names, _weights
 from .split import merge_key_mask, split_key_mask
 
-__all__ = ["KEYMASK_SECTION", "lock_model", "load_with_key", "split_key_folder"]
+__all__ = ["KEYMASK_SECTION", "lock_model", "load_with_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -255,106 +253,3 @@ def load_with_key(
     logger.info("The locked model does not fit the key as is (%s); aligning it to the key's reference.", first_error)
     state = read_suspect(source).state_dict
     return restore_aligned_ticket(state, key, reference)
-
-
-def split_key_folder(
-    model_dir: str | os.PathLike,
-    *,
-    ratio: float,
-    score: str = "omp",
-    seed: int = 0,
-    key_out: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    compact: bool = False,
-    **score_options: Any,
-) -> dict[str, Any]:
-    """``hf-lottery split-key``: lock a saved ticket, write the locked folder and the key.
-
-    After writing, the locked folder is read back and merged with the key to check that
-    the full ticket comes back bit-exactly and that no key weight was published.
-
-    Args:
-        model_dir: The full ticket (folder, file or Hub repo id).
-        ratio (`float`): Share of the kept weights that go into the key, in ``(0, 1)``.
-        score (`str`, *optional*, defaults to `"omp"`): A name from :func:`list_scorers`.
-        seed (`int`, *optional*, defaults to 0): Seed for random scorers and sampling.
-        key_out: The key's JSON path; must lie outside ``out_dir``. An existing key file
-            gets the ``keymask`` section added (its other sections are kept).
-        out_dir: Folder for the locked model (the one to publish).
-        compact (`bool`, *optional*, defaults to `False`): Save the locked model in the compact layout.
-        **score_options: Options of the scorer.
-
-    Returns:
-        A JSON-safe report: ``n``, kept counts, densities, digests, timings, ``verified``.
-
-    Raises:
-        KeyFileError: ``key_out`` lies inside ``out_dir``, or already holds a key mask (a
-            key section is never replaced: it restores the tickets locked with it).
-        CheckpointError: ``out_dir`` is ``model_dir``, or the ticket cannot be loaded.
-        DensityError, UnknownNameError: Bad ``ratio`` or ``score``.
-    """
-    from ..loading import load_model
-
-    check_key_outside(key_out, out_dir)
-    if Path(model_dir).exists() and Path(model_dir).resolve() == Path(out_dir).resolve():
-        raise CheckpointError("out_dir must differ from model_dir: the locked ticket would overwrite the full one.",
-                              path=str(out_dir))
-    existing = None
-    if Path(key_out).exists():
-        existing = OwnershipKey.load(key_out)
-        if KEYMASK_SECTION in existing.sections:
-            raise KeyFileError(f"{key_out} already holds a key mask; write the new key to another path — "
-                               "the old key is the only way to restore the ticket it locked.")
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    model = load_model(model_dir)
-    timings["load_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    locked_model, key = lock_model(model, ratio=ratio, score=score, seed=seed, key=existing, **score_options)
-    timings["split_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    locked_model.save_pretrained(out_dir, compact=compact)
-    key = save_key_section(key, key_out, KEYMASK_SECTION)
-    key_path = Path(key_out)
-    timings["save_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    published = load_model(out_dir)
-    restored = load_with_key(published, key)
-    full_params, restored_params, published_params = (
-        model.timm_parameters(), restored.timm_parameters(), published.timm_parameters())
-    key_masks = {n: unpack_bits(key.section_tensors(KEYMASK_SECTION)[_MASK_TENSOR + n], info["shape"])
-                 for n, info in key.section(KEYMASK_SECTION)["params"].items()}
-    no_key_weights = all(
-        not bool(published_params[n].detach().cpu()[km].ne(0).any()) for n, km in key_masks.items())
-    bit_exact = all(torch.equal(full_params[n].detach(), restored_params[n].detach()) for n in full_params) and all(
-        torch.equal(model.masks[n].cpu(), restored.masks[n].cpu()) for n in model.masks)
-    timings["verify_s"] = time.perf_counter() - t0
-    if not (no_key_weights and bit_exact):
-        raise CheckpointError("Verification of the split failed: the locked folder and key do not restore the ticket "
-                              f"(no key weights published: {no_key_weights}, bit-exact: {bit_exact}).",
-                              path=str(out_dir))
-    section = key.section(KEYMASK_SECTION)
-    full = model.masks
-    total = count_total(full)
-    return {
-        "model_dir": str(model_dir),
-        "out_dir": str(out_dir),
-        "key_out": str(key_path),
-        "arch": key.arch,
-        "ratio": float(ratio),
-        "score": score,
-        "seed": int(seed),
-        "score_options": section["score_options"],
-        "n": section["n"],
-        "kept": section["kept"],
-        "locked_kept": section["kept"] - section["n"],
-        "masked_weights": total,
-        "density_full": section["kept"] / total,
-        "density_locked": (section["kept"] - section["n"]) / total,
-        "density_key": section["n"] / total,
-        "mask_digest": section["mask_digest"],
-        "locked_digest": section["locked_digest"],
-        "compact": bool(compact),
-        "verified": True,
-        "timings": {k: round(v, 4) for k, v in timings.items()},
-    }

@@ -62,7 +62,7 @@ def _split_key_parser(sub: Any) -> None:
 
 def _split_key(args: Namespace) -> int:
     from ...errors import ConfigError
-    from ...keymask import split_key_folder
+    from ...workflows import split_key_folder
 
     options = {k: v for k, v in (("sources", args.sources), ("weights", args.weights)) if v is not None}
     if options and args.score != "betweenness":

@@ -1,4 +1,4 @@
-"""Verification of Scheme V1 by fidelity: retrain from the rewind weights with and without the key.
+"""The Scheme V1 fidelity experiment (the paper's Figure 2): retrain from the rewind weights with and without the key.
 
 A key mask protects a ticket only if the key is needed: retrained from the rewind
 weights ``W_k`` (late rewinding), the full mask ``M = M_s ∪ M_l`` must reach a clearly
@@ -23,10 +23,10 @@ from torch import nn
 
 from ..data import DatasetPair, derive_seed
 from ..errors import MaskError
+from ..keymask._common import _model_masks, _ordered_names
+from ..keymask.split import fake_key_masks, merge_key_mask, split_key_mask
 from ..masks import MaskDict, count_kept, count_total
 from ..training import TrainConfig, Trainer, TrainingContext, evaluate, make_accelerator
-from ._common import _model_masks, _ordered_names
-from .split import fake_key_masks, merge_key_mask, split_key_mask
 
 __all__ = ["KeymaskFidelity", "keymask_fidelity", "retrain_from_rewind"]
 
