@@ -262,3 +262,19 @@ def test_scorers_do_not_depend_on_mask_dict_order(tiny_model) -> None:
         a = km.compute_scores(tiny_model, score=score, masks=masks, seed=2)
         b = km.compute_scores(tiny_model, score=score, masks=reversed_masks, seed=2)
         assert all(torch.equal(a[n], b[n]) for n in masks), score
+
+
+def test_protected_positions_never_go_into_the_key() -> None:
+    from hf_lottery_verify.keymask import lock_model, split_key_mask
+
+    from .helpers import make_model
+
+    model = make_model("cifar_resnet20", density=0.1)
+    masks = model.masks
+    name = next(iter(masks))
+    protect = {name: masks[name].clone()}  # the whole first layer stays public
+    key, locked = split_key_mask(model, ratio=0.3, score="omp", protect=protect)
+    assert not bool(key[name].any()) and torch.equal(locked[name], masks[name])
+    assert sum(int(k.sum()) for k in key.values()) == round(0.3 * sum(int(m.sum()) for m in masks.values()))
+    locked_model, _ = lock_model(model, ratio=0.3, protect=protect)
+    assert torch.equal(locked_model.masks[name], masks[name])

@@ -48,6 +48,7 @@ def lock_model(
     score: str = "omp",
     seed: int = 0,
     key: OwnershipKey | None = None,
+    protect: Mapping[str, torch.Tensor] | None = None,
     **score_options: Any,
 ) -> tuple[nn.Module, OwnershipKey]:
     """Split a ticket into a publishable locked model and a private key.
@@ -66,6 +67,8 @@ def lock_model(
         seed (`int`, *optional*, defaults to 0): Seed for random scorers and sampling.
         key (`OwnershipKey`, *optional*): An existing key to add the section to (its other
             sections are kept); a new key otherwise.
+        protect (`Mapping[str, torch.Tensor]`, *optional*): Positions that never go into the
+            key (see :func:`~hf_lottery_verify.keymask.split_key_mask`).
         **score_options: Options of the scorer.
 
     Returns:
@@ -80,7 +83,8 @@ def lock_model(
         raise KeyMismatchError(f"The given key belongs to architecture '{key.arch}', the model is '{arch}'.")
     full = _model_masks(model)
     names = _ordered_names(model, full)
-    key_masks, locked = split_key_mask(model, ratio=ratio, score=score, seed=seed, **score_options)
+    key_masks, locked = split_key_mask(model, ratio=ratio, score=score, seed=seed, protect=protect,
+                                       **score_options)
     params = _weights(model)
     locked_model = copy.deepcopy(model)
     locked_model.set_masks(locked)

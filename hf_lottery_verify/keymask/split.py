@@ -39,6 +39,7 @@ def split_key_mask(
     score: str = "omp",
     seed: int = 0,
     score_weights: nn.Module | Mapping[str, torch.Tensor] | None = None,
+    protect: Mapping[str, torch.Tensor] | None = None,
     **score_options: Any,
 ) -> tuple[MaskDict, MaskDict]:
     """Algorithm 1: split the model's masks ``M`` into key masks ``M_s`` and locked masks ``M_l``.
@@ -63,6 +64,10 @@ def split_key_mask(
         score_weights (`nn.Module` or `Mapping[str, torch.Tensor]`, *optional*): Weights to
             score under ``model``'s masks instead of ``model``'s own, e.g. the dense rewind
             model ``W_k`` or its state dict (see :func:`compute_scores`).
+        protect (`Mapping[str, torch.Tensor]`, *optional*): Boolean maps of positions that
+            never go into the key (they stay in the published locked ticket) — e.g. the
+            kernels holding a QR signature, so that locking a signed ticket leaves the
+            signature readable in the published copy.
         **score_options: Options of the scorer (e.g. ``sources=512`` for ``betweenness``).
 
     Returns:
@@ -90,6 +95,9 @@ def split_key_mask(
                            "choose a ratio that leaves both the key and the locked mask non-empty.")
     scores = compute_scores(model, score=score, masks=masks, seed=seed, score_weights=score_weights,
                             **score_options)
+    for name, keep in (protect or {}).items():
+        if name in scores:
+            scores[name] = scores[name].masked_fill(keep.to("cpu", torch.bool).expand_as(scores[name]), -math.inf)
     cpu_masks = {name: masks[name].to("cpu") for name in names}
     # Pruned entries score -inf and n <= kept, so they are never chosen: ranking only the
     # kept entries (kept in their global order) selects the same n entries, with the same
