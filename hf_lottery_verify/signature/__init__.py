@@ -1,63 +1,78 @@
-"""Scheme V2 (Algorithm 2): a QR-code signature written into the sparse mask itself.
+"""Scheme V2 (Algorithm 2): a QR-code signature written into the sparse mask itself, keyed.
 
-Embedding (:func:`embed_signature`):
+Embedding (:func:`embed_signature`, default ``layout="keyed"``):
 
 1. Encode the text as a QR symbol with the pinned encoder (:mod:`hf_lottery_verify.qr`);
    only its *data modules* are used — function patterns are restored at decode time.
-2. Squeeze each candidate conv mask to 2-D (kernel ``(out, in)`` kept if any weight is)
-   and score every placement of the symbol in every candidate layer at once: the number
-   of data modules that already agree is a 2-D cross-correlation, computed by FFT (no
-   Python loop over offsets), for both polarities (dark = kept, or dark = pruned).
-3. Write only the data modules into the best region(s): a 1 over an empty kernel switches
-   on one seeded position in it (value from the rewind weights when given, otherwise drawn
-   from the layer's kept weights); a 0 clears the kernel.
-4. Keep the number of kept weights exactly unchanged, per layer: when the region gained
-   ``d`` weights, the ``d`` smallest-magnitude kept weights of the same layer *outside*
-   every signature region are pruned; when it lost ``d``, ``d`` pruned positions of the
-   same layer outside the regions are switched on (largest rewind magnitude first, or
-   seeded random without rewind weights). Only when a region fills nearly its whole
-   layer does the remainder move to the other masked layers (same rules); the total
-   stays exact either way and the key's ``changes`` say where compensation happened.
+2. Whiten: XOR the data-module bits with a keyed pseudo-random stream, one per copy,
+   derived from the owner's secret with HMAC-SHA256 (:mod:`.whitening`). Without the
+   secret the written bits are indistinguishable from noise.
+3. Place: each copy goes to keyed pseudo-random kernels ``(param, out, in)`` of one stage
+   (``layer1``, ``layer2``, ...), drawn without replacement over the union of the stage's
+   spatial convs, one stage per copy (:mod:`.slots`); by default as many stages as hold a
+   copy at <= 50% of their kernels, at most 3. The key records the slots explicitly.
+4. Write (:mod:`.writing`): a 1 over an empty kernel switches on ``module_weights`` seeded
+   positions (values from the rewind weights when given, else drawn from the layer's kept
+   weights); a 0 clears the kernel. Then every layer's kept count is restored exactly,
+   outside every slot (prune the smallest kept magnitudes / switch on the largest rewind
+   magnitudes), across layers only when a layer has no room. The modules the embedding
+   changed are recorded: they alone enter the p-value, so the unsigned ticket scores p ≈ 1.
 
-``copies > 1`` writes the same symbol into several non-overlapping regions (the best ones
-over all candidate layers). Extraction then combines the copies: a module read as kept
-in any copy is kept (pruning attacks only remove weights) and modules on which copies
-disagree are handed to the Reed–Solomon decoder as erasures, which corrects about twice
-as many damaged modules as plain error decoding.
+Nothing public changes: the model's header, card and claim carry no QR parameters and no
+location (the claim is :meth:`~hf_lottery_verify.OwnershipKey.public_claim`).
 
 Extraction (:func:`extract_signature`) reads the suspect's mask from its *weights*
 (non-zero entries; never a stored mask), applies the owner's add-on defense (per layer,
-keep only the ``k`` largest magnitudes, ``k`` recorded in the key), reads the region(s),
-decodes with the known format from the key (pyzbar on the restored image as a
-cross-check) and computes the bit agreement and its p-value under the null of an
-unrelated mask of the same density.
+keep only the ``k`` largest magnitudes, ``k`` recorded in the key), reads every copy's
+slots, un-whitens, combines the copies (kept reads win against pruning, pruned reads against
+add-on noise, majority, disagreements as erasures), decodes with the known format from the
+key (Reed–Solomon with erasures; zbar on the restored image as a cross-check) and computes
+the bit agreement and its exact p-value.
 
-Modules: :mod:`.regions` (candidate layers, FFT region search, capacity), :mod:`.embed`
-(writing the data modules, keeping the density), :mod:`.extract` (reading a suspect,
-combining copies, decoding, statistics).
+A keyed key's slots are recorded explicitly and re-derived from its secret at extraction
+(:func:`slots_are_derived`): a key whose slots were chosen after seeing a model (to sit where
+its mask already spells the text) does not count as a match.
+
+The earlier ``regions`` layout (:mod:`.regions`: one contiguous window per copy, found by
+FFT search) is still written with ``layout="regions"`` and read from old keys; a key-less
+search (:func:`find_decodable_windows`) finds it, which is why it is no longer the default.
 """
 
 from __future__ import annotations
 
 from ..ownership_key import SIGNATURE_SECTION
-from .embed import embed_signature
-from .extract import SignatureEvidence, extract_signature
+from .embed import LAYOUTS, embed_signature
+from .extract import SignatureEvidence, agreement_p_value, combine_copies, extract_signature, slots_are_derived
 from .regions import (
     Region,
+    WindowHit,
     candidate_layers,
+    find_decodable_windows,
     find_regions,
     region_agreement,
     signature_capacity,
 )
+from .slots import Slots, signature_stages
+from .whitening import parse_secret, whitening_stream
 
 __all__ = [
     "SIGNATURE_SECTION",
+    "LAYOUTS",
     "Region",
+    "Slots",
     "SignatureEvidence",
+    "WindowHit",
+    "agreement_p_value",
     "candidate_layers",
-    "region_agreement",
-    "find_regions",
+    "combine_copies",
     "embed_signature",
     "extract_signature",
+    "find_decodable_windows",
+    "find_regions",
+    "parse_secret",
+    "region_agreement",
     "signature_capacity",
+    "signature_stages",
+    "slots_are_derived",
+    "whitening_stream",
 ]

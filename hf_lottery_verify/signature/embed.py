@@ -1,12 +1,12 @@
-"""Writing the QR data modules into the mask with the kept-weight count unchanged."""
+"""Writing the signature into the mask with every kept-weight count unchanged (both layouts)."""
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,131 +15,95 @@ from torch import nn
 from .. import qr
 from ..errors import SignatureError, SignatureTooLargeError
 from ..masks import MaskDict, squeeze_mask
-from ..ownership_key import OwnershipKey, mask_digest
-from ..pruning import top_k_mask
-from .regions import SIGNATURE_SECTION, Region, candidate_layers, find_regions, signature_capacity
+from ..ownership_key import SIGNATURE_SECTION, OwnershipKey, mask_digest
+from .regions import candidate_layers, find_regions, signature_capacity
+from .slots import draw_slots, keyed_capacity, plan_stages, signature_stages
+from .whitening import WHITENING, parse_secret, whitening_stream
+from .writing import restore_kept_counts, timm_params, write_kernels
 
-__all__ = ["embed_signature", "timm_params"]
+__all__ = ["embed_signature", "timm_params", "LAYOUTS"]
 
 logger = logging.getLogger(__name__)
 
-
-def _draw_like(kept_values: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
-    """``n`` values drawn from the layer's kept weights (empirical distribution, random sign)."""
-    if kept_values.numel() == 0:
-        return torch.full((n,), 1e-2) * (torch.randint(0, 2, (n,), generator=gen) * 2 - 1)
-    idx = torch.randint(0, kept_values.numel(), (n,), generator=gen)
-    sign = torch.randint(0, 2, (n,), generator=gen) * 2 - 1
-    return kept_values[idx].abs() * sign
+LAYOUTS = ("keyed", "regions")
+"""``keyed``: whitened bits at keyed slots spread over stages (default). ``regions``: the
+earlier contiguous windows of one layer, found by FFT search (kept so old keys and the
+paper's exact Algorithm 2 stay available; a key-less window search finds them)."""
+KEYED_LAYOUT_VERSION = 1
 
 
-def _region_kernel_mask(shape: torch.Size, regions: Sequence[Region], name: str) -> torch.Tensor:
-    inside = torch.zeros(shape[0], shape[1], dtype=torch.bool)
-    for r in regions:
-        if r.param == name:
-            inside[r.row: r.row + r.size, r.col: r.col + r.size] = True
-    return inside
+def _model_stages(model: nn.Module) -> list[str] | None:
+    from ..architectures import stage_names
+
+    net = getattr(model, "timm_model", model)
+    names = stage_names(net)
+    return names or None
 
 
-def _write_region(weight: torch.Tensor, mask: torch.Tensor, region: Region, target: np.ndarray, data: np.ndarray,
-                  *, rewind: torch.Tensor | None, gen: torch.Generator, module_weights: int = 1) -> dict[str, int]:
-    """Write the data modules of one region in place; returns change counts.
-
-    A 0 clears its kernel. A 1 over an empty kernel switches on one seeded position; with
-    ``module_weights > 1`` every 1-kernel is topped up to that many kept weights, so that
-    pruning must remove all of them to flip the module.
-    """
-    rows, cols = np.nonzero(data)
-    o = torch.from_numpy(rows + region.row)
-    i = torch.from_numpy(cols + region.col)
-    want = torch.from_numpy(target[rows, cols])
-    kernels = mask[o, i].reshape(len(o), -1)  # (n_data, kh*kw)
-    have = kernels.any(dim=1)
-    kk = kernels.shape[1]
-    # 0 over a kept kernel: clear it
-    clear = have & ~want
-    cleared_weights = int(kernels[clear].sum())
-    mask[o[clear], i[clear]] = False
-    weight[o[clear], i[clear]] = 0.0
-    # 1 over a kernel with fewer than `need` kept weights: switch on seeded positions
-    need = max(1, min(module_weights, kk))
-    counts = kernels.sum(dim=1)
-    short = want & (counts < need)
-    n_short = int(short.sum())
-    switched = 0
-    if n_short:
-        rows_k = kernels[short]  # (n_short, kk)
-        scores = torch.rand(rows_k.shape, generator=gen).masked_fill(rows_k, -1.0)
-        rank = torch.argsort(torch.argsort(scores, dim=1, descending=True), dim=1)
-        pick = (rank < (need - counts[short])[:, None]) & ~rows_k
-        r_idx, pos = torch.nonzero(pick, as_tuple=True)
-        oo, ii = o[short][r_idx], i[short][r_idx]
-        kw = weight.shape[3]
-        py, px = pos // kw, pos % kw
-        values = _draw_like(weight[mask], len(pos), gen).to(weight.dtype)
-        if rewind is not None:
-            from_rewind = rewind[oo, ii, py, px].to(weight.dtype)
-            values = torch.where(from_rewind != 0, from_rewind, values)
-        mask[oo, ii, py, px] = True
-        weight[oo, ii, py, px] = values
-        switched = len(pos)
-    return {"switched_on": switched, "filled_kernels": int((~have & want).sum()), "cleared_kernels": int(clear.sum()),
-            "cleared_weights": cleared_weights}
+def _prepare(model: nn.Module, rewind: nn.Module | Mapping[str, torch.Tensor] | None
+             ) -> tuple[MaskDict, dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    masks: MaskDict = dict(getattr(model, "masks", {}) or {})
+    if not masks:
+        raise SignatureError("The model has no masks: prune it (model.prune_ or find-ticket) before signing.")
+    if all(bool(m.all()) for m in masks.values()):
+        raise SignatureError("Nothing in this model is pruned (every mask keeps every weight), so there is no room "
+                             "to write a signature at constant density: prune it first (model.prune_ or "
+                             "find-ticket), then sign the ticket.")
+    rewind_sd = None
+    if rewind is not None:
+        sd = rewind.timm_model.state_dict() if hasattr(rewind, "timm_model") else dict(rewind)
+        rewind_sd = {n: t.detach().cpu() for n, t in sd.items()}
+    return masks, timm_params(model), rewind_sd
 
 
-def _rebalance(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor],
-               eligible: Mapping[str, torch.Tensor], delta: int, *, rewind: Mapping[str, torch.Tensor] | None,
-               gen: torch.Generator) -> int:
-    """Undo a kept-count change of ``delta`` over the eligible positions of several layers.
-
-    ``delta > 0``: prune the ``delta`` smallest-magnitude eligible kept weights.
-    ``delta < 0``: switch on ``-delta`` eligible pruned positions, largest rewind magnitude
-    first (seeded random without rewind weights), with rewind or drawn values.
-    Works in place on ``weights``/``masks``; returns how many positions it changed (it
-    does at most what the eligible positions allow).
-    """
-    names = list(eligible)
-    if delta == 0 or not names:
-        return 0
-    if delta > 0:
-        flat = torch.cat([weights[n].abs().double().masked_fill(~(masks[n] & eligible[n]), math.inf).reshape(-1)
-                          for n in names])
-        k = min(delta, int(torch.isfinite(flat).sum()))
-        chosen = top_k_mask((-flat).masked_fill(~torch.isfinite(flat), -math.inf), k)
-    else:
-        parts = []
-        for n in names:
-            free = ~masks[n] & eligible[n]
-            score = (rewind[n].abs().double() if rewind is not None else torch.zeros(masks[n].shape, dtype=torch.float64))
-            score = score + torch.rand(masks[n].shape, generator=gen, dtype=torch.float64) * 1e-12
-            parts.append(score.masked_fill(~free, -math.inf).reshape(-1))
-        flat = torch.cat(parts)
-        k = min(-delta, int((flat > -math.inf).sum()))
-        chosen = top_k_mask(flat, k)
-    start = 0
-    for n in names:
-        numel = masks[n].numel()
-        pick = chosen[start: start + numel].view_as(masks[n])
-        start += numel
-        if not bool(pick.any()):
-            continue
-        if delta > 0:
-            masks[n][pick] = False
-            weights[n][pick] = 0.0
-        else:
-            values = _draw_like(weights[n][masks[n]], int(pick.sum()), gen).to(weights[n].dtype)
-            if rewind is not None:
-                r = rewind[n][pick].to(weights[n].dtype)
-                values = torch.where(r != 0, r, values)
-            masks[n][pick] = True
-            weights[n][pick] = values
-    return k
+def _encode(text: str, *, version: int | None, ecc: str, mask_pattern: int | None, max_bytes: int,
+            where: str) -> qr.QRSymbol:
+    try:
+        return qr.encode(text, version=version, ecc=ecc, mask_pattern=mask_pattern)
+    except qr.QRCapacityError as exc:
+        raise SignatureTooLargeError(
+            f"Signature of {len(text.encode())} bytes does not fit a QR symbol{f' of version {version}' if version else ''} "
+            f"at ecc {ecc}: {exc} The largest capacity of this model is {max_bytes} bytes ({where}). Shorten the "
+            "text or use a lower ecc level.", max_chars=max_bytes) from exc
 
 
-def timm_params(model: nn.Module) -> dict[str, torch.Tensor]:
-    if hasattr(model, "timm_parameters"):
-        return model.timm_parameters()
-    return dict(model.named_parameters())
+def _finish(model: nn.Module, params: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor],
+            new_masks: MaskDict, kept_before: Mapping[str, int], *, per_layer_exact: bool) -> None:
+    for name in weights:
+        params[name].copy_(weights[name].to(params[name].device))
+    if hasattr(model, "set_masks"):
+        model.set_masks(new_masks)
+    if sum(int(m.sum()) for m in new_masks.values()) != sum(kept_before.values()):  # pragma: no cover - invariant
+        raise SignatureError("Internal error: embedding changed the total number of kept weights.")
+    if per_layer_exact and any(int(new_masks[n].sum()) != kept_before[n] for n in new_masks):  # pragma: no cover
+        raise SignatureError("Internal error: embedding changed a layer's number of kept weights.")
+
+
+def _common_fields(symbol: qr.QRSymbol, text: str, new_masks: MaskDict, params: Mapping[str, torch.Tensor],
+                   changes: Mapping[str, int], **extra: Any) -> dict[str, Any]:
+    data_bits = symbol.data_bits()
+    layer_kept = {n: int(m.sum()) for n, m in new_masks.items()}
+    min_mag = {n: float(params[n].detach().abs()[new_masks[n].to(params[n].device)].min())
+               for n in new_masks if layer_kept[n]}
+    return {
+        "scheme": "V2",
+        **extra,
+        "text": text,
+        "qr": {"version": symbol.version, "ecc": symbol.ecc, "mask_pattern": symbol.mask_pattern},
+        "size": symbol.size,
+        "data_bits": np.packbits(data_bits).tobytes().hex(),
+        "num_data_modules": int(data_bits.size),
+        "signed_mask_digest": mask_digest(new_masks),
+        "layer_kept": layer_kept,
+        "min_kept_magnitude": min_mag,
+        "param_shapes": {n: list(m.shape) for n, m in new_masks.items()},
+        "changes": dict(changes),
+    }
+
+
+def _add(total: dict[str, int], counts: Mapping[str, int]) -> None:
+    for k, v in counts.items():
+        total[k] = total.get(k, 0) + v
 
 
 @torch.no_grad()
@@ -147,144 +111,219 @@ def embed_signature(
     model: nn.Module,
     text: str,
     *,
+    secret: bytes | str | None = None,
     seed: int = 0,
-    layers: Sequence[str] | str | None = None,
+    layout: str = "keyed",
+    copies: int | None = None,
+    module_weights: int = 2,
     ecc: str = "H",
     version: int | None = None,
     mask_pattern: int | None = None,
-    copies: int = 2,
-    module_weights: int = 2,
+    layers: Sequence[str] | str | None = None,
+    max_occupancy: float = 0.5,
+    max_layer_share: float | None = None,
     polarity: str = "auto",
     rewind: nn.Module | Mapping[str, torch.Tensor] | None = None,
     key: OwnershipKey | None = None,
 ) -> OwnershipKey:
-    """Embed ``text`` as a QR code into the model's sparse mask (Algorithm 2), in place.
+    """Embed ``text`` as a keyed QR signature into the model's sparse mask, in place.
+
+    Keyed layout (default): the QR symbol's data-module bits are XORed with a keyed stream
+    (one per copy) and written to keyed pseudo-random kernels ("slots") of one stage per
+    copy, spread over that stage's spatial convs; a 1 keeps the kernel (switching on
+    ``module_weights`` seeded positions of an empty one), a 0 clears it. Then every layer's
+    kept count is restored exactly outside the slots. Without the secret the written bits
+    look like noise and their positions are unknown; the key records the slots explicitly.
 
     Args:
-        model: A :class:`~hf_lottery_verify.SparseResNetForImageClassification` with masks.
-        text: The signature (e.g. an owner id and a date).
-        seed: Seed for switched-on positions and drawn values; same seed → same masks and key.
-        layers: Candidate layers: ``None`` (low-level convs), ``"all"`` or a list of names.
-        ecc: QR error-correction level (``H`` recovers the most damage).
-        version: QR version; the smallest that fits when ``None``.
-        mask_pattern: QR mask pattern; the encoder's choice when ``None``.
-        copies: Non-overlapping copies of the symbol, in different layers when possible. The
-            paper writes one; two copies let extraction combine them ("kept in any copy"
-            undoes pruning, disagreements become erasures), which on a retrained ticket
-            moved decoding from failing at 20% one-shot magnitude pruning to succeeding at
-            50% (bench/qr_robustness.py).
-        module_weights: Minimum kept weights in a kernel that encodes a 1 (the paper: 1);
-            2 makes random pruning and add-on noise less likely to flip a module.
-            ``copies=1, module_weights=1`` is the paper's Algorithm 2 exactly.
-        polarity: ``auto``, ``dark_kept`` or ``dark_pruned``.
-        rewind: Rewind weights ``W_k`` (model or state dict with timm names): values for
-            switched-on weights, so that retraining from ``W_k`` starts from real weights.
-        key: An existing key to add the ``signature`` section to.
+        model (`nn.Module`): A :class:`~hf_lottery_verify.SparseResNetForImageClassification` with masks.
+        text (`str`): The signature (e.g. an owner id and a date).
+        secret (`bytes` or `str`, *optional*): The keyed layout's secret (bytes or hex, at
+            least 16 bytes); 32 fresh random bytes when ``None``. Stored (hex) in the key.
+        seed (`int`, *optional*, defaults to 0): Seed of the non-secret choices (which
+            positions of a kernel are switched on, drawn values). Same secret, seed, model
+            and text → bit-identical masks, weights and signature section.
+        layout (`str`, *optional*, defaults to `"keyed"`): ``"keyed"`` or ``"regions"`` (the
+            earlier contiguous windows; a key-less search finds them: use only for tests and
+            the paper's exact Algorithm 2).
+        copies (`int`, *optional*): Copies of the symbol. Keyed: one stage each; ``None``
+            uses every stage that holds a copy at ``max_occupancy``, at most 3. Regions:
+            non-overlapping windows, ``None`` = 2.
+        module_weights (`int`, *optional*, defaults to 2): Minimum kept weights of a kernel
+            that encodes a 1 (1 = the paper's); 2 resists random pruning and add-on noise.
+        ecc (`str`, *optional*, defaults to `"H"`): QR error-correction level.
+        version (`int`, *optional*): QR version; the smallest that fits when ``None``.
+        mask_pattern (`int`, *optional*): QR mask pattern; the encoder's choice when ``None``.
+        layers (`Sequence[str]` or `str`, *optional*): Candidate layers. Keyed: ``None`` (the
+            spatial convs of every stage), ``"all"`` (1×1 convs too) or a list of names.
+            Regions: see :func:`~hf_lottery_verify.signature.candidate_layers`.
+        max_occupancy (`float`, *optional*, defaults to 0.5): Keyed: largest share of a
+            stage's kernels one copy may occupy.
+        max_layer_share (`float`, *optional*): Keyed: largest share of a copy one layer may
+            hold (``None``: slots fall on layers in proportion to their size).
+        polarity (`str`, *optional*, defaults to `"auto"`): Regions only (``auto``,
+            ``dark_kept``, ``dark_pruned``); whitening makes it moot for the keyed layout.
+        rewind (`nn.Module` or `Mapping[str, torch.Tensor]`, *optional*): Rewind weights
+            ``W_k`` (model or timm-named state dict): values of switched-on weights.
+        key (`OwnershipKey`, *optional*): An existing key to add the ``signature`` section to.
 
     Returns:
-        The :class:`OwnershipKey` with its ``signature`` section filled.
+        The :class:`OwnershipKey` with its ``signature`` section (and slot tensors) filled.
 
     Raises:
-        SignatureTooLargeError: ``text`` does not fit any candidate layer; the message names
-            the largest capacity available.
-        SignatureError: The model has no masks, or the regions cannot be rebalanced.
+        SignatureTooLargeError: ``text`` does not fit; the message names the largest capacity.
+        SignatureError: The model has no masks or nothing pruned, bad options, or fewer
+            stages than ``copies`` can hold a copy.
+
+    Example:
+        >>> key = embed_signature(ticket, "alice 2026", rewind=rewind_weights)   # doctest: +SKIP
+        >>> extract_signature(ticket, key).matches                              # doctest: +SKIP
+        True
     """
+    if layout not in LAYOUTS:
+        raise SignatureError(f"Unknown signature layout {layout!r}: use one of {LAYOUTS}.")
+    if polarity not in ("auto", "dark_kept", "dark_pruned"):
+        raise SignatureError(f"Unknown polarity {polarity!r}: use 'auto', 'dark_kept' or 'dark_pruned'.")
+    if copies is not None and copies < 1:
+        raise SignatureError(f"copies must be at least 1, got {copies}.")
+    if module_weights < 1:
+        raise SignatureError(f"module_weights must be at least 1, got {module_weights}.")
     t0 = time.perf_counter()
-    masks: MaskDict = dict(getattr(model, "masks", {}) or {})
-    if not masks:
-        raise SignatureError("The model has no masks: prune it (model.prune_ or find-ticket) before signing.")
-    cap_bytes, cap_version, cap_layer = signature_capacity(masks, ecc=ecc, layers=layers)
+    if layout == "regions":
+        section, tensors = _embed_regions(model, text, seed=seed, layers=layers, ecc=ecc, version=version,
+                                          mask_pattern=mask_pattern, copies=2 if copies is None else copies,
+                                          module_weights=module_weights, polarity=polarity, rewind=rewind)
+    else:
+        if not 0 < max_occupancy <= 1:
+            raise SignatureError(f"max_occupancy must lie in (0, 1], got {max_occupancy}.")
+        section, tensors = _embed_keyed(model, text, secret=parse_secret(secret), seed=seed, layers=layers, ecc=ecc,
+                                        version=version, mask_pattern=mask_pattern, copies=copies,
+                                        module_weights=module_weights, max_occupancy=max_occupancy,
+                                        max_layer_share=max_layer_share, rewind=rewind)
+    key = key or OwnershipKey(arch=getattr(getattr(model, "config", None), "arch", type(model).__name__))
+    key.set_section(SIGNATURE_SECTION, section, tensors=tensors)
+    logger.info("Embedded a %s QR v%d-%s signature (%d copies) in %.3f s; changes %s", layout,
+                section["qr"]["version"], ecc, len(section["regions"]), time.perf_counter() - t0, section["changes"])
+    return key
+
+
+def _embed_keyed(model: nn.Module, text: str, *, secret: bytes, seed: int, layers: Sequence[str] | str | None,
+                 ecc: str, version: int | None, mask_pattern: int | None, copies: int | None, module_weights: int,
+                 max_occupancy: float, max_layer_share: float | None,
+                 rewind: nn.Module | Mapping[str, torch.Tensor] | None
+                 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    masks, params, rewind_sd = _prepare(model, rewind)
+    stages = _model_stages(model)
+    candidates = signature_stages(masks, layers=layers, stages=stages)
+    cap_bytes, cap_version, cap_stage = keyed_capacity(masks, ecc=ecc, layers=layers, stages=stages,
+                                                        max_occupancy=max_occupancy)
+    if cap_stage is None:
+        raise SignatureTooLargeError(
+            f"No stage of this model can hold even a version-1 QR symbol ({qr.num_data_modules(1)} data modules) at "
+            f"<= {max_occupancy:.0%} of its candidate kernels; pass layers='all' or a higher max_occupancy, or sign "
+            "a wider model.", max_chars=0)
+    where = f"QR version {cap_version}-{ecc} in stage '{cap_stage}' at <= {max_occupancy:.0%} of its kernels"
+    symbol = _encode(text, version=version, ecc=ecc, mask_pattern=mask_pattern, max_bytes=cap_bytes, where=where)
+    n = symbol.num_data_modules
+    if symbol.version > cap_version:
+        raise SignatureTooLargeError(
+            f"Signature of {len(text.encode())} bytes needs QR version {symbol.version}-{ecc} ({n} data modules); "
+            f"the largest capacity available is {cap_bytes} bytes ({where}). Shorten the text, use a lower ecc "
+            "level, or raise max_occupancy.", max_chars=cap_bytes)
+    chosen = plan_stages(candidates, masks, n, copies=copies, max_occupancy=max_occupancy)
+    gen = torch.Generator().manual_seed(seed)
+    kept_before = {name: int(m.sum()) for name, m in masks.items()}
+    new_masks = {name: m.detach().cpu().clone() for name, m in masks.items()}
+    data_bits = symbol.data_bits()
+    shapes = {name: tuple(m.shape) for name, m in masks.items()}
+    all_slots = [draw_slots(secret, shapes, stage, candidates[stage], n, c, max_layer_share=max_layer_share)
+                 for c, stage in enumerate(chosen)]
+    written = list(dict.fromkeys(name for s in all_slots for name in s.params))
+    weights = {name: params[name].detach().cpu().clone() for name in written}
+    changes: dict[str, int] = {}
+    records, tensors = [], {}
+    protected: dict[str, torch.Tensor] = {}
+    for c, slots in enumerate(all_slots):
+        target = data_bits ^ whitening_stream(secret, c, n)  # True = kernel kept
+        changed = np.zeros(n, dtype=bool)
+        per_param = {}
+        for name, pos, kernels in slots.per_param():
+            in_c = new_masks[name].shape[1]
+            o = torch.from_numpy(kernels // in_c)
+            i = torch.from_numpy(kernels % in_c)
+            want = torch.from_numpy(target[pos])
+            before = new_masks[name][o, i].reshape(len(pos), -1).any(dim=1).numpy()
+            changed[pos] = before != target[pos]
+            _add(changes, write_kernels(weights[name], new_masks[name], o, i, want,
+                                        rewind=rewind_sd.get(name) if rewind_sd is not None else None,
+                                        gen=gen, module_weights=module_weights))
+            per_param[name] = int(pos.size)
+        for name, m in slots.kernel_maps({p: new_masks[p].shape for p in slots.params}).items():
+            protected[name] = protected[name] | m if name in protected else m
+        records.append({"copy": c, "stage": slots.stage, "params": list(slots.params), "slots": len(slots),
+                        "per_param": per_param, "changed": int(changed.sum()),
+                        "changed_bits": np.packbits(changed).tobytes().hex()})
+        tensors.update(slots.to_tensors(c))
+    _add(changes, restore_kept_counts(params, weights, new_masks, kept_before, protected, rewind=rewind_sd, gen=gen))
+    _finish(model, params, weights, new_masks, kept_before, per_layer_exact="compensated_elsewhere" not in changes)
+    section = _common_fields(
+        symbol, text, new_masks, params, changes, layout="keyed", layout_version=KEYED_LAYOUT_VERSION,
+        secret=secret.hex(), whitening=WHITENING, seed=seed, copies=len(records), module_weights=module_weights,
+        max_occupancy=max_occupancy, max_layer_share=max_layer_share)
+    section["regions"] = records
+    return section, tensors
+
+
+def _embed_regions(model: nn.Module, text: str, *, seed: int, layers: Sequence[str] | str | None, ecc: str,
+                   version: int | None, mask_pattern: int | None, copies: int, module_weights: int, polarity: str,
+                   rewind: nn.Module | Mapping[str, torch.Tensor] | None
+                   ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The earlier layout: contiguous windows of one layer found by FFT search (Algorithm 2 with copies)."""
+    masks, params, rewind_sd = _prepare(model, rewind)
+    cap_bytes, cap_version, cap_layer = signature_capacity(masks, ecc=ecc, layers=layers, layout="regions")
     if cap_layer is None:
         raise SignatureTooLargeError("No candidate conv layer can hold even a version-1 QR symbol (21×21 kernels); "
                                      "pass layers='all' or sign a wider model.", max_chars=0)
-    where = f"QR version {cap_version}-{ecc} in '{cap_layer}'"
-    hint = "" if layers == "all" else "; layers='all' considers every layer"
+    where = f"QR version {cap_version}-{ecc} in '{cap_layer}'" + ("" if layers == "all" else
+                                                                   "; layers='all' considers every layer")
+    symbol = _encode(text, version=version, ecc=ecc, mask_pattern=mask_pattern, max_bytes=cap_bytes, where=where)
     try:
-        symbol = qr.encode(text, version=version, ecc=ecc, mask_pattern=mask_pattern)
         fits = bool(candidate_layers(masks, symbol.size, layers=layers))
-    except (qr.QRCapacityError, SignatureError):
-        symbol, fits = None, False
+    except SignatureError:
+        fits = False
     if not fits:
         raise SignatureTooLargeError(
             f"Signature of {len(text.encode())} bytes does not fit: the largest capacity available is {cap_bytes} "
-            f"bytes ({where}{hint}). Shorten the text or use a lower ecc level.", max_chars=cap_bytes)
-    assert symbol is not None
+            f"bytes ({where}). Shorten the text or use a lower ecc level.", max_chars=cap_bytes)
     regions = find_regions(masks, symbol, layers=layers, copies=copies, polarity=polarity)
-    params = timm_params(model)
-    rewind_sd = None
-    if rewind is not None:
-        rewind_sd = rewind.timm_model.state_dict() if hasattr(rewind, "timm_model") else dict(rewind)
     gen = torch.Generator().manual_seed(seed)
     kept_before = {n: int(m.sum()) for n, m in masks.items()}
     changes: dict[str, int] = {}
     new_masks = {n: m.detach().cpu().clone() for n, m in masks.items()}
-    weights = {n: params[n].detach().cpu().clone() for n in {r.param for r in regions}}
-    region_records = []
+    weights = {n: params[n].detach().cpu().clone() for n in dict.fromkeys(r.param for r in regions)}
+    protected: dict[str, torch.Tensor] = {}
+    records = []
+    rows, cols = np.nonzero(symbol.data_map)
     for region in regions:
         target = ~symbol.modules if region.inverted else symbol.modules
         before = squeeze_mask(new_masks[region.param])[region.row: region.row + symbol.size,
                                                        region.col: region.col + symbol.size].numpy()
-        # the modules this embedding had to change: the evidence that the mask was *signed*,
-        # as opposed to merely agreeing by chance (or because the region was chosen to agree)
         changed = (before != target)[symbol.data_map]
-        region_records.append({**asdict(region), "changed_bits": np.packbits(changed).tobytes().hex(),
-                               "changed": int(changed.sum())})
-        rw = rewind_sd[region.param].cpu() if rewind_sd is not None else None
-        c = _write_region(weights[region.param], new_masks[region.param], region, target, symbol.data_map,
-                          rewind=rw, gen=gen, module_weights=module_weights)
-        for k, v in c.items():
-            changes[k] = changes.get(k, 0) + v
-    # Keep the kept count unchanged: first inside each signed layer (outside every region),
-    # then, if a layer has no room left, across all masked layers outside the regions.
-    rewind_cpu = {n: t.cpu() for n, t in rewind_sd.items()} if rewind_sd is not None else None
-    outside = {n: (~_region_kernel_mask(m.shape, regions, n))[:, :, None, None].expand_as(m).clone()
-               if m.dim() == 4 else torch.ones_like(m) for n, m in new_masks.items()}
-    remainder = 0
-    for name in list(weights):
-        delta = int(new_masks[name].sum()) - kept_before[name]
-        done = _rebalance({name: weights[name]}, new_masks, {name: outside[name]}, delta, rewind=rewind_cpu, gen=gen)
-        changes["compensated_in_layer"] = changes.get("compensated_in_layer", 0) + done
-        remainder += delta - done if delta > 0 else delta + done
-    if remainder:
-        for n in new_masks:
-            weights.setdefault(n, params[n].detach().cpu().clone())
-        done = _rebalance(weights, new_masks, outside, remainder, rewind=rewind_cpu, gen=gen)
-        if done != abs(remainder):
-            raise SignatureError("Not enough room outside the signature regions to keep the density unchanged.")
-        changes["compensated_elsewhere"] = done
-        logger.warning("The signature regions fill most of their layer; %d weights were rebalanced in other layers "
-                       "(smallest magnitudes / largest rewind values). The total kept count is unchanged.", done)
-    for name in weights:
-        params[name].copy_(weights[name].to(params[name].device))
-    if hasattr(model, "set_masks"):
-        model.set_masks(new_masks)
-    if sum(int(m.sum()) for m in new_masks.values()) != sum(kept_before.values()):  # pragma: no cover - invariant
-        raise SignatureError("Internal error: embedding changed the number of kept weights.")
+        records.append({**asdict(region), "changed_bits": np.packbits(changed).tobytes().hex(),
+                        "changed": int(changed.sum())})
+        o, i = torch.from_numpy(rows + region.row), torch.from_numpy(cols + region.col)
+        _add(changes, write_kernels(weights[region.param], new_masks[region.param], o, i,
+                                    torch.from_numpy(target[rows, cols]),
+                                    rewind=rewind_sd[region.param] if rewind_sd is not None else None,
+                                    gen=gen, module_weights=module_weights))
+        shape = new_masks[region.param].shape
+        inside = protected.get(region.param, torch.zeros(shape[0], shape[1], dtype=torch.bool))
+        inside[region.row: region.row + region.size, region.col: region.col + region.size] = True
+        protected[region.param] = inside
+    _add(changes, restore_kept_counts(params, weights, new_masks, kept_before, protected, rewind=rewind_sd, gen=gen))
+    _finish(model, params, weights, new_masks, kept_before, per_layer_exact="compensated_elsewhere" not in changes)
+    section = _common_fields(symbol, text, new_masks, params, changes, layout="regions", seed=seed, copies=copies,
+                             module_weights=module_weights)
+    section["regions"] = records
+    return section, {}
 
-    data_bits = symbol.data_bits()
-    layer_kept = {n: int(m.sum()) for n, m in new_masks.items()}
-    min_mag = {n: float(params[n].detach().abs()[new_masks[n].to(params[n].device)].min())
-               for n in new_masks if layer_kept[n]}
-    section = {
-        "scheme": "V2",
-        "text": text,
-        "qr": {"version": symbol.version, "ecc": symbol.ecc, "mask_pattern": symbol.mask_pattern},
-        "size": symbol.size,
-        "regions": region_records,
-        "seed": seed,
-        "copies": copies,
-        "module_weights": module_weights,
-        "data_bits": np.packbits(data_bits).tobytes().hex(),
-        "num_data_modules": int(data_bits.size),
-        "signed_mask_digest": mask_digest(new_masks),
-        "layer_kept": layer_kept,
-        "min_kept_magnitude": min_mag,
-        "param_shapes": {n: list(m.shape) for n, m in new_masks.items()},
-        "changes": changes,
-        "seconds": round(time.perf_counter() - t0, 4),
-    }
-    key = key or OwnershipKey(arch=getattr(getattr(model, "config", None), "arch", type(model).__name__))
-    key.set_section(SIGNATURE_SECTION, section)
-    logger.info("Embedded a %d×%d QR (v%d-%s) in %s; changes %s", symbol.size, symbol.size, symbol.version, ecc,
-                [(r.param, r.row, r.col) for r in regions], changes)
-    return key

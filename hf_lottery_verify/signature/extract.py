@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -12,15 +13,16 @@ import numpy as np
 import torch
 
 from .. import qr
-from ..errors import KeyMismatchError
+from ..errors import KeyMismatchError, SignatureError
 from ..masks import squeeze_mask
 from ..ownership_key import SIGNATURE_SECTION, OwnershipKey
 from ..recovery import recover_masks
-from ..stats import module_agreement_p_value
+from ..stats import binomial_log_pmf
 from ..suspect import Suspect, read_suspect
-from .regions import Region
+from .slots import Slots, draw_slots
+from .whitening import WHITENING, parse_secret, whitening_stream
 
-__all__ = ["SignatureEvidence", "extract_signature"]
+__all__ = ["SignatureEvidence", "extract_signature", "combine_copies", "agreement_p_value", "slots_are_derived"]
 
 
 @dataclass
@@ -29,19 +31,23 @@ class SignatureEvidence:
 
     Attributes:
         text: Decoded text (known-format decoder), or ``None``.
-        matches: ``text`` equals the key's text.
+        matches: ``text`` equals the key's text (a valid Reed–Solomon decode of it).
         bit_agreement: Fraction of data modules (combined over copies) equal to the key's.
-        p_value: Probability that an unrelated mask of the same density agrees with the
-            signature on at least as many of the modules the embedding *changed* (Bonferroni
-            over copies). Modules that already agreed before signing are not counted: the
-            unsigned ticket scores p ≈ 1.
+        p_value: Probability that an unrelated mask of the same per-layer density agrees with
+            the signature on at least as many of the modules the embedding *changed*
+            (Bonferroni over copies). Modules that already agreed before signing are not
+            counted: the unsigned ticket scores p ≈ 1.
         image_text: What zbar read from the restored symbol (cross-check), or ``None``.
-        copies: Per-copy ``(bit_agreement, p_value)``.
+        copies: Per copy: where it lives, bit agreement, changed modules, p-value.
         erasures: Modules handed to the decoder as erasures (copies disagreeing).
         defense_applied: Layers where the add-on defense kept only the top-k magnitudes.
         decode_reason: Why decoding failed, if it did.
-        combination: How copies were combined for the successful decode (``single``, ``any``
-            — kept in any copy, ``all``, ``majority``, ``erasures``).
+        combination: How copies were combined for the decode (``single``, ``any`` — kept
+            reads win, ``majority``, ``all`` — pruned reads win, ``erasures``, or ``copy<c>`` alone).
+        layout: The key's signature layout (``keyed`` or ``regions``).
+        slots_verified: Keyed layout: the key's slots are the ones its secret derives (when
+            not, the key was edited or forged after the fact and ``matches`` is ``False``);
+            ``None`` for the ``regions`` layout.
         seconds: Extraction and decoding time.
     """
 
@@ -50,70 +56,229 @@ class SignatureEvidence:
     bit_agreement: float
     p_value: float
     image_text: str | None = None
-    copies: list[dict[str, float]] = field(default_factory=list)
+    copies: list[dict[str, Any]] = field(default_factory=list)
     erasures: int = 0
     defense_applied: list[str] = field(default_factory=list)
     decode_reason: str | None = None
     combination: str = "single"
+    layout: str = "keyed"
+    slots_verified: bool | None = None
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _region_masks(weights: Mapping[str, torch.Tensor], section: Mapping[str, Any], *, defense: bool
-                  ) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """The suspect's masks of the signed layers, from its weights, with the add-on defense."""
-    for name, shape in section["param_shapes"].items():
-        if name not in weights:
-            raise KeyMismatchError(f"The suspect has no parameter '{name}' named in the key; wrong architecture?")
-        if list(weights[name].shape) != list(shape):
-            raise KeyMismatchError(f"'{name}' has shape {tuple(weights[name].shape)} in the suspect, {tuple(shape)} "
-                                   "in the key; the key belongs to another architecture.")
-    names = list(dict.fromkeys(r["param"] for r in section["regions"]))
-    signed = {n: weights[n] for n in names}
-    if not defense:
-        return recover_masks(signed), []
-    kept = {n: int(section["layer_kept"].get(n, 0)) or weights[n].numel() for n in names}
-    masks = recover_masks(signed, kept)
-    defended = [n for n in names if int(masks[n].sum()) < int((weights[n] != 0).sum())]
-    return masks, defended
+@dataclass
+class _CopyRead:
+    """One copy as read from the suspect: data bit = ``kept ^ stream``."""
+
+    kept: np.ndarray  # (n,) kernel kept in the suspect
+    stream: np.ndarray  # (n,) whitening (keyed) or the polarity (regions)
+    layer: np.ndarray  # (n,) index into ``layers``
+    layers: list[str]
+    changed: np.ndarray  # (n,) modules the embedding changed
+    info: dict[str, Any]
 
 
-def _decode_copies(reads: list[tuple[np.ndarray, bool]], *, version: int, ecc: str, mask_pattern: int
-                   ) -> tuple[qr.QRDecodeResult, np.ndarray, np.ndarray, str]:
-    """Decode one or more copies: try the combinations each attack model suggests.
+def _unpack(hex_bits: str, n: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(bytes.fromhex(hex_bits), dtype=np.uint8))[:n].astype(bool)
 
-    Pruning attacks only turn kept kernels into pruned ones, so "kept in any copy" is the
-    best estimate after pruning; add-on noise does the opposite ("kept in all copies");
-    modules on which the copies disagree are unreliable and can be handed to the
-    decoder as erasures. The first combination that Reed–Solomon-decodes to a valid QR
-    bitstream wins (a false decode needs a valid codeword *and* a valid bitstream).
+
+def agreement_p_value(agree: int, groups: Sequence[tuple[int, int, float]]) -> float:
+    """P-value of ``agree`` matching modules when each group's kernels are kept at its own rate.
+
+    Under the null of an unrelated mask, a module of a layer with squeezed density ``q``
+    matches a target 1 with probability ``q`` and a target 0 with ``1 − q``, independently;
+    the number of matches is ``Σ_l Bin(ones_l, q_l) + Bin(zeros_l, 1 − q_l)``, whose exact
+    tail is computed by convolving the binomial pmfs (log-scaled).
+
+    Args:
+        agree (`int`): Observed matching modules.
+        groups (`Sequence[tuple[int, int, float]]`): ``(ones, zeros, q)`` per layer; ``q`` is
+            clipped to ``[1e-9, 1 − 1e-9]``.
+
+    Returns:
+        ``P(X >= agree)``.
     """
-    first_inverted = reads[0][1]
-    kept = np.stack([bits ^ inv for bits, inv in reads])  # True = kernel kept, per copy
-    n = kept.shape[1]
-    none = np.zeros(n, dtype=bool)
-    if len(reads) == 1:
-        candidates = [("single", kept[0], none)]
-    else:
-        disagree = kept.any(axis=0) & ~kept.all(axis=0)
-        votes = kept.sum(axis=0)
-        majority = votes * 2 > len(reads)
-        tie = votes * 2 == len(reads)
-        candidates = [("any", kept.any(axis=0), none), ("majority", majority, tie), ("all", kept.all(axis=0), none),
-                      ("erasures", kept.any(axis=0), disagree)]
+    dist, log_scale = np.ones(1), 0.0
+    for ones, zeros, q in groups:
+        q = min(max(q, 1e-9), 1 - 1e-9)
+        for n, p in ((ones, q), (zeros, 1 - q)):
+            if n == 0:
+                continue
+            lp = binomial_log_pmf(n, p)
+            m = float(lp.max())
+            dist = np.convolve(dist, np.exp(lp - m))
+            log_scale += m
+            top = float(dist.max())
+            dist /= top
+            log_scale += math.log(top)
+    if agree <= 0:
+        return 1.0
+    if agree >= dist.size:
+        return 0.0
+    tail = float(dist[agree:].sum())
+    return 0.0 if tail == 0 else min(1.0, math.exp(math.log(tail) + log_scale))
+
+
+def combine_copies(kept: np.ndarray, stream: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """Candidate data bits from one or more copies, for the attack models in turn.
+
+    Copy ``c`` claims data bit ``kept[c] ^ stream[c]``. Pruning attacks only turn kept
+    kernels into pruned ones, so a *kept* read is reliable and a pruned one is not
+    (``any``: one kept read outweighs every pruned read); add-on noise the opposite
+    (``all``); ``majority`` weighs every copy the same; ``erasures`` takes ``any``'s bits and
+    erases every module on which the copies disagree; ``copy<c>`` reads copy ``c`` alone (when
+    an attack destroyed the others). Ties become erasures. With identical
+    streams (the ``regions`` layout) ``any`` is exactly "kept in any copy".
+
+    Args:
+        kept (`np.ndarray`): ``(copies, n)`` boolean kernel reads.
+        stream (`np.ndarray`): ``(copies, n)`` whitening bits.
+
+    Returns:
+        ``(how, bits, erasures, reliability)`` candidates, in the order to try them.
+    """
+    votes = kept ^ stream
+    copies, n = votes.shape
+    if copies == 1:
+        return [("single", votes[0], np.zeros(n, dtype=bool), np.ones(n))]
+    strong = copies + 1
+
+    def vote(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        w1, w0 = (weight * votes).sum(axis=0), (weight * ~votes).sum(axis=0)
+        return w1 > w0, w1 == w0, np.abs(w1 - w0).astype(float)
+
+    out = []
+    for how, weight in (("any", np.where(kept, strong, 1)), ("majority", np.ones(votes.shape, dtype=int)),
+                        ("all", np.where(kept, 1, strong))):
+        bits, tie, rel = vote(weight)
+        out.append((how, bits, tie, rel))
+    disagree = votes.any(axis=0) & ~votes.all(axis=0)
+    out.append(("erasures", out[0][1], disagree, np.where(disagree, 0.0, 1.0)))
+    # each copy alone: survives an attack that destroyed the other copies outright
+    out += [(f"copy{c}", votes[c], np.zeros(n, dtype=bool), np.ones(n)) for c in range(copies)]
+    return out
+
+
+def _decode(reads: list[_CopyRead], *, version: int, ecc: str, mask_pattern: int
+            ) -> tuple[qr.QRDecodeResult, np.ndarray, np.ndarray, str]:
+    """The first candidate combination that decodes to a valid QR bitstream (or the first one)."""
+    kept = np.stack([r.kept for r in reads])
+    stream = np.stack([r.stream for r in reads])
     best = None
-    for how, k, erase in candidates:
-        bits = k ^ first_inverted
+    for how, bits, erase, rel in combine_copies(kept, stream):
         res = qr.decode_known(bits, version=version, ecc=ecc, mask_pattern=mask_pattern,
-                              erasures=erase if erase.any() else None)
+                              erasures=erase if erase.any() else None,
+                              reliability=rel if how in ("any", "majority", "all") else None)
         if best is None:
             best = (res, bits, erase, how)
         if res.ok:
             return res, bits, erase, how
     assert best is not None
     return best
+
+
+def _check_params(weights: Mapping[str, torch.Tensor], names: Sequence[str], section: Mapping[str, Any]) -> None:
+    shapes = section.get("param_shapes", {})
+    for name in names:
+        if name not in weights:
+            raise KeyMismatchError(f"The suspect has no parameter '{name}' named in the key; wrong architecture, or "
+                                   "pass weights aligned to the key's reference model.")
+        if name in shapes and list(weights[name].shape) != list(shapes[name]):
+            raise KeyMismatchError(f"'{name}' has shape {tuple(weights[name].shape)} in the suspect, "
+                                   f"{tuple(shapes[name])} in the key; the key belongs to another architecture, or "
+                                   "the suspect's channels must be re-aligned to the key's reference first.")
+
+
+def _suspect_masks(weights: Mapping[str, torch.Tensor], names: Sequence[str], section: Mapping[str, Any], *,
+                   defense: bool) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The suspect's masks of the signed layers, from its weights, with the add-on defense."""
+    _check_params(weights, names, section)
+    signed = {n: weights[n] for n in names}
+    if not defense:
+        return recover_masks(signed), []
+    kept = {n: int(section["layer_kept"].get(n, 0)) or weights[n].numel() for n in names}
+    masks = recover_masks(signed, kept)
+    return masks, [n for n in names if int(torch.count_nonzero(weights[n])) > kept[n]]
+
+
+def _read_keyed(weights: Mapping[str, torch.Tensor], section: Mapping[str, Any], tensors: Mapping[str, torch.Tensor],
+                n: int, *, defense: bool) -> tuple[list[_CopyRead], list[str]]:
+    if section.get("whitening", WHITENING) != WHITENING:
+        raise KeyMismatchError(f"The key's whitening {section.get('whitening')!r} is unknown to this version of "
+                               "hf_lottery_verify; upgrade it.")
+    secret = parse_secret(section["secret"])
+    slots = [Slots.from_key(rec, tensors, c, n) for c, rec in enumerate(section["regions"])]
+    shapes = section["param_shapes"]
+    for s in slots:
+        for name in s.params:
+            if name not in shapes:
+                raise KeyMismatchError(f"The key's slots name '{name}', which its param_shapes do not list.")
+    names = list(dict.fromkeys(name for s in slots for name in s.params))
+    masks, defended = _suspect_masks(weights, names, section, defense=defense)
+    density = {name: float(squeeze_mask(masks[name]).double().mean()) for name in names}
+    reads = []
+    for c, (s, rec) in enumerate(zip(slots, section["regions"], strict=True)):
+        kept = np.zeros(n, dtype=bool)
+        for name, pos, kernels in s.per_param():
+            m = masks[name]
+            if kernels.max() >= m.shape[0] * m.shape[1]:
+                raise KeyMismatchError(f"The key's slots in '{name}' lie outside the suspect's layer.")
+            flat = m.reshape(m.shape[0] * m.shape[1], -1)
+            kept[pos] = flat[torch.from_numpy(kernels)].any(dim=1).numpy()
+        reads.append(_CopyRead(kept=kept, stream=whitening_stream(secret, c, n), layer=s.param_index.astype(np.int64),
+                               layers=list(s.params), changed=_unpack(rec["changed_bits"], n),
+                               info={"stage": s.stage, "layers": len(s.params), "q": [density[p] for p in s.params]}))
+    return reads, defended
+
+
+def slots_are_derived(section: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> bool:
+    """Whether a keyed key's recorded slots are exactly the ones its secret derives.
+
+    A key whose slots were chosen freely (written after seeing a model, to sit where its mask
+    already spells the text) fails this check, so its decode is not evidence.
+
+    Args:
+        section (`Mapping[str, Any]`): The key's keyed ``signature`` section.
+        tensors (`Mapping[str, torch.Tensor]`): Its tensors (without the section prefix).
+
+    Returns:
+        ``True`` when every copy's slots equal the HMAC derivation from the secret.
+    """
+    secret = parse_secret(section["secret"])
+    n = int(section["num_data_modules"])
+    share = section.get("max_layer_share")
+    for c, rec in enumerate(section["regions"]):
+        recorded = Slots.from_key(rec, tensors, c, n)
+        try:
+            derived = draw_slots(secret, section["param_shapes"], recorded.stage, recorded.params, n, c,
+                                 max_layer_share=share)
+        except (SignatureError, KeyError):
+            return False
+        if not recorded.same_as(derived):
+            return False
+    return True
+
+
+def _read_regions(weights: Mapping[str, torch.Tensor], section: Mapping[str, Any], n: int, *, defense: bool
+                  ) -> tuple[list[_CopyRead], list[str]]:
+    names = list(dict.fromkeys(r["param"] for r in section["regions"]))
+    masks, defended = _suspect_masks(weights, names, section, defense=defense)
+    data = qr.data_map(int(section["qr"]["version"]))
+    reads = []
+    for rd in section["regions"]:
+        m, row, col, size = masks[rd["param"]], int(rd["row"]), int(rd["col"]), int(rd["size"])
+        if row + size > m.shape[0] or col + size > m.shape[1]:
+            raise KeyMismatchError(f"The key's region in '{rd['param']}' lies outside the suspect's layer.")
+        sq = squeeze_mask(m)
+        kept = sq[row: row + size, col: col + size].cpu().numpy()[data]
+        changed = _unpack(rd["changed_bits"], n) if "changed_bits" in rd else np.ones(n, dtype=bool)
+        reads.append(_CopyRead(kept=kept, stream=np.full(n, bool(rd["inverted"])), layer=np.zeros(n, dtype=np.int64),
+                               layers=[rd["param"]], changed=changed,
+                               info={"param": rd["param"], "q": [float(sq.double().mean())]}))
+    return reads, defended
 
 
 def extract_signature(
@@ -126,81 +291,88 @@ def extract_signature(
     """Read and decode the signature from a suspect model.
 
     Args:
-        source: A :class:`~hf_lottery_verify.suspect.Suspect` already read, or anything
+        source (`Any`): A :class:`~hf_lottery_verify.suspect.Suspect` already read, or anything
             :func:`~hf_lottery_verify.suspect.read_suspect` accepts (a model, a folder, a file
-            of any supported layout, a state dict, a Hub repo id). Nothing the suspect says
-            about itself is used: the mask comes from its weights.
-        key: The owner's key (or its path) with a ``signature`` section.
-        defense: Apply the add-on defense (per layer, keep the ``k`` largest magnitudes when
-            the suspect has more non-zeros than the signed ticket had).
-        cross_check: Also decode the restored symbol with zbar.
+            of any supported layout, a state dict — e.g. weights already re-aligned to the
+            key's reference model —, a Hub repo id). Nothing the suspect says about itself
+            is used: the mask comes from its weights.
+        key (`OwnershipKey`, `str` or `os.PathLike`): The owner's key (or its path) with a
+            ``signature`` section (``keyed`` layout, or ``regions`` from earlier versions).
+        defense (`bool`, *optional*, defaults to `True`): Apply the add-on defense (per layer,
+            keep the ``k`` largest magnitudes when the suspect has more non-zeros than the
+            signed ticket had).
+        cross_check (`bool`, *optional*, defaults to `True`): Also decode the restored symbol with zbar.
 
     Returns:
-        The evidence (decoded text, bit agreement, p-value, ...).
+        The :class:`SignatureEvidence` (decoded text, bit agreement, p-value, ...).
 
     Raises:
-        KeyMismatchError: The key does not fit the suspect (missing layer, other shapes).
+        KeyMismatchError: The key does not fit the suspect (missing layer, other shapes, slots
+            outside a layer) or has no signature section.
         KeyFileError: ``key`` cannot be read.
     """
     if not isinstance(key, OwnershipKey):
         key = OwnershipKey.load(key)
     section = key.section(SIGNATURE_SECTION)
-    suspect = source if isinstance(source, Suspect) else read_suspect(source)
+    layout = str(section.get("layout", "regions"))
+    if layout not in ("keyed", "regions"):
+        raise KeyMismatchError(f"The key's signature layout {layout!r} is unknown to this version of "
+                               "hf_lottery_verify; upgrade it.")
+    if isinstance(source, Suspect):
+        suspect = source
+    else:
+        suspect = read_suspect(source, shapes={k: tuple(v) for k, v in section.get("param_shapes", {}).items()})
     weights = suspect.state_dict
     t0 = time.perf_counter()
-    masks, defended = _region_masks(weights, section, defense=defense)
     qrp = section["qr"]
     version, ecc, mpat = int(qrp["version"]), str(qrp["ecc"]), int(qrp["mask_pattern"])
-    data = qr.data_map(version)
     n = int(section["num_data_modules"])
-    expected = np.unpackbits(np.frombuffer(bytes.fromhex(section["data_bits"]), dtype=np.uint8))[:n].astype(bool)
-    reads, per_copy = [], []
-    for rd in section["regions"]:
-        region = Region(**{k: rd[k] for k in ("param", "row", "col", "size", "agreement", "inverted")})
-        m = masks[region.param]
-        if region.row + region.size > m.shape[0] or region.col + region.size > m.shape[1]:
-            raise KeyMismatchError(f"The key's region in '{region.param}' lies outside the suspect's layer.")
-        sq = squeeze_mask(m)
-        window = sq[region.row: region.row + region.size, region.col: region.col + region.size].cpu().numpy()
-        bits = window[data]
-        if region.inverted:
-            bits = ~bits
-        q = float(sq.double().mean())
-        target_kept = expected ^ region.inverted  # kept-ness the signature asked for
-        agree = int((bits == expected).sum())
-        # The test uses only the modules the embedding changed: the region was chosen where
-        # the unsigned mask already agreed most, so agreement elsewhere is no evidence of a
-        # signature (the unsigned ticket itself would look significant).
-        changed = (np.unpackbits(np.frombuffer(bytes.fromhex(rd["changed_bits"]), dtype=np.uint8))[:n].astype(bool)
-                   if "changed_bits" in rd else np.ones(n, dtype=bool))
-        agree_changed = int((bits == expected)[changed].sum())
-        p = module_agreement_p_value(agree_changed, ones=int((target_kept & changed).sum()),
-                                     zeros=int((~target_kept & changed).sum()), q=q)
-        per_copy.append({"param": region.param, "bit_agreement": agree / n, "changed_modules": int(changed.sum()),
-                         "changed_agreement": agree_changed / max(1, int(changed.sum())), "p_value": p})
-        reads.append((bits, region.inverted))
-    result, combined, erasures, how = _decode_copies(reads, version=version, ecc=ecc, mask_pattern=mpat)
+    verified = None
+    if layout == "keyed":
+        tensors = key.section_tensors(SIGNATURE_SECTION)
+        reads, defended = _read_keyed(weights, section, tensors, n, defense=defense)
+        verified = slots_are_derived(section, tensors)
+    else:
+        reads, defended = _read_regions(weights, section, n, defense=defense)
+    expected = _unpack(section["data_bits"], n)
+    per_copy = []
+    for r in reads:
+        target_kept = expected ^ r.stream
+        agree = r.kept == target_kept
+        groups = [(int((target_kept & r.changed & (r.layer == li)).sum()),
+                   int((~target_kept & r.changed & (r.layer == li)).sum()), q)
+                  for li, q in enumerate(r.info["q"])]
+        agree_changed = int((agree & r.changed).sum())
+        info = {k: v for k, v in r.info.items() if k != "q"}
+        per_copy.append({**info, "bit_agreement": float(agree.mean()), "changed_modules": int(r.changed.sum()),
+                         "changed_agreement": agree_changed / max(1, int(r.changed.sum())),
+                         "p_value": agreement_p_value(agree_changed, groups)})
+    result, combined, erasures, how = _decode(reads, version=version, ecc=ecc, mask_pattern=mpat)
     image_text = None
     if cross_check:
-        full = qr.restore(combined, version=version, ecc=ecc, mask_pattern=mpat)
         try:
-            image_text = qr.decode_image(full)
+            image_text = qr.decode_image(qr.restore(combined, version=version, ecc=ecc, mask_pattern=mpat))
         except ImportError:
             image_text = None
-    agree_all = int((combined == expected).sum())
     # the strongest copy's evidence, Bonferroni-corrected over copies (no product: copies of
     # one suspect are not independent under every null)
     p_value = min(c["p_value"] for c in per_copy) * len(per_copy)
+    reason = None if result.ok else result.reason
+    if verified is False:
+        reason = ("the key's slots are not the ones its secret derives: the key was edited or written after the "
+                  "fact, so a decode is no evidence" + (f" ({reason})" if reason else ""))
     return SignatureEvidence(
         text=result.text if result.ok else None,
-        matches=bool(result.ok and result.text == section["text"]),
-        bit_agreement=agree_all / n,
+        matches=bool(result.ok and result.text == section["text"] and verified is not False),
+        bit_agreement=float((combined == expected).mean()),
         p_value=min(1.0, p_value),
         image_text=image_text,
         copies=per_copy,
         erasures=int(erasures.sum()),
         defense_applied=defended,
-        decode_reason=None if result.ok else result.reason,
+        decode_reason=reason,
         combination=how,
+        layout=layout,
+        slots_verified=verified,
         seconds=time.perf_counter() - t0,
     )

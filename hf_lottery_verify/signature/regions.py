@@ -1,4 +1,11 @@
-"""Where the QR symbol goes: candidate layers, FFT region search, capacity."""
+"""The earlier ``regions`` layout: contiguous windows of one layer, found by FFT search.
+
+Kept so that keys made before the keyed layout still verify, and for the paper's exact
+Algorithm 2 (``embed_signature(..., layout="regions")``). Its weakness is the reason the
+keyed layout exists: a window of the squeezed mask that decodes as a QR symbol can be found
+without any key by trying every layer, offset and format (:func:`find_decodable_windows`),
+and then rewritten.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +22,8 @@ from ..errors import SignatureError, SignatureTooLargeError
 from ..masks import squeeze_mask
 from ..ownership_key import SIGNATURE_SECTION
 
-__all__ = ["SIGNATURE_SECTION", "Region", "candidate_layers", "region_agreement", "find_regions", "signature_capacity"]
+__all__ = ["SIGNATURE_SECTION", "Region", "WindowHit", "candidate_layers", "region_agreement", "find_regions",
+           "signature_capacity", "find_decodable_windows"]
 
 
 
@@ -228,17 +236,30 @@ def find_regions(
 
 
 def signature_capacity(masks: Mapping[str, torch.Tensor], *, ecc: str = "H",
-                       layers: Sequence[str] | str | None = None) -> tuple[int, int, str | None]:
-    """Largest byte-mode payload the candidate layers can carry.
+                       layers: Sequence[str] | str | None = None, layout: str = "keyed",
+                       max_occupancy: float = 0.5) -> tuple[int, int, str | None]:
+    """Largest byte-mode payload one copy of the signature can carry.
 
     Args:
-        masks: The ticket's masks.
-        ecc: QR error-correction level.
-        layers: Candidate layers (see :func:`candidate_layers`).
+        masks (`Mapping[str, torch.Tensor]`): The ticket's masks.
+        ecc (`str`, *optional*, defaults to `"H"`): QR error-correction level.
+        layers (`Sequence[str]` or `str`, *optional*): Candidate layers (see
+            :func:`~hf_lottery_verify.signature.slots.signature_stages` for the keyed layout,
+            :func:`candidate_layers` for regions).
+        layout (`str`, *optional*, defaults to `"keyed"`): ``"keyed"`` or ``"regions"``.
+        max_occupancy (`float`, *optional*, defaults to 0.5): Keyed: largest share of a
+            stage's kernels one copy may take.
 
     Returns:
-        ``(max_bytes, version, layer)``; ``(0, 0, None)`` when not even version 1 fits.
+        ``(max_bytes, version, where)`` — ``where`` is the stage (keyed) or the layer
+        (regions) that holds the largest symbol; ``(0, 0, None)`` when not even version 1 fits.
     """
+    if layout == "keyed":
+        from .slots import keyed_capacity
+
+        return keyed_capacity(masks, ecc=ecc, layers=layers, max_occupancy=max_occupancy)
+    if layout != "regions":
+        raise SignatureError(f"Unknown signature layout {layout!r}: use 'keyed' or 'regions'.")
     for v in range(40, 0, -1):
         try:
             names = candidate_layers(masks, qr.symbol_size(v), layers=layers)
@@ -247,3 +268,71 @@ def signature_capacity(masks: Mapping[str, torch.Tensor], *, ecc: str = "H",
         if names:
             return qr.capacity(v, ecc), v, names[0]
     return 0, 0, None
+
+
+@dataclass(frozen=True)
+class WindowHit:
+    """A square window of a squeezed mask that decodes as a QR symbol (see :func:`find_decodable_windows`)."""
+
+    param: str
+    row: int
+    col: int
+    version: int
+    ecc: str
+    mask_pattern: int
+    inverted: bool
+    text: str
+
+
+def find_decodable_windows(
+    masks: Mapping[str, torch.Tensor],
+    *,
+    versions: Sequence[int] | None = None,
+    ecc_levels: Sequence[str] = qr.ECC_LEVELS,
+    mask_patterns: Sequence[int] = tuple(range(8)),
+    layers: Sequence[str] | None = None,
+    max_hits: int | None = None,
+) -> list[WindowHit]:
+    """A key-less search for a contiguous QR window, as a thief with only the public model would run it.
+
+    For every masked conv (or the named ``layers``), every QR version that fits, every
+    square window offset, every ECC level and mask pattern and both polarities (dark =
+    kept, dark = pruned), the window's data modules are handed to the known-format decoder.
+    It finds a ``regions``-layout signature in seconds (and then knows exactly which kernels
+    to rewrite); a ``keyed`` signature is whitened and scattered, so nothing decodes.
+
+    Args:
+        masks (`Mapping[str, torch.Tensor]`): Masks (e.g. ``recover_masks(weights)``: the
+            non-zero pattern of a published model).
+        versions (`Sequence[int]`, *optional*): QR versions to try; every version that fits a
+            layer when ``None``.
+        ecc_levels (`Sequence[str]`, *optional*): ECC levels to try (all four by default).
+        mask_patterns (`Sequence[int]`, *optional*): Mask patterns to try (all eight by default).
+        layers (`Sequence[str]`, *optional*): Layers to search; every 2-D or 4-D mask by default.
+        max_hits (`int`, *optional*): Stop after this many hits.
+
+    Returns:
+        The windows that decode, in search order.
+    """
+    hits: list[WindowHit] = []
+    names = list(layers) if layers is not None else [n for n, m in masks.items() if m.dim() in (2, 4)]
+    for name in names:
+        sq = squeeze_mask(masks[name]).cpu().numpy()
+        for v in (versions if versions is not None else range(1, 41)):
+            s = qr.symbol_size(v)
+            if s > min(sq.shape):
+                continue
+            windows = np.lib.stride_tricks.sliding_window_view(sq, (s, s))[..., qr.data_map(v)]
+            for row in range(windows.shape[0]):
+                for col in range(windows.shape[1]):
+                    bits = windows[row, col]
+                    for ecc in ecc_levels:
+                        for mp in mask_patterns:
+                            for inverted in (False, True):
+                                res = qr.decode_known(~bits if inverted else bits, version=v, ecc=ecc,
+                                                      mask_pattern=mp)
+                                if res.ok:
+                                    hits.append(WindowHit(name, row, col, v, ecc, mp, inverted, str(res.text)))
+                                    if max_hits is not None and len(hits) >= max_hits:
+                                        return hits
+    return hits
