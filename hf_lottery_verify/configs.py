@@ -74,8 +74,8 @@ class TrainConfig:
             raise ConfigError(f"Unknown precision '{self.precision}': use fp32, bf16 or fp16.")
         if any(not 0 < m < 1 for m in self.milestones):
             raise ConfigError("milestones are fractions of the run, each in (0, 1), e.g. 0.5 0.75.")
-        if self.lr <= 0 or self.pad < 0 or self.eval_batch_size < 1:
-            raise ConfigError("lr and eval_batch_size must be positive and pad non-negative.")
+        if self.lr < 0 or self.pad < 0 or self.eval_batch_size < 1:
+            raise ConfigError("lr and pad must be non-negative (lr 0 freezes the weights) and eval_batch_size positive.")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict of the settings."""

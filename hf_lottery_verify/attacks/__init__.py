@@ -1,11 +1,58 @@
-"""Attacks a thief may run on a stolen ticket, each a function ``model -> model``.
+"""Attacks a thief may run on a stolen ticket, each a function ``model -> new model``, by name.
 
-* :mod:`.removal` — the paper's removal attacks (Section 5): one-shot magnitude or random
-  pruning, add-on noise.
+* :mod:`.registry` — :func:`register_attack`, :func:`list_attacks`, :func:`get_attack`,
+  :func:`run_attack`: every attack with its kind (``removal``, ``structural``,
+  ``forgery``), whether it needs training data, whether it preserves the function, and
+  its default strength sweep;
+* :mod:`.removal` — one-shot magnitude or random pruning (optionally of one stage or some
+  layers), add-on noise (``prune``, ``addon``);
+* :mod:`.finetune` — masked or dense fine-tuning, same or another dataset, and prune +
+  fine-tune (``finetune``, ``prune_finetune``);
+* :mod:`.structural` — function-preserving channel permutation, rescaling, dummy channels,
+  and densification (``permute``, ``rescale``, ``dummy``, ``densify``);
+* :mod:`.forgery` — the paper's ambiguity attacks (``fake1``, ``fake2``, ``fake3``;
+  :func:`forge_signature` returns the thief's key too);
+* :mod:`.locate` / :mod:`.qrsearch` — the key-less search for a decodable QR window and
+  its rewrite (``locate_rewrite``);
+* :func:`attack_folder` — a saved folder in, an attacked folder and a JSON report out
+  (``hf-lottery attack``).
 """
 
 from __future__ import annotations
 
+from . import structural_entries as _structural_entries  # noqa: F401  (registers permute/rescale/dummy/densify)
+from .finetune import finetune_attack, prune_finetune_attack
+from .folder import attack_folder, save_attacked
+from .forgery import fake1_attack, fake2_attack, fake3_attack, forge_signature
+from .locate import locate_rewrite_attack
+from .qrsearch import LocatedWindow, locate_windows
+from .registry import AttackSpec, attack_table, get_attack, list_attacks, register_attack, run_attack
 from .removal import addon_attack, prune_attack
+from .structural import ATTACKS, add_dummy_channels, densify, permute_channels, rescale_channels
 
-__all__ = ["prune_attack", "addon_attack"]
+__all__ = [
+    "AttackSpec",
+    "register_attack",
+    "list_attacks",
+    "get_attack",
+    "run_attack",
+    "attack_table",
+    "attack_folder",
+    "save_attacked",
+    "prune_attack",
+    "addon_attack",
+    "finetune_attack",
+    "prune_finetune_attack",
+    "permute_channels",
+    "rescale_channels",
+    "add_dummy_channels",
+    "densify",
+    "fake1_attack",
+    "fake2_attack",
+    "fake3_attack",
+    "forge_signature",
+    "locate_rewrite_attack",
+    "locate_windows",
+    "LocatedWindow",
+    "ATTACKS",
+]

@@ -6,7 +6,8 @@ weights by the verifier; attacks therefore only change weights (and clear the st
 masks to the non-zero pattern, as a thief's re-saved checkpoint would).
 
 * :func:`prune_attack` — one-shot magnitude (OMP) or random pruning of a share of the
-  kept weights (Tables 5 and 6: 5–50%).
+  kept weights (Tables 5 and 6: 5–50%), globally or per layer, optionally restricted to
+  some layers or one stage (the targeted "prune the stage that holds the signature").
 * :func:`addon_attack` — switch on a share of the pruned positions with noise (Table 8:
   0.5–10%). The owner's defense (:func:`hf_lottery_verify.recovery.recover_masks`, applied
   by every verification) keeps, per layer, only as many weights as the signed ticket had,
@@ -17,15 +18,18 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 from torch import nn
 
+from ..errors import MaskError, UnknownNameError
 from ..masks import MaskDict, masks_from_weights
 from ..pruning import magnitude_prune, random_prune, top_k_mask
+from .registry import register_attack
 
-__all__ = ["prune_attack", "addon_attack"]
+__all__ = ["prune_attack", "addon_attack", "select_layers"]
 
 
 def _params_and_masks(model: nn.Module) -> tuple[dict[str, torch.Tensor], MaskDict]:
@@ -33,55 +37,111 @@ def _params_and_masks(model: nn.Module) -> tuple[dict[str, torch.Tensor], MaskDi
     return params, masks_from_weights(params, model.prunable_names())
 
 
+def select_layers(names: Sequence[str], *, layers: Sequence[str] | str | None = None,
+                  stage: str | None = None) -> list[str]:
+    """The masked parameters an attack is restricted to.
+
+    Args:
+        names (`Sequence[str]`): Every masked parameter, in network order.
+        layers (`Sequence[str]` or `str`, *optional*): Parameter names (one or several).
+        stage (`str`, *optional*): A stage (``"layer1"``, ``"layer2"``, ...): every masked
+            parameter inside it.
+
+    Returns:
+        The selected names in network order (all of them when neither is given).
+
+    Raises:
+        MaskError: A named layer is not masked.
+        UnknownNameError: The stage holds no masked parameter.
+    """
+    selected = list(names)
+    if layers is not None:
+        wanted = [layers] if isinstance(layers, str) else list(layers)
+        unknown = [n for n in wanted if n not in names]
+        if unknown:
+            raise MaskError(f"Layer(s) {unknown} are not masked parameters of this model; masked ones: "
+                            f"{', '.join(names[:6])}{' ...' if len(names) > 6 else ''}.", param_name=unknown[0])
+        selected = [n for n in selected if n in wanted]
+    if stage is not None:
+        stages = sorted({n.split(".", 1)[0] for n in names})
+        if stage not in stages:
+            raise UnknownNameError("stage", stage, available=stages)
+        selected = [n for n in selected if n.split(".", 1)[0] == stage]
+    return selected
+
+
+@register_attack("prune", kind="removal", strength="fraction", sweep=(0.05, 0.1, 0.2, 0.3, 0.5),
+                 variants={"magnitude": {"method": "magnitude"}, "random": {"method": "random"},
+                           "layer_magnitude": {"method": "magnitude", "scope": "layer"}})
 @torch.no_grad()
 def prune_attack(
     model: nn.Module,
     *,
-    fraction: float,
+    fraction: float = 0.2,
     method: Literal["magnitude", "random"] = "magnitude",
     scope: Literal["global", "layer"] = "global",
+    layers: Sequence[str] | str | None = None,
+    stage: str | None = None,
     seed: int = 0,
 ) -> nn.Module:
-    """Prune ``fraction`` of the suspect's non-zero prunable weights.
+    """One-shot pruning of a share of the suspect's non-zero prunable weights.
 
     Args:
-        model: A :class:`~hf_lottery_verify.SparseResNetForImageClassification`.
-        fraction: Share of the kept weights to remove (0.05–0.5 in the paper).
-        method: ``magnitude`` (one-shot magnitude pruning, OMP) or ``random``.
-        scope: ``global`` or per ``layer``.
-        seed: Seed for random pruning.
+        model (`nn.Module`): A :class:`~hf_lottery_verify.SparseResNetForImageClassification`.
+        fraction (`float`, *optional*, defaults to 0.2): Share of the kept weights (of the selected layers) to remove,
+            in ``[0, 1]`` (0.05–0.5 in the paper; 1.0 with ``stage`` wipes a stage).
+        method (`str`, *optional*, defaults to `"magnitude"`): ``magnitude`` (OMP) or ``random``.
+        scope (`str`, *optional*, defaults to `"global"`): ``global`` (rank the selected layers
+            together) or ``layer`` (the same share of each).
+        layers (`Sequence[str]` or `str`, *optional*): Prune only these parameters.
+        stage (`str`, *optional*): Prune only inside this stage (``"layer1"``, ...).
+        seed (`int`, *optional*, defaults to 0): Seed for random pruning.
 
     Returns:
-        The attacked copy.
+        The attacked copy (its masks are the new non-zero pattern).
+
+    Raises:
+        ValueError: Unknown ``method`` or ``fraction`` outside ``[0, 1]``.
+        MaskError, UnknownNameError: Unknown ``layers`` or ``stage``.
     """
+    if method not in ("magnitude", "random"):
+        raise ValueError(f"Unknown pruning attack '{method}': use 'magnitude' or 'random'.")
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must lie in [0, 1], got {fraction}.")
     attacked = copy.deepcopy(model)
     params, masks = _params_and_masks(attacked)
+    chosen = select_layers(list(masks), layers=layers, stage=stage)
+    sub = {n: masks[n] for n in chosen}
     if method == "magnitude":
-        new = magnitude_prune(params, masks, fraction=fraction, scope=scope)
-    elif method == "random":
-        new = random_prune(masks, fraction=fraction, scope=scope, seed=seed)
+        new = magnitude_prune(params, sub, fraction=fraction, scope=scope)
     else:
-        raise ValueError(f"Unknown pruning attack '{method}': use 'magnitude' or 'random'.")
-    attacked.set_masks(new)
+        new = random_prune(sub, fraction=fraction, scope=scope, seed=seed)
+    attacked.set_masks({**masks, **new})
     return attacked
 
 
+@register_attack("addon", kind="removal", strength="rate", sweep=(0.005, 0.01, 0.02, 0.05, 0.1))
 @torch.no_grad()
-def addon_attack(model: nn.Module, *, rate: float, scale: float = 0.5, seed: int = 0) -> nn.Module:
-    """Switch on ``rate`` of the pruned prunable positions with Gaussian noise.
+def addon_attack(model: nn.Module, *, rate: float = 0.01, scale: float = 0.5, seed: int = 0) -> nn.Module:
+    """Switch on a share of the pruned prunable positions with Gaussian noise.
 
     The noise of each layer has standard deviation ``scale`` times the standard deviation
     of that layer's kept weights, so it is neither negligible nor obviously foreign.
 
     Args:
-        model: The suspect.
-        rate: Share of pruned positions to switch on (0.005–0.1 in the paper).
-        scale: Noise level relative to the layer's kept weights.
-        seed: Seed of positions and values.
+        model (`nn.Module`): The suspect.
+        rate (`float`, *optional*, defaults to 0.01): Share of pruned positions to switch on (0.005–0.1 in the paper).
+        scale (`float`, *optional*, defaults to 0.5): Noise level relative to the layer's kept weights.
+        seed (`int`, *optional*, defaults to 0): Seed of positions and values.
 
     Returns:
         The attacked copy (its masks become the new non-zero pattern).
+
+    Raises:
+        ValueError: ``rate`` outside ``[0, 1]``.
     """
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"rate must lie in [0, 1], got {rate}.")
     attacked = copy.deepcopy(model)
     params, masks = _params_and_masks(attacked)
     gen = torch.Generator().manual_seed(seed)

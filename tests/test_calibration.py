@@ -1,0 +1,110 @@
+"""Calibration of the verdict against null models: no false 'owned', exact bounds, the alpha check."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import hf_lottery_verify as hlv
+from hf_lottery_verify.calibration import (
+    NULL_KINDS,
+    _split_counts,
+    calibrate,
+    calibrate_key_file,
+    clopper_pearson_upper,
+    make_null_model,
+)
+from hf_lottery_verify.errors import DatasetError, UnknownNameError
+from hf_lottery_verify.signature import embed_signature
+
+from .helpers import make_model, tiny_data
+
+SECRET = bytes(range(100, 132))
+
+
+@pytest.fixture(scope="module")
+def signed():
+    model = make_model(num_labels=4, density=0.1, seed=11)
+    key = embed_signature(model, "alice 2026", secret=SECRET, seed=0)
+    return model, key
+
+
+def test_clopper_pearson_upper_bound_is_exact() -> None:
+    assert math.isclose(clopper_pearson_upper(0, 50), 1 - 0.05 ** (1 / 50), rel_tol=1e-9)
+    assert math.isclose(clopper_pearson_upper(0, 100), 1 - 0.05 ** (1 / 100), rel_tol=1e-9)
+    assert clopper_pearson_upper(50, 50) == 1.0 and clopper_pearson_upper(0, 0) == 1.0
+    assert clopper_pearson_upper(1, 50) > clopper_pearson_upper(0, 50)
+
+
+def test_null_counts_split_and_null_models_match_the_keys_density(signed) -> None:
+    assert _split_counts(50, NULL_KINDS) == {"init": 15, "pruned": 20, "trained": 5, "signed_other": 10}
+    assert sum(_split_counts(7, ("init", "pruned", "signed_other")).values()) == 7
+    assert min(_split_counts(4, NULL_KINDS).values()) == 1
+    model, key = signed
+    pruned = make_null_model(key, "pruned", seed=1, num_labels=4)
+    assert all(int(pruned.masks[n].sum()) == int(m.sum()) for n, m in model.masks.items())
+    assert not any(torch.equal(pruned.masks[n], m) for n, m in model.masks.items() if m.any() and not m.all())
+    assert make_null_model(key, "init", seed=1).masks == {}
+    other = make_null_model(key, "signed_other", seed=1, num_labels=4)
+    assert hlv.verify_model(other, key).verdict == "not_owned"
+    with pytest.raises(UnknownNameError, match="signed_other"):
+        make_null_model(key, "lucky", seed=0)
+    with pytest.raises(DatasetError):
+        make_null_model(key, "trained", seed=0)
+
+
+@pytest.mark.slow
+def test_fifty_null_models_give_no_false_owned(signed) -> None:
+    """Acceptance criterion: no null model of the key's architecture and density verifies as owned."""
+    model, key = signed
+    counts = {"init": 20, "pruned": 22, "trained": 3, "signed_other": 5}
+    report = calibrate(key, counts=counts, data=tiny_data(train_size=128, test_size=16), seed=0,
+                       train_epochs=1, train_options={"batch_size": 64})
+    assert report.n == 50 and report.counts == counts
+    assert report.false_owned == 0, [r for r in report.results if r.verdict == "owned"]
+    assert report.false_owned_rate == 0.0
+    assert math.isclose(report.upper_95, clopper_pearson_upper(0, 50))
+    assert sum(v["n"] for v in report.by_kind.values()) == 50
+    dist = report.distributions["all"]
+    assert dist["v2_p_value"]["count"] == 50 and dist["v2_p_value"]["min"] > report.policy["alpha"]
+    assert 0.3 < dist["v2_bit_agreement"]["q50"] < 0.7 and dist["v2_bit_agreement"]["max"] < 0.8
+    assert {"init", "pruned", "trained", "signed_other"} <= set(report.distributions)
+    assert report.thresholds["ok"] and report.thresholds["tests_performed"] == [1]
+    assert all(r.v2_text is None for r in report.results)
+    text = json.dumps(report.to_dict())
+    assert "upper_95" in text and "NaN" not in text
+    assert "false 'owned'" in str(report)
+    assert hlv.verify_model(model, key).verdict == "owned"  # the key itself works
+
+
+def test_trigger_p_values_and_the_alpha_check() -> None:
+    from hf_lottery_verify.triggers import add_triggers_to_key, make_trigger_set
+
+    key = embed_signature(make_model(num_labels=4, density=0.1, seed=12), "bob 2026", secret=SECRET, seed=1)
+    add_triggers_to_key(key, make_trigger_set(100, num_classes=4, image_size=8, channels=3, seed=5))
+    policy = hlv.VerdictPolicy(alpha=1e-4, inconclusive_alpha=1e-2)
+    report = calibrate(key, counts={"init": 2, "pruned": 2}, seed=1, policy=policy)
+    assert report.false_owned == 0
+    v3 = report.distributions["all"]["v3_p_value"]
+    assert v3["count"] == 4 and v3["min"] > 1e-4
+    check = report.thresholds
+    assert check["ok"] and check["v3_level_is_alpha_over_tests"] and check["v3_decisions_follow_level"]
+    assert check["v3_level"] == pytest.approx(1e-4) and check["v3_margin_log10"] > 0
+    assert all(r.v3_alpha == pytest.approx(1e-4) for r in report.results)
+
+
+def test_calibrate_key_file_returns_json_and_skips_trained_without_data(signed, tmp_path) -> None:
+    _model, key = signed
+    path = key.save(tmp_path / "owner.key.json")
+    out = calibrate_key_file(path, n=4, seed=2)
+    json.dumps(out)
+    assert out["n"] == 4 and out["false_owned"] == 0 and "trained" not in out["counts"]
+    assert any("trained" in note for note in out["notes"])
+    assert out["key_path"] == str(path)
+    with pytest.raises(UnknownNameError):
+        calibrate(key, n=3, kinds=("init", "lucky"))
+    with pytest.raises(DatasetError):
+        calibrate(key, counts={"trained": 1})
