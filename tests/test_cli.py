@@ -92,3 +92,56 @@ def test_split_key_command(tmp_path: Path, capsys) -> None:
            str(tmp_path / "public2" / "key.json"), "--out", str(tmp_path / "public2")]
     assert main(bad) == 2
     assert "inside the model folder" in capsys.readouterr().err
+
+
+def test_sign_then_extract_commands(tmp_path: Path, capsys) -> None:
+    from .helpers import make_model
+
+    make_model("cifar_resnet20", density=0.1).save_pretrained(tmp_path / "ticket")
+    key = tmp_path / "keys" / "owner.json"
+    argv = ["sign", str(tmp_path / "ticket"), "--signature", "alice 2026", "--key-out", str(key), "--out",
+            str(tmp_path / "signed"), "--json"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["copies"] >= 1
+    assert main(["extract", str(tmp_path / "signed"), "--key", str(key), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["text"] == "alice 2026"
+    # the unsigned ticket does not carry the signature: exit 1, not an error
+    assert main(["extract", str(tmp_path / "ticket"), "--key", str(key)]) == 1
+    capsys.readouterr()
+    # an existing key is never overwritten: a second signature is refused with one line
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_attack_list_and_attack_on_a_folder(tmp_path: Path, capsys) -> None:
+    from .helpers import make_model
+
+    assert main(["attack", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in ("prune", "permute", "fake3"))
+    make_model("cifar_resnet20", density=0.2).save_pretrained(tmp_path / "ticket")
+    argv = ["attack", "prune", str(tmp_path / "ticket"), "--out", str(tmp_path / "pruned"), "--param",
+            "fraction=0.5", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["attack"] == "prune"
+    assert hlv.load_model(tmp_path / "pruned").density == pytest.approx(0.1, abs=0.01)
+    assert main(["attack", "no-such-attack", str(tmp_path / "ticket"), "--out", str(tmp_path / "x")]) == 2
+    assert "no-such-attack" in capsys.readouterr().err
+    assert main(["attack", "prune", str(tmp_path / "ticket"), "--out", str(tmp_path / "y"), "--param", "oops"]) == 2
+    assert main(["attack", "prune", str(tmp_path / "ticket")]) == 2  # no --out
+    assert "--out" in capsys.readouterr().err
+
+
+def test_calibrate_command_reports_no_false_owned(tmp_path: Path, capsys) -> None:
+    from hf_lottery_verify.signature import embed_signature
+
+    from .helpers import make_model
+
+    model = make_model("cifar_resnet20", density=0.1)
+    embed_signature(model, "alice 2026", secret="00" * 16).save(tmp_path / "owner.json")
+    argv = ["calibrate", "--key", str(tmp_path / "owner.json"), "--n", "4", "--kinds", "init", "signed_other"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "false 'owned': 0 of 4" in out and "upper bound" in out

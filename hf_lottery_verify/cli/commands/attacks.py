@@ -50,8 +50,8 @@ def _attack(args: Namespace) -> int:
         else:
             write("\n".join(f"{row['name']:16s} {row.get('kind', ''):10s} {row.get('description', '')}" for row in table))
         return 0
-    if args.model_dir is None:
-        raise ConfigError("attack needs MODEL_DIR (or NAME 'list').")
+    if args.model_dir is None or args.out is None:
+        raise ConfigError("attack needs MODEL_DIR and --out OUT_DIR (or NAME 'list').")
     report = attack_folder(args.name, args.model_dir, args.out, params=_parse_params(args.param),
                            dataset=args.dataset if args.dataset else None, data_dir=args.data_dir, seed=args.seed)
     write(json.dumps(report, indent=2, default=str) if args.json else
@@ -81,5 +81,5 @@ def _calibrate(args: Namespace) -> int:
         write(json.dumps(report, indent=2, default=str))
     else:
         write(f"false 'owned': {report.get('false_owned')} of {report.get('n')} null models "
-              f"(95% upper bound on the rate: {report.get('false_owned_rate_upper95')})")
+              f"(one-sided 95% upper bound on the rate: {report.get('upper_95')})")
     return 0 if not report.get("false_owned") else 1
