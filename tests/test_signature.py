@@ -718,3 +718,19 @@ def test_regions_unsigned_ticket_is_not_evidence() -> None:
     assert unsigned.text is None and unsigned.p_value > 0.5
     assert unsigned.bit_agreement > 0.5  # high raw agreement: exactly why it is not used for the test
     assert extract_signature(signed, key).p_value < 1e-30
+
+
+@pytest.mark.parametrize("layout", ["keyed", "regions"])
+def test_signature_positions_let_a_signed_ticket_be_locked_without_touching_the_signature(layout: str) -> None:
+    from hf_lottery_verify.keymask import lock_model
+    from hf_lottery_verify.signature import signature_positions
+
+    model = make_model("cifar_resnet20", density=0.1)
+    key = embed_signature(model, TEXT, secret=SECRET, layout=layout)
+    protect = signature_positions(key)
+    assert protect and all(protect[n].shape == model.masks[n].shape for n in protect)
+    locked, key = lock_model(model, ratio=0.3, score="omp", key=key, protect=protect)
+    for name, where in protect.items():  # every kept signature weight stays public
+        assert torch.equal(locked.masks[name][where], model.masks[name][where])
+    evidence = extract_signature(locked, key)
+    assert evidence.text == TEXT and evidence.bit_agreement == 1.0

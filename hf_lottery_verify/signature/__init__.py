@@ -42,7 +42,14 @@ from __future__ import annotations
 
 from ..ownership_key import SIGNATURE_SECTION
 from .embed import LAYOUTS, embed_signature
-from .extract import SignatureEvidence, agreement_p_value, combine_copies, extract_signature, slots_are_derived
+from .extract import (
+    SignatureEvidence,
+    agreement_p_value,
+    combine_copies,
+    extract_signature,
+    signature_positions,
+    slots_are_derived,
+)
 from .regions import (
     Region,
     WindowHit,
@@ -68,6 +75,7 @@ __all__ = [
     "embed_signature",
     "extract_signature",
     "find_decodable_windows",
+    "signature_positions",
     "find_regions",
     "parse_secret",
     "region_agreement",

@@ -22,7 +22,8 @@ from ..suspect import Suspect, read_suspect
 from .slots import Slots, draw_slots
 from .whitening import WHITENING, parse_secret, whitening_stream
 
-__all__ = ["SignatureEvidence", "extract_signature", "combine_copies", "agreement_p_value", "slots_are_derived"]
+__all__ = ["SignatureEvidence", "extract_signature", "combine_copies", "agreement_p_value", "slots_are_derived",
+           "signature_positions"]
 
 
 @dataclass
@@ -376,3 +377,37 @@ def extract_signature(
         slots_verified=verified,
         seconds=time.perf_counter() - t0,
     )
+
+
+def signature_positions(key: OwnershipKey) -> dict[str, torch.Tensor]:
+    """Weight-shaped boolean maps of every kernel that carries a module of the key's signature.
+
+    Pass them as ``protect=`` to :func:`~hf_lottery_verify.keymask.lock_model` (or
+    ``split_key_mask``) to lock a signed ticket without moving any signature module into
+    the key mask.
+
+    Args:
+        key (`OwnershipKey`): A key with a ``signature`` section (keyed or regions layout).
+
+    Returns:
+        ``{param: bool tensor of the parameter's shape}`` for every parameter holding modules.
+
+    Raises:
+        KeyMismatchError: The key has no signature section or its slots are unreadable.
+    """
+    section = key.section(SIGNATURE_SECTION)
+    shapes = {n: [int(v) for v in s] for n, s in section["param_shapes"].items()}
+    maps: dict[str, torch.Tensor] = {}
+    if str(section.get("layout", "regions")) == "keyed":
+        n = int(section["num_data_modules"])
+        tensors = key.section_tensors(SIGNATURE_SECTION)
+        for c, rec in enumerate(section["regions"]):
+            for name, kernel_map in Slots.from_key(rec, tensors, c, n).kernel_maps(shapes).items():
+                maps[name] = maps[name] | kernel_map if name in maps else kernel_map
+    else:
+        for rd in section["regions"]:
+            name, row, col, size = rd["param"], int(rd["row"]), int(rd["col"]), int(rd["size"])
+            m = maps.get(name, torch.zeros(shapes[name][0], shapes[name][1], dtype=torch.bool))
+            m[row: row + size, col: col + size] = True
+            maps[name] = m
+    return {name: m[:, :, None, None].expand(shapes[name]).clone() for name, m in maps.items()}
