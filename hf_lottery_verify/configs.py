@@ -6,7 +6,8 @@ Each setting is a typed dataclass field with its help text beside it (``metadata
 module imports neither torch nor transformers, so ``hf-lottery --help`` stays fast.
 
 * :class:`TrainConfig` — one training run (dense training, IMP rounds, retraining, fine-tuning);
-* :class:`IMPConfig` — the extreme-ticket search (IMP with late rewinding) around it.
+* :class:`IMPConfig` — the extreme-ticket search (IMP with late rewinding) around it;
+* :class:`DemoConfig` — the end-to-end walkthrough of ``hf-lottery demo``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, Literal
 
 from .errors import ConfigError
 
-__all__ = ["TrainConfig", "IMPConfig", "Schedule", "Precision", "IMP_STATE_VERSION"]
+__all__ = ["TrainConfig", "IMPConfig", "DemoConfig", "Schedule", "Precision", "IMP_STATE_VERSION"]
 
 Precision = Literal["fp32", "bf16", "fp16"]
 Schedule = Literal["multistep", "onecycle", "constant", "cosine"]
@@ -121,3 +122,70 @@ class IMPConfig:
             d["train"].pop(k)
         d["state_version"] = IMP_STATE_VERSION
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class DemoConfig:
+    """Settings of ``hf-lottery demo`` (:func:`hf_lottery_verify.workflows.run_demo`).
+
+    The defaults are the CPU walkthrough (≤ 10 minutes on 2 cores): a CIFAR ResNet-20 with
+    the paper's identity shortcuts on 8,000 Fashion-MNIST images. ``preset="reduced"`` is a
+    ~1-minute smoke run (ResNet-8), ``preset="full"`` the full data and a longer schedule
+    (meant for ``device="cuda"``); explicitly given fields win over the preset.
+
+    Raises:
+        ConfigError: An unknown preset or device, or an inconsistent schedule.
+    """
+
+    _argument_group_name = "demo"
+    out: str = _help("report folder (JSON, summary, card, badge, plots; the run's folders under work/)",
+                     default="hf-lottery-demo")
+    preset: Literal["cpu", "reduced", "full"] = _help(
+        "cpu (default, <=10 min on 2 cores), reduced (CI smoke run) or full (all data, longer; use a GPU)",
+        default="cpu")
+    arch: str | None = _help("architecture (default per preset: cifar_resnet20_a, the paper's option-A ResNet-20)",
+                             default=None)
+    dataset: str = _help("fashion_mnist (offline, Debian package), cifar10, synthetic or imagefolder:PATH",
+                         default="fashion_mnist")
+    data_dir: str | None = _help("dataset folder (default per dataset)", default=None)
+    train_limit: int | None = _help("training images (default per preset)", default=None)
+    test_limit: int | None = _help("test images (default per preset)", default=None)
+    epochs: int | None = _help("epochs of each training run (default per preset)", default=None)
+    max_rounds: int | None = _help("IMP pruning rounds (default per preset)", default=None)
+    device: Literal["auto", "cpu", "cuda"] = _help("where to train", default="cpu")
+    hub: Literal["local", "folder"] = _help("publish to a local Hub server the demo starts, or to a folder",
+                                            default="local")
+    signature: str = _help("text of the QR signature (Scheme V2)", default="hf-lottery demo owner")
+    owner: str = _help("public owner name on the model card", default="demo-owner")
+    key_ratio: float = _help("share of kept weights moved into the Scheme V1 key mask", default=0.05)
+    seed: int = _help("seed of data order, initialisation, secret, triggers and attacks", default=0)
+
+    def __post_init__(self) -> None:
+        if self.preset not in ("cpu", "reduced", "full"):
+            raise ConfigError(f"Unknown preset '{self.preset}': use cpu, reduced or full.")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"Unknown device '{self.device}': use auto, cpu or cuda.")
+        if not 0 < self.key_ratio < 1:
+            raise ConfigError(f"key_ratio must lie in (0, 1), got {self.key_ratio}.")
+
+    def resolved(self) -> dict[str, Any]:
+        """The preset's values with the explicitly given fields on top (JSON-safe)."""
+        presets: dict[str, dict[str, Any]] = {
+            "reduced": {"arch": "cifar_resnet8_a", "train_limit": 2000, "test_limit": 500, "epochs": 3,
+                        "max_rounds": 1, "ratios": [0.6], "rewind_epoch": 1, "triggers": 30, "batch_size": 64,
+                        "finetune_limit": 256},
+            "cpu": {"arch": "cifar_resnet20_a", "train_limit": 8000, "test_limit": 2000, "epochs": 4,
+                    "max_rounds": 3, "ratios": [0.6, 0.4, 0.2], "rewind_epoch": 1, "triggers": 50,
+                    "batch_size": 128, "finetune_limit": 4000},
+            "full": {"arch": "cifar_resnet20_a", "train_limit": None, "test_limit": None, "epochs": 30,
+                     "max_rounds": 8, "ratios": [0.2, 0.1, 0.05], "rewind_epoch": 2, "triggers": 100,
+                     "batch_size": 128, "finetune_limit": None},
+        }
+        values = dict(presets[self.preset])
+        for name in ("arch", "train_limit", "test_limit", "epochs", "max_rounds"):
+            if getattr(self, name) is not None:
+                values[name] = getattr(self, name)
+        if values["rewind_epoch"] >= values["epochs"]:
+            raise ConfigError(f"epochs must exceed the rewind epoch {values['rewind_epoch']}, got {values['epochs']}.")
+        values.update({k: v for k, v in asdict(self).items() if k not in values})
+        return values

@@ -38,6 +38,7 @@ __all__ = [
     "download_model_folder",
     "read_remote_claim",
     "claim_history",
+    "publish_folder",
     "push_model",
 ]
 
@@ -361,6 +362,61 @@ def claim_history(repo_id: str, *, token: str | bool | None = None, revision: st
 # --------------------------------------------------------------------------- pushing
 
 
+def publish_folder(
+    model: Any,
+    folder: str | os.PathLike,
+    *,
+    repo_id: str,
+    signature: str | None = None,
+    key_path: str | os.PathLike | None = None,
+    owner: str | None = None,
+    signature_options: Mapping[str, Any] | None = None,
+    eval_results: Mapping[str, Any] | None = None,
+    card_data: Mapping[str, Any] | None = None,
+    compact: bool = False,
+) -> dict[str, Any] | None:
+    """Write exactly what :func:`push_model` uploads into ``folder``: weights, masks, card, badge.
+
+    Use it to publish somewhere else than the Hub (or to look at the folder first). With
+    ``key_path`` and no ``signature`` the key's alignment reference is refreshed to the
+    model being published, so verification can re-align permuted or rescaled copies.
+
+    Args:
+        model: The model to publish.
+        folder (`str` or `os.PathLike`): Destination folder (created when missing).
+        repo_id (`str`): ``owner/name`` the card names.
+        signature, key_path, owner, signature_options, eval_results, card_data, compact:
+            As in :func:`push_model`.
+
+    Returns:
+        The public ownership claim written into the model's header (``None`` without one).
+
+    Raises:
+        KeyFileError: ``key_path`` is unreadable, or already holds a signature when signing.
+        CardError: The card metadata is invalid.
+    """
+    from .cards import render_badge, render_model_card, save_card_files
+    from .ownership_key import OwnershipKey
+
+    if key_path is not None and signature is None and not model.ownership_claim:
+        model.ownership_claim = OwnershipKey.load(key_path).public_claim(owner=owner)
+    eval_results = dict(eval_results or {})
+    folder = Path(folder)
+    model.save_pretrained(folder, signature=signature, key_path=key_path, owner=owner,
+                          signature_options=signature_options, compact=compact)
+    if key_path is not None and signature is None:
+        from .alignment import refresh_key_reference
+
+        refresh_key_reference(key_path, model)  # verification re-aligns suspects to what is published
+    claim = model.ownership_claim
+    card = render_model_card(
+        repo_id=repo_id, arch=model.config.arch, num_labels=model.config.num_labels, density=model.density,
+        accuracy=None if eval_results.get("accuracy") is None else float(eval_results["accuracy"]) / 100.0,
+        dataset=eval_results.get("dataset"), claim=claim, card_data=dict(card_data or {}))
+    save_card_files(folder, card, render_badge(status="protected" if claim else "unverified"))
+    return claim
+
+
 def push_model(
     model: Any,
     repo_id: str,
@@ -413,31 +469,14 @@ def push_model(
     """
     from huggingface_hub import HfApi
 
-    from .cards import render_badge, render_model_card, save_card_files
-    from .ownership_key import OwnershipKey
-
-    if key_path is not None and signature is None and not model.ownership_claim:
-        model.ownership_claim = OwnershipKey.load(key_path).public_claim(owner=owner)
     problem = _reachable()
     if problem is not None:
         raise HubError(f"Cannot push to the Hub: {problem}.")
-    eval_results = dict(eval_results or {})
     with tempfile.TemporaryDirectory(prefix="hf-lottery-push-") as tmp:
         folder = Path(tmp) / "repo"
-        model.save_pretrained(folder, signature=signature, key_path=key_path, owner=owner,
-                              signature_options=signature_options, compact=compact)
-        if key_path is not None and signature is None:
-            from .alignment import refresh_key_reference
-
-            refresh_key_reference(key_path, model)  # verification re-aligns suspects to what is published
-        claim = model.ownership_claim
-        card = render_model_card(
-            repo_id=repo_id, arch=model.config.arch, num_labels=model.config.num_labels, density=model.density,
-            accuracy=None if eval_results.get("accuracy") is None else float(eval_results["accuracy"]) / 100.0,
-            dataset=eval_results.get("dataset"), claim=claim,
-            card_data=dict(card_data or {}))
-        badge = render_badge(status="protected" if claim else "unverified")
-        save_card_files(folder, card, badge)
+        claim = publish_folder(model, folder, repo_id=repo_id, signature=signature, key_path=key_path, owner=owner,
+                               signature_options=signature_options, eval_results=eval_results, card_data=card_data,
+                               compact=compact)
         api = HfApi()
         with _hub_errors(repo_id, revision):
             api.create_repo(repo_id, private=private, token=token, exist_ok=True)

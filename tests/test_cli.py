@@ -34,18 +34,27 @@ def test_every_subcommand_has_help(capsys) -> None:
         assert "usage: hf-lottery" in capsys.readouterr().out
 
 
-def test_demo_json_report(tmp_path: Path, capsys) -> None:
-    assert main(["demo", "--arch", "cifar_resnet20", "--density", "0.1", "--out", str(tmp_path), "--json"]) == 0
+@pytest.mark.slow
+def test_demo_reduced_runs_end_to_end_on_fashion_mnist(tmp_path: Path, capsys, local_hub) -> None:
+    """The README's main command in its CI size: real data, local Hub, three attacks, report folder."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--preset", "reduced", "--out", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["prune"]["density"] == pytest.approx(0.1, abs=1e-4)
-    assert report["save_dense"]["reloaded_bit_exact"] and report["save_compact"]["reloaded_bit_exact"]
-    assert report["reloaded_outputs_identical"]
-    assert (tmp_path / "ticket-compact" / "model.safetensors").is_file()
-    assert report["signature"]["decoded"] == "hf-lottery-demo:owner"
-    assert report["signature"]["p_value"] < 1e-20
-    assert report["keymask"]["restored_bit_exact"]
-    assert not list((tmp_path / "signed").glob("*.json*")) or all(
-        "owner" not in p.name for p in (tmp_path / "signed").iterdir())
+    assert report["ok"] and report["steps"]["verify"]["verdict"] == "owned"
+    assert report["steps"]["publish"]["mode"] == "local hub"
+    assert len(report["steps"]["attacks"]) == 3 and all(r["verdict"] == "owned" for r in report["steps"]["attacks"])
+    assert report["steps"]["keymask"]["accuracy_with_key"] >= report["steps"]["keymask"]["accuracy_locked"]
+    for name in ("report.json", "summary.md", "README.md", "ownership_badge.svg", "imp_accuracy_vs_density.png",
+                 "attack_strength.png"):
+        assert (out / name).is_file(), name
+    assert (out / "imp_accuracy_vs_density.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "owned" in (out / "summary.md").read_text()
+    assert not list(out.glob("README*")) or "owner.key" not in (out / "README.md").read_text()
+    # a second run with the same --out resumes: the ticket and the signed model are reused
+    assert main(["demo", "--preset", "reduced", "--out", str(out), "--hub", "folder", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["steps"]["ticket"] == report["steps"]["ticket"] | {"seconds": again["steps"]["ticket"]["seconds"]}
+    assert again["steps"]["publish"]["mode"] == "folder" and again["ok"]
 
 
 def test_library_errors_become_exit_code_2(capsys) -> None:

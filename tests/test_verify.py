@@ -112,3 +112,29 @@ def test_report_text_and_exit_codes(signed) -> None:
     assert report.exit_code == 0
     data = json.loads(report.to_json())
     assert data["evidence"]["V2"]["decisive"] is True and data["timings"]["total_s"] > 0
+
+
+def test_trigger_queries_use_the_published_image_size_not_the_class_default(tmp_path) -> None:
+    """Regression: the re-aligned network was queried at 32 px while the model was published at 28 px."""
+    from hf_lottery_verify.alignment import refresh_key_reference
+    from hf_lottery_verify.triggers import TriggerSet, add_triggers_to_key, make_trigger_set, predict_labels
+
+    torch.manual_seed(0)
+    model = hlv.SparseResNetForImageClassification(hlv.SparseResNetConfig(
+        arch="cifar_resnet8", num_labels=10, in_chans=1, image_size=28, image_mean=(0.3,), image_std=(0.35,)))
+    model.prune_(density=0.3)
+    with torch.no_grad():  # larger weights: answers that depend on the input (and on its size)
+        for p in model.timm_model.parameters():
+            p.mul_(3.0)
+    model.train()(torch.randn(64, 1, 28, 28))
+    model.eval()
+    key = OwnershipKey(arch=model.config.arch)
+    base = make_trigger_set(40, num_classes=10, image_size=28, channels=1, seed=3)
+    own = predict_labels(model, base, mean=(0.3,), std=(0.35,))  # labels the model answers by construction
+    assert not torch.equal(own, predict_labels(model, base, mean=(0.3,), std=(0.35,), image_size=32))
+    add_triggers_to_key(key, TriggerSet(images=base.images, labels=own, num_classes=10))
+    key.save(tmp_path / "key.json")
+    refresh_key_reference(tmp_path / "key.json", model)
+    thief = permute_channels(model, seed=1)  # forces the re-aligned network path
+    report = hlv.verify_model(thief, tmp_path / "key.json")
+    assert report.evidence["V3"]["agreement"] == 1.0

@@ -29,11 +29,13 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import _registration
 from .._version import __version__
-from ._parsing import EXIT_USAGE, Parser
+
+if TYPE_CHECKING:
+    from ._parsing import Parser
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
@@ -59,6 +61,7 @@ def command(name: str) -> Callable[[Callable[[Any], None]], Callable[[Any], None
 def build_parser() -> Parser:
     """The ``hf-lottery`` parser with every registered command."""
     from . import commands  # noqa: F401  (registers the commands)
+    from ._parsing import Parser  # imports transformers (HfArgumentParser)
 
     parser = Parser(prog="hf-lottery",
                     description="Find, sign, publish and verify sparse winning tickets (Chen et al., NeurIPS 2021).")
@@ -73,6 +76,8 @@ def build_parser() -> Parser:
 def _fail(args: Any, message: str) -> int:
     name = getattr(args, "command", None)
     sys.stderr.write(f"hf-lottery{' ' + name if name else ''}: error: {message}\n")
+    from ._parsing import EXIT_USAGE
+
     return EXIT_USAGE
 
 
@@ -87,6 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status.
     """
     _registration.suspend_hooks()  # parsing imports transformers for HfArgumentParser only
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["demo"] and "folder" not in words and "huggingface_hub" not in sys.modules:
+        # the demo's local Hub: huggingface_hub reads HF_ENDPOINT once, when transformers imports it below
+        from ..localhub.environment import configure_hub_environment
+
+        configure_hub_environment()
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
