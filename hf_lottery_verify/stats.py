@@ -23,7 +23,6 @@ __all__ = [
     "binomial_log_pmf",
     "binomial_tail",
     "module_agreement_p_value",
-    "combine_fisher",
     "binomial_threshold",
     "trigger_p_value",
 ]
@@ -103,28 +102,6 @@ def module_agreement_p_value(agree: int, *, ones: int, zeros: int, q: float) -> 
     with np.errstate(divide="ignore"):
         log_conv = np.log(conv) + ma + mb
     return min(1.0, math.exp(_log_tail(log_conv, agree)))
-
-
-def combine_fisher(p_values: list[float]) -> float:
-    """Fisher's method: one p-value for independent evidence channels.
-
-    Args:
-        p_values: Independent p-values.
-
-    Returns:
-        The combined p-value (chi-square tail with ``2k`` degrees of freedom, exact for even dof).
-    """
-    ps = [min(max(p, 1e-300), 1.0) for p in p_values]
-    if not ps:
-        return 1.0
-    x = -2.0 * sum(math.log(p) for p in ps) / 2.0  # half the chi-square statistic
-    k = len(ps)
-    # P(chi2_{2k} >= 2x) = exp(-x) * sum_{i<k} x^i / i!
-    term, total = 1.0, 1.0
-    for i in range(1, k):
-        term *= x / i
-        total += term
-    return min(1.0, math.exp(-x) * total)
 
 
 def binomial_threshold(n: int, p: float, alpha: float) -> int:

@@ -9,7 +9,6 @@ from hf_lottery_verify.stats import (
     binomial_log_pmf,
     binomial_tail,
     binomial_threshold,
-    combine_fisher,
     module_agreement_p_value,
     trigger_p_value,
 )
@@ -43,13 +42,6 @@ def test_module_agreement_matches_brute_force_convolution() -> None:
 def test_module_agreement_is_tiny_for_a_perfect_match_and_large_for_chance() -> None:
     assert module_agreement_p_value(567, ones=280, zeros=287, q=0.5) < 1e-150
     assert module_agreement_p_value(284, ones=280, zeros=287, q=0.5) > 0.4
-
-
-def test_fisher_combination() -> None:
-    assert combine_fisher([1.0]) == pytest.approx(1.0)
-    assert combine_fisher([0.05]) == pytest.approx(0.05)
-    assert combine_fisher([0.01, 0.01]) < 0.01
-    assert combine_fisher([]) == 1.0
 
 
 def test_binomial_threshold_for_100_triggers_over_10_classes() -> None:

@@ -48,7 +48,6 @@ from .errors import (
     QRError,
     QRParameterError,
 )
-from .errors import _rebuild_capacity_error as _rebuild_capacity_error  # unpickles errors pickled before the split
 from .image import decode_image, render
 from .layout import (
     ECC_LEVELS,
