@@ -1,0 +1,324 @@
+"""The training loop: :class:`Trainer` (Accelerate, fixed masks, optional mixed-in
+samples, epoch checkpoints) and the :class:`EpochRecord` it logs per epoch."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..configs import TrainConfig
+from ..data import DeviceBatches, ImageData
+from ..errors import TrainingError
+from .evaluation import evaluate
+from .masking import MaskEnforcer
+from .mixing import BatchMixer
+from .optimizer_state import load_optimizer_state, save_optimizer_state
+from .schedule import lr_at, make_accelerator
+
+if TYPE_CHECKING:
+    from .context import TrainingContext
+
+__all__ = ["Trainer", "EpochRecord"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EpochRecord:
+    """What one epoch did (the JSON log keeps a list of these)."""
+
+    epoch: int
+    lr: float
+    train_loss: float
+    images_per_s: float
+    seconds: float
+    test_accuracy: float | None = None
+    test_loss: float | None = None
+    test_count: int | None = None
+
+
+class Trainer:
+    """Trains a (masked) model with SGD under Accelerate.
+
+    Everything a step needs lives on the device: the uint8 training and test splits are
+    uploaded once (:class:`~hf_lottery_verify.data.DeviceData`), batches are cut, augmented
+    and normalised there, the masks are enforced by one fused kernel per step
+    (:class:`MaskEnforcer`), and the loss is read back once per epoch. A trainer can be
+    :meth:`reset` for another run on the same model and data (IMP rounds, retraining arms)
+    without preparing, compiling or uploading again; :class:`TrainingContext` does that
+    bookkeeping.
+
+    Args:
+        model: A :class:`~hf_lottery_verify.SparseResNetForImageClassification` (its masks
+            are enforced) or any module returning logits.
+        train_data: Training split.
+        config: Hyper-parameters (defaults: :class:`TrainConfig`'s).
+        test_data: Evaluated after every ``eval_every`` epochs and at the end.
+        accelerator: Shared accelerator; one is made from ``config`` when ``None``.
+        mixer: Optional :class:`BatchMixer` (trigger-set mixing).
+        eval_every: Evaluate every this many epochs (0: only at the end).
+        progress: Show progress bars on the main process: epochs, and the batches of the
+            current epoch with their rate and ETA.
+        checkpoint_dir: When set, the state after each epoch is saved there and a new
+            Trainer with the same folder resumes from it.
+        desc: Label of the progress bar.
+        context: A :class:`TrainingContext` whose uploaded splits to share.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_data: ImageData,
+        config: TrainConfig | None = None,
+        *,
+        test_data: ImageData | None = None,
+        accelerator: Any = None,
+        mixer: BatchMixer | None = None,
+        eval_every: int = 0,
+        progress: bool = True,
+        checkpoint_dir: str | os.PathLike | None = None,
+        desc: str = "train",
+        context: TrainingContext | None = None,
+    ) -> None:
+        cfg = config if config is not None else TrainConfig()
+        self.model = model
+        self.train_data = train_data
+        self.config = cfg
+        self.test_data = test_data
+        self.mixer = mixer
+        self.eval_every = eval_every
+        self.progress = progress
+        self.checkpoint_dir = checkpoint_dir
+        self.desc = desc
+        if context is None:
+            from .context import TrainingContext  # the context builds trainers: imported when used
+
+            context = TrainingContext()
+        self.context = context
+        self.accelerator = acc = accelerator if accelerator is not None else make_accelerator(cfg)
+        self.device = acc.device
+        self.channels_last = cfg.channels_last and self.device.type == "cuda"
+        model.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        # As in the paper's recipe, weight decay applies to every parameter (BN included).
+        optimizer = torch.optim.SGD(
+            [p for p in model.parameters() if p.requires_grad],
+            lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+        self.prepared_model, self.optimizer = acc.prepare(model, optimizer)
+        self.forward = torch.compile(self.prepared_model, mode=cfg.compile_mode) if cfg.compile else self.prepared_model
+        self.batches = DeviceBatches(
+            train_data, cfg.batch_size, device=self.device, seed=cfg.seed, augment=cfg.augment, pad=cfg.pad,
+            flip=cfg.flip, channels_last=self.channels_last, shard=acc.process_index, num_shards=acc.num_processes,
+            uploaded=self.context.device_data(train_data, self.device))
+        if len(self.batches) == 0:
+            raise TrainingError(
+                f"{len(train_data)} training samples make no full batch of {cfg.batch_size}×{acc.num_processes}; "
+                "lower --batch-size.")
+        self.steps_per_epoch = len(self.batches)
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self._test_on_device = None if test_data is None else self.context.device_data(test_data, self.device)
+        self.history: list[EpochRecord] = []
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(model={type(self.model).__name__}, train={len(self.train_data)}, "
+                f"test={None if self.test_data is None else len(self.test_data)}, device={self.device}, "
+                f"config={self.config})")
+
+    @property
+    def _inner_optimizer(self) -> torch.optim.Optimizer:
+        return getattr(self.optimizer, "optimizer", self.optimizer)
+
+    def reset(self, *, state_dict: Mapping[str, torch.Tensor] | None = None,
+              masks: Mapping[str, torch.Tensor] | None = None, seed: int | None = None, desc: str | None = None,
+              progress: bool | None = None) -> None:
+        """Start another run on the same model, data and settings, keeping the prepared and
+        compiled model and the uploaded data.
+
+        The optimizer state (momentum) and the history are cleared, so the next :meth:`train`
+        gives exactly what a new ``Trainer`` with the same weights, masks and seed gives.
+
+        Args:
+            state_dict: Weights (and buffers) to load into the model, by the model's own names.
+            masks: New masks (``model.set_masks``; pruned weights are zeroed).
+            seed: New ``config.seed`` (data order and augmentation).
+            desc: New label of the progress bar.
+            progress: Show progress bars or not from now on.
+        """
+        if state_dict is not None:
+            self.model.load_state_dict(state_dict, strict=True)
+        if masks is not None:
+            self.model.set_masks(masks)
+        self._inner_optimizer.state.clear()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.history = []
+        if seed is not None and seed != self.config.seed:
+            self.config = replace(self.config, seed=seed)
+            self.batches = self.batches.reseeded(seed)
+        if desc is not None:
+            self.desc = desc
+        if progress is not None:
+            self.progress = progress
+
+    # ------------------------------------------------------------------ running
+
+    def evaluate(self, data: ImageData | None = None) -> dict[str, float]:
+        """Evaluate on ``data`` (the test split by default, read from its copy on the device)."""
+        data = data or self.test_data
+        if data is None:
+            raise TrainingError("No evaluation data: pass test_data to the Trainer or data to evaluate().")
+        split = self._test_on_device if data is self.test_data else data
+        return evaluate(self.prepared_model, split, accelerator=self.accelerator, batch_size=self.config.eval_batch_size,
+                        channels_last=self.channels_last)
+
+    def train(self, *, start_epoch: int = 0, end_epoch: int | None = None,
+              on_epoch_end: Callable[[int, Trainer], None] | None = None) -> list[EpochRecord]:
+        """Train epochs ``[start_epoch, end_epoch)`` of the schedule.
+
+        The schedule is positioned by epoch, so ``start_epoch=3`` continues a run rewound
+        to epoch 3 exactly as the paper's late rewinding does.
+
+        Args:
+            start_epoch: First epoch to run (the lr schedule starts there).
+            end_epoch: Epoch to stop before (``config.epochs`` by default).
+            on_epoch_end: Called with ``(epoch, trainer)`` after each finished epoch
+                (IMP captures the rewind weights with it).
+
+        Returns:
+            One :class:`EpochRecord` per epoch run.
+
+        Raises:
+            TrainingError: The loss became NaN or infinite.
+        """
+        end_epoch = self.config.epochs if end_epoch is None else end_epoch
+        start_epoch = self._maybe_resume(start_epoch)
+        masks = getattr(self.model, "masks", None)
+        enforcer = None
+        if masks:
+            # Hooks live only while training: masks may change between calls (IMP rounds, signing).
+            enforcer = MaskEnforcer(self.model.timm_parameters(), masks)
+            enforcer.attach(self.optimizer)
+        try:
+            return self._run_epochs(start_epoch, end_epoch, on_epoch_end)
+        finally:
+            if enforcer is not None:
+                enforcer.remove()
+
+    def _run_epochs(self, start_epoch: int, end_epoch: int,
+                    on_epoch_end: Callable[[int, Trainer], None] | None) -> list[EpochRecord]:
+        cfg, acc = self.config, self.accelerator
+        epoch_bar = batch_bar = None
+        if self.progress and acc.is_main_process and end_epoch > start_epoch:
+            from tqdm.auto import tqdm
+
+            epoch_bar = tqdm(total=end_epoch - start_epoch, desc=self.desc, unit="ep", leave=False)
+            batch_bar = tqdm(total=self.steps_per_epoch, unit="batch", leave=False)
+        self.prepared_model.train()
+        try:
+            for epoch in range(start_epoch, end_epoch):
+                if batch_bar is not None:
+                    batch_bar.reset(total=self.steps_per_epoch)
+                    batch_bar.set_description(f"epoch {epoch + 1}/{end_epoch}")
+                t0 = time.perf_counter()
+                loss_sum = torch.zeros((), device=self.device)
+                seen = 0
+                for i, (x, y) in enumerate(self.batches.epoch(epoch)):
+                    step = epoch * self.steps_per_epoch + i
+                    lr = lr_at(cfg, step, self.total_steps)
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = lr
+                    if self.mixer is not None:
+                        x, y = self.mixer(step, x, y)
+                    with acc.autocast():
+                        out = self.forward(x)
+                        logits = getattr(out, "logits", out)
+                        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                    acc.backward(loss)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss_sum += loss.detach()
+                    seen += y.shape[0]
+                    if batch_bar is not None:
+                        batch_bar.update(1)
+                mean_loss = float(loss_sum) / max(1, self.steps_per_epoch)  # the epoch's one host synchronisation
+                if not math.isfinite(mean_loss):
+                    raise TrainingError(f"Training diverged at epoch {epoch} (loss {mean_loss}); lower the learning rate.")
+                secs = time.perf_counter() - t0
+                record = EpochRecord(epoch=epoch, lr=lr_at(cfg, epoch * self.steps_per_epoch, self.total_steps),
+                                     train_loss=mean_loss, images_per_s=seen * acc.num_processes / secs, seconds=secs)
+                last = epoch == end_epoch - 1
+                if self.test_data is not None and (last or (self.eval_every and (epoch + 1) % self.eval_every == 0)):
+                    metrics = self.evaluate()
+                    record.test_accuracy, record.test_loss = metrics["accuracy"], metrics["loss"]
+                    record.test_count = metrics["count"]
+                    self.prepared_model.train()
+                self.history.append(record)
+                self._save_epoch(epoch)
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch, self)
+                if epoch_bar is not None:
+                    epoch_bar.update(1)
+                    epoch_bar.set_postfix(loss=f"{mean_loss:.3f}", acc=record.test_accuracy,
+                                          img_s=f"{record.images_per_s:,.0f}")
+        finally:
+            for bar in (batch_bar, epoch_bar):
+                if bar is not None:
+                    bar.close()
+        return self.history
+
+    def close(self) -> None:
+        """Release the accelerator's references to this trainer's model and optimizer."""
+        self.accelerator.free_memory()
+
+    def unwrapped(self) -> nn.Module:
+        """The model without DDP/compile wrappers."""
+        return self.accelerator.unwrap_model(self.prepared_model)
+
+    # ------------------------------------------------------------------ epoch checkpoints
+
+    def _ckpt(self) -> Path | None:
+        return Path(self.checkpoint_dir) if self.checkpoint_dir else None
+
+    def _save_epoch(self, epoch: int) -> None:
+        folder = self._ckpt()
+        if folder is None or not self.accelerator.is_main_process:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        from safetensors.torch import save_file
+
+        tmp = folder / "state.safetensors.tmp"
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.unwrapped().state_dict().items()}, str(tmp))
+        save_optimizer_state(self.optimizer, folder / "optimizer.safetensors.tmp")
+        os.replace(folder / "optimizer.safetensors.tmp", folder / "optimizer.safetensors")
+        os.replace(tmp, folder / "state.safetensors")
+        progress = folder / "progress.json.tmp"
+        progress.write_text(json.dumps({"epoch": epoch, "history": [asdict(r) for r in self.history]}))
+        os.replace(progress, folder / "progress.json")
+
+    def _maybe_resume(self, start_epoch: int) -> int:
+        folder = self._ckpt()
+        if folder is None or not (folder / "progress.json").is_file():
+            return start_epoch
+        from safetensors.torch import load_file
+
+        if not (folder / "optimizer.safetensors").is_file():
+            raise TrainingError(f"{folder} holds no optimizer.safetensors (it was written by an older version, which "
+                                "pickled the optimizer state); delete the folder to start the run over.")
+        progress = json.loads((folder / "progress.json").read_text())
+        state = load_file(str(folder / "state.safetensors"))
+        self.unwrapped().load_state_dict(state, strict=True)
+        load_optimizer_state(self.optimizer, folder / "optimizer.safetensors")
+        self.history = [EpochRecord(**r) for r in progress["history"]]
+        logger.info("Resuming training from %s after epoch %d.", folder, progress["epoch"])
+        return max(start_epoch, progress["epoch"] + 1)
