@@ -14,6 +14,7 @@ __all__ = [
     "HfLotteryError",
     # checkpoints
     "CheckpointError",
+    "CheckpointNotFoundError",
     "CorruptCheckpointError",
     "PickleRefusedError",
     "MissingWeightsError",
@@ -23,6 +24,8 @@ __all__ = [
     # architectures
     "UnknownArchitectureError",
     "UnsupportedArchitectureError",
+    "UnsupportedStructureError",
+    "InconsistentChannelsError",
     # masks and pruning
     "MaskError",
     "DensityError",
@@ -33,11 +36,16 @@ __all__ = [
     "SignatureTooLargeError",
     "KeyMismatchError",
     "KeyFileError",
+    "KeyFileNotFoundError",
     # configuration, training and data
     "ConfigError",
     "DatasetError",
     "TrainingError",
     "HubError",
+    # black-box queries and model cards
+    "EndpointError",
+    "CardError",
+    "CardTemplateNotFoundError",
 ]
 
 
@@ -59,6 +67,18 @@ class CheckpointError(HfLotteryError, ValueError):
     def __init__(self, message: str, *, path: str | None = None) -> None:
         super().__init__(message)
         self.path = path
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The model file or folder to read does not exist (and is not a Hub repo id).
+
+    Both a :class:`CheckpointError` and a ``FileNotFoundError``, so ``except FileNotFoundError``
+    catches it too.
+
+    Args:
+        message: What is missing and what to do about it.
+        path: The file or folder that was asked for.
+    """
 
 
 class CorruptCheckpointError(CheckpointError):
@@ -162,6 +182,56 @@ class UnsupportedArchitectureError(HfLotteryError, ValueError):
         )
 
 
+class UnsupportedStructureError(UnsupportedArchitectureError):
+    """A timm ResNet uses a part whose channels this library cannot follow.
+
+    Attention gates (squeeze-excitation), anti-aliasing filters, grouped convolutions,
+    a stem pool replaced by a convolution, norms other than batch norm with running
+    statistics, or a pooling head that concatenates features.
+
+    Args:
+        arch: The architecture name (``"?"`` when unknown).
+        module: The offending module's name.
+        reason: What is not supported.
+    """
+
+    def __init__(self, arch: str, *, module: str, reason: str) -> None:
+        self.arch = arch
+        self.model_class = "ResNet"
+        self.module = module
+        self.reason = reason
+        ValueError.__init__(
+            self,
+            f"Cannot describe the channel spaces of '{arch}': {reason} at '{module}'. Channel spaces (and the "
+            "structural attacks and re-alignment built on them) support timm ResNets with BasicBlock or "
+            "Bottleneck blocks, CIFAR/ImageNet/deep stems, batch norm, ReLU, and convolution, identity or "
+            "zero-padding shortcuts.",
+        )
+
+
+class InconsistentChannelsError(CheckpointError):
+    """Tensors of a checkpoint disagree on the size of a channel space.
+
+    Args:
+        space: The space's name.
+        param_name: The tensor whose size disagrees.
+        expected: The space's size (read off its first tensor).
+        got: The tensor's size along the space's dimension.
+        path: The checkpoint, when known.
+    """
+
+    def __init__(self, space: str, *, param_name: str, expected: int, got: int, path: str | None = None) -> None:
+        self.space = space
+        self.param_name = param_name
+        self.expected = expected
+        self.got = got
+        super().__init__(
+            f"Channel space '{space}' has {expected} channels, but '{param_name}' indexes {got}: the checkpoint's "
+            "tensors do not fit together (a damaged or hand-edited file), so it cannot be re-aligned.",
+            path=path,
+        )
+
+
 # --------------------------------------------------------------------------- masks
 
 
@@ -208,12 +278,36 @@ class SignatureTooLargeError(SignatureError):
         self.max_chars = max_chars
 
 
-class KeyMismatchError(SignatureError):
-    """An ownership key does not fit the model (wrong architecture, missing layer, ...)."""
+class KeyMismatchError(HfLotteryError, ValueError):
+    """An ownership key does not fit the model (wrong architecture, missing layer, ...).
+
+    Raised for every scheme's key (V1 key masks, V2 signatures, V3 trigger sets, the alignment
+    reference), so it is not a :class:`SignatureError`.
+    """
 
 
 class KeyFileError(HfLotteryError, OSError):
-    """An ownership key file is missing, unreadable, of an unknown version or misplaced."""
+    """An ownership key file is missing, unreadable, of an unknown version, altered or misplaced.
+
+    Args:
+        message: What is wrong with the key file and what to do about it.
+        path: The key file (or its tensor file) involved, when there is one.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+    def __str__(self) -> str:  # OSError would otherwise format errno/filename
+        return str(self.args[0])
+
+
+class KeyFileNotFoundError(KeyFileError, FileNotFoundError):
+    """The ownership key file, or the tensor file its JSON names, does not exist.
+
+    Both a :class:`KeyFileError` and a ``FileNotFoundError``, so ``except FileNotFoundError``
+    catches it too.
+    """
 
 
 # --------------------------------------------------------------------------- training, data, hub
@@ -233,3 +327,63 @@ class TrainingError(HfLotteryError, RuntimeError):
 
 class HubError(HfLotteryError, OSError):
     """A Hub operation failed (network, missing repo or revision, refused upload)."""
+
+
+# --------------------------------------------------------------------------- black-box queries, model cards
+
+
+class EndpointError(HfLotteryError, OSError):
+    """An inference endpoint cannot be queried at all (dead, unreachable or malformed URL).
+
+    Raised only when the very first request gets no HTTP answer after its retries (connection
+    refused, timeout, name resolution or TLS failure) or when the URL itself is unusable;
+    failures after a first answer are counted in :class:`~hf_lottery_verify.blackbox.QueryResult`
+    instead.
+
+    Args:
+        message: What went wrong and what to check.
+        url: The endpoint URL.
+        reason: The short transport-level reason (``"connection refused"``, ...).
+    """
+
+    def __init__(self, message: str, *, url: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class CardError(HfLotteryError, ValueError):
+    """A model card or badge cannot be rendered from the values given.
+
+    Args:
+        message: What is wrong and how to fix it.
+        field: The argument or metadata field at fault, when there is one.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class CardTemplateNotFoundError(HfLotteryError, FileNotFoundError):
+    """A template of ``model_cards/`` is missing from the installation.
+
+    Args:
+        name: The template's file name.
+        searched: The locations that were tried.
+    """
+
+    def __init__(self, name: str, *, searched: Iterable[str]) -> None:
+        self.name = name
+        self.searched = list(searched)
+        super().__init__(
+            f"Model-card template '{name}' not found (looked in: {', '.join(self.searched)}). The installation "
+            "is incomplete: reinstall hf_lottery_verify, or check that pyproject.toml maps model_cards/ to "
+            "hf_lottery_verify/model_cards with package-data '*.j2'."
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0])

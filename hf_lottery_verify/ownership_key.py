@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 
 from ._version import __version__
 from .atomic import atomic_path, write_text_atomic
-from .errors import KeyFileError, KeyMismatchError
+from .errors import KeyFileError, KeyFileNotFoundError, KeyMismatchError
 from .storage import tensor_digest
 
 __all__ = [
@@ -228,21 +228,33 @@ class OwnershipKey:
             The key.
 
         Raises:
-            KeyFileError: Missing or unreadable file, unknown version, a missing or altered
-                tensor file.
+            KeyFileNotFoundError: The JSON file, or the tensor file it names, does not exist
+                (also a ``FileNotFoundError``).
+            KeyFileError: An unreadable file, an unknown or newer format version, or an
+                altered tensor file (its SHA-256 differs from the one the JSON records).
         """
         path = Path(path)
+        if path.is_dir():
+            raise KeyFileError(f"{path} is a folder; pass the ownership key's JSON file (written by split-key, sign "
+                               "or triggers), not the folder holding it.", path=str(path))
         if not path.is_file():
-            raise KeyFileError(f"No ownership key at {path}.")
+            raise KeyFileNotFoundError(
+                f"No ownership key at {path}. Pass the JSON key file written when the model was keyed (split-key, "
+                "sign or triggers; --key-out on the command line): keys are never published with a model, so only "
+                "its owner has it.", path=str(path))
         try:
             manifest = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise KeyFileError(f"{path} is not an ownership key (invalid JSON: {exc}).") from exc
         version = manifest.get("hf_lottery_verify_key") if isinstance(manifest, dict) else None
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise KeyFileError(f"{path} is not an hf_lottery_verify ownership key.")
+            raise KeyFileError(f"{path} is not an hf_lottery_verify ownership key (no valid "
+                               "'hf_lottery_verify_key' format version); pass the JSON file written by split-key, "
+                               "sign or triggers.", path=str(path))
         if version > KEY_FORMAT_VERSION:
-            raise KeyFileError(f"{path} uses key format {version}; upgrade hf_lottery_verify to read it.")
+            raise KeyFileError(f"{path} uses key format {version}, newer than the formats this version of "
+                               f"hf_lottery_verify reads (1..{KEY_FORMAT_VERSION}); upgrade hf_lottery_verify to read "
+                               "it.", path=str(path))
         tensors: dict[str, torch.Tensor] = {}
         info = manifest.get("tensors")
         if info:
@@ -251,13 +263,18 @@ class OwnershipKey:
                 raise KeyFileError(f"{path} names an invalid tensor file {name!r}.")
             tpath = path.with_name(name)
             if not tpath.is_file():
-                raise KeyFileError(f"The key's tensor file {tpath} is missing; keep it next to {path.name}.")
+                raise KeyFileNotFoundError(
+                    f"The key's tensor file {tpath} is missing; keep it next to {path.name} (copy both files "
+                    "together), or restore it from your backup of the key.", path=str(tpath))
             if _file_sha256(tpath) != info.get("sha256"):
-                raise KeyFileError(f"The key's tensor file {tpath} was altered or damaged (checksum mismatch).")
+                raise KeyFileError(
+                    f"The key's tensor file {tpath} was altered or damaged (checksum mismatch): restore both "
+                    f"{path.name} and {tpath.name} from your backup of the key.", path=str(tpath))
             try:
                 tensors = load_file(str(tpath))
             except SafetensorError as exc:
-                raise KeyFileError(f"Cannot read {tpath}: {exc}.") from exc
+                raise KeyFileError(f"Cannot read {tpath}: {exc}. Restore the key's files from your backup.",
+                                   path=str(tpath)) from exc
         sections = manifest.get("sections") or {}
         if not isinstance(sections, dict) or not isinstance(manifest.get("arch"), str):
             raise KeyFileError(f"{path} is not a valid ownership key (no architecture or sections).")

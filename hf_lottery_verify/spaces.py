@@ -52,7 +52,13 @@ from timm.models.resnet import ResNet
 from torch import nn
 
 from .architectures import ZeroPadShortcut, create_resnet, stage_names
-from .errors import CheckpointError, MissingWeightsError, UnsupportedArchitectureError
+from .errors import (  # the two structure errors are defined in errors.py and re-exported here
+    CheckpointError,
+    InconsistentChannelsError,
+    MissingWeightsError,
+    UnsupportedArchitectureError,
+    UnsupportedStructureError,
+)
 
 __all__ = [
     "SpaceKind",
@@ -70,59 +76,6 @@ _BN_TENSORS = ("weight", "bias", "running_mean", "running_var")
 # Activations that commute with a positive per-channel scale: f(a·x) = a·f(x) for a > 0.
 _HOMOGENEOUS = (nn.ReLU, nn.LeakyReLU, nn.Identity)
 _ELEMENTWISE = (*_HOMOGENEOUS, nn.ReLU6, nn.ELU, nn.SiLU, nn.GELU, nn.Mish, nn.Hardswish, nn.Sigmoid, nn.Tanh)
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class UnsupportedStructureError(UnsupportedArchitectureError):
-    """A timm ResNet uses a part whose channels this library cannot follow.
-
-    Attention gates (squeeze-excitation), anti-aliasing filters, grouped convolutions,
-    a stem pool replaced by a convolution, norms other than batch norm with running
-    statistics, or a pooling head that concatenates features.
-
-    Args:
-        arch: The architecture name (``"?"`` when unknown).
-        module: The offending module's name.
-        reason: What is not supported.
-    """
-
-    def __init__(self, arch: str, *, module: str, reason: str) -> None:
-        self.arch = arch
-        self.model_class = "ResNet"
-        self.module = module
-        self.reason = reason
-        ValueError.__init__(
-            self,
-            f"Cannot describe the channel spaces of '{arch}': {reason} at '{module}'. Channel spaces (and the "
-            "structural attacks and re-alignment built on them) support timm ResNets with BasicBlock or "
-            "Bottleneck blocks, CIFAR/ImageNet/deep stems, batch norm, ReLU, and convolution, identity or "
-            "zero-padding shortcuts.",
-        )
-
-
-class InconsistentChannelsError(CheckpointError):
-    """Tensors of a checkpoint disagree on the size of a channel space.
-
-    Args:
-        space: The space's name.
-        param_name: The tensor whose size disagrees.
-        expected: The space's size (read off its first tensor).
-        got: The tensor's size along the space's dimension.
-        path: The checkpoint, when known.
-    """
-
-    def __init__(self, space: str, *, param_name: str, expected: int, got: int, path: str | None = None) -> None:
-        self.space = space
-        self.param_name = param_name
-        self.expected = expected
-        self.got = got
-        super().__init__(
-            f"Channel space '{space}' has {expected} channels, but '{param_name}' indexes {got}: the checkpoint's "
-            "tensors do not fit together (a damaged or hand-edited file), so it cannot be re-aligned.",
-            path=path,
-        )
 
 
 # --------------------------------------------------------------------------- data

@@ -39,7 +39,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from .errors import CheckpointError, CorruptCheckpointError, PickleRefusedError
+from .errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, PickleRefusedError
 from .hub import HubLocation, download_model_folder, looks_like_repo_id
 from .storage import (
     CONFIG_NAME,
@@ -126,7 +126,8 @@ def resolve_source(
         ``(local_path, hub_location)``; ``hub_location`` is ``None`` for local paths.
 
     Raises:
-        CheckpointError: ``source`` is neither an existing path nor a repo id.
+        CheckpointNotFoundError: ``source`` is neither an existing path nor a repo id (also a
+            ``FileNotFoundError``).
         HubError, PickleRefusedError: From the download (see
             :func:`hf_lottery_verify.hub.download_model_folder`).
     """
@@ -136,7 +137,9 @@ def resolve_source(
             logger.warning("revision=%r is ignored for the local path %s.", revision, local)
         return local, None
     if not looks_like_repo_id(str(source)):
-        raise CheckpointError(f"No such file or folder: {source} (and it is not a Hub repo id).", path=str(source))
+        raise CheckpointNotFoundError(
+            f"No such file or folder: {source} (and it is not a Hub repo id). Check the path, or pass a Hub repo "
+            "id as 'owner/name'.", path=str(source))
     location = download_model_folder(str(source), revision=revision, token=token, cache_dir=cache_dir,
                                      local_files_only=local_files_only, force_download=force_download)
     return location.folder, location

@@ -107,3 +107,21 @@ def test_no_module_is_too_long() -> None:
     long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 550}
     assert not long, f"split these modules (one concept each, ~500 lines at most): {long}"
+
+
+def test_errors_are_defined_in_errors_py_and_still_importable_from_their_old_modules() -> None:
+    from hf_lottery_verify import errors
+    from hf_lottery_verify.blackbox import EndpointError
+    from hf_lottery_verify.cards import CardError, CardTemplateNotFoundError
+    from hf_lottery_verify.cards.errors import CardError as CardErrorOld
+    from hf_lottery_verify.spaces import InconsistentChannelsError, UnsupportedStructureError
+
+    for cls in (EndpointError, CardError, CardErrorOld, CardTemplateNotFoundError, InconsistentChannelsError,
+                UnsupportedStructureError):
+        assert cls.__module__ == "hf_lottery_verify.errors" and getattr(errors, cls.__name__) is cls
+        assert cls.__name__ in errors.__all__ and issubclass(cls, errors.HfLotteryError)
+    # a key that does not fit is not a signature problem: it is raised for V1 and V3 keys too
+    assert not issubclass(errors.KeyMismatchError, errors.SignatureError)
+    assert issubclass(errors.KeyMismatchError, ValueError)
+    for missing in (errors.KeyFileNotFoundError, errors.CheckpointNotFoundError):
+        assert issubclass(missing, FileNotFoundError)

@@ -273,6 +273,14 @@ def test_missing_path_and_empty_folder(tmp_path: Path) -> None:
         hlv.load_model(tmp_path / "nope" / "deeper")
 
 
+def test_a_missing_model_folder_is_also_a_file_not_found_error(tmp_path: Path) -> None:
+    for load in (hlv.load_model, hlv.read_suspect):
+        with pytest.raises(hlv.CheckpointNotFoundError, match="Check the path") as info:
+            load(tmp_path / "nope")
+        assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, hlv.CheckpointError)
+        assert info.value.path == str(tmp_path / "nope")
+
+
 def test_interrupted_save_leaves_previous_file_intact(tmp_path: Path, tiny_model, monkeypatch) -> None:
     tiny_model.save_pretrained(tmp_path)
     before = (tmp_path / "model.safetensors").read_bytes()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from hf_lottery_verify.errors import DatasetError, KeyFileError, KeyMismatchError
+from hf_lottery_verify.errors import DatasetError, KeyFileError, KeyFileNotFoundError, KeyMismatchError
 from hf_lottery_verify.ownership_key import OwnershipKey
 from hf_lottery_verify.stats import binomial_tail
 from hf_lottery_verify.triggers import (
@@ -295,6 +295,27 @@ def test_key_tensor_file_tampering_is_detected_on_load(tmp_path: Path) -> None:
     tfile.write_bytes(bytes(raw))
     with pytest.raises(KeyFileError):
         triggers_from_key(OwnershipKey.load(path))
+
+
+def test_a_missing_key_file_is_also_a_file_not_found_error(tmp_path: Path) -> None:
+    with pytest.raises(KeyFileNotFoundError, match="No ownership key at .*Pass the JSON key file") as info:
+        OwnershipKey.load(tmp_path / "nope.key.json")
+    assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, KeyFileError)
+    assert info.value.path == str(tmp_path / "nope.key.json")
+    with pytest.raises(KeyFileError, match="is a folder") as info:
+        OwnershipKey.load(tmp_path)
+    assert not isinstance(info.value, FileNotFoundError)
+
+
+def test_a_missing_key_tensor_file_is_also_a_file_not_found_error(tmp_path: Path) -> None:
+    key = OwnershipKey(arch="cifar_resnet8")
+    add_triggers_to_key(key, make_trigger_set(10, num_classes=10, image_size=8, seed=1))
+    path = key.save(tmp_path / "k.json")
+    tfile = path.with_name(json.loads(path.read_text())["tensors"]["file"])
+    tfile.unlink()
+    with pytest.raises(KeyFileNotFoundError, match="tensor file .* is missing; keep it next to k.json") as info:
+        OwnershipKey.load(path)
+    assert isinstance(info.value, FileNotFoundError) and info.value.path == str(tfile)
 
 
 # --------------------------------------------------------------------------- evidence

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ..errors import HfLotteryError
+from ..errors import EndpointError  # defined in errors.py; re-exported here
 from .images import encode_png
 from .labels import _LabelMapper, _shown
 from .result import _short, _Tally
@@ -33,28 +33,6 @@ from .result import _short, _Tally
 __all__ = ["EndpointError", "MAX_RESPONSE_BYTES"]
 
 MAX_RESPONSE_BYTES = 1 << 20  # an image-classification answer is a few hundred bytes
-
-
-class EndpointError(HfLotteryError, OSError):
-    """An inference endpoint cannot be queried at all (dead, unreachable or malformed URL).
-
-    Raised only when the very first request gets no HTTP answer after its retries (connection
-    refused, timeout, name resolution or TLS failure) or when the URL itself is unusable;
-    failures after a first answer are counted in :class:`QueryResult` instead.
-
-    Args:
-        message: What went wrong and what to check.
-        url: The endpoint URL.
-        reason: The short transport-level reason (``"connection refused"``, ...).
-    """
-
-    def __init__(self, message: str, *, url: str, reason: str | None = None) -> None:
-        super().__init__(message)
-        self.url = url
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 class _TransportError(Exception):
