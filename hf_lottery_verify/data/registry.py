@@ -1,0 +1,85 @@
+"""Datasets by name: :func:`load_image_dataset`, :func:`list_datasets` and
+:func:`register_dataset`; the built-in names map to the loaders of the source modules."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import UnknownNameError
+from .fashion_mnist import _fashion_mnist
+from .hf_datasets import _cifar10, _cifar100, _load_imagefolder
+from .image_data import DatasetPair
+from .seeding import derive_seed
+from .synthetic import _synthetic
+
+__all__ = ["load_image_dataset", "list_datasets", "register_dataset"]
+
+logger = logging.getLogger(__name__)
+
+_LOADERS: dict[str, Callable[..., DatasetPair]] = {
+    "cifar10": _cifar10,
+    "cifar100": _cifar100,
+    "fashion_mnist": _fashion_mnist,
+    "synthetic": _synthetic,
+}
+
+
+def register_dataset(name: str) -> Callable[[Callable[..., DatasetPair]], Callable[..., DatasetPair]]:
+    """Register a loader ``fn(*, data_dir, seed, **options) -> DatasetPair`` under ``name``."""
+
+    def deco(fn: Callable[..., DatasetPair]) -> Callable[..., DatasetPair]:
+        if name in _LOADERS:
+            logger.warning("Overwriting dataset loader '%s'.", name)
+        _LOADERS[name] = fn
+        return fn
+
+    return deco
+
+
+def list_datasets() -> list[str]:
+    """Registered dataset names (plus the ``imagefolder:<path>`` form)."""
+    return sorted(_LOADERS)
+
+
+def load_image_dataset(
+    name: str,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+    **options: Any,
+) -> DatasetPair:
+    """Load a dataset by name.
+
+    Args:
+        name: ``cifar10``, ``cifar100``, ``fashion_mnist``, ``synthetic`` or ``imagefolder:<path>``.
+        data_dir: Where the dataset's files are (IDX folder for Fashion-MNIST, HF cache for
+            Hub datasets); defaults per dataset.
+        seed: Seed for synthetic data and for subsetting.
+        train_limit: Keep at most this many (seeded random) training samples.
+        test_limit: Keep at most this many test samples.
+        **options: Loader-specific options (``image_size`` for imagefolder/synthetic, ...).
+
+    Returns:
+        Train and test splits.
+
+    Raises:
+        UnknownNameError: Unknown dataset name.
+        DatasetError: The dataset cannot be found or read.
+    """
+    if name.startswith("imagefolder:"):
+        pair = _load_imagefolder(Path(name.split(":", 1)[1]), **options)
+    elif name in _LOADERS:
+        pair = _LOADERS[name](data_dir=data_dir, seed=seed, **options)
+    else:
+        raise UnknownNameError("dataset", name, available=[*list_datasets(), "imagefolder:<path>"])
+    if train_limit:
+        pair.train = pair.train.subset(train_limit, seed=derive_seed(seed, "train_limit"))
+    if test_limit:
+        pair.test = pair.test.subset(test_limit, seed=derive_seed(seed, "test_limit"))
+    return pair
