@@ -284,12 +284,12 @@ def test_a_missing_model_folder_is_also_a_file_not_found_error(tmp_path: Path) -
 def test_interrupted_save_leaves_previous_file_intact(tmp_path: Path, tiny_model, monkeypatch) -> None:
     tiny_model.save_pretrained(tmp_path)
     before = (tmp_path / "model.safetensors").read_bytes()
-    import hf_lottery_verify.storage as storage
+    import hf_lottery_verify.storage.writing as storage_writing  # where write_checkpoint looks up save_file
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(storage, "save_file", crash)
+    monkeypatch.setattr(storage_writing, "save_file", crash)
     with pytest.raises(KeyboardInterrupt):
         tiny_model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").read_bytes() == before

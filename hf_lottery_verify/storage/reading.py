@@ -1,73 +1,47 @@
-"""The safetensors files of a sparse ticket, and reading the ResNet checkpoint layouts of others.
-
-A model folder written by this library (format version 2):
-
-* ``model.safetensors`` — exactly the timm model's ``state_dict`` under timm's own names
-  (``layer1.0.conv1.weight``), dense, zeros where pruned, and nothing else: plain timm
-  strict-loads it. Its header metadata holds ``{"format": "pt", "hf_lottery_verify":
-  "<json>"}`` with ``format_version``, ``layout``, the architecture, the public ownership
-  claim when signed, and a ``sha256`` of the tensor bytes (the owner's own loads detect
-  corruption, not only truncation).
-* ``masks.safetensors`` — one bit-packed ``U8`` tensor per masked parameter, under the
-  parameter's name (:func:`~hf_lottery_verify.codecs.pack_bits`, most significant bit
-  first); header metadata ``hf_lottery_verify_masks`` with per-mask ``shape`` and
-  ``kept`` counts and the ``sha256`` of the weights they belong to. A convenience for
-  loading: verification never reads it (a suspect's mask comes from its weights).
-* ``compact=True`` instead writes a ``model.safetensors`` in the *compact* layout for
-  extreme tickets: for each masked parameter only the kept values
-  (``compact.values.<name>``, same dtype, bit-exact) and an Elias–Fano code of their
-  positions (``compact.low.<name>``, ``compact.high.<name>``); no masks file. A 2%-dense
-  CIFAR ResNet-18 drops from 44.7 MB to ~1.2 MB; only this library reads it.
-
-Folders of format version 1 (masks inside ``model.safetensors`` as ``masks.<name>``) still
-load. Reading also accepts plain timm folders (``config.json`` with ``architecture``),
-transformers ``TimmWrapper`` checkpoints (``timm_model.`` prefix) and bare state dicts,
-and maps names to timm's canonical ones. Only safetensors is ever read: a folder holding
-only pickle files raises :class:`~hf_lottery_verify.errors.PickleRefusedError`.
-
-This module trusts what it reads (it is for the owner's own files). Reading a *suspect*
-— which must not trust headers, stored masks or checksums — is
-:func:`hf_lottery_verify.suspect.read_suspect`.
-"""
+"""Reading checkpoints (trusting them): safetensors files and their header metadata,
+the compact layout, stored masks, shard indexes and the layouts of other libraries,
+mapped to timm's names (:func:`read_checkpoint`)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
-from .atomic import atomic_path
-from .codecs import decode_positions, encode_positions, pack_bits, unpack_bits
-from .errors import CheckpointError, CorruptCheckpointError, MaskError, MaskInconsistencyError, PickleRefusedError
-from .masks import MaskDict
+from ..codecs import decode_positions, unpack_bits
+from ..errors import CheckpointError, CorruptCheckpointError, MaskError, MaskInconsistencyError, PickleRefusedError
+from ..masks import MaskDict
+from .fileformat import (
+    CONFIG_NAME,
+    FORMAT_VERSION,
+    HIGH_PREFIX,
+    LAYOUTS,
+    LOW_PREFIX,
+    MASK_PREFIX,
+    MASKS_METADATA_KEY,
+    MASKS_NAME,
+    METADATA_KEY,
+    OUR_PREFIXES,
+    PICKLE_SUFFIXES,
+    VALUES_PREFIX,
+    WEIGHTS_INDEX_NAME,
+    WEIGHTS_NAME,
+    CheckpointContents,
+    masks_path_for,
+    tensor_digest,
+)
 
 __all__ = [
-    "WEIGHTS_NAME",
-    "MASKS_NAME",
-    "WEIGHTS_INDEX_NAME",
-    "CONFIG_NAME",
-    "METADATA_KEY",
-    "MASKS_METADATA_KEY",
-    "FORMAT_VERSION",
-    "PICKLE_SUFFIXES",
-    "CheckpointContents",
-    "write_checkpoint",
     "read_checkpoint",
     "read_safetensors",
     "read_header_metadata",
     "parse_metadata",
-    "masks_path_for",
-    "tensor_digest",
     "canonicalize_state_dict",
     "strip_foreign_entries",
     "decode_compact",
@@ -75,160 +49,9 @@ __all__ = [
     "read_config",
 ]
 
-logger = logging.getLogger(__name__)
-
-WEIGHTS_NAME = "model.safetensors"
-MASKS_NAME = "masks.safetensors"
-WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
-CONFIG_NAME = "config.json"
-METADATA_KEY = "hf_lottery_verify"
-MASKS_METADATA_KEY = "hf_lottery_verify_masks"
-FORMAT_VERSION = 2
-MASK_PREFIX = "masks."  # format version 1: masks inside model.safetensors
-VALUES_PREFIX = "compact.values."
-LOW_PREFIX = "compact.low."
-HIGH_PREFIX = "compact.high."
-OUR_PREFIXES = (MASK_PREFIX, VALUES_PREFIX, LOW_PREFIX, HIGH_PREFIX)
-LAYOUTS = ("dense", "compact")
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 # Prefixes other libraries put in front of timm's names: transformers' TimmWrapper,
 # DistributedDataParallel, torch.compile.
 _FOREIGN_PREFIXES = ("timm_model.", "module.", "_orig_mod.")
-
-
-@dataclass
-class CheckpointContents:
-    """What a checkpoint holds, in canonical timm names.
-
-    Attributes:
-        state_dict: Dense tensors by timm name (zeros where pruned).
-        masks: Masks stored by this library, or ``None`` when none are stored.
-        metadata: This library's header metadata (empty for foreign layouts).
-        config: ``config.json`` of the folder, if there is one.
-        layout: ``"dense"``, ``"compact"``, ``"timm"``, ``"timm_wrapper"`` or ``"state_dict"``.
-        path: The file or folder read, if any.
-    """
-
-    state_dict: dict[str, torch.Tensor]
-    masks: MaskDict | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, Any] | None = None
-    layout: str = "state_dict"
-    path: str | None = None
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 over names, dtypes, shapes and bytes of tensors (order-independent).
-
-    Args:
-        tensors (`Mapping[str, torch.Tensor]`): Tensors by name.
-
-    Returns:
-        A hex digest.
-    """
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().contiguous().cpu()
-        h.update(name.encode())
-        h.update(str(t.dtype).encode())
-        h.update(json.dumps(list(t.shape)).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def masks_path_for(weights_path: str | os.PathLike) -> Path:
-    """Where the masks of a weights file live: ``masks.safetensors`` beside ``model.safetensors``,
-    ``<stem>.masks.safetensors`` beside any other file."""
-    p = Path(weights_path)
-    if p.name == WEIGHTS_NAME:
-        return p.with_name(MASKS_NAME)
-    return p.with_name(p.name.removesuffix(".safetensors") + ".masks.safetensors")
-
-
-def _save_safetensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> int:
-    with atomic_path(path) as tmp:
-        save_file(dict(tensors), str(tmp), metadata=dict(metadata))
-    return path.stat().st_size
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def write_checkpoint(
-    path: str | os.PathLike,
-    state_dict: Mapping[str, torch.Tensor],
-    *,
-    masks: Mapping[str, torch.Tensor] | None = None,
-    compact: bool = False,
-    metadata: Mapping[str, Any] | None = None,
-) -> int:
-    """Write weights (and masks) atomically: ``path`` plus its masks file, or one compact file.
-
-    Args:
-        path (`str` or `os.PathLike`): The weights file (``.../model.safetensors``).
-        state_dict (`Mapping[str, torch.Tensor]`): Tensors by timm name.
-        masks (`Mapping[str, torch.Tensor]`, *optional*): Boolean masks by parameter name (a
-            subset of ``state_dict``); written to :func:`masks_path_for` ``(path)``, or into
-            the compact layout.
-        compact (`bool`, *optional*, defaults to `False`): Store only kept values plus an
-            Elias–Fano position code for masked parameters (bit-exact, far smaller for
-            extreme tickets, readable by this library only).
-        metadata (`Mapping[str, Any]`, *optional*): Extra JSON-serialisable entries for this
-            library's header metadata (``arch``, the public claim, ...).
-
-    Returns:
-        Total size of the written files in bytes.
-
-    Raises:
-        CheckpointError: A mask names a tensor that is not in ``state_dict`` or differs in shape.
-    """
-    path = Path(path)
-    masks = {n: m.detach().cpu() for n, m in (masks or {}).items()}
-    weights = {n: t.detach().contiguous().cpu() for n, t in state_dict.items()}
-    unknown = set(masks) - set(weights)
-    if unknown:
-        raise CheckpointError(f"Masks for tensors that are not in the state dict: {sorted(unknown)[:5]}.")
-    info: dict[str, dict[str, Any]] = {}
-    for name, mask in masks.items():
-        if mask.shape != weights[name].shape:
-            raise CheckpointError(f"Mask for '{name}' has shape {tuple(mask.shape)}, the weight "
-                                  f"{tuple(weights[name].shape)}.")
-        info[name] = {"shape": list(mask.shape), "kept": int(mask.sum())}
-    ours: dict[str, Any] = {**dict(metadata or {}), "format_version": FORMAT_VERSION}
-    stale_masks = masks_path_for(path)
-    if compact:
-        tensors: dict[str, torch.Tensor] = {}
-        for name, t in weights.items():
-            if name not in masks:
-                tensors[name] = t
-                continue
-            low, high, low_bits = encode_positions(masks[name])
-            tensors[VALUES_PREFIX + name] = t[masks[name]].contiguous()
-            tensors[LOW_PREFIX + name] = low
-            tensors[HIGH_PREFIX + name] = high
-            info[name]["low_bits"] = low_bits
-        ours.update(layout="compact", bit_order="big", masks=info, sha256=tensor_digest(tensors))
-        size = _save_safetensors(path, tensors, {"format": "pt", METADATA_KEY: json.dumps(ours, sort_keys=True)})
-        if stale_masks.exists():
-            stale_masks.unlink()  # the compact file carries its masks
-        return size
-    digest = tensor_digest(weights)
-    ours.update(layout="dense", sha256=digest)
-    size = 0
-    if masks:
-        meta = {"format_version": FORMAT_VERSION, "bit_order": "big", "masks": info, "weights_sha256": digest}
-        size += _save_safetensors(stale_masks, {n: pack_bits(m) for n, m in masks.items()},
-                                  {"format": "pt", MASKS_METADATA_KEY: json.dumps(meta, sort_keys=True)})
-    elif stale_masks.exists():
-        stale_masks.unlink()  # a dense model must not pick up masks of an earlier save
-    size += _save_safetensors(path, weights, {"format": "pt", METADATA_KEY: json.dumps(ours, sort_keys=True)})
-    return size
-
-
-# --------------------------------------------------------------------------- reading files
 
 
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -455,9 +278,6 @@ def strip_foreign_entries(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str
     """
     dropped = [k for k in tensors if k.startswith(OUR_PREFIXES)]
     return {k: v for k, v in tensors.items() if not k.startswith(OUR_PREFIXES)}, dropped
-
-
-# --------------------------------------------------------------------------- folders
 
 
 def find_weight_files(folder: str | os.PathLike) -> list[Path]:
