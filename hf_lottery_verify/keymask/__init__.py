@@ -9,7 +9,10 @@ key (``M_s`` and the key weights ``W ⊙ M_s``) private; ``M_l + M_s`` restores 
 Modules:
 
 * :mod:`~hf_lottery_verify.keymask.scorers`: the scorer registry (keys are the CLI values
-  of ``--score``: ``omp``, ``ewp``, ``betweenness``, ``random``) and the four scorers;
+  of ``--score``: ``omp``, ``ewp``, ``betweenness``, ``random``), the ``omp`` and ``random``
+  scorers, and every scorer by name;
+* :mod:`~hf_lottery_verify.keymask.ewp`: the ``ewp`` scorer (path products, PHEW/SynFlow);
+* :mod:`~hf_lottery_verify.keymask.betweenness`: the ``betweenness`` scorer (igraph);
 * :mod:`~hf_lottery_verify.keymask.split`: Algorithm 1 (:func:`split_key_mask`), the
   merge back (:func:`merge_key_mask`) and the fake1 ambiguity attack (:func:`fake_key_masks`);
 * :mod:`~hf_lottery_verify.keymask.distribution`: the locked model and the private key
