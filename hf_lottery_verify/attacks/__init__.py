@@ -9,7 +9,8 @@
 * :mod:`.finetune` — masked or dense fine-tuning, same or another dataset, and prune +
   fine-tune (``finetune``, ``prune_finetune``);
 * :mod:`.structural` — function-preserving channel permutation, rescaling, dummy channels,
-  and densification (``permute``, ``rescale``, ``dummy``, ``densify``);
+  and densification (``permute``, ``rescale``, ``dummy``, ``densify``), one module each:
+  :mod:`.permutation`, :mod:`.rescaling`, :mod:`.widening`, :mod:`.densification`;
 * :mod:`.forgery` — the paper's ambiguity attacks (``fake1``, ``fake2``, ``fake3``;
   :func:`forge_signature` returns the thief's key too);
 * :mod:`.locate` / :mod:`.qrsearch` — the key-less search for a decodable QR window and
