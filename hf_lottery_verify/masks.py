@@ -23,6 +23,8 @@ from .errors import MaskError
 
 __all__ = [
     "MaskDict",
+    "TIMM_PREFIX",
+    "timm_parameters",
     "prunable_parameter_names",
     "ones_masks",
     "masks_from_weights",
@@ -37,7 +39,54 @@ __all__ = [
 
 MaskDict = dict[str, torch.Tensor]
 
+TIMM_PREFIX = "timm_model."
+"""Prefix of the timm names in a ``SparseResNetForImageClassification.state_dict()``."""
+
 # --------------------------------------------------------------------------- which parameters
+
+
+def timm_parameters(
+    source: nn.Module | Mapping[str, torch.Tensor], *, detach: bool = False
+) -> dict[str, torch.Tensor]:
+    """The tensors of a network by timm parameter name (``layer2.0.conv1.weight``), whatever holds them.
+
+    The one place that reads "the timm parameters" of something that may be a model or a
+    state dict; a :class:`~hf_lottery_verify.SparseResNetForImageClassification` at hand
+    can also call its own ``timm_parameters()`` method (same result).
+
+    Args:
+        source (`nn.Module` or `Mapping[str, torch.Tensor]`):
+            A model that wraps a timm network in ``timm_model`` (the parameters of the
+            wrapped network), any other module (its own parameters), or a state dict (every
+            entry, buffers included, with the wrapper's ``timm_model.`` prefix removed; an
+            entry already named without the prefix wins over its prefixed twin).
+        detach (`bool`, *optional*, defaults to `False`):
+            Return ``tensor.detach()`` views (no autograd history) instead of the parameters.
+
+    Returns:
+        `dict[str, torch.Tensor]`: The tensors by timm name, in the network's
+        ``named_parameters`` order (the state dict's order for a mapping). Nothing is copied.
+
+    Raises:
+        TypeError: ``source`` is neither a module nor a mapping.
+
+    Example:
+        >>> import torch
+        >>> sorted(timm_parameters({"timm_model.fc.bias": torch.zeros(2), "fc.weight": torch.zeros(2, 3)}))
+        ['fc.bias', 'fc.weight']
+    """
+    if isinstance(source, nn.Module):
+        net = getattr(source, "timm_model", source)
+        return {n: (p.detach() if detach else p) for n, p in net.named_parameters()}
+    if isinstance(source, Mapping):
+        out: dict[str, torch.Tensor] = {}
+        for name, value in source.items():
+            bare = name[len(TIMM_PREFIX):] if name.startswith(TIMM_PREFIX) else name
+            if bare == name or bare not in source:
+                out[bare] = value.detach() if detach else value
+        return out
+    raise TypeError(f"Expected a model or a state dict of tensors keyed by parameter name, got {type(source).__name__}.")
+
 
 
 def prunable_parameter_names(

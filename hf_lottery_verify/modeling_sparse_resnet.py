@@ -132,7 +132,15 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
         return dict(self._masks)
 
     def timm_parameters(self) -> dict[str, nn.Parameter]:
-        """Parameters of the wrapped timm model by timm name."""
+        """Parameters of the wrapped timm model by timm name.
+
+        For an object that may be a model, a bare timm network or a state dict, use
+        :func:`hf_lottery_verify.masks.timm_parameters` (same result for a model).
+
+        Returns:
+            `dict[str, nn.Parameter]`: The parameters (not copies) by timm name, in
+            ``named_parameters`` order.
+        """
         return dict(self.timm_model.named_parameters())
 
     def prunable_names(self, *, include_stem: bool = False, include_classifier: bool = False) -> list[str]:
@@ -209,7 +217,7 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
         # parameter's device. Only devices follow; dtype casts or to_empty() never touch them.
         super()._apply(fn, recurse)
         if getattr(self, "_masks", None):
-            params = dict(self.timm_model.named_parameters())
+            params = self.timm_parameters()
             self._masks = {n: m.to(params[n].device) for n, m in self._masks.items()}
         return self
 

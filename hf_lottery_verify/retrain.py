@@ -32,7 +32,7 @@ from torch import nn
 
 from .data import DatasetPair, ImageData, derive_seed
 from .errors import CheckpointError, KeyMismatchError, MaskError
-from .masks import masks_from_weights
+from .masks import masks_from_weights, timm_parameters
 from .ownership_key import OwnershipKey, check_key_outside, mask_digest
 from .stats import binomial_threshold
 from .training import MixInSamples, TrainConfig, Trainer, evaluate, make_accelerator
@@ -325,8 +325,7 @@ def retrain(
     # ---------------------------------------------------------------- after: the mask must be the signed one
     masks_after = {n: m.detach().cpu() for n, m in retrained.masks.items()}
     density_after = float(retrained.density)
-    params = retrained.timm_parameters() if hasattr(retrained, "timm_parameters") else dict(
-        retrained.named_parameters())
+    params = timm_parameters(retrained)
     from_weights = {n: w.cpu() for n, w in masks_from_weights(params, masks_after).items()}
     digest_after = mask_digest(masks_after)
     changed = [n for n in masks if not torch.equal(masks[n], masks_after.get(n, torch.empty(0)))]

@@ -14,6 +14,7 @@ from hf_lottery_verify.masks import (
     prunable_parameter_names,
     relative_density,
     squeeze_mask,
+    timm_parameters,
 )
 from hf_lottery_verify.pruning import global_top_k, list_pruners, magnitude_prune, prune, random_prune, top_k_mask
 from hf_lottery_verify.training import MaskEnforcer
@@ -24,6 +25,26 @@ from .helpers import make_model
 def _params_and_masks(model):
     params = model.timm_parameters()
     return params, ones_masks(params, model.prunable_names())
+
+
+def test_timm_parameters_of_a_model_a_timm_network_and_a_state_dict() -> None:
+    model = make_model("cifar_resnet8")
+    expected = model.timm_parameters()
+    for source in (model, model.timm_model):
+        got = timm_parameters(source)
+        assert list(got) == list(expected) and all(got[n] is expected[n] for n in expected)
+    detached = timm_parameters(model, detach=True)
+    assert not any(t.requires_grad for t in detached.values())
+    assert all(detached[n].data_ptr() == expected[n].data_ptr() for n in expected)
+    wrapped = model.state_dict()  # timm_model.<name>, buffers included
+    from_sd = timm_parameters(wrapped)
+    assert set(expected) <= set(from_sd) and "bn1.running_mean" in from_sd
+    assert from_sd["conv1.weight"] is wrapped["timm_model.conv1.weight"]
+    # a bare name wins over its prefixed twin
+    mixed = {"timm_model.fc.bias": torch.zeros(2), "fc.bias": torch.ones(2)}
+    assert bool(timm_parameters(mixed)["fc.bias"].eq(1).all())
+    with pytest.raises(TypeError, match="state dict"):
+        timm_parameters([1, 2])
 
 
 def test_default_prunable_set_is_all_convs_but_stem() -> None:

@@ -25,16 +25,11 @@ import torch
 from torch import nn
 
 from ..errors import MaskError, UnknownNameError
-from ..masks import MaskDict, masks_from_weights
+from ..masks import masks_from_weights, timm_parameters
 from ..pruning import magnitude_prune, random_prune, top_k_mask
 from .registry import register_attack
 
 __all__ = ["prune_attack", "addon_attack", "select_layers"]
-
-
-def _params_and_masks(model: nn.Module) -> tuple[dict[str, torch.Tensor], MaskDict]:
-    params = model.timm_parameters()
-    return params, masks_from_weights(params, model.prunable_names())
 
 
 def select_layers(names: Sequence[str], *, layers: Sequence[str] | str | None = None,
@@ -109,7 +104,8 @@ def prune_attack(
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must lie in [0, 1], got {fraction}.")
     attacked = copy.deepcopy(model)
-    params, masks = _params_and_masks(attacked)
+    params = timm_parameters(attacked)
+    masks = masks_from_weights(params, attacked.prunable_names())
     chosen = select_layers(list(masks), layers=layers, stage=stage)
     sub = {n: masks[n] for n in chosen}
     if method == "magnitude":
@@ -143,7 +139,8 @@ def addon_attack(model: nn.Module, *, rate: float = 0.01, scale: float = 0.5, se
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"rate must lie in [0, 1], got {rate}.")
     attacked = copy.deepcopy(model)
-    params, masks = _params_and_masks(attacked)
+    params = timm_parameters(attacked)
+    masks = masks_from_weights(params, attacked.prunable_names())
     gen = torch.Generator().manual_seed(seed)
     new_masks = {}
     for name, mask in masks.items():

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import MaskError, MissingWeightsError, ShapeMismatchError
-from ..masks import MaskDict
+from ..masks import MaskDict, timm_parameters
 from .graph import timm_resnet
 
 __all__: list[str] = []
@@ -21,7 +21,7 @@ def _ordered_names(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> list[
     The global ranking breaks ties by position, so the order must not depend on how a
     mask dict happened to be built or loaded.
     """
-    params = [n for n, _ in timm_resnet(model).named_parameters()]
+    params = list(timm_parameters(model))
     unknown = [n for n in masks if n not in set(params)]
     if unknown:
         raise MaskError(f"Masks for unknown parameters {unknown[:3]}; mask names are timm parameter names.",
@@ -37,11 +37,8 @@ def _model_masks(model: nn.Module) -> MaskDict:
 
 
 def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach() for n, p in timm_resnet(model).named_parameters()}
-
-
-_HF_PREFIX = "timm_model."
-"""Prefix of the timm parameters in a ``SparseResNetForImageClassification.state_dict()``."""
+    """Detached timm parameters; kept for ``scorers.py``, new code calls :func:`masks.timm_parameters`."""
+    return timm_parameters(model, detach=True)
 
 
 def _scoring_model(
@@ -63,10 +60,8 @@ def _scoring_model(
     """
     if score_weights is None:
         return model
-    if isinstance(score_weights, nn.Module):
-        source: Mapping[str, torch.Tensor] = {n: p.detach() for n, p in timm_resnet(score_weights).named_parameters()}
-    elif isinstance(score_weights, Mapping):
-        source = score_weights
+    if isinstance(score_weights, (nn.Module, Mapping)):
+        source = timm_parameters(score_weights, detach=isinstance(score_weights, nn.Module))
     else:
         raise TypeError("score_weights must be a model (the rewind weights) or a state dict of tensors keyed by "
                         f"parameter name, got {type(score_weights).__name__}.")
@@ -76,8 +71,6 @@ def _scoring_model(
     missing = []
     for name, param in net.named_parameters():
         value = source.get(name)
-        if value is None:
-            value = source.get(_HF_PREFIX + name)
         if value is None:
             missing.append(name)
             continue

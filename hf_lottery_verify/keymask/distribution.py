@@ -19,9 +19,9 @@ from torch import nn
 
 from ..codecs import pack_bits, unpack_bits
 from ..errors import KeyMismatchError, MaskError
-from ..masks import count_kept
+from ..masks import count_kept, timm_parameters
 from ..ownership_key import KEYMASK_SECTION, OwnershipKey, mask_digest
-from ._common import _model_masks, _ordered_names, _weights
+from ._common import _model_masks, _ordered_names
 from .split import merge_key_mask, split_key_mask
 
 __all__ = ["KEYMASK_SECTION", "lock_model", "load_with_key"]
@@ -85,7 +85,7 @@ def lock_model(
     names = _ordered_names(model, full)
     key_masks, locked = split_key_mask(model, ratio=ratio, score=score, seed=seed, protect=protect,
                                        **score_options)
-    params = _weights(model)
+    params = timm_parameters(model, detach=True)
     locked_model = copy.deepcopy(model)
     locked_model.set_masks(locked)
     per_param = {}

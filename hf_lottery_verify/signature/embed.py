@@ -14,14 +14,14 @@ from torch import nn
 
 from .. import qr
 from ..errors import SignatureError, SignatureTooLargeError
-from ..masks import MaskDict, squeeze_mask
+from ..masks import MaskDict, squeeze_mask, timm_parameters
 from ..ownership_key import SIGNATURE_SECTION, OwnershipKey, mask_digest
 from .regions import candidate_layers, find_regions, signature_capacity
 from .slots import draw_slots, keyed_capacity, plan_stages, signature_stages
 from .whitening import WHITENING, parse_secret, whitening_stream
-from .writing import restore_kept_counts, timm_params, write_kernels
+from .writing import restore_kept_counts, write_kernels
 
-__all__ = ["embed_signature", "timm_params", "LAYOUTS"]
+__all__ = ["embed_signature", "LAYOUTS"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def _prepare(model: nn.Module, rewind: nn.Module | Mapping[str, torch.Tensor] | 
     if rewind is not None:
         sd = rewind.timm_model.state_dict() if hasattr(rewind, "timm_model") else dict(rewind)
         rewind_sd = {n: t.detach().cpu() for n, t in sd.items()}
-    return masks, timm_params(model), rewind_sd
+    return masks, timm_parameters(model), rewind_sd
 
 
 def _encode(text: str, *, version: int | None, ecc: str, mask_pattern: int | None, max_bytes: int,

@@ -14,21 +14,13 @@ import math
 from collections.abc import Mapping
 
 import torch
-from torch import nn
 
 from ..errors import SignatureError
 from ..pruning import top_k_mask
 
-__all__ = ["timm_params", "draw_like", "write_kernels", "rebalance", "restore_kept_counts"]
+__all__ = ["draw_like", "write_kernels", "rebalance", "restore_kept_counts"]
 
 logger = logging.getLogger(__name__)
-
-
-def timm_params(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The model's parameters by timm name (``timm_parameters()`` when the model has it)."""
-    if hasattr(model, "timm_parameters"):
-        return model.timm_parameters()
-    return dict(model.named_parameters())
 
 
 def draw_like(kept_values: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
