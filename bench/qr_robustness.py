@@ -44,7 +44,7 @@ import torch
 import hf_lottery_verify as hlv
 from hf_lottery_verify.attacks import addon_attack, prune_attack
 from hf_lottery_verify.data import load_image_dataset
-from hf_lottery_verify.pruning import top_k_mask
+from hf_lottery_verify.pruning import global_top_k
 from hf_lottery_verify.recovery import recover_masks
 from hf_lottery_verify.signature import embed_signature, extract_signature, find_decodable_windows
 from hf_lottery_verify.signature.writing import write_kernels
@@ -93,14 +93,11 @@ def stage_attack(model, stage: str, fraction: float):
     masks = attacked.masks
     names = [n for n, m in masks.items() if n.startswith(stage + ".") and m.dim() == 4 and m.shape[-1] > 1]
     params = attacked.timm_parameters()
-    flat = torch.cat([params[n].detach().abs().double().masked_fill(~masks[n], -np.inf).reshape(-1) for n in names])
     kept = int(sum(int(masks[n].sum()) for n in names))
-    remove = top_k_mask(-flat.masked_fill(flat == -np.inf, np.inf), round(fraction * kept))
-    start = 0
+    scores = {n: (-params[n].detach().abs().double()).masked_fill(~masks[n], -np.inf) for n in names}
+    remove = global_top_k(scores, round(fraction * kept))  # the smallest kept magnitudes of the stage
     for n in names:
-        k = masks[n].numel()
-        masks[n] = masks[n] & ~remove[start: start + k].view_as(masks[n])
-        start += k
+        masks[n] = masks[n] & ~remove[n]
     attacked.set_masks(masks)
     return attacked
 

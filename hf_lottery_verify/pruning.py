@@ -73,7 +73,10 @@ def global_top_k(scores: Mapping[str, torch.Tensor], k: int) -> MaskDict:
     Tensors are concatenated in the mapping's order (flattened row-major), so ties are
     broken by that order and then by position; pass the names in a canonical order (e.g.
     the model's ``named_parameters`` order) for results that do not depend on how the
-    mapping was built.
+    mapping was built. It is the library's one "concatenate, rank, split back" routine:
+    global pruning, the V1 key split and fake keys, and the signature's kept-count
+    rebalancing all select through it (callers that rank only some positions of a tensor
+    pass the gathered 1-D scores and scatter the result back).
 
     Args:
         scores (`Mapping[str, torch.Tensor]`): Scores by name; ``-inf`` marks entries that

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..errors import DensityError, MaskError
 from ..masks import MaskDict, count_kept, count_total
-from ..pruning import top_k_mask
+from ..pruning import global_top_k
 from ._common import _model_masks, _ordered_names
 from .scorers import compute_scores
 
@@ -21,15 +21,6 @@ __all__ = ["split_key_mask", "merge_key_mask", "fake_key_masks"]
 def _check_ratio(ratio: float) -> None:
     if not (isinstance(ratio, int | float) and math.isfinite(ratio) and 0.0 < ratio < 1.0):
         raise DensityError(f"ratio must lie strictly between 0 and 1 (the key's share of the kept weights), got {ratio}.")
-
-
-def _split_flat(flat: torch.Tensor, masks: Mapping[str, torch.Tensor], names: list[str]) -> MaskDict:
-    out, start = {}, 0
-    for name in names:
-        numel = masks[name].numel()
-        out[name] = flat[start : start + numel].view(masks[name].shape)
-        start += numel
-    return out
 
 
 def split_key_mask(
@@ -46,8 +37,8 @@ def split_key_mask(
 
     Every kept weight of ``W ⊙ M`` is scored, pruned entries get ``−∞``, and the
     ``n = round(ratio · |M|)`` highest scores over all masked parameters together form the
-    key (:func:`~hf_lottery_verify.masks.top_k_mask` on the global concatenation in forward
-    parameter order: ties are broken by position, so ``|M_s| = n`` exactly). NaN scores
+    key (:func:`~hf_lottery_verify.pruning.global_top_k` in forward parameter order: ties
+    are broken by position, so ``|M_s| = n`` exactly). NaN scores
     raise ``ValueError``. The split is deterministic: the same inputs give the same key in
     every process.
 
@@ -101,15 +92,13 @@ def split_key_mask(
     cpu_masks = {name: masks[name].to("cpu") for name in names}
     # Pruned entries score -inf and n <= kept, so they are never chosen: ranking only the
     # kept entries (kept in their global order) selects the same n entries, with the same
-    # position tie-break, as top_k_mask over the whole concatenation — 50x less work at 2%.
-    positions = [torch.nonzero(cpu_masks[name].reshape(-1)).reshape(-1) for name in names]
-    kept_scores = torch.cat([scores[name].reshape(-1)[pos] for name, pos in zip(names, positions, strict=True)])
-    chosen = top_k_mask(kept_scores, n)
-    key, start = {}, 0
-    for name, pos in zip(names, positions, strict=True):
+    # position tie-break, as a top-k over the whole tensors — 50x less work at 2%.
+    positions = {name: torch.nonzero(cpu_masks[name].reshape(-1)).reshape(-1) for name in names}
+    chosen = global_top_k({name: scores[name].reshape(-1)[positions[name]] for name in names}, n)
+    key = {}
+    for name in names:
         flat = torch.zeros(cpu_masks[name].numel(), dtype=torch.bool)
-        flat[pos[chosen[start : start + pos.numel()]]] = True
-        start += pos.numel()
+        flat[positions[name][chosen[name]]] = True
         key[name] = flat.view(cpu_masks[name].shape).to(masks[name].device)
     locked = {name: masks[name] & ~key[name] for name in names}
     return key, locked
@@ -180,11 +169,11 @@ def fake_key_masks(
     if not 0 <= n <= pruned:
         raise DensityError(f"A fake key of {n} entries cannot be drawn from {pruned} pruned positions.")
     gen = torch.Generator().manual_seed(seed)
-    flat = torch.cat([
-        torch.rand(locked[name].numel(), generator=gen, dtype=torch.float64).masked_fill(
-            locked[name].reshape(-1).cpu(), -math.inf)
+    scores = {
+        name: torch.rand(locked[name].numel(), generator=gen, dtype=torch.float64).masked_fill(
+            locked[name].reshape(-1).cpu(), -math.inf).view(locked[name].shape)
         for name in names
-    ])
-    fake = _split_flat(top_k_mask(flat, n), locked, names)
+    }
+    fake = global_top_k(scores, n)
     return {name: fake[name].to(locked[name].device) for name in names}
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import torch
 
 from ..errors import SignatureError
-from ..pruning import top_k_mask
+from ..pruning import global_top_k
 
 __all__ = ["draw_like", "write_kernels", "rebalance", "restore_kept_counts"]
 
@@ -139,33 +139,26 @@ def rebalance(
     if delta > 0:
         # only the eligible kept weights compete (a few % of the layer): gather them in
         # (layer, position) order so that ties break exactly as over the full tensors
-        where = [torch.nonzero((masks[n] & eligible[n]).reshape(-1)).reshape(-1) for n in names]
-        values = torch.cat([weights[n].reshape(-1)[w].abs().double() for n, w in zip(names, where, strict=True)])
-        k = min(delta, int(values.numel()))
-        picked = top_k_mask(-values, k)
-        start = 0
-        for n, w in zip(names, where, strict=True):
-            sel = w[picked[start: start + w.numel()]]
-            start += w.numel()
+        where = {n: torch.nonzero((masks[n] & eligible[n]).reshape(-1)).reshape(-1) for n in names}
+        k = min(delta, sum(int(w.numel()) for w in where.values()))
+        picked = global_top_k({n: -weights[n].reshape(-1)[w].abs().double() for n, w in where.items()}, k)
+        for n, w in where.items():
+            sel = w[picked[n]]
             if sel.numel():
                 masks[n].view(-1)[sel] = False
                 weights[n].view(-1)[sel] = 0.0
         return k
-    parts = []
+    scores = {}
     for n in names:
         free = ~masks[n] & eligible[n]
         score = (rewind[n].abs().double() if rewind is not None and n in rewind
                  else torch.zeros(masks[n].shape, dtype=torch.float64))
         score = score + torch.rand(masks[n].shape, generator=gen, dtype=torch.float64) * 1e-12
-        parts.append(score.masked_fill(~free, -math.inf).reshape(-1))
-    flat = torch.cat(parts)
-    k = min(-delta, int((flat > -math.inf).sum()))
-    chosen = top_k_mask(flat, k)
-    start = 0
+        scores[n] = score.masked_fill(~free, -math.inf)
+    k = min(-delta, sum(int((s > -math.inf).sum()) for s in scores.values()))
+    chosen = global_top_k(scores, k)
     for n in names:
-        numel = masks[n].numel()
-        pick = chosen[start: start + numel].view_as(masks[n])
-        start += numel
+        pick = chosen[n]
         if not bool(pick.any()):
             continue
         values = draw_like(weights[n][masks[n]], int(pick.sum()), gen).to(weights[n].dtype)
