@@ -129,7 +129,7 @@ class DemoConfig:
     """Settings of ``hf-lottery demo`` (:func:`hf_lottery_verify.workflows.run_demo`).
 
     The defaults are the CPU walkthrough (≤ 10 minutes on 2 cores): a CIFAR ResNet-20 with
-    the paper's identity shortcuts on 8,000 Fashion-MNIST images. ``preset="reduced"`` is a
+    the paper's identity shortcuts on 10,000 Fashion-MNIST images. ``preset="reduced"`` is a
     ~1-minute smoke run (ResNet-8), ``preset="full"`` the full data and a longer schedule
     (meant for ``device="cuda"``); explicitly given fields win over the preset.
 
@@ -174,8 +174,8 @@ class DemoConfig:
             "reduced": {"arch": "cifar_resnet8_a", "train_limit": 2000, "test_limit": 500, "epochs": 3,
                         "max_rounds": 1, "ratios": [0.6], "rewind_epoch": 1, "triggers": 30, "batch_size": 64,
                         "finetune_limit": 256},
-            "cpu": {"arch": "cifar_resnet20_a", "train_limit": 8000, "test_limit": 2000, "epochs": 4,
-                    "max_rounds": 3, "ratios": [0.6, 0.4, 0.2], "rewind_epoch": 1, "triggers": 50,
+            "cpu": {"arch": "cifar_resnet20_a", "train_limit": 10000, "test_limit": 2000, "epochs": 4,
+                    "max_rounds": 5, "ratios": [0.6, 0.4, 0.2], "rewind_epoch": 1, "triggers": 50,
                     "batch_size": 128, "finetune_limit": 4000},
             "full": {"arch": "cifar_resnet20_a", "train_limit": None, "test_limit": None, "epochs": 30,
                      "max_rounds": 8, "ratios": [0.2, 0.1, 0.05], "rewind_epoch": 2, "triggers": 100,

@@ -37,7 +37,16 @@ from .._version import __version__
 if TYPE_CHECKING:
     from ._parsing import Parser
 
-__all__ = ["main", "build_parser", "COMMANDS"]
+__all__ = ["main", "build_parser", "COMMANDS", "flat", "build"]
+
+
+def __getattr__(name: str) -> Any:
+    """``flat`` and ``build`` (flags from the config dataclasses; used by ``examples/``), imported on first use."""
+    if name in ("flat", "build"):
+        from . import _parsing
+
+        return getattr(_parsing, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 logger = logging.getLogger(__name__)
 
