@@ -421,6 +421,42 @@ def test_load_with_key_mismatches(tiny_model) -> None:
         km.lock_model(tiny_model, ratio=0.1, key=OwnershipKey(arch="cifar_resnet20"))
 
 
+def test_split_and_lock_return_named_tuples_in_their_documented_order(tiny_model) -> None:
+    split = km.split_key_mask(tiny_model, ratio=0.1, score="omp")
+    assert isinstance(split, km.KeySplit) and split._fields == ("key_masks", "locked_masks")
+    key_masks, locked_masks = split
+    assert key_masks is split.key_masks and locked_masks is split.locked_masks
+    assert count_kept(split.key_masks) == round(0.1 * count_kept(tiny_model.masks))
+    ticket = km.lock_model(tiny_model, ratio=0.1, score="omp")
+    assert isinstance(ticket, km.LockedTicket) and ticket._fields == ("model", "key")
+    locked_model, key = ticket
+    assert locked_model is ticket.model and key is ticket.key
+    assert mask_digest(ticket.model.masks) == mask_digest(split.locked_masks)
+    assert ticket.key.section("keymask")["locked_digest"] == mask_digest(split.locked_masks)
+
+
+def test_lock_model_records_a_digest_of_score_weights_not_the_weights(tiny_model, tmp_path) -> None:
+    rewind = make_model("cifar_resnet8", seed=5)
+    plain = km.lock_model(tiny_model, ratio=0.1, score="omp").key.section("keymask")
+    assert "scored_on" not in plain and "score_weights_sha256" not in plain
+    digests = set()
+    for source in (rewind, rewind.state_dict(), rewind.timm_model.state_dict()):
+        locked, key = km.lock_model(tiny_model, ratio=0.1, score="omp", score_weights=source)
+        section = key.section("keymask")
+        assert section["scored_on"] == "given weights" and "score_weights" not in section["score_options"]
+        assert len(section["score_weights_sha256"]) == 64
+        digests.add(section["score_weights_sha256"])
+        text = json.dumps(key.sections)
+        assert "tensor(" not in text and len(text) < 20_000
+        want = km.split_key_mask(tiny_model, ratio=0.1, score="omp", score_weights=rewind).locked_masks
+        assert mask_digest(locked.masks) == mask_digest(want)  # the weights were still used for scoring
+    assert len(digests) == 1  # a model and its state dicts name the same weights
+    other = km.lock_model(tiny_model, ratio=0.1, score="omp", score_weights=make_model("cifar_resnet8", seed=6))
+    assert other.key.section("keymask")["score_weights_sha256"] not in digests
+    key.save(tmp_path / "k.json")
+    assert OwnershipKey.load(tmp_path / "k.json").section("keymask")["scored_on"] == "given weights"
+
+
 def test_lock_model_extends_existing_key(tiny_model) -> None:
     existing = OwnershipKey(arch="cifar_resnet8")
     existing.set_section("signature", {"text": "owner"}, {"region": torch.zeros(3)})

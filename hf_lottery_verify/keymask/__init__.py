@@ -13,10 +13,13 @@ Modules:
   scorers, and every scorer by name;
 * :mod:`~hf_lottery_verify.keymask.ewp`: the ``ewp`` scorer (path products, PHEW/SynFlow);
 * :mod:`~hf_lottery_verify.keymask.betweenness`: the ``betweenness`` scorer (igraph);
-* :mod:`~hf_lottery_verify.keymask.split`: Algorithm 1 (:func:`split_key_mask`), the
-  merge back (:func:`merge_key_mask`) and the fake1 ambiguity attack (:func:`fake_key_masks`);
+* :mod:`~hf_lottery_verify.keymask.split`: Algorithm 1 (:func:`split_key_mask`, which
+  returns a :class:`KeySplit` ``(key_masks, locked_masks)``), the merge back
+  (:func:`merge_key_mask`) and the fake1 ambiguity attack (:func:`fake_key_masks`);
 * :mod:`~hf_lottery_verify.keymask.distribution`: the locked model and the private key
-  (:func:`lock_model`, :func:`load_with_key`).
+  (:func:`lock_model`, which returns a :class:`LockedTicket` ``(model, key)`` — locked model
+  first, the reverse of :class:`KeySplit`; use the field names when in doubt —
+  and :func:`load_with_key`).
 
 Workflows on top of them live in :mod:`hf_lottery_verify.workflows`: locking a folder
 (:func:`~hf_lottery_verify.workflows.split_key_folder`) and the fidelity experiment of the
@@ -32,7 +35,7 @@ Example:
 
 from __future__ import annotations
 
-from .distribution import KEYMASK_SECTION, load_with_key, lock_model
+from .distribution import KEYMASK_SECTION, LockedTicket, load_with_key, lock_model
 from .scorers import (
     Scorer,
     compute_scores,
@@ -44,7 +47,7 @@ from .scorers import (
     score_magnitude,
     score_random,
 )
-from .split import fake_key_masks, merge_key_mask, split_key_mask
+from .split import KeySplit, fake_key_masks, merge_key_mask, split_key_mask
 
 __all__ = [
     "KEYMASK_SECTION",
@@ -57,9 +60,11 @@ __all__ = [
     "score_ewp",
     "score_betweenness",
     "score_random",
+    "KeySplit",
     "split_key_mask",
     "merge_key_mask",
     "fake_key_masks",
+    "LockedTicket",
     "lock_model",
     "load_with_key",
 ]

@@ -12,7 +12,7 @@ import copy
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -21,16 +21,33 @@ from ..codecs import pack_bits, unpack_bits
 from ..errors import KeyMismatchError, MaskError
 from ..masks import count_kept, timm_parameters
 from ..ownership_key import KEYMASK_SECTION, OwnershipKey, mask_digest
+from ..storage import tensor_digest
 from ._common import _model_masks, _ordered_names
 from .split import merge_key_mask, split_key_mask
 
-__all__ = ["KEYMASK_SECTION", "lock_model", "load_with_key"]
+__all__ = ["KEYMASK_SECTION", "LockedTicket", "lock_model", "load_with_key"]
 
 logger = logging.getLogger(__name__)
 
 
 _MASK_TENSOR = "mask."
 _VALUES_TENSOR = "values."
+
+
+class LockedTicket(NamedTuple):
+    """What :func:`lock_model` returns: the locked model first, then the key.
+
+    A tuple, so ``locked, key = lock_model(...)`` unpacks as before. Note the order is the
+    reverse of :func:`~hf_lottery_verify.keymask.split_key_mask`'s ``(key_masks,
+    locked_masks)``; the field names avoid mixing them up.
+
+    Attributes:
+        model (`nn.Module`): The locked copy ``W ⊙ M_l`` to publish.
+        key (`OwnershipKey`): The private key, its ``keymask`` section written.
+    """
+
+    model: nn.Module
+    key: OwnershipKey
 
 
 def _arch(model: nn.Module) -> str:
@@ -50,7 +67,7 @@ def lock_model(
     key: OwnershipKey | None = None,
     protect: Mapping[str, torch.Tensor] | None = None,
     **score_options: Any,
-) -> tuple[nn.Module, OwnershipKey]:
+) -> LockedTicket:
     """Split a ticket into a publishable locked model and a private key.
 
     The locked model is a copy whose weights are ``W ⊙ M_l`` and whose masks are the
@@ -60,8 +77,15 @@ def lock_model(
     and the locked masks; its tensors are ``mask.<param>`` (bit-packed key mask, ``U8``)
     and ``values.<param>`` (the key weights, 1-D, row-major order, the weights' dtype).
 
+    ``score_weights`` (in ``score_options``), when given, is not stored: the section records
+    ``scored_on: "given weights"`` and ``score_weights_sha256``, the
+    :func:`~hf_lottery_verify.storage.tensor_digest` of the network's parameters taken from
+    them (the same for a model and for its state dict), so the key says which weights were
+    scored without holding a copy of them.
+
     Args:
-        model: A :class:`~hf_lottery_verify.SparseResNetForImageClassification` with masks.
+        model (`nn.Module`): A :class:`~hf_lottery_verify.SparseResNetForImageClassification`
+            with masks.
         ratio (`float`): Share of the kept weights that go into the key, in ``(0, 1)``.
         score (`str`, *optional*, defaults to `"omp"`): A name from :func:`list_scorers`.
         seed (`int`, *optional*, defaults to 0): Seed for random scorers and sampling.
@@ -69,10 +93,11 @@ def lock_model(
             sections are kept); a new key otherwise.
         protect (`Mapping[str, torch.Tensor]`, *optional*): Positions that never go into the
             key (see :func:`~hf_lottery_verify.keymask.split_key_mask`).
-        **score_options: Options of the scorer.
+        **score_options (`Any`, *optional*): Options of the scorer, and ``score_weights``
+            (see :func:`~hf_lottery_verify.keymask.split_key_mask`).
 
     Returns:
-        ``(locked_model, key)``.
+        [`LockedTicket`]: The named tuple ``(model, key)``: the locked model, then the key.
 
     Raises:
         KeyMismatchError: ``key`` belongs to another architecture.
@@ -101,7 +126,7 @@ def lock_model(
         "ratio": float(ratio),
         "score": score,
         "seed": int(seed),
-        "score_options": _json_safe(score_options),
+        "score_options": _json_safe({k: v for k, v in score_options.items() if k != "score_weights"}),
         "n": n,
         "kept": count_kept(full),
         "dtype": str(next(iter(params.values())).dtype).replace("torch.", ""),
@@ -109,13 +134,22 @@ def lock_model(
         "mask_digest": mask_digest(full),
         "locked_digest": mask_digest(locked),
     }
+    if score_options.get("score_weights") is not None:
+        section["scored_on"] = "given weights"
+        section["score_weights_sha256"] = _score_weights_digest(model, score_options["score_weights"])
     if key is None:
         key = OwnershipKey(arch=arch)
     elif KEYMASK_SECTION in key.sections:
         logger.warning("Replacing the existing '%s' section of the ownership key.", KEYMASK_SECTION)
     key.set_section(KEYMASK_SECTION, section, tensors)
     logger.info("Locked %s: key of %d of %d kept weights (score=%s).", arch, n, section["kept"], score)
-    return locked_model, key
+    return LockedTicket(model=locked_model, key=key)
+
+
+def _score_weights_digest(model: nn.Module, score_weights: nn.Module | Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of the parameters of ``model``'s network as read from ``score_weights``."""
+    source = timm_parameters(score_weights, detach=True)
+    return tensor_digest({name: source[name] for name in timm_parameters(model)})
 
 
 def _json_safe(options: Mapping[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -15,7 +15,23 @@ from ..pruning import global_top_k
 from ._common import _model_masks, _ordered_names
 from .scorers import compute_scores
 
-__all__ = ["split_key_mask", "merge_key_mask", "fake_key_masks"]
+__all__ = ["KeySplit", "split_key_mask", "merge_key_mask", "fake_key_masks"]
+
+
+class KeySplit(NamedTuple):
+    """What :func:`split_key_mask` returns: the key masks first, then the locked masks.
+
+    A tuple, so ``key, locked = split_key_mask(...)`` unpacks as before; the fields name
+    the two halves for code that would rather not remember their order (:func:`lock_model`
+    returns the *locked model* first: prefer ``split.key_masks`` / ``ticket.model``).
+
+    Attributes:
+        key_masks (`MaskDict`): ``M_s``, the private key's masks.
+        locked_masks (`MaskDict`): ``M_l = M − M_s``, the masks of the published ticket.
+    """
+
+    key_masks: MaskDict
+    locked_masks: MaskDict
 
 
 def _check_ratio(ratio: float) -> None:
@@ -32,7 +48,7 @@ def split_key_mask(
     score_weights: nn.Module | Mapping[str, torch.Tensor] | None = None,
     protect: Mapping[str, torch.Tensor] | None = None,
     **score_options: Any,
-) -> tuple[MaskDict, MaskDict]:
+) -> KeySplit:
     """Algorithm 1: split the model's masks ``M`` into key masks ``M_s`` and locked masks ``M_l``.
 
     Every kept weight of ``W ⊙ M`` is scored, pruned entries get ``−∞``, and the
@@ -48,7 +64,8 @@ def split_key_mask(
     score ``W_k ⊙ M`` instead (the key still splits the model's mask ``M``).
 
     Args:
-        model: A sparse ticket with masks.
+        model (`nn.Module`): A sparse ticket with masks (a
+            :class:`~hf_lottery_verify.SparseResNetForImageClassification`).
         ratio (`float`): Share of the kept weights that go into the key, in ``(0, 1)``.
         score (`str`, *optional*, defaults to `"omp"`): A name from :func:`list_scorers`.
         seed (`int`, *optional*, defaults to 0): Seed for random scorers and sampling.
@@ -59,11 +76,12 @@ def split_key_mask(
             never go into the key (they stay in the published locked ticket) — e.g. the
             kernels holding a QR signature, so that locking a signed ticket leaves the
             signature readable in the published copy.
-        **score_options: Options of the scorer (e.g. ``sources=512`` for ``betweenness``).
+        **score_options (`Any`, *optional*): Options of the scorer (e.g. ``sources=512``
+            for ``betweenness``).
 
     Returns:
-        ``(key_masks, locked_masks)``: boolean mask dicts with ``key | locked == M`` and
-        ``key & locked`` empty.
+        [`KeySplit`]: The named tuple ``(key_masks, locked_masks)`` of boolean mask dicts,
+        with ``key_masks | locked_masks == M`` and ``key_masks & locked_masks`` empty.
 
     Raises:
         DensityError: ``ratio`` is outside ``(0, 1)`` or gives an empty or full key.
@@ -73,6 +91,7 @@ def split_key_mask(
 
     Example:
         >>> key, locked = split_key_mask(model, ratio=0.05, score="omp")   # doctest: +SKIP
+        >>> split_key_mask(model, ratio=0.05).key_masks                    # doctest: +SKIP
         >>> key, locked = split_key_mask(ticket, ratio=0.05, score="ewp",
         ...                              score_weights=rewind)             # doctest: +SKIP
     """
@@ -101,18 +120,18 @@ def split_key_mask(
         flat[positions[name][chosen[name]]] = True
         key[name] = flat.view(cpu_masks[name].shape).to(masks[name].device)
     locked = {name: masks[name] & ~key[name] for name in names}
-    return key, locked
+    return KeySplit(key_masks=key, locked_masks=locked)
 
 
 def merge_key_mask(locked: Mapping[str, torch.Tensor], key: Mapping[str, torch.Tensor]) -> MaskDict:
     """Restore ``M = M_l + M_s`` bit-exactly.
 
     Args:
-        locked: Locked masks.
-        key: Key masks for the same parameters.
+        locked (`Mapping[str, torch.Tensor]`): Locked masks.
+        key (`Mapping[str, torch.Tensor]`): Key masks for the same parameters.
 
     Returns:
-        The full masks.
+        `MaskDict`: The full masks ``M = M_l | M_s``.
 
     Raises:
         MaskError: The parameter sets or shapes differ, a mask is not boolean, or the masks overlap.
@@ -149,12 +168,15 @@ def fake_key_masks(
     claims a random key of the right size.
 
     Args:
-        locked_masks_or_model: Locked masks, or a model whose masks are the locked masks.
+        locked_masks_or_model (`Mapping[str, torch.Tensor]` or `nn.Module`): Locked masks,
+            or a model whose masks are the locked masks.
         n (`int`): Size of the fake key (the real key's ``n``).
         seed (`int`, *optional*, defaults to 0): Seed of the CPU generator.
 
     Returns:
-        Boolean key masks disjoint from the locked masks, with exactly ``n`` entries.
+        `MaskDict`: Boolean key masks disjoint from the locked masks, with exactly ``n``
+        entries (the ``n`` highest of one uniform draw per pruned position, through
+        :func:`~hf_lottery_verify.pruning.global_top_k`).
 
     Raises:
         DensityError: ``n`` is negative or exceeds the number of pruned positions.
