@@ -225,13 +225,15 @@ class OwnershipKey:
             path (`str` or `os.PathLike`): The JSON file.
 
         Returns:
-            The key.
+            [`OwnershipKey`]: The key, its tensors loaded from the tensor file the JSON names.
 
         Raises:
             KeyFileNotFoundError: The JSON file, or the tensor file it names, does not exist
                 (also a ``FileNotFoundError``).
-            KeyFileError: An unreadable file, an unknown or newer format version, or an
-                altered tensor file (its SHA-256 differs from the one the JSON records).
+            KeyFileError: A folder instead of a file, invalid JSON, a missing, unknown or newer
+                format version (``hf_lottery_verify_key``), a malformed ``tensors`` entry or
+                one naming a file outside the key's folder, or an altered tensor file (its
+                SHA-256 differs from the one the JSON records). Every message says what to do.
         """
         path = Path(path)
         if path.is_dir():
@@ -245,22 +247,31 @@ class OwnershipKey:
         try:
             manifest = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise KeyFileError(f"{path} is not an ownership key (invalid JSON: {exc}).") from exc
-        version = manifest.get("hf_lottery_verify_key") if isinstance(manifest, dict) else None
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise KeyFileError(f"{path} is not an hf_lottery_verify ownership key (no valid "
+            raise KeyFileError(f"{path} is not an ownership key (invalid JSON: {exc}); pass the JSON file written "
+                               "by split-key, sign or triggers, or restore it from your backup.", path=str(path)) from exc
+        if not isinstance(manifest, dict) or "hf_lottery_verify_key" not in manifest:
+            raise KeyFileError(f"{path} is not an hf_lottery_verify ownership key (it has no "
                                "'hf_lottery_verify_key' format version); pass the JSON file written by split-key, "
                                "sign or triggers.", path=str(path))
+        version = manifest["hf_lottery_verify_key"]
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise KeyFileError(f"{path} has an unknown key format version {version!r}; this version of "
+                               f"hf_lottery_verify reads formats 1..{KEY_FORMAT_VERSION}. The file was edited or "
+                               "damaged: restore it from your backup of the key.", path=str(path))
         if version > KEY_FORMAT_VERSION:
             raise KeyFileError(f"{path} uses key format {version}, newer than the formats this version of "
                                f"hf_lottery_verify reads (1..{KEY_FORMAT_VERSION}); upgrade hf_lottery_verify to read "
                                "it.", path=str(path))
         tensors: dict[str, torch.Tensor] = {}
         info = manifest.get("tensors")
+        if info and not isinstance(info, dict):
+            raise KeyFileError(f"{path} has a malformed 'tensors' entry; restore the key from your backup.",
+                               path=str(path))
         if info:
             name = str(info.get("file", ""))
             if not name or "/" in name or "\\" in name or name.startswith("."):
-                raise KeyFileError(f"{path} names an invalid tensor file {name!r}.")
+                raise KeyFileError(f"{path} names an invalid tensor file {name!r} (it must be a file name beside the "
+                                   "key); the key was edited or damaged: restore it from your backup.", path=str(path))
             tpath = path.with_name(name)
             if not tpath.is_file():
                 raise KeyFileNotFoundError(
@@ -277,7 +288,8 @@ class OwnershipKey:
                                    path=str(tpath)) from exc
         sections = manifest.get("sections") or {}
         if not isinstance(sections, dict) or not isinstance(manifest.get("arch"), str):
-            raise KeyFileError(f"{path} is not a valid ownership key (no architecture or sections).")
+            raise KeyFileError(f"{path} is not a valid ownership key (no architecture or sections); restore it from "
+                               "your backup of the key.", path=str(path))
         return cls(
             arch=manifest["arch"],
             sections=dict(sections),

@@ -293,8 +293,67 @@ def test_key_tensor_file_tampering_is_detected_on_load(tmp_path: Path) -> None:
     raw = bytearray(tfile.read_bytes())
     raw[-1] ^= 0xFF
     tfile.write_bytes(bytes(raw))
-    with pytest.raises(KeyFileError):
+    with pytest.raises(KeyFileError, match="altered or damaged .*restore both k.json and") as info:
         triggers_from_key(OwnershipKey.load(path))
+    assert not isinstance(info.value, FileNotFoundError) and info.value.path == str(tfile)
+    # bytes flipped in the middle (tensor data, not only the tail), or in the header
+    for where in (len(raw) // 2, 10):
+        raw = bytearray(tfile.read_bytes())
+        raw[-1] ^= 0xFF  # undo the first flip
+        raw[where] ^= 0x01
+        tfile.write_bytes(bytes(raw))
+        with pytest.raises(KeyFileError, match="checksum mismatch"):
+            OwnershipKey.load(path)
+        raw[where] ^= 0x01
+        raw[-1] ^= 0xFF
+        tfile.write_bytes(bytes(raw))
+
+
+def test_a_key_file_of_unknown_format_version_is_refused(tmp_path: Path) -> None:
+    key = OwnershipKey(arch="cifar_resnet8")
+    add_triggers_to_key(key, make_trigger_set(10, num_classes=10, image_size=8, seed=1))
+    path = key.save(tmp_path / "k.json")
+    manifest = json.loads(path.read_text())
+    cases = {
+        99: "uses key format 99, newer than .* reads \\(1..2\\); upgrade hf_lottery_verify",
+        0: "unknown key format version 0; .* restore it from your backup",
+        "2": "unknown key format version '2'",
+        None: "unknown key format version None",
+        True: "unknown key format version True",
+    }
+    for version, message in cases.items():
+        path.write_text(json.dumps({**manifest, "hf_lottery_verify_key": version}))
+        with pytest.raises(KeyFileError, match=message) as info:
+            OwnershipKey.load(path)
+        assert not isinstance(info.value, FileNotFoundError) and info.value.path == str(path)
+    path.write_text(json.dumps({k: v for k, v in manifest.items() if k != "hf_lottery_verify_key"}))
+    with pytest.raises(KeyFileError, match="not an hf_lottery_verify ownership key .*pass the JSON file"):
+        OwnershipKey.load(path)
+    path.write_text(json.dumps(manifest))
+    assert OwnershipKey.load(path).format_version == manifest["hf_lottery_verify_key"]  # the original still loads
+
+
+def test_a_key_json_pointing_elsewhere_is_refused(tmp_path: Path) -> None:
+    key = OwnershipKey(arch="cifar_resnet8")
+    add_triggers_to_key(key, make_trigger_set(10, num_classes=10, image_size=8, seed=1))
+    path = key.save(tmp_path / "k.json")
+    manifest = json.loads(path.read_text())
+    bad = {
+        "the recorded checksum": ({**manifest, "tensors": {**manifest["tensors"], "sha256": "0" * 64}},
+                                  "altered or damaged"),
+        "a path outside the key's folder": ({**manifest, "tensors": {**manifest["tensors"], "file": "../x"}},
+                                            "invalid tensor file '../x'"),
+        "a non-object tensors entry": ({**manifest, "tensors": ["x"]}, "malformed 'tensors' entry"),
+        "no architecture": ({k: v for k, v in manifest.items() if k != "arch"}, "no architecture or sections"),
+    }
+    for what, (content, message) in bad.items():
+        path.write_text(json.dumps(content))
+        with pytest.raises(KeyFileError, match=message) as info:
+            OwnershipKey.load(path)
+        assert "restore" in str(info.value), what  # every message says how to recover
+    path.write_text("{not json")
+    with pytest.raises(KeyFileError, match="invalid JSON"):
+        OwnershipKey.load(path)
 
 
 def test_a_missing_key_file_is_also_a_file_not_found_error(tmp_path: Path) -> None:
