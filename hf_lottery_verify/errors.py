@@ -76,8 +76,8 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     catches it too.
 
     Args:
-        message: What is missing and what to do about it.
-        path: The file or folder that was asked for.
+        message (`str`): What is missing and what to do about it.
+        path (`str`, *optional*): The file or folder that was asked for.
     """
 
 
@@ -190,9 +190,9 @@ class UnsupportedStructureError(UnsupportedArchitectureError):
     statistics, or a pooling head that concatenates features.
 
     Args:
-        arch: The architecture name (``"?"`` when unknown).
-        module: The offending module's name.
-        reason: What is not supported.
+        arch (`str`): The architecture name (``"?"`` when unknown).
+        module (`str`): The offending module's name.
+        reason (`str`): What is not supported.
     """
 
     def __init__(self, arch: str, *, module: str, reason: str) -> None:
@@ -213,11 +213,11 @@ class InconsistentChannelsError(CheckpointError):
     """Tensors of a checkpoint disagree on the size of a channel space.
 
     Args:
-        space: The space's name.
-        param_name: The tensor whose size disagrees.
-        expected: The space's size (read off its first tensor).
-        got: The tensor's size along the space's dimension.
-        path: The checkpoint, when known.
+        space (`str`): The space's name.
+        param_name (`str`): The tensor whose size disagrees.
+        expected (`int`): The space's size (read off its first tensor).
+        got (`int`): The tensor's size along the space's dimension.
+        path (`str`, *optional*): The checkpoint, when known.
     """
 
     def __init__(self, space: str, *, param_name: str, expected: int, got: int, path: str | None = None) -> None:
@@ -290,8 +290,8 @@ class KeyFileError(HfLotteryError, OSError):
     """An ownership key file is missing, unreadable, of an unknown version, altered or misplaced.
 
     Args:
-        message: What is wrong with the key file and what to do about it.
-        path: The key file (or its tensor file) involved, when there is one.
+        message (`str`): What is wrong with the key file and what to do about it.
+        path (`str`, *optional*): The key file (or its tensor file) involved, when there is one.
     """
 
     def __init__(self, message: str, *, path: str | None = None) -> None:
@@ -341,9 +341,9 @@ class EndpointError(HfLotteryError, OSError):
     instead.
 
     Args:
-        message: What went wrong and what to check.
-        url: The endpoint URL.
-        reason: The short transport-level reason (``"connection refused"``, ...).
+        message (`str`): What went wrong and what to check.
+        url (`str`): The endpoint URL.
+        reason (`str`, *optional*): The short transport-level reason (``"connection refused"``, ...).
     """
 
     def __init__(self, message: str, *, url: str, reason: str | None = None) -> None:
@@ -359,8 +359,8 @@ class CardError(HfLotteryError, ValueError):
     """A model card or badge cannot be rendered from the values given.
 
     Args:
-        message: What is wrong and how to fix it.
-        field: The argument or metadata field at fault, when there is one.
+        message (`str`): What is wrong and how to fix it.
+        field (`str`, *optional*): The argument or metadata field at fault, when there is one.
     """
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
@@ -372,8 +372,8 @@ class CardTemplateNotFoundError(HfLotteryError, FileNotFoundError):
     """A template of ``model_cards/`` is missing from the installation.
 
     Args:
-        name: The template's file name.
-        searched: The locations that were tried.
+        name (`str`): The template's file name.
+        searched (`Iterable[str]`): The locations that were tried.
     """
 
     def __init__(self, name: str, *, searched: Iterable[str]) -> None:

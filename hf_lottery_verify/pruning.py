@@ -84,7 +84,8 @@ def global_top_k(scores: Mapping[str, torch.Tensor], k: int) -> MaskDict:
         k (`int`): Number of entries to select over all tensors.
 
     Returns:
-        Boolean masks shaped like each score tensor, with ``k`` ``True`` entries in all.
+        `MaskDict`: Boolean masks shaped like each score tensor, in the mapping's order, with
+        ``k`` ``True`` entries in all.
 
     Raises:
         DensityError: ``k`` cannot be selected (see :func:`top_k_mask`).

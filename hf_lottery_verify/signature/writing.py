@@ -130,8 +130,8 @@ def rebalance(
         gen (`torch.Generator`): Seeded generator.
 
     Returns:
-        How many positions changed (at most ``|delta|``, fewer when the eligible positions
-        do not allow more).
+        `int`: How many positions changed (at most ``|delta|``, fewer when the eligible
+        positions do not allow more).
     """
     names = list(eligible)
     if delta == 0 or not names:
