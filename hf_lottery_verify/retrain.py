@@ -227,7 +227,8 @@ def retrain(
         rewind_epoch (`int`): Epoch ``k`` to restart from, in ``[0, config.epochs)``.
         key (`OwnershipKey`, *optional*): The owner's key: its ``signature`` section's
             ``signed_mask_digest`` is compared with the retrained mask, and its ``triggers``
-            section supplies the trigger set when ``triggers`` is ``None``.
+            section supplies the trigger set when ``triggers`` is ``None``. Its ``reference``
+            section is replaced by the retrained model's (in memory; save the key afterwards).
         triggers (`TriggerSet`, *optional*): Trigger set to mix in (Scheme V3).
         triggers_per_batch (`int`, *optional*): Trigger images per batch.
         accelerator (`accelerate.Accelerator`, *optional*): Shared accelerator; one is made
@@ -350,6 +351,10 @@ def retrain(
     agreement_after = p_after = None
     if triggers is not None:
         agreement_after, p_after = _agreement(retrained, triggers, data.train, alpha)
+    if key is not None:  # verification re-aligns suspects to the model that is published: this one
+        from .alignment import record_published
+
+        record_published(key, retrained)
 
     result = RetrainResult(
         model=retrained,

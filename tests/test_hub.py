@@ -32,7 +32,9 @@ def signed(tmp_path_factory):
     """A signed cifar_resnet20 ticket, its key and the folder it was saved to."""
     root = tmp_path_factory.mktemp("signed")
     model = make_model("cifar_resnet20", density=0.1)
-    model.save_pretrained(root / "ticket", signature=TEXT, key_path=root / "keys" / "alice.json", owner="alice")
+    # a fixed secret: the unrelated model's p-value below must not depend on a random draw
+    model.save_pretrained(root / "ticket", signature=TEXT, key_path=root / "keys" / "alice.json", owner="alice",
+                          signature_options={"secret": "a1" * 16})
     return hlv.load_model(root / "ticket"), root / "keys" / "alice.json", root
 
 

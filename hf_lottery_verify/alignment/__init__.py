@@ -29,6 +29,7 @@ from .reference import (
     Reference,
     add_reference_to_key,
     make_reference,
+    record_published,
     reference_from_key,
     refresh_key_reference,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "add_reference_to_key",
     "reference_from_key",
     "refresh_key_reference",
+    "record_published",
     "Alignment",
     "SpaceAlignment",
     "align_suspect",

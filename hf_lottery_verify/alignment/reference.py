@@ -31,7 +31,8 @@ from ..masks import prunable_parameter_names
 from ..ownership_key import REFERENCE_SECTION, OwnershipKey, mask_digest
 from ..spaces import ChannelSpace, channel_spaces
 
-__all__ = ["REFERENCE_FORMAT", "Reference", "make_reference", "add_reference_to_key", "reference_from_key"]
+__all__ = ["REFERENCE_FORMAT", "Reference", "make_reference", "add_reference_to_key", "reference_from_key",
+           "refresh_key_reference", "record_published"]
 
 REFERENCE_FORMAT = 1
 """Layout version of the key's ``reference`` section."""
@@ -352,17 +353,36 @@ def refresh_key_reference(key_path: str | os.PathLike, model: nn.Module) -> Owne
     from ..ownership_key import REFERENCE_SECTION, save_key_section
 
     key = OwnershipKey.load(key_path)
+    fresh = OwnershipKey(arch=key.arch)
+    record_published(fresh, model)
+    return save_key_section(fresh, key_path, REFERENCE_SECTION, replace=True)
+
+
+def record_published(key: OwnershipKey, model: nn.Module) -> None:
+    """Put the reference of the model about to be published into ``key`` (in memory), replacing an older one.
+
+    Besides the channel fingerprints (:func:`make_reference`) the section records how the
+    model reads its inputs and names its classes (``published``: label count, channels,
+    image size, normalisation, ``label2id``), which the black-box checks query with.
+
+    Args:
+        key (`OwnershipKey`): The owner's key (modified in place; save it afterwards).
+        model (`nn.Module`): The model as it is (or will be) published, with its masks.
+
+    Raises:
+        KeyMismatchError: The key belongs to another architecture.
+    """
+    from ..ownership_key import REFERENCE_SECTION
+
     arch = getattr(getattr(model, "config", None), "arch", None) or key.arch
     masks = getattr(model, "masks", None) or None
-    fresh = OwnershipKey(arch=key.arch)
-    add_reference_to_key(fresh, make_reference(model, arch=arch, masks=masks))
+    add_reference_to_key(key, make_reference(model, arch=arch, masks=masks))
     config = getattr(model, "config", None)
     if config is not None:  # how the published model reads its inputs and names its classes (black-box checks)
         mean, std = config.normalization() if hasattr(config, "normalization") else (None, None)
-        fresh.sections[REFERENCE_SECTION]["published"] = {
+        key.sections[REFERENCE_SECTION]["published"] = {
             "num_labels": int(config.num_labels), "in_chans": int(getattr(config, "in_chans", 3)),
             "image_size": int(getattr(config, "image_size", 32)),
             "image_mean": list(mean) if mean else None, "image_std": list(std) if std else None,
             "label2id": {str(k): int(v) for k, v in (config.label2id or {}).items()},
         }
-    return save_key_section(fresh, key_path, REFERENCE_SECTION, replace=True)

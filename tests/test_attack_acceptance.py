@@ -1,0 +1,92 @@
+"""The attack contract on a trained ticket: no registered attack removes the evidence while keeping the accuracy.
+
+A tiny cifar_resnet8 ticket is signed (V2) with a trigger set (V3) and retrained on synthetic data; every
+registered attack runs at every setting of its registry sweep. Lukas et al.'s bar: an attack that keeps test
+accuracy within 5 points of the original must leave the verdict ``owned``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+import hf_lottery_verify as hlv
+from hf_lottery_verify.attacks import forge_signature, get_attack, list_attacks, run_attack
+from hf_lottery_verify.retrain import retrain
+from hf_lottery_verify.signature import embed_signature
+from hf_lottery_verify.training import evaluate
+from hf_lottery_verify.triggers import add_triggers_to_key, make_trigger_set
+
+from .helpers import make_model, tiny_data, tiny_train_config
+
+CHEAP = {"locate_rewrite": {"max_version": 1}, "finetune": {"batch_size": 64}, "prune_finetune": {"batch_size": 64}}
+TOLERANCE = 5.0  # accuracy points (Lukas et al., S&P 2022)
+
+
+@pytest.fixture(scope="module")
+def owner():
+    data = tiny_data(train_size=512, test_size=200)
+    model = make_model("cifar_resnet8", num_labels=4, density=0.3, seed=0)
+    rewind = copy.deepcopy(make_model("cifar_resnet8", num_labels=4, seed=0).timm_model.state_dict())
+    model.config.image_size = 8
+    key = embed_signature(model, "alice 2026", secret="11" * 16, seed=0, rewind=rewind)
+    add_triggers_to_key(key, make_trigger_set(100, num_classes=4, image_size=8, channels=3, seed=1), per_batch=16)
+    result = retrain(model, rewind=rewind, data=data, config=tiny_train_config(epochs=6, seed=0), rewind_epoch=0,
+                     key=key, progress=False)
+    signed = result.model.eval()
+    signed.config.image_size = 8
+    base = evaluate(signed, data.test)["accuracy"]
+    assert base > 60 and hlv.verify_model(signed, key).verdict == "owned"
+    return signed, key, data, base
+
+
+def _settings():
+    return [(name, variant, params) for name in list_attacks() for variant, params in get_attack(name).settings()]
+
+
+# Settings that break the contract on this tiny, over-easy task (the attack keeps the accuracy and the verdict falls
+# to 'inconclusive'); measured, reported in docs/RESULTS.md, and kept here so that a fix shows up as XPASS and a new
+# failure as a test failure. On Fashion-MNIST ResNet-20 (bench/attack_matrix.py) most of them cost > 5 points.
+KNOWN = {
+    ("addon", "", 0.1): "10% add-on weights drawn like the kept ones defeat the magnitude add-on defense",
+    ("fake1", "", 0.05): "5% random key-sized additions flip cleared kernels in every copy",
+    ("fake1", "", 0.1): "as fake1 0.05",
+    ("fake1", "", 0.2): "as fake1 0.05",
+    ("fake3", "", None): "the thief's QR fills most of the small stages and overwrites the owner's modules",
+    ("fake3", "finetuned", None): "as fake3",
+    ("prune", "magnitude", 0.5): "50% magnitude pruning of a ticket that keeps its accuracy on this task",
+    ("prune", "layer_magnitude", 0.5): "as prune 0.5, per layer",
+    ("prune_finetune", "magnitude", 0.5): "50% pruning plus fine-tuning",
+    ("prune_finetune", "magnitude", 0.7): "70% pruning plus fine-tuning",
+}
+
+
+def _case(name: str, variant: str, params: dict):
+    strength = params.get(get_attack(name).strength) if get_attack(name).strength else None
+    marks = [pytest.mark.slow]
+    if (name, variant, strength) in KNOWN:
+        marks.append(pytest.mark.xfail(reason=KNOWN[(name, variant, strength)], strict=False))
+    return pytest.param(name, params, marks=marks, id=f"{name}-{variant or 'default'}-{strength}")
+
+
+@pytest.mark.parametrize(("name", "params"), [_case(*s) for s in _settings()])
+def test_an_attack_that_keeps_the_accuracy_leaves_the_verdict_owned(owner, name: str, params: dict) -> None:
+    signed, key, data, base = owner
+    spec = get_attack(name)
+    params = {**params, **CHEAP.get(name, {})}
+    attacked = run_attack(name, signed, data=data if spec.accepts_data else None, seed=0, **params)
+    accuracy = evaluate(attacked, data.test)["accuracy"]
+    report = hlv.verify_model(attacked, key)
+    assert accuracy < base - TOLERANCE or report.verdict == "owned", (
+        f"accuracy {accuracy:.1f} (base {base:.1f}) but {report.verdict}: {report.reasons}")
+
+
+@pytest.mark.slow
+def test_a_thiefs_own_signature_never_verifies_the_owners_original(owner) -> None:
+    signed, key, data, base = owner
+    forged, thief_key = forge_signature(signed, text="mallory 2026", seed=3, data=data, epochs=1, lr=0.05,
+                                        batch_size=64)
+    assert hlv.verify_model(forged, thief_key).verdict == "owned"  # his key reads his copy
+    assert hlv.verify_model(signed, thief_key).verdict != "owned"  # but never the original
+    # (whether the owner's key still reads the forged copy is the fake3 case of the contract test above)
