@@ -53,6 +53,9 @@ _LAZY: dict[str, str] = {
     "verify_hub_model": ".verify",
     "VerificationReport": ".verify",
     "VerdictPolicy": ".verify",
+    "push_model": ".hub",
+    "publish_folder": ".hub",
+    "run_demo": ".workflows",
 }
 
 __all__ = ["__version__", *_LAZY, *_errors_all]
@@ -73,6 +76,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .configuration_sparse_resnet import SparseResNetConfig
+    from .hub import publish_folder, push_model
     from .imp import IMPConfig, find_extreme_ticket
     from .keymask import load_with_key, lock_model, merge_key_mask, split_key_mask
     from .loading import load_model
@@ -84,5 +88,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .training import TrainConfig
     from .triggers import TriggerSet, make_trigger_set
     from .verify import VerdictPolicy, VerificationReport, verify_hub_model, verify_model
+    from .workflows import run_demo
 
 _registration.install_hooks()
