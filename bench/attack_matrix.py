@@ -96,7 +96,7 @@ def make_ticket(args, data, cfg, acc) -> tuple[Any, dict, dict]:
 
 
 def sign(args, ticket, rewind, data, cfg, acc) -> tuple[Any, Any, dict]:
-    from hf_lottery_verify.alignment import add_reference_to_key, make_reference
+    from hf_lottery_verify.alignment import record_published
 
     signed = copy.deepcopy(ticket)
     secret = derive_seed(args.seed, "owner-secret").to_bytes(8, "little") * 4
@@ -122,7 +122,7 @@ def sign(args, ticket, rewind, data, cfg, acc) -> tuple[Any, Any, dict]:
         info.update(retrained_accuracy=result.accuracy_retrained, trigger_agreement=result.trigger_agreement_after,
                     mask_matches_signature=result.mask_matches_signature)
     _describe(signed, data)
-    add_reference_to_key(key, make_reference(signed))
+    record_published(key, signed)  # channel reference + how the published model reads its inputs
     return signed.eval(), key, info
 
 

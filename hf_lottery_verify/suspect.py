@@ -286,7 +286,9 @@ def read_suspect(
         net = getattr(source, "timm_model", source)
         sd = {k: v.detach().cpu().clone() for k, v in canonicalize_state_dict(net.state_dict()).items()}
         claim = getattr(source, "ownership_claim", None)
-        return Suspect(state_dict=sd, kind="model", layout="model", source=type(source).__name__,
+        config = getattr(source, "config", None)
+        hints = config.to_dict() if hasattr(config, "to_dict") else None  # untrusted: how to query it, never evidence
+        return Suspect(state_dict=sd, kind="model", layout="model", source=type(source).__name__, config=hints,
                        claim=dict(claim) if isinstance(claim, dict) else None, seconds=time.perf_counter() - t0)
     if isinstance(source, Mapping):
         bad = [k for k, v in source.items() if not isinstance(v, torch.Tensor)]

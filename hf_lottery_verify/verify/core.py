@@ -144,8 +144,8 @@ def _suspect_network(weights: Mapping[str, torch.Tensor], key: OwnershipKey, sus
         model.config.image_mean, model.config.image_std = tuple(mean), tuple(std)
     pretrained = config.get("pretrained_cfg") if isinstance(config.get("pretrained_cfg"), dict) else {}
     input_size = pretrained.get("input_size")
-    size = published.get("image_size") or (input_size[-1] if isinstance(input_size, (list, tuple)) and input_size
-                                            else None)
+    size = (published.get("image_size") or config.get("image_size")
+            or (input_size[-1] if isinstance(input_size, (list, tuple)) and input_size else None))
     if isinstance(size, int) and size > 0:  # queries are resized to this: the size the published model was trained at, not the class default
         model.config.image_size = int(size)
     return model.eval()
