@@ -734,3 +734,19 @@ def test_signature_positions_let_a_signed_ticket_be_locked_without_touching_the_
         assert torch.equal(locked.masks[name][where], model.masks[name][where])
     evidence = extract_signature(locked, key)
     assert evidence.text == TEXT and evidence.bit_agreement == 1.0
+
+
+def test_the_share_of_the_ticket_a_signature_moves_is_recorded_and_a_heavy_one_warns(caplog) -> None:
+    import logging
+
+    light = make_model("cifar_resnet20", density=0.2)
+    key = embed_signature(light, TEXT, secret=SECRET)
+    assert 0 < key.section("signature")["moved_share"] < 0.25
+    sparse = make_model("cifar_resnet20", density=0.01)
+    with caplog.at_level(logging.WARNING, logger="hf_lottery_verify.signature.embed"):
+        heavy = embed_signature(sparse, TEXT, secret=SECRET)
+    assert heavy.section("signature")["moved_share"] > 0.25
+    assert any("copies=1 and module_weights=1" in r.getMessage() for r in caplog.records)
+    lighter = embed_signature(make_model("cifar_resnet20", density=0.01), TEXT, secret=SECRET, copies=1,
+                              module_weights=1)
+    assert lighter.section("signature")["moved_share"] < heavy.section("signature")["moved_share"] / 3
