@@ -175,7 +175,7 @@ class DemoConfig:
                         "max_rounds": 1, "ratios": [0.6], "rewind_epoch": 1, "triggers": 30, "batch_size": 64,
                         "finetune_limit": 256},
             "cpu": {"arch": "cifar_resnet20_a", "train_limit": 10000, "test_limit": 2000, "epochs": 4,
-                    "max_rounds": 5, "ratios": [0.6, 0.4, 0.2], "rewind_epoch": 1, "triggers": 50,
+                    "max_rounds": 3, "ratios": [0.6, 0.4, 0.2], "rewind_epoch": 1, "triggers": 50,
                     "batch_size": 128, "finetune_limit": 4000},
             "full": {"arch": "cifar_resnet20_a", "train_limit": None, "test_limit": None, "epochs": 30,
                      "max_rounds": 8, "ratios": [0.2, 0.1, 0.05], "rewind_epoch": 2, "triggers": 100,

@@ -122,6 +122,7 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
     from ..ownership_key import OwnershipKey
     from ..retrain import retrain
     from ..signature import embed_signature, signature_positions
+    from ..signature.embed import HEAVY_SIGNATURE_SHARE
     from ..training import TrainConfig, evaluate, make_accelerator
     from ..triggers import add_triggers_to_key, make_trigger_set
     from ..verify import verify_hub_model, verify_model
@@ -173,7 +174,14 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
     else:
         signed = copy.deepcopy(ticket)
         secret = derive_seed(v["seed"], "demo-owner-secret").to_bytes(8, "little") * 4  # demo only: reproducible
+        options: dict[str, Any] = {}
         key = embed_signature(signed, config.signature, secret=secret, seed=v["seed"], rewind=rewind)
+        if key.section("signature")["moved_share"] > HEAVY_SIGNATURE_SHARE:  # extreme ticket: the paper's lighter QR
+            options = {"copies": 1, "module_weights": 1}
+            say(f"   the default signature would move {key.section('signature')['moved_share']:.0%} of this "
+                f"{imp.ticket_density:.2%}-dense ticket: signing with {options} instead")
+            signed = copy.deepcopy(ticket)
+            key = embed_signature(signed, config.signature, secret=secret, seed=v["seed"], rewind=rewind, **options)
         sec = key.section("signature")
         signed_acc = evaluate(signed, data.test, accelerator=accelerator)["accuracy"]
         say(f"2/8 sign: QR version {sec['qr']['version']}-{sec['qr']['ecc']}, {sec['copies']} keyed copies; "
@@ -190,7 +198,8 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
         published.config.image_mean, published.config.image_std = tuple(data.train.mean), tuple(data.train.std)
         key.save(key_path)
         published.save_pretrained(signed_dir)
-        signing = {"sign": {"qr": sec["qr"], "copies": sec["copies"], "accuracy_before_retraining": signed_acc},
+        signing = {"sign": {"qr": sec["qr"], "copies": sec["copies"], "accuracy_before_retraining": signed_acc,
+                            "options": options, "moved_share": sec["moved_share"]},
                    "retrain": {k: val for k, val in rr.to_dict().items() if not isinstance(val, (list, dict))}}
         (work / "signing.json").write_text(json.dumps(signing, indent=2, default=str))
         steps.update(signing)
