@@ -7,7 +7,7 @@
 # is verified with your key, and its test accuracy is measured when a dataset is given. An attack
 # "succeeds" when the verdict is no longer 'owned' at an accuracy cost of at most 5 points.
 #
-#     python examples/attack_suite.py runs/fmnist/ticket --key keys/r20.json --dataset fashion_mnist \
+#     python examples/attack_suite.py runs/fmnist/published --key keys/r20.json --dataset fashion_mnist \
 #         --test_limit 2000 --attacks prune permute rescale finetune --json_out attacks.json
 #     accelerate launch examples/attack_suite.py signed/ --key k.json --dataset cifar10   # fine-tuning on a GPU
 # (bench/attack_matrix.py is the full benchmark behind docs/RESULTS.md.)

@@ -4,8 +4,8 @@
 # Shows the whole study through the library, one stage per table/figure (each writes its rows as it goes):
 #   ticket  — extreme ticket by IMP with late rewinding, the ε check on (Section 4.1; Table 1's setting);
 #   fig2    — Scheme V1: accuracy retrained without the key, every scorer, several seeds (Figure 2);
-#   table3  — Scheme V2: accuracy of the ticket before signing, after signing, after retraining (Table 3);
-#   table2  — Scheme V3: accuracy and trigger agreement retrained with and without triggers (Table 2);
+#   table2  — Scheme V2: accuracy of the ticket before signing, after signing, after retraining (Table 2);
+#   table3  — Scheme V3: accuracy and trigger agreement after retraining with triggers (Table 3);
 #   table5  — removal by pruning at increasing strength: accuracy, QR decode, verdict (Table 5 / Figure 5);
 #   table6  — removal by masked fine-tuning for 1..N epochs (Table 6);
 #   table8  — ambiguity attacks fake1/fake2/fake3: does the owner's key still verify (Table 8).
@@ -34,7 +34,7 @@ from hf_lottery_verify.cli import build, flat
 from hf_lottery_verify.cli.args import DataArgs
 from hf_lottery_verify.configs import IMPConfig, TrainConfig
 
-STAGES = ("ticket", "fig2", "table3", "table2", "table5", "table6", "table8")
+STAGES = ("ticket", "fig2", "table2", "table3", "table5", "table6", "table8")
 
 
 @dataclass
@@ -81,7 +81,7 @@ def write_markdown(results: dict, path: Path) -> None:
                 lines.append(f"| {ratio} | {score} | {statistics.mean(full):.2f} | {statistics.mean(locked):.2f} ± "
                              f"{sd:.2f} | {statistics.mean(full) - statistics.mean(locked):+.2f} | {len(cell)} |")
         lines.append("")
-    for name, title in (("table3", "Table 3 (V2): signing cost"), ("table2", "Table 2 (V3): with triggers")):
+    for name, title in (("table2", "Table 2 (V2): signing cost"), ("table3", "Table 3 (V3): with triggers")):
         if name in s:
             r = s[name]
             lines += [f"## {title}", "", "| unsigned | signed, before retraining | retrained | trigger agreement |",
@@ -168,7 +168,7 @@ def main() -> None:  # noqa: C901, PLR0915
 
     signed_models = {}
     for with_triggers in (False, True):
-        stage = "table2" if with_triggers else "table3"
+        stage = "table3" if with_triggers else "table2"
         if stage not in args.stages and not (not with_triggers and {"table5", "table6", "table8"} & set(args.stages)):
             continue
         signed = copy.deepcopy(ticket)

@@ -9,18 +9,31 @@
 # --local_hub starts a Hub server on this machine instead of using huggingface.co (offline trial).
 #
 #     python examples/sign_retrain_push.py --run runs/fmnist --repo_id you/r20-ticket --key_out keys/r20.json \
-#         --signature "you 2026" --dataset fashion_mnist --local_hub
-#     accelerate launch examples/sign_retrain_push.py --run runs/c10 --repo_id you/r20 --key_out k.json \
+#         --out runs/fmnist/published --signature "you 2026" --dataset fashion_mnist --train_limit 10000 \
+#         --epochs 4 --lr 0.2 --schedule onecycle --local_hub
+#     accelerate launch examples/sign_retrain_push.py --run runs/c10 --repo_id you/r20 --key_out k.json --out pub \
 #         --signature "you 2026" --dataset cifar10 --epochs 182 --schedule multistep --lr 0.1
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from dataclasses import dataclass, field
 
+
+def _local_hub_asked(argv: list[str]) -> bool:
+    """``--local_hub`` (or ``--local_hub true``/``=true``), read before transformers imports huggingface_hub."""
+    for i, word in enumerate(argv):
+        name, _, value = word.partition("=")
+        if name in ("--local_hub", "--local-hub"):
+            value = value or (argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("-") else "true")
+            return value.lower() in ("true", "1", "yes", "y")
+    return False
+
+
 # --local_hub: point huggingface_hub at this machine before anything imports it (transformers does, below)
 LOCAL_PORT = None
-if "--local_hub" in sys.argv or "--local-hub" in sys.argv:
+if _local_hub_asked(sys.argv[1:]):
     from hf_lottery_verify.localhub import configure_hub_environment
 
     LOCAL_PORT = configure_hub_environment()
@@ -39,10 +52,14 @@ class PublishArgs:
     run: str = field(metadata={"help": "find_ticket's --out folder (ticket/ and rewind/ inside)"})
     repo_id: str = field(metadata={"help": "Hub repo to push to (owner/name)"})
     key_out: str = field(metadata={"help": "where to write the private key (never overwritten; keep it private)"})
+    out: str = field(metadata={"help": "folder for the signed, retrained model (what is pushed; attack it with "
+                                       "examples/attack_suite.py)"})
     signature: str = field(metadata={"help": "text of the QR signature"})
     owner: str | None = field(default=None, metadata={"help": "public owner name on the card"})
     triggers: int = field(default=100, metadata={"help": "trigger images (Scheme V3); 0 for none"})
     triggers_per_batch: int = field(default=16, metadata={"help": "trigger images per 128 training images"})
+    trigger_seed: int | None = field(default=None, metadata={"help": "seed of the trigger set (default: a fresh "
+                                                                     "random one, recorded in the key: keep it secret)"})
     local_hub: bool = field(default=False, metadata={"help": "start a local Hub server and push there"})
     cpu: bool = field(default=False, metadata={"help": "train on the CPU even when a GPU is visible"})
 
@@ -75,7 +92,8 @@ def main() -> None:
     if args.triggers:
         add_triggers_to_key(key, make_trigger_set(args.triggers, num_classes=data.num_classes,
                                                   image_size=data.train.image_size, channels=data.train.in_chans,
-                                                  seed=train.seed), per_batch=args.triggers_per_batch)
+                                                  seed=secrets.randbits(63) if args.trigger_seed is None
+                                                  else args.trigger_seed), per_batch=args.triggers_per_batch)
     result = retrain(ticket, rewind=rewind, data=data, config=train, rewind_epoch=rewind_epoch, key=key,
                      accelerator=accelerator)
     accelerator.print(f"retrained: {result.accuracy_retrained:.2f}% (signed, before: {result.accuracy_signed:.2f}%), "
@@ -84,6 +102,7 @@ def main() -> None:
         model = result.model
         model.config.image_size = data.train.image_size
         model.config.image_mean, model.config.image_std = tuple(data.train.mean), tuple(data.train.std)
+        model.save_pretrained(args.out)
         key.save(args.key_out)
         commit = push_model(model, args.repo_id, key_path=args.key_out, owner=args.owner,
                             eval_results={"accuracy": result.accuracy_retrained, "dataset": args.dataset})

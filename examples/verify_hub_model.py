@@ -17,11 +17,13 @@ import sys
 
 from transformers import HfArgumentParser
 
+from hf_lottery_verify.cli import flat
 from hf_lottery_verify.cli.args import OutputArgs, VerifyArgs
 
 
 def main() -> int:
-    parser = HfArgumentParser([VerifyArgs, OutputArgs], description="Verify a Hub model against your key.")
+    white_box = flat(VerifyArgs, exclude=("endpoint", "timeout", "retries", "budget", "badge"))  # see hf-lottery verify
+    parser = HfArgumentParser([white_box, OutputArgs], description="Verify a Hub model against your key.")
     parser.add_argument("source", help="Hub repo id (owner/name), a local folder or a .safetensors file")
     opts, output, rest = parser.parse_args_into_dataclasses()
     from hf_lottery_verify.errors import HfLotteryError

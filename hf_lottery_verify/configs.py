@@ -145,8 +145,8 @@ class DemoConfig:
         default="cpu")
     arch: str | None = _help("architecture (default per preset: cifar_resnet20_a, the paper's option-A ResNet-20)",
                              default=None)
-    dataset: str = _help("fashion_mnist (offline, Debian package), cifar10, synthetic or imagefolder:PATH",
-                         default="fashion_mnist")
+    dataset: str = _help("fashion_mnist (offline, Debian package), cifar10 (with --hub folder: the local Hub "
+                         "redirects the Hub client and its cache), synthetic or imagefolder:PATH", default="fashion_mnist")
     data_dir: str | None = _help("dataset folder (default per dataset)", default=None)
     train_limit: int | None = _help("training images (default per preset)", default=None)
     test_limit: int | None = _help("test images (default per preset)", default=None)
@@ -167,6 +167,8 @@ class DemoConfig:
             raise ConfigError(f"Unknown device '{self.device}': use auto, cpu or cuda.")
         if not 0 < self.key_ratio < 1:
             raise ConfigError(f"key_ratio must lie in (0, 1), got {self.key_ratio}.")
+        if self.max_rounds is not None and self.max_rounds < 1:
+            raise ConfigError(f"max_rounds must be at least 1 (the demo signs a pruned ticket), got {self.max_rounds}.")
 
     def resolved(self) -> dict[str, Any]:
         """The preset's values with the explicitly given fields on top (JSON-safe)."""

@@ -154,3 +154,17 @@ def test_calibrate_command_reports_no_false_owned(tmp_path: Path, capsys) -> Non
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "false 'owned': 0 of 4" in out and "upper bound" in out
+
+
+def test_split_key_on_a_signed_ticket_keeps_its_signature_readable(tmp_path: Path, capsys) -> None:
+    from .helpers import make_model
+
+    make_model("cifar_resnet20", density=0.1).save_pretrained(tmp_path / "ticket")
+    key = tmp_path / "keys" / "owner.json"
+    assert main(["sign", str(tmp_path / "ticket"), "--signature", "alice 2026", "--key-out", str(key), "--out",
+                 str(tmp_path / "signed")]) == 0
+    assert main(["split-key", str(tmp_path / "signed"), "--ratio", "0.3", "--key-out", str(key), "--out",
+                 str(tmp_path / "locked")]) == 0
+    capsys.readouterr()
+    assert main(["extract", str(tmp_path / "locked"), "--key", str(key), "--json"]) == 0  # V1 left the QR public
+    assert json.loads(capsys.readouterr().out)["text"] == "alice 2026"

@@ -36,9 +36,14 @@ def found(tmp_path_factory) -> Path:
 def test_find_then_sign_retrain_push_to_a_local_hub_and_verify(found: Path, tmp_path: Path) -> None:
     key = tmp_path / "keys" / "owner.json"
     out = _run("examples/sign_retrain_push.py", "--run", str(found), "--repo_id", "alice/r8-ticket", "--key_out",
-               str(key), "--signature", "alice 2026", "--triggers", "20", "--local_hub", *TINY)
+               str(key), "--out", str(tmp_path / "published"), "--signature", "alice 2026", "--triggers", "20",
+               "--local_hub", *TINY)
     assert "pushed alice/r8-ticket" in out.stdout and "): owned" in out.stdout
     assert key.is_file()
+    # the folder that was pushed verifies with the verifier's example: exit 0
+    res = subprocess.run([sys.executable, "examples/verify_hub_model.py", str(tmp_path / "published"), "--key",
+                          str(key), "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and json.loads(res.stdout)["verdict"] == "owned"
     # the verifier's example on the signed ticket's folder: exit 1 (not owned) on the unsigned ticket
     res = subprocess.run([sys.executable, "examples/verify_hub_model.py", str(found / "ticket"), "--key", str(key),
                           "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -67,10 +72,10 @@ def test_attack_suite_example(tmp_path: Path) -> None:
 def test_reproduce_paper_example(tmp_path: Path) -> None:
     out = tmp_path / "paper"
     _run("examples/reproduce_paper.py", "--out", str(out), "--arch", "cifar_resnet8", "--rewind_epoch", "1",
-         "--ratios", "0.5", "--max_rounds", "1", "--epsilon", "100", "--stages", "ticket", "table3", "table5",
+         "--ratios", "0.5", "--max_rounds", "1", "--epsilon", "100", "--stages", "ticket", "table2", "table5",
          *TINY, timeout=600)
     results = json.loads((out / "paper.json").read_text())
-    assert set(results["stages"]) == {"ticket", "table3", "table5"}
+    assert set(results["stages"]) == {"ticket", "table2", "table5"}
     assert results["stages"]["table5"][0]["verdict"] == "owned"  # 10% pruning leaves the QR readable
     assert "Table 5" in (out / "paper.md").read_text()
 

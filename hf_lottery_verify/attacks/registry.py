@@ -252,5 +252,5 @@ def run_attack(name: str, model: nn.Module, *, data: Any = None, seed: int = 0, 
 
 
 def attack_table() -> list[dict[str, Any]]:
-    """Every registered attack as a JSON-safe dict (for ``hf-lottery attack --list``)."""
+    """Every registered attack as a JSON-safe dict (for ``hf-lottery attack list``)."""
     return [_ATTACKS[n].to_dict() for n in list_attacks()]

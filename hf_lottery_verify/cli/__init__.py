@@ -82,6 +82,20 @@ def build_parser() -> Parser:
     return parser
 
 
+def _demo_uses_local_hub(words: Sequence[str]) -> bool:
+    """Whether ``words`` run ``demo`` with its local Hub (``--hub local``, the default), read before parsing."""
+    command = next((w for w in words if not w.startswith("-")), None)
+    if command != "demo":
+        return False
+    hub = "local"
+    for i, w in enumerate(words):
+        if w == "--hub" and i + 1 < len(words):
+            hub = words[i + 1]
+        elif w.startswith("--hub="):
+            hub = w.split("=", 1)[1]
+    return hub == "local"
+
+
 def _fail(args: Any, message: str) -> int:
     name = getattr(args, "command", None)
     sys.stderr.write(f"hf-lottery{' ' + name if name else ''}: error: {message}\n")
@@ -102,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     _registration.suspend_hooks()  # parsing imports transformers for HfArgumentParser only
     words = list(sys.argv[1:] if argv is None else argv)
-    if words[:1] == ["demo"] and "folder" not in words and "huggingface_hub" not in sys.modules:
+    if _demo_uses_local_hub(words) and "huggingface_hub" not in sys.modules:
         # the demo's local Hub: huggingface_hub reads HF_ENDPOINT once, when transformers imports it below
         from ..localhub.environment import configure_hub_environment
 

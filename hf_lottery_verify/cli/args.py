@@ -227,7 +227,7 @@ class AttackArgs:
     _argument_group_name = "attack"
     out: str | None = _help("folder for the attacked model (required unless NAME is 'list')", default=None)
     param: list[str] = _help("attack parameters as key=value (e.g. fraction=0.2 method=random); see "
-                             "`hf-lottery attack --list`", default_factory=list)
+                             "`hf-lottery attack list`", default_factory=list)
     seed: int = _help("seed of the attack", default=0)
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -110,6 +111,11 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
         ConfigError: Inconsistent settings, or ``device="cuda"`` without a CUDA device.
         DatasetError: The dataset cannot be read (install ``dataset-fashion-mnist``).
     """
+    config = config or DemoConfig()
+    if config.hub == "local" and "huggingface_hub" not in sys.modules:
+        from ..localhub.environment import configure_hub_environment
+
+        configure_hub_environment()  # before anything imports huggingface_hub (it reads HF_ENDPOINT once)
     import torch
 
     from ..attacks import run_attack
@@ -119,7 +125,7 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
     from ..imp import find_extreme_ticket, load_rewind
     from ..keymask import load_with_key, lock_model
     from ..loading import load_model
-    from ..ownership_key import OwnershipKey
+    from ..ownership_key import OwnershipKey, mask_digest
     from ..retrain import retrain
     from ..signature import embed_signature, signature_positions
     from ..signature.embed import HEAVY_SIGNATURE_SHARE
@@ -128,14 +134,13 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
     from ..verify import verify_hub_model, verify_model
     from .demo_report import write_report
 
-    config = config or DemoConfig()
     v = _config_values(config)
     say = _Steps(log)
     out = Path(config.out)
     work = out / "work"
-    work.mkdir(parents=True, exist_ok=True)
     if config.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda asked for, but torch sees no CUDA device; use --device cpu.")
+    work.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"config": v, "steps": {}}
     steps = report["steps"]
     t_start = time.perf_counter()
@@ -166,12 +171,21 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
     # 2-3. sign (V2), triggers (V3), retrain ------------------------------------------------
     key_path = out / "owner.key.json"
     signed_dir = work / "signed"
-    if key_path.is_file() and (signed_dir / "config.json").is_file():
+    identity = {"ticket_mask": mask_digest(ticket.masks), "signature": config.signature, "seed": v["seed"],
+                "triggers": v["triggers"], "epochs": v["epochs"], "rewind_epoch": v["rewind_epoch"]}
+    earlier = json.loads((work / "signing.json").read_text()) if (work / "signing.json").is_file() else {}
+    if earlier.get("identity") == identity and key_path.is_file() and (signed_dir / "config.json").is_file():
         say("2/8 sign + 3/8 retrain: reusing the signed, retrained ticket and key of an earlier run")
         published = load_model(signed_dir)
         key = OwnershipKey.load(key_path)
-        steps.update(json.loads((work / "signing.json").read_text()))
+        steps.update({k: earlier[k] for k in ("sign", "retrain")})
     else:
+        if key_path.is_file() or signed_dir.exists():  # the demo's own files from a run with other settings
+            say("   the signed ticket and key in this folder came from other settings (ticket, text, seed or "
+                "schedule): signing again")
+            for stale in [key_path, *out.glob("owner.key.json.tensors.*"), work / "signing.json"]:
+                stale.unlink(missing_ok=True)
+            shutil.rmtree(signed_dir, ignore_errors=True)
         signed = copy.deepcopy(ticket)
         secret = derive_seed(v["seed"], "demo-owner-secret").to_bytes(8, "little") * 4  # demo only: reproducible
         options: dict[str, Any] = {}
@@ -196,12 +210,12 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
         published = rr.model
         published.config.image_size = data.train.image_size
         published.config.image_mean, published.config.image_std = tuple(data.train.mean), tuple(data.train.std)
-        key.save(key_path)
         published.save_pretrained(signed_dir)
         signing = {"sign": {"qr": sec["qr"], "copies": sec["copies"], "accuracy_before_retraining": signed_acc,
                             "options": options, "moved_share": sec["moved_share"]},
                    "retrain": {k: val for k, val in rr.to_dict().items() if not isinstance(val, (list, dict))}}
-        (work / "signing.json").write_text(json.dumps(signing, indent=2, default=str))
+        (work / "signing.json").write_text(json.dumps({"identity": identity, **signing}, indent=2, default=str))
+        key.save(key_path)  # last: a run interrupted before this point signs again instead of finding a lone key
         steps.update(signing)
     published_acc = evaluate(published, data.test, accelerator=accelerator)["accuracy"]
     say(f"   retrained: {published_acc:.2f}% (unsigned ticket {imp.ticket_accuracy:.2f}%), "
@@ -235,7 +249,8 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
 
         from ..hub import push_model
 
-        repo_id = f"{user}/{v['arch']}-{v['dataset'].replace(':', '-').replace('/', '-')}-signed"
+        dataset_name = re.sub(r"[^A-Za-z0-9_.]+", "-", Path(v["dataset"].split(":")[-1]).name or v["dataset"]).strip("-")
+        repo_id = f"{user}/{v['arch']}-{dataset_name or 'data'}-signed"
         commit = push_model(published, repo_id, key_path=key_path, owner=config.owner, eval_results=eval_results)
         for name in ("README.md", "ownership_badge.svg"):
             shutil.copy(hf_hub_download(repo_id, name), out / name)

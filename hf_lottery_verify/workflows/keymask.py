@@ -13,7 +13,7 @@ from ..codecs import unpack_bits
 from ..errors import CheckpointError, KeyFileError
 from ..keymask.distribution import _MASK_TENSOR, load_with_key, lock_model
 from ..masks import count_total
-from ..ownership_key import KEYMASK_SECTION, OwnershipKey, check_key_outside, save_key_section
+from ..ownership_key import KEYMASK_SECTION, SIGNATURE_SECTION, OwnershipKey, check_key_outside, save_key_section
 
 __all__ = ["split_key_folder"]
 
@@ -40,7 +40,8 @@ def split_key_folder(
         score (`str`, *optional*, defaults to `"omp"`): A name from :func:`list_scorers`.
         seed (`int`, *optional*, defaults to 0): Seed for random scorers and sampling.
         key_out: The key's JSON path; must lie outside ``out_dir``. An existing key file
-            gets the ``keymask`` section added (its other sections are kept).
+            gets the ``keymask`` section added (its other sections are kept); when it holds a
+            signature, the signature's kernels stay out of the key mask, so the locked copy still verifies.
         out_dir: Folder for the locked model (the one to publish).
         compact (`bool`, *optional*, defaults to `False`): Save the locked model in the compact layout.
         **score_options: Options of the scorer.
@@ -71,7 +72,13 @@ def split_key_folder(
     model = load_model(model_dir)
     timings["load_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    locked_model, key = lock_model(model, ratio=ratio, score=score, seed=seed, key=existing, **score_options)
+    protect = None
+    if existing is not None and SIGNATURE_SECTION in existing.sections:  # a signed ticket: keep its QR public
+        from ..signature import signature_positions
+
+        protect = signature_positions(existing)
+    locked_model, key = lock_model(model, ratio=ratio, score=score, seed=seed, key=existing, protect=protect,
+                                   **score_options)
     timings["split_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     locked_model.save_pretrained(out_dir, compact=compact)
