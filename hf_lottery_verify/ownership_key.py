@@ -188,7 +188,8 @@ class OwnershipKey:
             raise KeyFileError(
                 f"{path} already exists; refusing to overwrite an ownership key (it is the only proof of ownership "
                 "of the models signed with it). Choose another path, or add a section to it with "
-                "save_key_section (CLI: --add-to-key).")
+                "save_key_section (the CLI's sign, split-key and triggers add their section to an existing key "
+                "that lacks it).")
         old_tensor_file = None
         if path.exists():
             try:

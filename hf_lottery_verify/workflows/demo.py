@@ -141,6 +141,16 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
     if config.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda asked for, but torch sees no CUDA device; use --device cpu.")
     work.mkdir(parents=True, exist_ok=True)
+    hub, user = _start_local_hub() if config.hub == "local" else (None, None)  # before training: fail early
+    if hub is not None:
+        import atexit
+        import contextlib
+
+        def _stop(server: Any = hub) -> None:
+            with contextlib.suppress(Exception):
+                server.stop()
+
+        atexit.register(_stop)  # also when a later step raises
     report: dict[str, Any] = {"config": v, "steps": {}}
     steps = report["steps"]
     t_start = time.perf_counter()
@@ -218,8 +228,9 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
         key.save(key_path)  # last: a run interrupted before this point signs again instead of finding a lone key
         steps.update(signing)
     published_acc = evaluate(published, data.test, accelerator=accelerator)["accuracy"]
-    say(f"   retrained: {published_acc:.2f}% (unsigned ticket {imp.ticket_accuracy:.2f}%), "
-        f"trigger agreement {steps['retrain'].get('trigger_agreement_after')}")
+    agreement = steps["retrain"].get("trigger_agreement_after")
+    say(f"   retrained: {published_acc:.2f}% (unsigned ticket {imp.ticket_accuracy:.2f}%), trigger agreement "
+        f"{'—' if agreement is None else f'{agreement:.0%}'}")
 
     # 4. Scheme V1 key mask ------------------------------------------------------------------
     locked, v1_key = lock_model(published, ratio=config.key_ratio, score="omp", seed=v["seed"],
@@ -241,7 +252,6 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
     hub = None
     eval_results = {"accuracy": published_acc, "dataset": v["dataset"]}
     published.ownership_claim = None
-    hub, user = _start_local_hub() if config.hub == "local" else (None, None)
     if config.hub == "local" and user is None:
         say("   huggingface_hub was imported pointing at a real Hub before the demo started: publishing to a folder")
     if user is not None:
@@ -281,8 +291,9 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
         row = {"attack": name, "accuracy": acc, "accuracy_change": acc - published_acc, **extra,
                **_evidence(verdict_report)}
         attacks.append(row)
+        v2, v3 = row["v2_bit_agreement"], row["v3_agreement"]
         say(f"   {name}: accuracy {acc:.2f}% ({acc - published_acc:+.2f}), verdict {row['verdict']}, "
-            f"V2 bits {row['v2_bit_agreement']}, V3 agreement {row['v3_agreement']}")
+            f"V2 bits {'—' if v2 is None else f'{v2:.3f}'}, V3 agreement {'—' if v3 is None else f'{v3:.0%}'}")
 
     say("7/8 attacks on the published copy")
     pruned = run_attack("prune", published, fraction=0.2, seed=v["seed"])
