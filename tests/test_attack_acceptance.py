@@ -47,18 +47,15 @@ def _settings():
 
 # Settings that break the contract on this tiny, over-easy task (the attack keeps the accuracy and the verdict falls
 # to 'inconclusive'); measured, reported in docs/RESULTS.md, and kept here so that a fix shows up as XPASS and a new
-# failure as a test failure. On Fashion-MNIST ResNet-20 (bench/attack_matrix.py) most of them cost > 5 points.
+# failure as a test failure. The pair coding (two complementary kernels per module) fixed add-on 10%, fake1 5-20%,
+# 50% magnitude pruning (global and per layer) and 50% pruning + fine-tuning; on Fashion-MNIST ResNet-20
+# (bench/attack_matrix.py) no setting within 5 points removes the evidence.
 KNOWN = {
-    ("addon", "", 0.1): "10% add-on weights drawn like the kept ones defeat the magnitude add-on defense",
-    ("fake1", "", 0.05): "5% random key-sized additions flip cleared kernels in every copy",
-    ("fake1", "", 0.1): "as fake1 0.05",
-    ("fake1", "", 0.2): "as fake1 0.05",
-    ("fake3", "", None): "the thief's QR fills most of the small stages and overwrites the owner's modules",
+    ("fake3", "", None): "ResNet-8's layer2 is small: the thief's paired QR covers 47% of it and breaks most of the "
+                         "owner's pairs there, leaving one copy with 16% erasures (too many scattered for RS)",
     ("fake3", "finetuned", None): "as fake3",
-    ("prune", "magnitude", 0.5): "50% magnitude pruning of a ticket that keeps its accuracy on this task",
-    ("prune", "layer_magnitude", 0.5): "as prune 0.5, per layer",
-    ("prune_finetune", "magnitude", 0.5): "50% pruning plus fine-tuning",
-    ("prune_finetune", "magnitude", 0.7): "70% pruning plus fine-tuning",
+    ("prune_finetune", "magnitude", 0.7): "70% pruning erases 18% and 66% of the two copies' pairs: 12% of the "
+                                          "modules in both, just past what QR-H corrects",
 }
 
 

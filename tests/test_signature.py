@@ -46,7 +46,8 @@ REPO = Path(__file__).resolve().parents[1]
 def _slots(key: OwnershipKey) -> list[Slots]:
     sec = key.section("signature")
     tensors = key.section_tensors("signature")
-    return [Slots.from_key(rec, tensors, c, sec["num_data_modules"]) for c, rec in enumerate(sec["regions"])]
+    width = 2 if sec.get("coding") == "pairs" else 1
+    return [Slots.from_key(rec, tensors, c, sec["num_data_modules"] * width) for c, rec in enumerate(sec["regions"])]
 
 
 def _read_slots(masks, slots: Slots) -> tuple[np.ndarray, np.ndarray]:
@@ -96,14 +97,19 @@ def test_secrets_are_bytes_or_hex_and_long_enough() -> None:
 # --------------------------------------------------------------------------- keyed embedding
 
 
-@pytest.mark.parametrize("arch,copies", [("cifar_resnet8", 2), ("cifar_resnet20", 3)])
-def test_keyed_round_trip_with_defaults(arch: str, copies: int) -> None:
+@pytest.mark.parametrize("arch,coding,copies,used", [
+    ("cifar_resnet8", "auto", 2, "single"),  # a paired v3 symbol (1,134 kernels) fits only layer3 of ResNet-8
+    ("cifar_resnet20", "auto", 2, "pairs"),  # layer2 and layer3 (layer1 has 1,536 kernels)
+    ("cifar_resnet20", "single", 3, "single"),
+])
+def test_keyed_round_trip_with_defaults(arch: str, coding: str, copies: int, used: str) -> None:
     model = make_model(arch, density=0.1)
     before = {n: int(m.sum()) for n, m in model.masks.items()}
-    key = embed_signature(model, TEXT)
+    key = embed_signature(model, TEXT, coding=coding)
     assert {n: int(m.sum()) for n, m in model.masks.items()} == before  # per layer, hence in total
     sec = key.section("signature")
     assert sec["layout"] == "keyed" and len(bytes.fromhex(sec["secret"])) == 32 and sec["copies"] == copies
+    assert sec["coding"] == used
     stages = [r["stage"] for r in sec["regions"]]
     assert len(set(stages)) == copies  # one stage per copy
     assert sec["signed_mask_digest"] == mask_digest(model.masks)
@@ -116,7 +122,7 @@ def test_keyed_round_trip_with_defaults(arch: str, copies: int) -> None:
 
 def test_slots_hold_the_whitened_bits_spread_over_one_stage_per_copy() -> None:
     model = make_model("cifar_resnet20", density=0.1)
-    key = embed_signature(model, TEXT, secret=SECRET, module_weights=2)
+    key = embed_signature(model, TEXT, secret=SECRET, module_weights=2, coding="single")
     sec = key.section("signature")
     sym = qr.encode(TEXT, version=sec["qr"]["version"], ecc="H", mask_pattern=sec["qr"]["mask_pattern"])
     n = sym.num_data_modules
@@ -133,6 +139,56 @@ def test_slots_hold_the_whitened_bits_spread_over_one_stage_per_copy() -> None:
         assert np.array_equal(kept, target)  # written exactly, whitened
         assert count[target].min() >= 2  # module_weights
         assert 0.4 < target.mean() < 0.6  # the written pattern is balanced noise, whatever the QR looks like
+
+
+def test_pair_coding_writes_each_module_as_a_complementary_pair() -> None:
+    model = make_model("cifar_resnet20", density=0.1)
+    key = embed_signature(model, TEXT, secret=SECRET, module_weights=2)
+    sec = key.section("signature")
+    assert sec["coding"] == "pairs"
+    n = sec["num_data_modules"]
+    bits = qr.encode(TEXT, version=sec["qr"]["version"], ecc="H", mask_pattern=sec["qr"]["mask_pattern"]).data_bits()
+    for c, slots in enumerate(_slots(key)):
+        assert len(slots) == 2 * n
+        kept, count = _read_slots(model.masks, slots)
+        target = bits ^ whitening_stream(SECRET, c, n)
+        assert np.array_equal(kept[0::2], target) and np.array_equal(kept[1::2], ~target)  # one kept, one pruned
+        assert count[kept].min() >= 2  # module_weights
+
+
+def test_pair_coding_turns_pruning_into_erasures_and_still_decodes() -> None:
+    """Pruning only clears kernels: a pair loses its kept kernel and reads (pruned, pruned), an
+    erasure the decoder knows about; no intact pair reads a wrong bit."""
+    from hf_lottery_verify.signature.extract import _read_keyed
+
+    model = make_model("cifar_resnet20", density=0.1)
+    key = embed_signature(model, TEXT, secret=SECRET)
+    pruned = prune_attack(model, fraction=0.5)
+    sec, tensors = key.section("signature"), key.section_tensors("signature")
+    n = sec["num_data_modules"]
+    weights = {k: v.detach() for k, v in pruned.timm_model.state_dict().items()}
+    reads, _ = _read_keyed(weights, sec, tensors, n, defense=True)
+    bits = qr.encode(TEXT, version=sec["qr"]["version"], ecc="H", mask_pattern=sec["qr"]["mask_pattern"]).data_bits()
+    assert any((~r.valid).mean() > 0.05 for r in reads)  # the attack broke pairs ...
+    for r in reads:
+        assert np.array_equal((r.kept ^ r.stream)[r.valid], bits[r.valid])  # ... but left no wrong bit
+    ev = extract_signature(pruned, key)
+    assert ev.matches and ev.combination in ("weighted", "pairs", "surplus")
+
+
+def test_single_and_pair_codings_give_the_same_verdict_machinery() -> None:
+    """Keys of the single coding (layout version 1, written by earlier versions) still verify."""
+    model = make_model("cifar_resnet20", density=0.1)
+    key = embed_signature(model, TEXT, secret=SECRET, coding="single")
+    old = json.loads(json.dumps(key.section("signature")))
+    old.pop("coding")
+    old["layout_version"] = 1
+    legacy = OwnershipKey(arch=key.arch)
+    legacy.set_section("signature", old, tensors=key.section_tensors("signature"))
+    ev = extract_signature(model, legacy)
+    assert ev.matches and ev.slots_verified and ev.combination == "any"
+    with pytest.raises(hlv.SignatureError, match="Unknown coding"):
+        embed_signature(make_model("cifar_resnet8", density=0.1), TEXT, coding="triple")
 
 
 def test_same_secret_and_seed_give_identical_masks_weights_and_key() -> None:
@@ -272,11 +328,11 @@ def test_signing_errors_say_what_to_do() -> None:
 def test_layer_share_cap_and_explicit_layers() -> None:
     model = make_model("cifar_resnet20", density=0.1)
     key = embed_signature(copy.deepcopy(model), TEXT, secret=SECRET, max_layer_share=0.25)
-    n = key.section("signature")["num_data_modules"]
+    n = 2 * key.section("signature")["num_data_modules"]  # pair coding: two kernels per module
     for slots in _slots(key):
         assert np.bincount(slots.param_index).max() <= int(np.ceil(0.25 * n))
     names = ["layer2.1.conv1.weight", "layer2.1.conv2.weight", "layer3.0.conv2.weight", "layer3.1.conv1.weight"]
-    key = embed_signature(copy.deepcopy(model), TEXT, secret=SECRET, layers=names)
+    key = embed_signature(copy.deepcopy(model), TEXT, secret=SECRET, layers=names, coding="single")
     assert [s.params for s in _slots(key)] == [tuple(names[:2]), tuple(names[2:])]
 
 
@@ -330,7 +386,7 @@ def test_a_key_with_hand_picked_slots_is_not_evidence() -> None:
     """A forger who sees a model could write a key whose slots sit exactly where its mask already
     spells the text; the slots must be the secret's derivation, so such a key never matches."""
     victim = make_model("cifar_resnet20", density=0.1)  # never signed
-    genuine = embed_signature(copy.deepcopy(victim), TEXT, secret=SECRET)
+    genuine = embed_signature(copy.deepcopy(victim), TEXT, secret=SECRET, coding="single")
     sec = json.loads(json.dumps(genuine.section("signature")))
     sec["regions"] = sec["regions"][1:]  # layer2 and layer3: both kept and pruned kernels are plentiful there
     sec["copies"] = len(sec["regions"])

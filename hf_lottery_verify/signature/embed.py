@@ -17,11 +17,11 @@ from ..errors import SignatureError, SignatureTooLargeError
 from ..masks import MaskDict, squeeze_mask, timm_parameters
 from ..ownership_key import SIGNATURE_SECTION, OwnershipKey, mask_digest
 from .regions import candidate_layers, find_regions, signature_capacity
-from .slots import draw_slots, keyed_capacity, plan_stages, signature_stages
+from .slots import draw_slots, keyed_capacity, plan_stages, signature_stages, stage_kernels
 from .whitening import WHITENING, parse_secret, whitening_stream
 from .writing import restore_kept_counts, write_kernels
 
-__all__ = ["embed_signature", "LAYOUTS"]
+__all__ = ["embed_signature", "LAYOUTS", "CODINGS"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,14 @@ LAYOUTS = ("keyed", "regions")
 """``keyed``: whitened bits at keyed slots spread over stages (default). ``regions``: the
 earlier contiguous windows of one layer, found by FFT search (kept so old keys and the
 paper's exact Algorithm 2 stay available; a key-less window search finds them)."""
-KEYED_LAYOUT_VERSION = 1
+KEYED_LAYOUT_VERSION = 2
+"""1: one kernel per data module (``coding="single"``); 2 adds the pair coding (``coding`` in the section)."""
+CODINGS = ("auto", "pairs", "single")
+"""Keyed layout: ``pairs`` writes each data module as two complementary kernels (one kept, one
+pruned): pruning or add-on noise that flips one of them leaves an *erasure* (both kept or both
+pruned), which Reed–Solomon corrects at half the cost of an error, instead of a wrong bit;
+it takes twice the kernels. ``single``: one kernel per module (layout version 1). ``auto``:
+pairs when the stages can hold them (as many copies as ``copies`` asks, or at least two), else single."""
 
 
 def _model_stages(model: nn.Module) -> list[str] | None:
@@ -126,6 +133,7 @@ def embed_signature(
     max_occupancy: float = 0.5,
     max_layer_share: float | None = None,
     polarity: str = "auto",
+    coding: str = "auto",
     rewind: nn.Module | Mapping[str, torch.Tensor] | None = None,
     key: OwnershipKey | None = None,
 ) -> OwnershipKey:
@@ -134,7 +142,9 @@ def embed_signature(
     Keyed layout (default): the QR symbol's data-module bits are XORed with a keyed stream
     (one per copy) and written to keyed pseudo-random kernels ("slots") of one stage per
     copy, spread over that stage's spatial convs; a 1 keeps the kernel (switching on
-    ``module_weights`` seeded positions of an empty one), a 0 clears it. Then every layer's
+    ``module_weights`` seeded positions of an empty one), a 0 clears it — with the pair
+    coding (default where it fits) each module takes two kernels, the second the complement
+    of the first, so that a flipped kernel shows as an erasure. Then every layer's
     kept count is restored exactly outside the slots. Without the secret the written bits
     look like noise and their positions are unknown; the key records the slots explicitly.
 
@@ -191,6 +201,8 @@ def embed_signature(
         raise SignatureError(f"copies must be at least 1, got {copies}.")
     if module_weights < 1:
         raise SignatureError(f"module_weights must be at least 1, got {module_weights}.")
+    if coding not in CODINGS:
+        raise SignatureError(f"Unknown coding {coding!r}: use one of {CODINGS}.")
     t0 = time.perf_counter()
     if layout == "regions":
         section, tensors = _embed_regions(model, text, seed=seed, layers=layers, ecc=ecc, version=version,
@@ -202,7 +214,7 @@ def embed_signature(
         section, tensors = _embed_keyed(model, text, secret=parse_secret(secret), seed=seed, layers=layers, ecc=ecc,
                                         version=version, mask_pattern=mask_pattern, copies=copies,
                                         module_weights=module_weights, max_occupancy=max_occupancy,
-                                        max_layer_share=max_layer_share, rewind=rewind)
+                                        max_layer_share=max_layer_share, coding=coding, rewind=rewind)
     kept = sum(int(m.sum()) for m in model.masks.values()) or 1
     moved = int(section["changes"].get("switched_on", 0)) + int(section["changes"].get("cleared_weights", 0))
     section["moved_share"] = round(moved / kept, 4)
@@ -220,19 +232,23 @@ def embed_signature(
 
 def _embed_keyed(model: nn.Module, text: str, *, secret: bytes, seed: int, layers: Sequence[str] | str | None,
                  ecc: str, version: int | None, mask_pattern: int | None, copies: int | None, module_weights: int,
-                 max_occupancy: float, max_layer_share: float | None,
+                 max_occupancy: float, max_layer_share: float | None, coding: str,
                  rewind: nn.Module | Mapping[str, torch.Tensor] | None
                  ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     masks, params, rewind_sd = _prepare(model, rewind)
     stages = _model_stages(model)
     candidates = signature_stages(masks, layers=layers, stages=stages)
+    if coding == "auto":
+        coding = _auto_coding(text, candidates, masks, ecc=ecc, version=version, mask_pattern=mask_pattern,
+                              copies=copies, max_occupancy=max_occupancy)
+    width = 2 if coding == "pairs" else 1
     cap_bytes, cap_version, cap_stage = keyed_capacity(masks, ecc=ecc, layers=layers, stages=stages,
-                                                        max_occupancy=max_occupancy)
+                                                        max_occupancy=max_occupancy, width=width)
     if cap_stage is None:
         raise SignatureTooLargeError(
-            f"No stage of this model can hold even a version-1 QR symbol ({qr.num_data_modules(1)} data modules) at "
-            f"<= {max_occupancy:.0%} of its candidate kernels; pass layers='all' or a higher max_occupancy, or sign "
-            "a wider model.", max_chars=0)
+            f"No stage of this model can hold even a version-1 QR symbol ({qr.num_data_modules(1)} data modules, "
+            f"{width} kernel(s) each) at <= {max_occupancy:.0%} of its candidate kernels; pass layers='all', a higher "
+            "max_occupancy" + (", coding='single'" if width > 1 else "") + " or sign a wider model.", max_chars=0)
     where = f"QR version {cap_version}-{ecc} in stage '{cap_stage}' at <= {max_occupancy:.0%} of its kernels"
     symbol = _encode(text, version=version, ecc=ecc, mask_pattern=mask_pattern, max_bytes=cap_bytes, where=where)
     n = symbol.num_data_modules
@@ -241,13 +257,13 @@ def _embed_keyed(model: nn.Module, text: str, *, secret: bytes, seed: int, layer
             f"Signature of {len(text.encode())} bytes needs QR version {symbol.version}-{ecc} ({n} data modules); "
             f"the largest capacity available is {cap_bytes} bytes ({where}). Shorten the text, use a lower ecc "
             "level, or raise max_occupancy.", max_chars=cap_bytes)
-    chosen = plan_stages(candidates, masks, n, copies=copies, max_occupancy=max_occupancy)
+    chosen = plan_stages(candidates, masks, n * width, copies=copies, max_occupancy=max_occupancy)
     gen = torch.Generator().manual_seed(seed)
     kept_before = {name: int(m.sum()) for name, m in masks.items()}
     new_masks = {name: m.detach().cpu().clone() for name, m in masks.items()}
     data_bits = symbol.data_bits()
     shapes = {name: tuple(m.shape) for name, m in masks.items()}
-    all_slots = [draw_slots(secret, shapes, stage, candidates[stage], n, c, max_layer_share=max_layer_share)
+    all_slots = [draw_slots(secret, shapes, stage, candidates[stage], n * width, c, max_layer_share=max_layer_share)
                  for c, stage in enumerate(chosen)]
     written = list(dict.fromkeys(name for s in all_slots for name in s.params))
     weights = {name: params[name].detach().cpu().clone() for name in written}
@@ -256,7 +272,9 @@ def _embed_keyed(model: nn.Module, text: str, *, secret: bytes, seed: int, layer
     protected: dict[str, torch.Tensor] = {}
     for c, slots in enumerate(all_slots):
         target = data_bits ^ whitening_stream(secret, c, n)  # True = kernel kept
-        changed = np.zeros(n, dtype=bool)
+        if width == 2:  # slot 2j holds the module, slot 2j + 1 its complement
+            target = np.stack([target, ~target], axis=1).reshape(-1)
+        changed = np.zeros(n * width, dtype=bool)
         per_param = {}
         for name, pos, kernels in slots.per_param():
             in_c = new_masks[name].shape[1]
@@ -271,6 +289,7 @@ def _embed_keyed(model: nn.Module, text: str, *, secret: bytes, seed: int, layer
             per_param[name] = int(pos.size)
         for name, m in slots.kernel_maps({p: new_masks[p].shape for p in slots.params}).items():
             protected[name] = protected[name] | m if name in protected else m
+        changed = changed.reshape(n, width).any(axis=1)  # a module changed when any of its kernels did
         records.append({"copy": c, "stage": slots.stage, "params": list(slots.params), "slots": len(slots),
                         "per_param": per_param, "changed": int(changed.sum()),
                         "changed_bits": np.packbits(changed).tobytes().hex()})
@@ -279,10 +298,27 @@ def _embed_keyed(model: nn.Module, text: str, *, secret: bytes, seed: int, layer
     _finish(model, params, weights, new_masks, kept_before, per_layer_exact="compensated_elsewhere" not in changes)
     section = _common_fields(
         symbol, text, new_masks, params, changes, layout="keyed", layout_version=KEYED_LAYOUT_VERSION,
-        secret=secret.hex(), whitening=WHITENING, seed=seed, copies=len(records), module_weights=module_weights,
+        secret=secret.hex(), whitening=WHITENING, coding=coding, seed=seed, copies=len(records),
+        module_weights=module_weights,
         max_occupancy=max_occupancy, max_layer_share=max_layer_share)
     section["regions"] = records
     return section, tensors
+
+
+def _auto_coding(text: str, candidates: Mapping[str, Sequence[str]], masks: MaskDict, *, ecc: str,
+                 version: int | None, mask_pattern: int | None, copies: int | None, max_occupancy: float) -> str:
+    """``pairs`` when the stages hold paired copies (``copies`` of them, or at least two), else ``single``."""
+    try:
+        n = qr.encode(text, version=version, ecc=ecc, mask_pattern=mask_pattern).num_data_modules
+    except qr.QRCapacityError:
+        return "single"  # _embed_keyed reports the capacity
+    wanted = copies if copies is not None else 2
+    eligible = [s for s, p in candidates.items() if 2 * n <= max_occupancy * stage_kernels(masks, p)]
+    if len(eligible) >= wanted:
+        return "pairs"
+    logger.info("Pair coding needs %d kernels per copy and only %d stage(s) hold them at <= %.0f%% occupancy; "
+                "signing with the single coding.", 2 * n, len(eligible), 100 * max_occupancy)
+    return "single"
 
 
 def _embed_regions(model: nn.Module, text: str, *, seed: int, layers: Sequence[str] | str | None, ecc: str,

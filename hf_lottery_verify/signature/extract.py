@@ -22,8 +22,8 @@ from ..suspect import Suspect, read_suspect
 from .slots import Slots, draw_slots
 from .whitening import WHITENING, parse_secret, whitening_stream
 
-__all__ = ["SignatureEvidence", "extract_signature", "combine_copies", "agreement_p_value", "slots_are_derived",
-           "signature_positions"]
+__all__ = ["SignatureEvidence", "extract_signature", "combine_copies", "combine_pairs", "agreement_p_value",
+           "slots_are_derived", "signature_positions"]
 
 
 @dataclass
@@ -36,7 +36,8 @@ class SignatureEvidence:
         bit_agreement: Fraction of data modules (combined over copies) equal to the key's.
         p_value: Probability that an unrelated mask of the same per-layer density agrees with
             the signature on at least as many of the modules the embedding *changed*
-            (Bonferroni over copies). Modules that already agreed before signing are not
+            (Bonferroni over copies; pair coding: intact pairs reading the target pattern, among the
+            intact ones). Modules that already agreed before signing are not
             counted: the unsigned ticket scores p ≈ 1.
         image_text: What zbar read from the restored symbol (cross-check), or ``None``.
         copies: Per copy: where it lives, bit agreement, changed modules, p-value.
@@ -44,7 +45,8 @@ class SignatureEvidence:
         defense_applied: Layers where the add-on defense kept only the top-k magnitudes.
         decode_reason: Why decoding failed, if it did.
         combination: How copies were combined for the decode (``single``, ``any`` — kept
-            reads win, ``majority``, ``all`` — pruned reads win, ``erasures``, or ``copy<c>`` alone).
+            reads win, ``majority``, ``all`` — pruned reads win, ``erasures``, ``weighted`` or
+            ``pairs`` — intact pairs vote, or ``copy<c>`` alone).
         layout: The key's signature layout (``keyed`` or ``regions``).
         slots_verified: Keyed layout: the key's slots are the ones its secret derives (when
             not, the key was edited or forged after the fact and ``matches`` is ``False``);
@@ -72,7 +74,12 @@ class SignatureEvidence:
 
 @dataclass
 class _CopyRead:
-    """One copy as read from the suspect: data bit = ``kept ^ stream``."""
+    """One copy as read from the suspect: data bit = ``kept ^ stream`` where ``valid``.
+
+    Single coding: ``kept`` is the module's kernel, always valid. Pair coding: ``kept`` is the
+    first kernel of the pair, valid when the second one reads the opposite (an intact pair);
+    both kept or both pruned is an erasure of this copy's module.
+    """
 
     kept: np.ndarray  # (n,) kernel kept in the suspect
     stream: np.ndarray  # (n,) whitening (keyed) or the polarity (regions)
@@ -80,6 +87,9 @@ class _CopyRead:
     layers: list[str]
     changed: np.ndarray  # (n,) modules the embedding changed
     info: dict[str, Any]
+    valid: np.ndarray | None = None  # (n,) pair coding: the pair reads one kept, one pruned
+    null_p: np.ndarray | None = None  # (n,) pair coding: P(an unrelated intact pair reads the target pattern)
+    surplus: np.ndarray | None = None  # (n,) pair coding: kept weights of the first kernel minus the second's
 
 
 def _unpack(hex_bits: str, n: int) -> np.ndarray:
@@ -163,16 +173,85 @@ def combine_copies(kept: np.ndarray, stream: np.ndarray) -> list[tuple[str, np.n
     return out
 
 
+def pair_error_rate(kept: np.ndarray, valid: np.ndarray) -> float:
+    """Estimated share of a pair-coded copy's *intact* pairs that read the wrong bit.
+
+    Models an attack as independent kernel flips, kept → pruned at rate ``r1`` and pruned →
+    kept at ``r0``: a pair breaks both-pruned at ``r1 (1 − r0)``, both-kept at ``r0 (1 − r1)``,
+    and swaps (an undetectable wrong bit) at ``r1 r0``. The two broken shares observed give
+    ``r1`` and ``r0``; pruning alone (``r0 = 0``) leaves every intact pair right.
+
+    Args:
+        kept (`np.ndarray`): ``(n,)`` first-kernel reads.
+        valid (`np.ndarray`): ``(n,)`` intact pairs.
+
+    Returns:
+        The estimated error rate among intact pairs, in ``[1e-4, 0.5]``.
+    """
+    n = max(1, kept.size)
+    b1 = float((~valid & ~kept).sum()) / n  # both pruned
+    b0 = float((~valid & kept).sum()) / n  # both kept (the first kernel is kept)
+    d = b1 - b0
+    disc = (1 - d) ** 2 - 4 * b0
+    r0 = ((1 - d) - math.sqrt(disc)) / 2 if disc > 0 else (1 - d) / 2
+    r0 = min(max(r0, 0.0), 0.5)
+    r1 = min(max(r0 + d, 0.0), 0.5)
+    swap, clean = r1 * r0, (1 - r1) * (1 - r0)
+    return min(max(swap / (swap + clean) if swap + clean > 0 else 0.5, 1e-4), 0.5)
+
+
+def combine_pairs(kept: np.ndarray, stream: np.ndarray, valid: np.ndarray, surplus: np.ndarray | None = None
+                  ) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """Candidate data bits from pair-coded copies.
+
+    Each intact pair votes for its bit (``kept ^ stream``), a broken pair (both kernels kept
+    or both pruned) abstains. ``weighted``: each copy's vote counts its log-likelihood ratio
+    ``log((1 − ε) / ε)``, with ``ε`` its estimated error rate (:func:`pair_error_rate`), so a
+    copy an attack mostly wrote over counts little; ``pairs``: one vote per copy. The bit is
+    the sign of the sum, an erasure where it is zero, and the reliability its size.
+    ``surplus``: as ``weighted``, and a pair broken with both kernels kept casts half a vote
+    for the kernel with more kept weights (a kernel that add-on noise or another signature
+    switched on usually holds one or two weights, a trained one more). Then each copy alone
+    (its broken pairs erased), for an attack that wrote over the other copies.
+
+    Args:
+        kept (`np.ndarray`): ``(copies, n)`` first-kernel reads.
+        stream (`np.ndarray`): ``(copies, n)`` whitening bits.
+        valid (`np.ndarray`): ``(copies, n)`` intact pairs.
+        surplus (`np.ndarray`, *optional*): ``(copies, n)`` kept weights of the first kernel
+            minus the second's.
+
+    Returns:
+        ``(how, bits, erasures, reliability)`` candidates, in the order to try them.
+    """
+    votes = np.where(valid, np.where(kept ^ stream, 1.0, -1.0), 0.0)
+    eps = np.array([pair_error_rate(k, v) for k, v in zip(kept, valid, strict=True)])
+    weights = np.log((1 - eps) / eps)
+    scores = [("weighted", (votes * weights[:, None]).sum(axis=0)), ("pairs", votes.sum(axis=0))]
+    if surplus is not None:
+        polarity = np.where(stream, -1.0, 1.0)  # the first kernel kept means bit 1 ^ stream
+        guess = np.where(~valid & kept, 0.5 * np.sign(surplus) * polarity, 0.0)
+        scores.append(("surplus", ((votes + guess) * weights[:, None]).sum(axis=0)))
+    out = [(how, score > 0, np.isclose(score, 0.0), np.abs(score)) for how, score in scores]
+    if votes.shape[0] > 1:
+        out += [(f"copy{c}", votes[c] > 0, votes[c] == 0, np.abs(votes[c])) for c in range(votes.shape[0])]
+    return out
+
+
 def _decode(reads: list[_CopyRead], *, version: int, ecc: str, mask_pattern: int
             ) -> tuple[qr.QRDecodeResult, np.ndarray, np.ndarray, str]:
     """The first candidate combination that decodes to a valid QR bitstream (or the first one)."""
     kept = np.stack([r.kept for r in reads])
     stream = np.stack([r.stream for r in reads])
+    paired = reads[0].valid is not None
+    candidates = (combine_pairs(kept, stream, np.stack([r.valid for r in reads]),  # type: ignore[misc]
+                                np.stack([r.surplus for r in reads])) if paired  # type: ignore[misc]
+                  else combine_copies(kept, stream))
     best = None
-    for how, bits, erase, rel in combine_copies(kept, stream):
+    for how, bits, erase, rel in candidates:
         res = qr.decode_known(bits, version=version, ecc=ecc, mask_pattern=mask_pattern,
                               erasures=erase if erase.any() else None,
-                              reliability=rel if how in ("any", "majority", "all") else None)
+                              reliability=rel if how in ("any", "majority", "all", "pairs", "weighted", "surplus") else None)
         if best is None:
             best = (res, bits, erase, how)
         if res.ok:
@@ -211,7 +290,8 @@ def _read_keyed(weights: Mapping[str, torch.Tensor], section: Mapping[str, Any],
         raise KeyMismatchError(f"The key's whitening {section.get('whitening')!r} is unknown to this version of "
                                "hf_lottery_verify; upgrade it.")
     secret = parse_secret(section["secret"])
-    slots = [Slots.from_key(rec, tensors, c, n) for c, rec in enumerate(section["regions"])]
+    width = _width(section)
+    slots = [Slots.from_key(rec, tensors, c, n * width) for c, rec in enumerate(section["regions"])]
     shapes = section["param_shapes"]
     for s in slots:
         for name in s.params:
@@ -222,17 +302,41 @@ def _read_keyed(weights: Mapping[str, torch.Tensor], section: Mapping[str, Any],
     density = {name: float(squeeze_mask(masks[name]).double().mean()) for name in names}
     reads = []
     for c, (s, rec) in enumerate(zip(slots, section["regions"], strict=True)):
-        kept = np.zeros(n, dtype=bool)
+        count = np.zeros(n * width, dtype=np.int64)
         for name, pos, kernels in s.per_param():
             m = masks[name]
             if kernels.max() >= m.shape[0] * m.shape[1]:
                 raise KeyMismatchError(f"The key's slots in '{name}' lie outside the suspect's layer.")
             flat = m.reshape(m.shape[0] * m.shape[1], -1)
-            kept[pos] = flat[torch.from_numpy(kernels)].any(dim=1).numpy()
-        reads.append(_CopyRead(kept=kept, stream=whitening_stream(secret, c, n), layer=s.param_index.astype(np.int64),
-                               layers=list(s.params), changed=_unpack(rec["changed_bits"], n),
-                               info={"stage": s.stage, "layers": len(s.params), "q": [density[p] for p in s.params]}))
+            count[pos] = flat[torch.from_numpy(kernels)].sum(dim=1).numpy()
+        kept = count > 0
+        info = {"stage": s.stage, "layers": len(s.params), "q": [density[p] for p in s.params]}
+        layer = s.param_index.astype(np.int64)
+        if width == 1:
+            reads.append(_CopyRead(kept=kept, stream=whitening_stream(secret, c, n), layer=layer, layers=list(s.params),
+                                   changed=_unpack(rec["changed_bits"], n), info=info))
+            continue
+        pair, q = kept.reshape(n, 2), np.asarray(info["q"])[layer].reshape(n, 2)
+        # an unrelated mask reads pattern (1, 0) with probability q_a (1 - q_b), (0, 1) with (1 - q_a) q_b:
+        # given an intact pair, the target pattern with their ratio (1/2 at equal densities), whatever
+        # made the pairs intact (another owner's pair coding at the same slots included)
+        stream = whitening_stream(secret, c, n)
+        target = _unpack(section["data_bits"], n) ^ stream
+        p10, p01 = q[:, 0] * (1 - q[:, 1]), (1 - q[:, 0]) * q[:, 1]
+        null_p = np.where(target, p10, p01) / np.maximum(p10 + p01, 1e-12)
+        reads.append(_CopyRead(kept=pair[:, 0].copy(), stream=stream, layer=layer[0::2], layers=list(s.params),
+                               changed=_unpack(rec["changed_bits"], n), info=info, valid=pair[:, 0] != pair[:, 1],
+                               null_p=null_p, surplus=count[0::2] - count[1::2]))
     return reads, defended
+
+
+def _width(section: Mapping[str, Any]) -> int:
+    """Kernels per data module of a keyed section (2 for the pair coding)."""
+    coding = str(section.get("coding", "single"))
+    if coding not in ("single", "pairs"):
+        raise KeyMismatchError(f"The key's signature coding {coding!r} is unknown to this version of "
+                               "hf_lottery_verify; upgrade it.")
+    return 2 if coding == "pairs" else 1
 
 
 def slots_are_derived(section: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> bool:
@@ -249,7 +353,7 @@ def slots_are_derived(section: Mapping[str, Any], tensors: Mapping[str, torch.Te
         ``True`` when every copy's slots equal the HMAC derivation from the secret.
     """
     secret = parse_secret(section["secret"])
-    n = int(section["num_data_modules"])
+    n = int(section["num_data_modules"]) * _width(section)
     share = section.get("max_layer_share")
     for c, rec in enumerate(section["regions"]):
         recorded = Slots.from_key(rec, tensors, c, n)
@@ -340,12 +444,21 @@ def extract_signature(
     for r in reads:
         target_kept = expected ^ r.stream
         agree = r.kept == target_kept
-        groups = [(int((target_kept & r.changed & (r.layer == li)).sum()),
-                   int((~target_kept & r.changed & (r.layer == li)).sum()), q)
-                  for li, q in enumerate(r.info["q"])]
+        extra: dict[str, Any] = {}
+        if r.valid is None:
+            groups = [(int((target_kept & r.changed & (r.layer == li)).sum()),
+                       int((~target_kept & r.changed & (r.layer == li)).sum()), q)
+                      for li, q in enumerate(r.info["q"])]
+        else:  # intact pairs in the target pattern, among the intact ones; Bin(count, p) per null probability
+            agree &= r.valid
+            counted = r.changed & r.valid
+            values, counts = np.unique(np.round(r.null_p[counted], 12), return_counts=True)  # type: ignore[index]
+            groups = [(int(k), 0, float(v)) for v, k in zip(values, counts, strict=True)]
+            extra["erased"] = float((~r.valid).mean())
         agree_changed = int((agree & r.changed).sum())
         info = {k: v for k, v in r.info.items() if k != "q"}
-        per_copy.append({**info, "bit_agreement": float(agree.mean()), "changed_modules": int(r.changed.sum()),
+        per_copy.append({**info, "bit_agreement": float(agree.mean()), **extra,
+                         "changed_modules": int(r.changed.sum()),
                          "changed_agreement": agree_changed / max(1, int(r.changed.sum())),
                          "p_value": agreement_p_value(agree_changed, groups)})
     result, combined, erasures, how = _decode(reads, version=version, ecc=ecc, mask_pattern=mpat)
@@ -399,7 +512,7 @@ def signature_positions(key: OwnershipKey) -> dict[str, torch.Tensor]:
     shapes = {n: [int(v) for v in s] for n, s in section["param_shapes"].items()}
     maps: dict[str, torch.Tensor] = {}
     if str(section.get("layout", "regions")) == "keyed":
-        n = int(section["num_data_modules"])
+        n = int(section["num_data_modules"]) * _width(section)
         tensors = key.section_tensors(SIGNATURE_SECTION)
         for c, rec in enumerate(section["regions"]):
             for name, kernel_map in Slots.from_key(rec, tensors, c, n).kernel_maps(shapes).items():

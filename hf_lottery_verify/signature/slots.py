@@ -4,8 +4,11 @@ Each copy of the QR data modules goes to a keyed pseudo-random set of kernel pos
 ``(param, out, in)`` of **one stage** (``layer1``, ``layer2``, ... of a timm ResNet), drawn
 without replacement over the union of the stage's candidate convs, so a copy is spread over
 all of that stage's layers; different copies go to different stages, so no single layer
-group holds them all. Slot ``j`` of a copy holds data module ``j`` (row-major order of the
-symbol's data modules).
+group holds them all. With the single coding (keys of layout version 1) slot ``j`` of a copy
+holds data module ``j`` (row-major order of the symbol's data modules); with the pair coding
+(layout version 2, the default) slots ``2j`` and ``2j + 1`` hold module ``j`` as a
+complementary pair (one kept, one pruned), so an attack that flips one kernel of the pair
+leaves a detectable erasure instead of a wrong bit.
 
 The slots are recorded *explicitly* in the key (per copy: a small ``int16`` array of
 indices into the copy's parameter list, and an ``int32`` array of flat kernel indices
@@ -263,6 +266,7 @@ def keyed_capacity(
     layers: Sequence[str] | str | None = None,
     stages: Sequence[str] | None = None,
     max_occupancy: float = 0.5,
+    width: int = 1,
 ) -> tuple[int, int, str | None]:
     """Largest byte-mode payload one keyed copy can carry.
 
@@ -272,6 +276,7 @@ def keyed_capacity(
         layers (`Sequence[str]` or `str`, *optional*): Candidate layers (see :func:`signature_stages`).
         stages (`Sequence[str]`, *optional*): The model's stage names.
         max_occupancy (`float`, *optional*, defaults to 0.5): Largest share of a stage's kernels.
+        width (`int`, *optional*, defaults to 1): Kernels per data module (2 for the pair coding).
 
     Returns:
         ``(max_bytes, version, stage)``; ``(0, 0, None)`` when not even version 1 fits.
@@ -280,7 +285,7 @@ def keyed_capacity(
     best = (0, 0, None)
     for stage, params in candidates.items():
         room = max_occupancy * stage_kernels(masks, params)
-        fits = [v for v in range(1, 41) if qr.num_data_modules(v) <= room]
+        fits = [v for v in range(1, 41) if width * qr.num_data_modules(v) <= room]
         if fits and fits[-1] > best[1]:
             best = (qr.capacity(fits[-1], ecc), fits[-1], stage)
     return best
