@@ -33,13 +33,17 @@ LAYOUTS = ("keyed", "regions")
 earlier contiguous windows of one layer, found by FFT search (kept so old keys and the
 paper's exact Algorithm 2 stay available; a key-less window search finds them)."""
 KEYED_LAYOUT_VERSION = 2
-"""1: one kernel per data module (``coding="single"``); 2 adds the pair coding (``coding`` in the section)."""
+"""1: one kernel per data module (``coding="single"``); 2 adds the pair coding (``coding`` in the
+section, ``width`` per copy)."""
 CODINGS = ("auto", "pairs", "single")
 """Keyed layout: ``pairs`` writes each data module as two complementary kernels (one kept, one
 pruned): pruning or add-on noise that flips one of them leaves an *erasure* (both kept or both
 pruned), which Reed–Solomon corrects at half the cost of an error, instead of a wrong bit;
 it takes twice the kernels. ``single``: one kernel per module (layout version 1). ``auto``:
-pairs when the stages can hold them (as many copies as ``copies`` asks, or at least two), else single."""
+the stages of the single coding, each copy paired where its stage holds the pairs at
+``max_occupancy`` and single where not (e.g. ResNet-20's small ``layer1``, which magnitude
+pruning spares most), and single everywhere pairs would move more than
+:data:`HEAVY_SIGNATURE_SHARE` of an extreme ticket; the section says ``mixed`` when both occur."""
 
 
 def _model_stages(model: nn.Module) -> list[str] | None:
@@ -143,7 +147,7 @@ def embed_signature(
     (one per copy) and written to keyed pseudo-random kernels ("slots") of one stage per
     copy, spread over that stage's spatial convs; a 1 keeps the kernel (switching on
     ``module_weights`` seeded positions of an empty one), a 0 clears it — with the pair
-    coding (default where it fits) each module takes two kernels, the second the complement
+    coding (default wherever a stage holds it) each module takes two kernels, the second the complement
     of the first, so that a flipped kernel shows as an erasure. Then every layer's
     kept count is restored exactly outside the slots. Without the secret the written bits
     look like noise and their positions are unknown; the key records the slots explicitly.
@@ -238,10 +242,7 @@ def _embed_keyed(model: nn.Module, text: str, *, secret: bytes, seed: int, layer
     masks, params, rewind_sd = _prepare(model, rewind)
     stages = _model_stages(model)
     candidates = signature_stages(masks, layers=layers, stages=stages)
-    if coding == "auto":
-        coding = _auto_coding(text, candidates, masks, ecc=ecc, version=version, mask_pattern=mask_pattern,
-                              copies=copies, max_occupancy=max_occupancy)
-    width = 2 if coding == "pairs" else 1
+    width = 2 if coding == "pairs" else 1  # auto: stages planned as for single, paired where they can
     cap_bytes, cap_version, cap_stage = keyed_capacity(masks, ecc=ecc, layers=layers, stages=stages,
                                                         max_occupancy=max_occupancy, width=width)
     if cap_stage is None:
@@ -258,19 +259,22 @@ def _embed_keyed(model: nn.Module, text: str, *, secret: bytes, seed: int, layer
             f"the largest capacity available is {cap_bytes} bytes ({where}). Shorten the text, use a lower ecc "
             "level, or raise max_occupancy.", max_chars=cap_bytes)
     chosen = plan_stages(candidates, masks, n * width, copies=copies, max_occupancy=max_occupancy)
+    widths = ([2] * len(chosen) if coding == "pairs" else [1] * len(chosen) if coding == "single"
+              else _auto_widths(masks, candidates, chosen, n, max_occupancy=max_occupancy,
+                                module_weights=module_weights))
     gen = torch.Generator().manual_seed(seed)
     kept_before = {name: int(m.sum()) for name, m in masks.items()}
     new_masks = {name: m.detach().cpu().clone() for name, m in masks.items()}
     data_bits = symbol.data_bits()
     shapes = {name: tuple(m.shape) for name, m in masks.items()}
-    all_slots = [draw_slots(secret, shapes, stage, candidates[stage], n * width, c, max_layer_share=max_layer_share)
-                 for c, stage in enumerate(chosen)]
+    all_slots = [draw_slots(secret, shapes, stage, candidates[stage], n * w, c, max_layer_share=max_layer_share)
+                 for c, (stage, w) in enumerate(zip(chosen, widths, strict=True))]
     written = list(dict.fromkeys(name for s in all_slots for name in s.params))
     weights = {name: params[name].detach().cpu().clone() for name in written}
     changes: dict[str, int] = {}
     records, tensors = [], {}
     protected: dict[str, torch.Tensor] = {}
-    for c, slots in enumerate(all_slots):
+    for c, (slots, width) in enumerate(zip(all_slots, widths, strict=True)):
         target = data_bits ^ whitening_stream(secret, c, n)  # True = kernel kept
         if width == 2:  # slot 2j holds the module, slot 2j + 1 its complement
             target = np.stack([target, ~target], axis=1).reshape(-1)
@@ -290,7 +294,7 @@ def _embed_keyed(model: nn.Module, text: str, *, secret: bytes, seed: int, layer
         for name, m in slots.kernel_maps({p: new_masks[p].shape for p in slots.params}).items():
             protected[name] = protected[name] | m if name in protected else m
         changed = changed.reshape(n, width).any(axis=1)  # a module changed when any of its kernels did
-        records.append({"copy": c, "stage": slots.stage, "params": list(slots.params), "slots": len(slots),
+        records.append({"copy": c, "stage": slots.stage, "width": width, "params": list(slots.params), "slots": len(slots),
                         "per_param": per_param, "changed": int(changed.sum()),
                         "changed_bits": np.packbits(changed).tobytes().hex()})
         tensors.update(slots.to_tensors(c))
@@ -298,27 +302,38 @@ def _embed_keyed(model: nn.Module, text: str, *, secret: bytes, seed: int, layer
     _finish(model, params, weights, new_masks, kept_before, per_layer_exact="compensated_elsewhere" not in changes)
     section = _common_fields(
         symbol, text, new_masks, params, changes, layout="keyed", layout_version=KEYED_LAYOUT_VERSION,
-        secret=secret.hex(), whitening=WHITENING, coding=coding, seed=seed, copies=len(records),
+        secret=secret.hex(), whitening=WHITENING, coding={(1,): "single", (2,): "pairs"}.get(tuple(set(widths)), "mixed"),
+        seed=seed, copies=len(records),
         module_weights=module_weights,
         max_occupancy=max_occupancy, max_layer_share=max_layer_share)
     section["regions"] = records
     return section, tensors
 
 
-def _auto_coding(text: str, candidates: Mapping[str, Sequence[str]], masks: MaskDict, *, ecc: str,
-                 version: int | None, mask_pattern: int | None, copies: int | None, max_occupancy: float) -> str:
-    """``pairs`` when the stages hold paired copies (``copies`` of them, or at least two), else ``single``."""
-    try:
-        n = qr.encode(text, version=version, ecc=ecc, mask_pattern=mask_pattern).num_data_modules
-    except qr.QRCapacityError:
-        return "single"  # _embed_keyed reports the capacity
-    wanted = copies if copies is not None else 2
-    eligible = [s for s, p in candidates.items() if 2 * n <= max_occupancy * stage_kernels(masks, p)]
-    if len(eligible) >= wanted:
-        return "pairs"
-    logger.info("Pair coding needs %d kernels per copy and only %d stage(s) hold them at <= %.0f%% occupancy; "
-                "signing with the single coding.", 2 * n, len(eligible), 100 * max_occupancy)
-    return "single"
+def _expected_moves(masks: MaskDict, params: Sequence[str], slots: int, module_weights: int) -> float:
+    """Weights a copy of ``slots`` kernels is expected to move: half its kernels must be kept
+    (switch on ``module_weights`` where empty), half cleared (all their kept weights)."""
+    per_kernel = torch.cat([masks[p].reshape(masks[p].shape[0] * masks[p].shape[1], -1).sum(dim=1) for p in params])
+    density = float((per_kernel > 0).double().mean())
+    kept_per_kernel = float(per_kernel[per_kernel > 0].double().mean()) if density > 0 else 0.0
+    return slots / 2 * ((1 - density) * module_weights + density * kept_per_kernel)
+
+
+def _auto_widths(masks: MaskDict, candidates: Mapping[str, Sequence[str]], chosen: Sequence[str], n: int, *,
+                 max_occupancy: float, module_weights: int) -> list[int]:
+    """Pair every chosen stage that holds ``2n`` kernels at ``max_occupancy``, in order, as long as
+    the expected moves stay within :data:`HEAVY_SIGNATURE_SHARE` of the ticket (an extreme ticket
+    has too few kept weights to pay for pairs; it keeps the single coding)."""
+    budget = HEAVY_SIGNATURE_SHARE * sum(int(m.sum()) for m in masks.values())
+    widths = [1] * len(chosen)
+    cost = sum(_expected_moves(masks, candidates[s], n, module_weights) for s in chosen)
+    for c, stage in enumerate(chosen):
+        if 2 * n > max_occupancy * stage_kernels(masks, candidates[stage]):
+            continue
+        extra = _expected_moves(masks, candidates[stage], n, module_weights)  # a second kernel per module
+        if cost + extra <= budget:
+            widths[c], cost = 2, cost + extra
+    return widths
 
 
 def _embed_regions(model: nn.Module, text: str, *, seed: int, layers: Sequence[str] | str | None, ecc: str,

@@ -19,6 +19,7 @@ from ..ownership_key import SIGNATURE_SECTION, OwnershipKey
 from ..recovery import recover_masks
 from ..stats import binomial_log_pmf
 from ..suspect import Suspect, read_suspect
+from .combine import combine_copies, combine_pairs
 from .slots import Slots, draw_slots
 from .whitening import WHITENING, parse_secret, whitening_stream
 
@@ -133,120 +134,19 @@ def agreement_p_value(agree: int, groups: Sequence[tuple[int, int, float]]) -> f
     return 0.0 if tail == 0 else min(1.0, math.exp(math.log(tail) + log_scale))
 
 
-def combine_copies(kept: np.ndarray, stream: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
-    """Candidate data bits from one or more copies, for the attack models in turn.
-
-    Copy ``c`` claims data bit ``kept[c] ^ stream[c]``. Pruning attacks only turn kept
-    kernels into pruned ones, so a *kept* read is reliable and a pruned one is not
-    (``any``: one kept read outweighs every pruned read); add-on noise the opposite
-    (``all``); ``majority`` weighs every copy the same; ``erasures`` takes ``any``'s bits and
-    erases every module on which the copies disagree; ``copy<c>`` reads copy ``c`` alone (when
-    an attack destroyed the others). Ties become erasures. With identical
-    streams (the ``regions`` layout) ``any`` is exactly "kept in any copy".
-
-    Args:
-        kept (`np.ndarray`): ``(copies, n)`` boolean kernel reads.
-        stream (`np.ndarray`): ``(copies, n)`` whitening bits.
-
-    Returns:
-        ``(how, bits, erasures, reliability)`` candidates, in the order to try them.
-    """
-    votes = kept ^ stream
-    copies, n = votes.shape
-    if copies == 1:
-        return [("single", votes[0], np.zeros(n, dtype=bool), np.ones(n))]
-    strong = copies + 1
-
-    def vote(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        w1, w0 = (weight * votes).sum(axis=0), (weight * ~votes).sum(axis=0)
-        return w1 > w0, w1 == w0, np.abs(w1 - w0).astype(float)
-
-    out = []
-    for how, weight in (("any", np.where(kept, strong, 1)), ("majority", np.ones(votes.shape, dtype=int)),
-                        ("all", np.where(kept, 1, strong))):
-        bits, tie, rel = vote(weight)
-        out.append((how, bits, tie, rel))
-    disagree = votes.any(axis=0) & ~votes.all(axis=0)
-    out.append(("erasures", out[0][1], disagree, np.where(disagree, 0.0, 1.0)))
-    # each copy alone: survives an attack that destroyed the other copies outright
-    out += [(f"copy{c}", votes[c], np.zeros(n, dtype=bool), np.ones(n)) for c in range(copies)]
-    return out
-
-
-def pair_error_rate(kept: np.ndarray, valid: np.ndarray) -> float:
-    """Estimated share of a pair-coded copy's *intact* pairs that read the wrong bit.
-
-    Models an attack as independent kernel flips, kept → pruned at rate ``r1`` and pruned →
-    kept at ``r0``: a pair breaks both-pruned at ``r1 (1 − r0)``, both-kept at ``r0 (1 − r1)``,
-    and swaps (an undetectable wrong bit) at ``r1 r0``. The two broken shares observed give
-    ``r1`` and ``r0``; pruning alone (``r0 = 0``) leaves every intact pair right.
-
-    Args:
-        kept (`np.ndarray`): ``(n,)`` first-kernel reads.
-        valid (`np.ndarray`): ``(n,)`` intact pairs.
-
-    Returns:
-        The estimated error rate among intact pairs, in ``[1e-4, 0.5]``.
-    """
-    n = max(1, kept.size)
-    b1 = float((~valid & ~kept).sum()) / n  # both pruned
-    b0 = float((~valid & kept).sum()) / n  # both kept (the first kernel is kept)
-    d = b1 - b0
-    disc = (1 - d) ** 2 - 4 * b0
-    r0 = ((1 - d) - math.sqrt(disc)) / 2 if disc > 0 else (1 - d) / 2
-    r0 = min(max(r0, 0.0), 0.5)
-    r1 = min(max(r0 + d, 0.0), 0.5)
-    swap, clean = r1 * r0, (1 - r1) * (1 - r0)
-    return min(max(swap / (swap + clean) if swap + clean > 0 else 0.5, 1e-4), 0.5)
-
-
-def combine_pairs(kept: np.ndarray, stream: np.ndarray, valid: np.ndarray, surplus: np.ndarray | None = None
-                  ) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
-    """Candidate data bits from pair-coded copies.
-
-    Each intact pair votes for its bit (``kept ^ stream``), a broken pair (both kernels kept
-    or both pruned) abstains. ``weighted``: each copy's vote counts its log-likelihood ratio
-    ``log((1 − ε) / ε)``, with ``ε`` its estimated error rate (:func:`pair_error_rate`), so a
-    copy an attack mostly wrote over counts little; ``pairs``: one vote per copy. The bit is
-    the sign of the sum, an erasure where it is zero, and the reliability its size.
-    ``surplus``: as ``weighted``, and a pair broken with both kernels kept casts half a vote
-    for the kernel with more kept weights (a kernel that add-on noise or another signature
-    switched on usually holds one or two weights, a trained one more). Then each copy alone
-    (its broken pairs erased), for an attack that wrote over the other copies.
-
-    Args:
-        kept (`np.ndarray`): ``(copies, n)`` first-kernel reads.
-        stream (`np.ndarray`): ``(copies, n)`` whitening bits.
-        valid (`np.ndarray`): ``(copies, n)`` intact pairs.
-        surplus (`np.ndarray`, *optional*): ``(copies, n)`` kept weights of the first kernel
-            minus the second's.
-
-    Returns:
-        ``(how, bits, erasures, reliability)`` candidates, in the order to try them.
-    """
-    votes = np.where(valid, np.where(kept ^ stream, 1.0, -1.0), 0.0)
-    eps = np.array([pair_error_rate(k, v) for k, v in zip(kept, valid, strict=True)])
-    weights = np.log((1 - eps) / eps)
-    scores = [("weighted", (votes * weights[:, None]).sum(axis=0)), ("pairs", votes.sum(axis=0))]
-    if surplus is not None:
-        polarity = np.where(stream, -1.0, 1.0)  # the first kernel kept means bit 1 ^ stream
-        guess = np.where(~valid & kept, 0.5 * np.sign(surplus) * polarity, 0.0)
-        scores.append(("surplus", ((votes + guess) * weights[:, None]).sum(axis=0)))
-    out = [(how, score > 0, np.isclose(score, 0.0), np.abs(score)) for how, score in scores]
-    if votes.shape[0] > 1:
-        out += [(f"copy{c}", votes[c] > 0, votes[c] == 0, np.abs(votes[c])) for c in range(votes.shape[0])]
-    return out
-
-
 def _decode(reads: list[_CopyRead], *, version: int, ecc: str, mask_pattern: int
             ) -> tuple[qr.QRDecodeResult, np.ndarray, np.ndarray, str]:
     """The first candidate combination that decodes to a valid QR bitstream (or the first one)."""
     kept = np.stack([r.kept for r in reads])
     stream = np.stack([r.stream for r in reads])
-    paired = reads[0].valid is not None
-    candidates = (combine_pairs(kept, stream, np.stack([r.valid for r in reads]),  # type: ignore[misc]
-                                np.stack([r.surplus for r in reads])) if paired  # type: ignore[misc]
-                  else combine_copies(kept, stream))
+    paired = np.array([r.valid is not None for r in reads])
+    if paired.any():
+        n = kept.shape[1]
+        valid = np.stack([r.valid if r.valid is not None else np.ones(n, dtype=bool) for r in reads])
+        surplus = np.stack([r.surplus if r.surplus is not None else np.zeros(n, dtype=np.int64) for r in reads])
+        candidates = combine_pairs(kept, stream, valid, surplus, paired)
+    else:
+        candidates = combine_copies(kept, stream)
     best = None
     for how, bits, erase, rel in candidates:
         res = qr.decode_known(bits, version=version, ecc=ecc, mask_pattern=mask_pattern,
@@ -290,8 +190,9 @@ def _read_keyed(weights: Mapping[str, torch.Tensor], section: Mapping[str, Any],
         raise KeyMismatchError(f"The key's whitening {section.get('whitening')!r} is unknown to this version of "
                                "hf_lottery_verify; upgrade it.")
     secret = parse_secret(section["secret"])
-    width = _width(section)
-    slots = [Slots.from_key(rec, tensors, c, n * width) for c, rec in enumerate(section["regions"])]
+    widths = [_width(section, rec) for rec in section["regions"]]
+    slots = [Slots.from_key(rec, tensors, c, n * w) for c, (rec, w) in enumerate(zip(section["regions"], widths,
+                                                                                      strict=True))]
     shapes = section["param_shapes"]
     for s in slots:
         for name in s.params:
@@ -301,7 +202,7 @@ def _read_keyed(weights: Mapping[str, torch.Tensor], section: Mapping[str, Any],
     masks, defended = _suspect_masks(weights, names, section, defense=defense)
     density = {name: float(squeeze_mask(masks[name]).double().mean()) for name in names}
     reads = []
-    for c, (s, rec) in enumerate(zip(slots, section["regions"], strict=True)):
+    for c, (s, rec, width) in enumerate(zip(slots, section["regions"], widths, strict=True)):
         count = np.zeros(n * width, dtype=np.int64)
         for name, pos, kernels in s.per_param():
             m = masks[name]
@@ -330,13 +231,16 @@ def _read_keyed(weights: Mapping[str, torch.Tensor], section: Mapping[str, Any],
     return reads, defended
 
 
-def _width(section: Mapping[str, Any]) -> int:
-    """Kernels per data module of a keyed section (2 for the pair coding)."""
+def _width(section: Mapping[str, Any], record: Mapping[str, Any]) -> int:
+    """Kernels per data module of one keyed copy (2 for the pair coding)."""
     coding = str(section.get("coding", "single"))
-    if coding not in ("single", "pairs"):
+    if coding not in ("single", "pairs", "mixed"):
         raise KeyMismatchError(f"The key's signature coding {coding!r} is unknown to this version of "
                                "hf_lottery_verify; upgrade it.")
-    return 2 if coding == "pairs" else 1
+    width = int(record.get("width", 2 if coding == "pairs" else 1))
+    if width not in (1, 2):
+        raise KeyMismatchError(f"The key's copy width {width} is unknown to this version of hf_lottery_verify.")
+    return width
 
 
 def slots_are_derived(section: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> bool:
@@ -353,9 +257,9 @@ def slots_are_derived(section: Mapping[str, Any], tensors: Mapping[str, torch.Te
         ``True`` when every copy's slots equal the HMAC derivation from the secret.
     """
     secret = parse_secret(section["secret"])
-    n = int(section["num_data_modules"]) * _width(section)
     share = section.get("max_layer_share")
     for c, rec in enumerate(section["regions"]):
+        n = int(section["num_data_modules"]) * _width(section, rec)
         recorded = Slots.from_key(rec, tensors, c, n)
         try:
             derived = draw_slots(secret, section["param_shapes"], recorded.stage, recorded.params, n, c,
@@ -512,9 +416,9 @@ def signature_positions(key: OwnershipKey) -> dict[str, torch.Tensor]:
     shapes = {n: [int(v) for v in s] for n, s in section["param_shapes"].items()}
     maps: dict[str, torch.Tensor] = {}
     if str(section.get("layout", "regions")) == "keyed":
-        n = int(section["num_data_modules"]) * _width(section)
         tensors = key.section_tensors(SIGNATURE_SECTION)
         for c, rec in enumerate(section["regions"]):
+            n = int(section["num_data_modules"]) * _width(section, rec)
             for name, kernel_map in Slots.from_key(rec, tensors, c, n).kernel_maps(shapes).items():
                 maps[name] = maps[name] | kernel_map if name in maps else kernel_map
     else:
