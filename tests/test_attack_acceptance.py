@@ -47,15 +47,14 @@ def _settings():
 
 # Settings that break the contract on this tiny, over-easy task (the attack keeps the accuracy and the verdict falls
 # to 'inconclusive'); measured, reported in docs/RESULTS.md, and kept here so that a fix shows up as XPASS and a new
-# failure as a test failure. The pair coding (two complementary kernels per module) fixed add-on 10%, fake1 5-20%,
-# 50% magnitude pruning (global and per layer) and 50% pruning + fine-tuning; on Fashion-MNIST ResNet-20
-# (bench/attack_matrix.py) no setting within 5 points removes the evidence.
+# failure as a test failure. The pair coding (two complementary kernels per module) and a third copy (ResNet-8 has
+# two eligible stages: layer3 holds two copies) fixed add-on 10%, fake1 5-20%, 50% magnitude pruning (global and
+# per layer) and 50-70% pruning + fine-tuning; on Fashion-MNIST ResNet-20 (bench/attack_matrix.py) no setting within
+# 5 points removes the evidence.
 KNOWN = {
-    ("fake3", "", None): "ResNet-8's layer2 is small: the thief's paired QR covers 47% of it and breaks most of the "
-                         "owner's pairs there, leaving one copy with 16% erasures (too many scattered for RS)",
+    ("fake3", "", None): "ResNet-8's stages are small: the thief's paired QR (and its count restoration) switches on "
+                         "37-40% of the owner's pruned pair kernels and clears kept ones; 26 wrong bits remain",
     ("fake3", "finetuned", None): "as fake3",
-    ("prune_finetune", "magnitude", 0.7): "70% pruning erases 18% and 66% of the two copies' pairs: 12% of the "
-                                          "modules in both, just past what QR-H corrects",
 }
 
 

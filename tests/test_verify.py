@@ -80,6 +80,21 @@ def test_an_unrelated_model_is_not_owned_and_aligns_poorly(signed) -> None:
     assert report.verdict == "not_owned", report.reasons
     assert report.alignment["confidence"] < 0.5
     assert any("probably not a copy" in n for n in report.notes)
+    # the alignment searched channel orders for the best match: on a model that is no copy its
+    # p-value is not evidence, so the report takes the suspect's own order when that is larger
+    v2 = report.evidence["V2"]
+    assert v2["p_value"] == max(v2["aligned_p_value"], v2["unaligned"]["p_value"]) >= v2["aligned_p_value"]
+    assert "own channel order" in v2["summary"]
+
+
+def test_a_damaged_permuted_copy_keeps_its_aligned_evidence(signed) -> None:
+    model, key, _ = signed
+    from hf_lottery_verify.attacks import prune_attack
+
+    copy = prune_attack(permute_channels(model, seed=1), fraction=0.3)
+    report = hlv.verify_model(copy, key)
+    assert report.alignment["confidence"] >= 0.5 and "aligned_p_value" not in report.evidence["V2"]
+    assert report.evidence["V2"]["p_value"] < 1e-6, report.evidence["V2"]["summary"]
 
 
 def test_another_architecture_is_a_typed_error(signed) -> None:

@@ -86,7 +86,7 @@ def _llr(eps: float) -> float:
     return math.log((1 - eps) / eps)
 
 
-def combine_pairs(kept: np.ndarray, stream: np.ndarray, valid: np.ndarray, surplus: np.ndarray | None = None,
+def combine_pairs(kept: np.ndarray, stream: np.ndarray, valid: np.ndarray, fullness: np.ndarray | None = None,
                   paired: np.ndarray | None = None) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
     """Candidate data bits from pair-coded copies (and single-coded ones beside them).
 
@@ -97,18 +97,21 @@ def combine_pairs(kept: np.ndarray, stream: np.ndarray, valid: np.ndarray, surpl
     learn from) gets one error rate for its kept reads and one for its pruned reads, measured
     against the confident pair consensus (pruning makes pruned reads unreliable, add-on noise
     kept ones). ``pairs``: one vote per copy. The bit is the sign of the sum, an erasure where
-    it is zero, and the reliability its size. ``surplus``: as ``weighted``, and a pair broken
-    with both kernels kept casts half a vote for the kernel with more kept weights (a kernel
-    that add-on noise or another signature switched on usually holds one or two weights, a
-    trained one more). Then each copy alone (its broken pairs erased), for an attack that
-    wrote over the other copies.
+    it is zero, and the reliability its size. ``fullness`` (with ``fullness``): every kernel of
+    the owner's pairs that is kept holds at least ``module_weights`` weights, and retraining
+    under the fixed mask keeps it so, while a kernel that add-on noise, another signature or its
+    count restoration switched on usually holds one; each pair votes ``f_a − f_b`` (a kernel's
+    kept weights over ``module_weights``, capped at 1), so a both-kept pair still votes for the
+    fuller kernel and a pair kept on a one-weight kernel votes only half — ``fullness`` weighted
+    as ``weighted`` and ``fullness-flat`` with one vote per copy. Then each copy alone (its broken
+    pairs erased), for an attack that wrote over the other copies.
 
     Args:
         kept (`np.ndarray`): ``(copies, n)`` first-kernel reads (the kernel, for single copies).
         stream (`np.ndarray`): ``(copies, n)`` whitening bits.
         valid (`np.ndarray`): ``(copies, n)`` intact pairs (all ``True`` for single copies).
-        surplus (`np.ndarray`, *optional*): ``(copies, n)`` kept weights of the first kernel
-            minus the second's (ignored for single copies).
+        fullness (`np.ndarray`, *optional*): ``(copies, n)`` ``f_a − f_b`` in ``[−1, 1]``
+            (ignored for single copies).
         paired (`np.ndarray`, *optional*): ``(copies,)`` which copies are pair-coded (all, by default).
 
     Returns:
@@ -129,10 +132,10 @@ def combine_pairs(kept: np.ndarray, stream: np.ndarray, valid: np.ndarray, surpl
             eps = float(((votes[c] > 0) != (consensus > 0))[ref].mean()) if ref.sum() >= 16 else 0.25
             weights[c, where] = _llr(eps)
     scores = [("weighted", (votes * weights).sum(axis=0)), ("pairs", votes.sum(axis=0))]
-    if surplus is not None and paired.any():
+    if fullness is not None and paired.any():
         polarity = np.where(stream, -1.0, 1.0)  # the first kernel kept means bit 1 ^ stream
-        guess = np.where(~valid & kept & paired[:, None], 0.5 * np.sign(surplus) * polarity, 0.0)
-        scores.append(("surplus", ((votes + guess) * weights).sum(axis=0)))
+        soft = np.where(paired[:, None], fullness * polarity, votes)
+        scores += [("fullness", (soft * weights).sum(axis=0)), ("fullness-flat", soft.sum(axis=0))]
     out = [(how, score > 0, np.isclose(score, 0.0), np.abs(score)) for how, score in scores]
     if copies > 1:
         out += [(f"copy{c}", votes[c] > 0, votes[c] == 0, np.abs(votes[c])) for c in range(copies)]

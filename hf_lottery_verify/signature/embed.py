@@ -163,8 +163,10 @@ def embed_signature(
         layout (`str`, *optional*, defaults to `"keyed"`): ``"keyed"`` or ``"regions"`` (the
             earlier contiguous windows; a key-less search finds them: use only for tests and
             the paper's exact Algorithm 2).
-        copies (`int`, *optional*): Copies of the symbol. Keyed: one stage each; ``None``
-            uses every stage that holds a copy at ``max_occupancy``, at most 3. Regions:
+        copies (`int`, *optional*): Copies of the symbol. Keyed: ``None`` makes 3, one per
+            stage that holds a copy at ``max_occupancy`` (earliest first) and, with only two
+            such stages, a second one in the roomier stage on kernels of its own while the
+            ticket can pay for it; copies never all share one stage. Regions:
             non-overlapping windows, ``None`` = 2.
         module_weights (`int`, *optional*, defaults to 2): Minimum kept weights of a kernel
             that encodes a 1 (1 = the paper's); 2 resists random pruning and add-on noise.
@@ -259,6 +261,8 @@ def _embed_keyed(model: nn.Module, text: str, *, secret: bytes, seed: int, layer
             f"the largest capacity available is {cap_bytes} bytes ({where}). Shorten the text, use a lower ecc "
             "level, or raise max_occupancy.", max_chars=cap_bytes)
     chosen = plan_stages(candidates, masks, n * width, copies=copies, max_occupancy=max_occupancy)
+    if copies is None:  # a stage's second copy only where the ticket can pay for it (not at extreme density)
+        chosen = _affordable(masks, candidates, chosen, n, module_weights=module_weights)
     widths = ([2] * len(chosen) if coding == "pairs" else [1] * len(chosen) if coding == "single"
               else _auto_widths(masks, candidates, chosen, n, max_occupancy=max_occupancy,
                                 module_weights=module_weights))
@@ -267,8 +271,10 @@ def _embed_keyed(model: nn.Module, text: str, *, secret: bytes, seed: int, layer
     new_masks = {name: m.detach().cpu().clone() for name, m in masks.items()}
     data_bits = symbol.data_bits()
     shapes = {name: tuple(m.shape) for name, m in masks.items()}
-    all_slots = [draw_slots(secret, shapes, stage, candidates[stage], n * w, c, max_layer_share=max_layer_share)
-                 for c, (stage, w) in enumerate(zip(chosen, widths, strict=True))]
+    all_slots: list = []
+    for c, (stage, w) in enumerate(zip(chosen, widths, strict=True)):  # a stage's later copies avoid its earlier ones
+        all_slots.append(draw_slots(secret, shapes, stage, candidates[stage], n * w, c,
+                                    max_layer_share=max_layer_share, taken=all_slots))
     written = list(dict.fromkeys(name for s in all_slots for name in s.params))
     weights = {name: params[name].detach().cpu().clone() for name in written}
     changes: dict[str, int] = {}
@@ -319,20 +325,37 @@ def _expected_moves(masks: MaskDict, params: Sequence[str], slots: int, module_w
     return slots / 2 * ((1 - density) * module_weights + density * kept_per_kernel)
 
 
+def _affordable(masks: MaskDict, candidates: Mapping[str, Sequence[str]], chosen: Sequence[str], n: int, *,
+                module_weights: int) -> list[str]:
+    """``chosen`` without the repeated-stage copies whose expected moves would pass the budget."""
+    budget = HEAVY_SIGNATURE_SHARE * sum(int(m.sum()) for m in masks.values())
+    kept: list[str] = []
+    cost = 0.0
+    for stage in chosen:
+        extra = _expected_moves(masks, candidates[stage], n, module_weights)
+        if stage in kept and cost + extra > budget:
+            continue
+        kept.append(stage)
+        cost += extra
+    return kept
+
+
 def _auto_widths(masks: MaskDict, candidates: Mapping[str, Sequence[str]], chosen: Sequence[str], n: int, *,
                  max_occupancy: float, module_weights: int) -> list[int]:
-    """Pair every chosen stage that holds ``2n`` kernels at ``max_occupancy``, in order, as long as
-    the expected moves stay within :data:`HEAVY_SIGNATURE_SHARE` of the ticket (an extreme ticket
-    has too few kept weights to pay for pairs; it keeps the single coding)."""
+    """Pair every copy, in order, whose stage still holds ``2n`` more kernels at ``max_occupancy``
+    (with its other copies), as long as the expected moves stay within
+    :data:`HEAVY_SIGNATURE_SHARE` of the ticket (an extreme ticket has too few kept weights to
+    pay for pairs; it keeps the single coding)."""
     budget = HEAVY_SIGNATURE_SHARE * sum(int(m.sum()) for m in masks.values())
     widths = [1] * len(chosen)
+    used = {s: n * list(chosen).count(s) for s in chosen}
     cost = sum(_expected_moves(masks, candidates[s], n, module_weights) for s in chosen)
     for c, stage in enumerate(chosen):
-        if 2 * n > max_occupancy * stage_kernels(masks, candidates[stage]):
+        if used[stage] + n > max_occupancy * stage_kernels(masks, candidates[stage]):
             continue
         extra = _expected_moves(masks, candidates[stage], n, module_weights)  # a second kernel per module
         if cost + extra <= budget:
-            widths[c], cost = 2, cost + extra
+            widths[c], cost, used[stage] = 2, cost + extra, used[stage] + n
     return widths
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
@@ -39,15 +40,17 @@ class SignatureEvidence:
             the signature on at least as many of the modules the embedding *changed*
             (Bonferroni over copies; pair coding: intact pairs reading the target pattern, among the
             intact ones). Modules that already agreed before signing are not
-            counted: the unsigned ticket scores p ≈ 1.
+            counted: the unsigned ticket scores p ≈ 1. Per copy the larger of the exact
+            binomial tail and the tail against random slot sets of the suspect's own stage
+            (:func:`decoy_p_value`), which measures how much real masks vary.
         image_text: What zbar read from the restored symbol (cross-check), or ``None``.
         copies: Per copy: where it lives, bit agreement, changed modules, p-value.
         erasures: Modules handed to the decoder as erasures (copies disagreeing).
         defense_applied: Layers where the add-on defense kept only the top-k magnitudes.
         decode_reason: Why decoding failed, if it did.
         combination: How copies were combined for the decode (``single``, ``any`` — kept
-            reads win, ``majority``, ``all`` — pruned reads win, ``erasures``, ``weighted`` or
-            ``pairs`` — intact pairs vote, or ``copy<c>`` alone).
+            reads win, ``majority``, ``all`` — pruned reads win, ``erasures``, ``weighted``,
+            ``pairs``, ``fullness`` or ``fullness-flat`` — pairs vote, or ``copy<c>`` alone).
         layout: The key's signature layout (``keyed`` or ``regions``).
         slots_verified: Keyed layout: the key's slots are the ones its secret derives (when
             not, the key was edited or forged after the fact and ``matches`` is ``False``);
@@ -90,7 +93,8 @@ class _CopyRead:
     info: dict[str, Any]
     valid: np.ndarray | None = None  # (n,) pair coding: the pair reads one kept, one pruned
     null_p: np.ndarray | None = None  # (n,) pair coding: P(an unrelated intact pair reads the target pattern)
-    surplus: np.ndarray | None = None  # (n,) pair coding: kept weights of the first kernel minus the second's
+    fullness: np.ndarray | None = None  # (n,) pair coding: f_a - f_b, f = min(kept weights, module_weights) / it
+    decoys: np.ndarray | None = None  # (DECOYS, n * width) kernel reads at random positions of the same stage
 
 
 def _unpack(hex_bits: str, n: int) -> np.ndarray:
@@ -143,15 +147,15 @@ def _decode(reads: list[_CopyRead], *, version: int, ecc: str, mask_pattern: int
     if paired.any():
         n = kept.shape[1]
         valid = np.stack([r.valid if r.valid is not None else np.ones(n, dtype=bool) for r in reads])
-        surplus = np.stack([r.surplus if r.surplus is not None else np.zeros(n, dtype=np.int64) for r in reads])
-        candidates = combine_pairs(kept, stream, valid, surplus, paired)
+        fullness = np.stack([r.fullness if r.fullness is not None else np.zeros(n) for r in reads])
+        candidates = combine_pairs(kept, stream, valid, fullness, paired)
     else:
         candidates = combine_copies(kept, stream)
     best = None
     for how, bits, erase, rel in candidates:
         res = qr.decode_known(bits, version=version, ecc=ecc, mask_pattern=mask_pattern,
                               erasures=erase if erase.any() else None,
-                              reliability=rel if how in ("any", "majority", "all", "pairs", "weighted", "surplus") else None)
+                              reliability=None if how.startswith("copy") or how in ("single", "erasures") else rel)
         if best is None:
             best = (res, bits, erase, how)
         if res.ok:
@@ -211,13 +215,17 @@ def _read_keyed(weights: Mapping[str, torch.Tensor], section: Mapping[str, Any],
             flat = m.reshape(m.shape[0] * m.shape[1], -1)
             count[pos] = flat[torch.from_numpy(kernels)].sum(dim=1).numpy()
         kept = count > 0
+        stage_kept = torch.cat([masks[p].reshape(masks[p].shape[0] * masks[p].shape[1], -1).any(dim=1)
+                                for p in s.params]).numpy()
+        decoys = _decoy_reads(stage_kept, n * width, seed=secret + b"decoys/%d" % c)
         info = {"stage": s.stage, "layers": len(s.params), "q": [density[p] for p in s.params]}
         layer = s.param_index.astype(np.int64)
         if width == 1:
             reads.append(_CopyRead(kept=kept, stream=whitening_stream(secret, c, n), layer=layer, layers=list(s.params),
-                                   changed=_unpack(rec["changed_bits"], n), info=info))
+                                   changed=_unpack(rec["changed_bits"], n), info=info, decoys=decoys))
             continue
         pair, q = kept.reshape(n, 2), np.asarray(info["q"])[layer].reshape(n, 2)
+        mw = max(1, int(section.get("module_weights", 1)))
         # an unrelated mask reads pattern (1, 0) with probability q_a (1 - q_b), (0, 1) with (1 - q_a) q_b:
         # given an intact pair, the target pattern with their ratio (1/2 at equal densities), whatever
         # made the pairs intact (another owner's pair coding at the same slots included)
@@ -227,8 +235,41 @@ def _read_keyed(weights: Mapping[str, torch.Tensor], section: Mapping[str, Any],
         null_p = np.where(target, p10, p01) / np.maximum(p10 + p01, 1e-12)
         reads.append(_CopyRead(kept=pair[:, 0].copy(), stream=stream, layer=layer[0::2], layers=list(s.params),
                                changed=_unpack(rec["changed_bits"], n), info=info, valid=pair[:, 0] != pair[:, 1],
-                               null_p=null_p, surplus=count[0::2] - count[1::2]))
+                               null_p=null_p, fullness=(np.minimum(count[0::2], mw) - np.minimum(count[1::2], mw)) / mw,
+                               decoys=decoys))
     return reads, defended
+
+
+DECOYS = 256
+"""Random slot sets per copy whose agreement calibrates the copy's p-value on the suspect itself."""
+
+
+def _decoy_reads(stage_kept: np.ndarray, k: int, *, seed: bytes) -> np.ndarray:
+    """Kernel reads at ``DECOYS`` random position sets of ``k`` kernels of the stage (seeded by the key)."""
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(seed).digest()[:8], "little"))
+    k = min(k, stage_kept.size)
+    return np.stack([stage_kept[rng.choice(stage_kept.size, size=k, replace=False)] for _ in range(DECOYS)])
+
+
+def decoy_p_value(observed: int, decoy_stats: np.ndarray) -> float:
+    """Upper-tail p-value of ``observed`` against the decoy statistics (normal approximation).
+
+    The binomial null of :func:`agreement_p_value` treats kernels as independent at their
+    layer's density; real masks have denser and sparser channels, so agreement varies more
+    than that model allows and its p-values come out too small on unrelated models. The same
+    statistic at random slot sets of the same stage of the *suspect* measures the actual
+    spread; the p-value is the normal tail at the observed value.
+
+    Args:
+        observed (`int`): The statistic at the key's slots.
+        decoy_stats (`np.ndarray`): The statistic at each decoy slot set.
+
+    Returns:
+        ``P(Z >= (observed − mean) / sd)``.
+    """
+    mean = float(decoy_stats.mean())
+    sd = max(float(decoy_stats.std(ddof=1)), 0.5)
+    return 0.5 * math.erfc((observed - mean) / sd / math.sqrt(2))
 
 
 def _width(section: Mapping[str, Any], record: Mapping[str, Any]) -> int:
@@ -258,16 +299,18 @@ def slots_are_derived(section: Mapping[str, Any], tensors: Mapping[str, torch.Te
     """
     secret = parse_secret(section["secret"])
     share = section.get("max_layer_share")
+    earlier: list[Slots] = []
     for c, rec in enumerate(section["regions"]):
         n = int(section["num_data_modules"]) * _width(section, rec)
         recorded = Slots.from_key(rec, tensors, c, n)
         try:
             derived = draw_slots(secret, section["param_shapes"], recorded.stage, recorded.params, n, c,
-                                 max_layer_share=share)
+                                 max_layer_share=share, taken=earlier)
         except (SignatureError, KeyError):
             return False
         if not recorded.same_as(derived):
             return False
+        earlier.append(derived)
     return True
 
 
@@ -361,10 +404,20 @@ def extract_signature(
             extra["erased"] = float((~r.valid).mean())
         agree_changed = int((agree & r.changed).sum())
         info = {k: v for k, v in r.info.items() if k != "q"}
+        p_binomial = agreement_p_value(agree_changed, groups)
+        p_decoys = None
+        if r.decoys is not None:  # the same statistic at random slot sets of the suspect's stage
+            d = r.decoys
+            if r.valid is None:
+                stats = ((d == target_kept) & r.changed).sum(axis=1)
+            else:
+                stats = ((d[:, 0::2] != d[:, 1::2]) & (d[:, 0::2] == target_kept) & r.changed).sum(axis=1)
+            p_decoys = decoy_p_value(agree_changed, stats)
         per_copy.append({**info, "bit_agreement": float(agree.mean()), **extra,
                          "changed_modules": int(r.changed.sum()),
                          "changed_agreement": agree_changed / max(1, int(r.changed.sum())),
-                         "p_value": agreement_p_value(agree_changed, groups)})
+                         "p_binomial": p_binomial, "p_decoys": p_decoys,
+                         "p_value": max(p_binomial, p_decoys) if p_decoys is not None else p_binomial})
     result, combined, erasures, how = _decode(reads, version=version, ecc=ecc, mask_pattern=mpat)
     image_text = None
     if cross_check:

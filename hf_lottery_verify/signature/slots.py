@@ -180,35 +180,48 @@ def plan_stages(
     copies: int | None,
     max_occupancy: float,
 ) -> list[str]:
-    """The stages that receive a copy: the earliest ones that hold it at ``max_occupancy``.
+    """The stage of every copy: each eligible stage once, earliest first, then — when at least
+    two stages hold copies — extra copies in the stage with the most room left.
 
     Earlier stages are preferred (the paper's "low-level layers": denser, with larger
-    weights, so one-shot magnitude pruning removes fewer of them).
+    weights, so one-shot magnitude pruning removes fewer of them). A model with only two
+    eligible stages (ResNet-8) still gets three copies, the third beside one of the others
+    on kernels of its own; copies never all share one stage.
 
     Args:
         candidates (`Mapping[str, Sequence[str]]`): :func:`signature_stages`' result.
         masks (`Mapping[str, torch.Tensor]`): The ticket's masks.
-        n_modules (`int`): Data modules per copy.
-        copies (`int`, *optional*): Copies wanted; ``None`` = as many eligible stages as
-            exist, at most 3.
-        max_occupancy (`float`): Largest share of a stage's kernels one copy may take.
+        n_modules (`int`): Kernels per copy.
+        copies (`int`, *optional*): Copies wanted; ``None`` = 3 where the stages hold them.
+        max_occupancy (`float`): Largest share of a stage's kernels its copies may take together.
 
     Returns:
         Stage names, one per copy.
 
     Raises:
-        SignatureError: ``copies`` is below 1 or more than the eligible stages.
+        SignatureError: ``copies`` is below 1, or the stages cannot hold that many copies.
     """
     if copies is not None and copies < 1:
         raise SignatureError(f"copies must be at least 1, got {copies}.")
-    eligible = [s for s, params in candidates.items() if n_modules <= max_occupancy * stage_kernels(masks, params)]
-    wanted = min(3, len(eligible)) if copies is None else copies
-    if len(eligible) < wanted:
+    room = {s: max_occupancy * stage_kernels(masks, params) for s, params in candidates.items()}
+    eligible = [s for s in candidates if n_modules <= room[s]]
+    wanted = 3 if copies is None else copies
+    chosen = eligible[:wanted]
+    for s in chosen:
+        room[s] -= n_modules
+    while len(chosen) < wanted and len(set(chosen)) >= 2:
+        roomiest = max(eligible, key=lambda s: room[s])
+        if room[roomiest] < n_modules:
+            break
+        chosen.append(roomiest)
+        room[roomiest] -= n_modules
+    if copies is not None and len(chosen) < copies:
         raise SignatureError(
-            f"Only {len(eligible)} stage(s) ({', '.join(eligible) or 'none'}) can hold a copy of {n_modules} data "
-            f"modules at <= {max_occupancy:.0%} of their kernels, and every copy needs its own stage; lower copies "
-            "(or leave copies=None), shorten the text, lower ecc, or raise max_occupancy.")
-    return eligible[:wanted]
+            f"Only {len(chosen)} cop{'y' if len(chosen) == 1 else 'ies'} of {n_modules} kernels fit "
+            f"({', '.join(eligible) or 'no stage'} at <= {max_occupancy:.0%} of their kernels, and copies never all "
+            "share one stage); lower copies (or leave copies=None), shorten the text, lower ecc, or raise "
+            "max_occupancy.")
+    return chosen
 
 
 def draw_slots(
@@ -220,6 +233,7 @@ def draw_slots(
     copy: int,
     *,
     max_layer_share: float | None = None,
+    taken: Sequence[Slots] = (),
 ) -> Slots:
     """Draw one copy's slots: ``n_modules`` keyed kernel positions over the stage's parameters.
 
@@ -232,6 +246,8 @@ def draw_slots(
         copy (`int`): Copy index.
         max_layer_share (`float`, *optional*): Largest share of the copy one parameter may
             hold (``None``: no cap; slots then fall on each layer in proportion to its size).
+        taken (`Sequence[Slots]`, *optional*): Earlier copies in the same stage (same
+            parameters), whose kernels this copy must avoid.
 
     Returns:
         The :class:`Slots`.
@@ -246,13 +262,16 @@ def draw_slots(
         if not 0 < max_layer_share <= 1:
             raise SignatureError(f"max_layer_share must lie in (0, 1], got {max_layer_share}.")
         caps = [math.ceil(max_layer_share * n_modules)] * len(params)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    exclude = [offsets[t.param_index.astype(np.int64)] + t.kernel_index.astype(np.int64) for t in taken
+               if t.stage == stage and tuple(t.params) == tuple(params)]
     try:
         flat = keyed_sample(secret, b"slots/%d/%s" % (copy, stage.encode()), int(sizes.sum()), n_modules,
-                            groups=groups if caps else None, group_caps=caps)
+                            groups=groups if caps else None, group_caps=caps,
+                            exclude=np.concatenate(exclude) if exclude else None)
     except SignatureError as exc:
         raise SignatureError(f"Stage '{stage}' cannot hold {n_modules} slots with max_layer_share={max_layer_share}: "
                              f"{exc} Raise max_layer_share or leave it None.") from exc
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     param_index = groups[flat]
     kernel_index = flat - offsets[param_index]
     return Slots(stage=stage, params=tuple(params), param_index=param_index.astype(np.int16),

@@ -137,6 +137,7 @@ def keyed_sample(
     *,
     groups: np.ndarray | None = None,
     group_caps: Sequence[int] | np.ndarray | None = None,
+    exclude: np.ndarray | None = None,
 ) -> np.ndarray:
     """``k`` distinct indices of ``range(population)`` in keyed pseudo-random order.
 
@@ -151,6 +152,8 @@ def keyed_sample(
         k (`int`): Sample size.
         groups (`np.ndarray`, *optional*): Group id (``0..G-1``) of every index.
         group_caps (`Sequence[int]`, *optional*): Most indices any group may contribute.
+        exclude (`np.ndarray`, *optional*): Indices that may not be drawn (skipped where the
+            stream yields them, so the draw is the same as without them wherever they are not hit).
 
     Returns:
         An ``int64`` array of ``k`` distinct indices, in draw order.
@@ -160,18 +163,20 @@ def keyed_sample(
     """
     if k < 0 or population < 0:
         raise SignatureError(f"Cannot draw {k} of {population} positions.")
+    taken = np.zeros(population, dtype=bool)
+    if exclude is not None and len(exclude):
+        taken[np.asarray(exclude, dtype=np.int64)] = True
     caps = None
     if groups is not None and group_caps is not None:
         caps = np.asarray(group_caps, dtype=np.int64).copy()
-        sizes = np.bincount(groups, minlength=len(caps))
+        sizes = np.bincount(groups[~taken], minlength=len(caps))
         reachable = int(np.minimum(sizes, caps).sum())
     else:
-        reachable = population
+        reachable = population - int(taken.sum())
     if k > reachable:
         raise SignatureError(f"Cannot draw {k} distinct positions from {reachable} available ones.")
     stream = KeyedStream(secret, label)
     limit = np.uint64((2**64 // population) * population - 1) if population else np.uint64(0)
-    taken = np.zeros(population, dtype=bool)
     out: list[int] = []
     while len(out) < k:
         words = stream.uint64(max(64, 2 * (k - len(out))))

@@ -109,8 +109,18 @@ def _reference_shapes(key: OwnershipKey) -> dict[str, tuple[int, ...]] | None:
 # --------------------------------------------------------------------------- schemes
 
 
-def _v2_evidence(weights: Mapping[str, torch.Tensor], key: OwnershipKey, alignment: Any, reference: Any
-                 ) -> dict[str, Any]:
+def _v2_evidence(weights: Mapping[str, torch.Tensor], key: OwnershipKey, alignment: Any, reference: Any, *,
+                 stored: Mapping[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """Scheme V2 on the re-aligned suspect.
+
+    Re-alignment searches the suspect's channel orders for the best match to the owner's
+    reference, so on a model that is no copy (alignment confidence below ``LOW_CONFIDENCE``)
+    the aligned mask agrees with the signature more than chance would: measured on 60 null
+    models, the aligned V2 p-values had a median of 0.04 where the suspect's own order gives
+    about 0.5. There the p-value is the larger of the two (the search is not evidence); a
+    decode to the key's text counts from either order.
+    """
+    from ..errors import HfLotteryError
     from ..recovery import recover_aligned_masks
     from ..signature import extract_signature
 
@@ -121,11 +131,25 @@ def _v2_evidence(weights: Mapping[str, torch.Tensor], key: OwnershipKey, alignme
         source.update({n: m.to(torch.float32) for n, m in recover_aligned_masks(alignment, reference).items()})
     ev = extract_signature(source, key)
     d = ev.to_dict()
-    status = "decodes to the key's text" if ev.matches else (
-        f"decodes to another text {ev.text!r}" if ev.text else f"does not decode ({ev.decode_reason})")
-    d["summary"] = (f"QR signature {status}; bit agreement {ev.bit_agreement:.3f}, p={ev.p_value:.2g}"
-                    + (f", {ev.erasures} erasures" if ev.erasures else ""))
-    d["decisive"] = bool(ev.matches)
+    if alignment is not None and alignment.confidence < LOW_CONFIDENCE and stored is not None:
+        try:
+            own = extract_signature(dict(stored), key)
+        except HfLotteryError as exc:
+            d["unaligned"] = {"error": str(exc)}
+        else:
+            d["unaligned"] = {"p_value": own.p_value, "matches": own.matches, "bit_agreement": own.bit_agreement}
+            d["aligned_p_value"] = ev.p_value
+            d["p_value"] = max(ev.p_value, own.p_value)
+            if own.matches and not ev.matches:
+                d.update(own.to_dict(), aligned_p_value=ev.p_value, unaligned={"matches": True})
+                ev = own
+    status = "decodes to the key's text" if d["matches"] else (
+        f"decodes to another text {d['text']!r}" if d["text"] else f"does not decode ({d['decode_reason']})")
+    d["summary"] = (f"QR signature {status}; bit agreement {d['bit_agreement']:.3f}, p={d['p_value']:.2g}"
+                    + (f", {d['erasures']} erasures" if d["erasures"] else "")
+                    + (" (p-value in the suspect's own channel order: the alignment found no copy)"
+                       if "aligned_p_value" in d else ""))
+    d["decisive"] = bool(d["matches"])
     return d
 
 
@@ -290,7 +314,7 @@ def verify_model(
     if SIGNATURE_SECTION in key.sections:
         t = time.perf_counter()
         try:
-            evidence["V2"] = _v2_evidence(weights, key, alignment, reference)
+            evidence["V2"] = _v2_evidence(weights, key, alignment, reference, stored=read.state_dict)
         except HfLotteryError as exc:
             evidence["V2"] = {"error": str(exc), "summary": f"not readable: {exc}", "decisive": False}
         timings["v2_s"] = time.perf_counter() - t
