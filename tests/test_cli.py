@@ -112,6 +112,16 @@ def test_sign_then_extract_commands(tmp_path: Path, capsys) -> None:
             str(tmp_path / "signed"), "--json"]
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)["copies"] >= 1
+    assert hlv.OwnershipKey.load(key).section("signature")["coding"] == "pairs"  # auto: a v2 symbol pairs in every stage
+    single = tmp_path / "keys" / "single.json"
+    assert main(["sign", str(tmp_path / "ticket"), "--signature", "alice 2026", "--key-out", str(single), "--out",
+                 str(tmp_path / "signed_single"), "--coding", "single"]) == 0
+    assert hlv.OwnershipKey.load(single).section("signature")["coding"] == "single"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:  # argparse: the choices in one line, exit 2
+        main(["sign", str(tmp_path / "ticket"), "--signature", "x", "--key-out", str(tmp_path / "k3.json"),
+              "--out", str(tmp_path / "s3"), "--coding", "triple"])
+    assert info.value.code == 2 and "triple" in capsys.readouterr().err
     assert main(["extract", str(tmp_path / "signed"), "--key", str(key), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["text"] == "alice 2026"
     # the unsigned ticket does not carry the signature: exit 1, not an error

@@ -97,9 +97,12 @@ class SignatureOptions:
     """Scheme V2: how the QR signature is embedded (see embed_signature)."""
 
     _argument_group_name = "signature"
-    copies: int | None = _help("copies of the symbol, one stage each (default: as many stages as fit, up to 3)",
+    copies: int | None = _help("copies of the symbol (default: 3, spread over the stages that fit; never all in one)",
                                default=None)
     module_weights: int = _help("kept weights per kernel that encodes a 1 (1 = the paper's)", default=2)
+    coding: Literal["auto", "pairs", "single"] = _help(
+        "pairs: two complementary kernels per module (a flipped kernel is an erasure, not an error); single: one; "
+        "auto: pairs where the stage has room and the ticket can pay", default="auto")
     ecc: Literal["L", "M", "Q", "H"] = _help("QR error-correction level", default="H")
     version: int | None = _help("QR version (default: the smallest that fits)", default=None)
     layers: str | None = _help("'all' or comma-separated parameter names (default: the spatial convs)",
@@ -111,7 +114,8 @@ class SignatureOptions:
     def embed_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :func:`hf_lottery_verify.signature.embed_signature`."""
         out: dict[str, Any] = {"copies": self.copies, "module_weights": self.module_weights, "ecc": self.ecc,
-                               "version": self.version, "seed": self.seed, "secret": self.secret}
+                               "version": self.version, "seed": self.seed, "secret": self.secret,
+                               "coding": self.coding}
         if self.layers:
             out["layers"] = "all" if self.layers == "all" else self.layers.split(",")
         return {k: v for k, v in out.items() if v is not None}
