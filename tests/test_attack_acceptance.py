@@ -1,13 +1,14 @@
 """The attack contract on a trained ticket: no registered attack removes the evidence while keeping the accuracy.
 
-A tiny cifar_resnet8 ticket is signed (V2) with a trigger set (V3) and retrained on synthetic data; every
-registered attack runs at every setting of its registry sweep. Lukas et al.'s bar: an attack that keeps test
+A tiny ticket (cifar_resnet8, and the paper's cifar_resnet20) is signed (V2) with a trigger set (V3) and retrained
+on synthetic data; every registered attack runs at every setting of its registry sweep. Lukas et al.'s bar: an attack that keeps test
 accuracy within 5 points of the original must leave the verdict ``owned``.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 
@@ -24,11 +25,14 @@ CHEAP = {"locate_rewrite": {"max_version": 1}, "finetune": {"batch_size": 64}, "
 TOLERANCE = 5.0  # accuracy points (Lukas et al., S&P 2022)
 
 
-@pytest.fixture(scope="module")
-def owner():
+ARCHS = ("cifar_resnet8", "cifar_resnet20")  # ResNet-8: two small eligible stages; ResNet-20: the paper's network
+
+
+@functools.cache
+def _owner(arch: str):
     data = tiny_data(train_size=512, test_size=200)
-    model = make_model("cifar_resnet8", num_labels=4, density=0.3, seed=0)
-    rewind = copy.deepcopy(make_model("cifar_resnet8", num_labels=4, seed=0).timm_model.state_dict())
+    model = make_model(arch, num_labels=4, density=0.3, seed=0)
+    rewind = copy.deepcopy(make_model(arch, num_labels=4, seed=0).timm_model.state_dict())
     model.config.image_size = 8
     key = embed_signature(model, "alice 2026", secret="11" * 16, seed=0, rewind=rewind)
     add_triggers_to_key(key, make_trigger_set(100, num_classes=4, image_size=8, channels=3, seed=1), per_batch=16)
@@ -39,6 +43,11 @@ def owner():
     base = evaluate(signed, data.test)["accuracy"]
     assert base > 60 and hlv.verify_model(signed, key).verdict == "owned"
     return signed, key, data, base
+
+
+@pytest.fixture(scope="module")
+def owner():
+    return _owner("cifar_resnet8")
 
 
 def _settings():
@@ -58,17 +67,17 @@ KNOWN = {
 }
 
 
-def _case(name: str, variant: str, params: dict):
+def _case(arch: str, name: str, variant: str, params: dict):
     strength = params.get(get_attack(name).strength) if get_attack(name).strength else None
     marks = [pytest.mark.slow]
-    if (name, variant, strength) in KNOWN:
+    if arch == "cifar_resnet8" and (name, variant, strength) in KNOWN:
         marks.append(pytest.mark.xfail(reason=KNOWN[(name, variant, strength)], strict=False))
-    return pytest.param(name, params, marks=marks, id=f"{name}-{variant or 'default'}-{strength}")
+    return pytest.param(arch, name, params, marks=marks, id=f"{arch}-{name}-{variant or 'default'}-{strength}")
 
 
-@pytest.mark.parametrize(("name", "params"), [_case(*s) for s in _settings()])
-def test_an_attack_that_keeps_the_accuracy_leaves_the_verdict_owned(owner, name: str, params: dict) -> None:
-    signed, key, data, base = owner
+@pytest.mark.parametrize(("arch", "name", "params"), [_case(a, *s) for a in ARCHS for s in _settings()])
+def test_an_attack_that_keeps_the_accuracy_leaves_the_verdict_owned(arch: str, name: str, params: dict) -> None:
+    signed, key, data, base = _owner(arch)
     spec = get_attack(name)
     params = {**params, **CHEAP.get(name, {})}
     attacked = run_attack(name, signed, data=data if spec.accepts_data else None, seed=0, **params)
@@ -92,14 +101,8 @@ def test_a_thiefs_own_signature_never_verifies_the_owners_original(owner) -> Non
 @pytest.mark.parametrize("variant", ["", "finetuned"])
 def test_a_thiefs_own_qr_leaves_the_owners_decodable_on_resnet20(variant: str) -> None:
     """fake3 is the one xfail above, on ResNet-8 whose stages are too small; on ResNet-20 (the
-    paper's network; three stages hold copies) the owner's QR still decodes after it."""
-    data = tiny_data(train_size=512, test_size=200)
-    model = make_model("cifar_resnet20", num_labels=4, density=0.3, seed=0)
-    rewind = copy.deepcopy(make_model("cifar_resnet20", num_labels=4, seed=0).timm_model.state_dict())
-    model.config.image_size = 8
-    key = embed_signature(model, "alice 2026", secret="11" * 16, seed=0, rewind=rewind)
-    signed = retrain(model, rewind=rewind, data=data, config=tiny_train_config(epochs=6, seed=0), rewind_epoch=0,
-                     key=key, progress=False).model.eval()
+    paper's network; three stages hold copies) the owner's QR itself still decodes after it."""
+    signed, key, data, _ = _owner("cifar_resnet20")
     params = dict(next(p for v, p in get_attack("fake3").settings() if v == variant))
     forged = run_attack("fake3", signed, data=data, seed=0, **params)
     report = hlv.verify_model(forged, key)
