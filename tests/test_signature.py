@@ -830,3 +830,38 @@ def test_the_share_of_the_ticket_a_signature_moves_is_recorded_and_a_heavy_one_w
     lighter = embed_signature(make_model("cifar_resnet20", density=0.01), TEXT, secret=SECRET, copies=1,
                               module_weights=1)
     assert lighter.section("signature")["moved_share"] < heavy.section("signature")["moved_share"] / 3
+
+
+def test_a_key_ground_until_erasures_decode_the_owners_mask_is_no_evidence() -> None:
+    """A forger grinds secrets for a key written after the fact: with slots derived honestly,
+    some combination erases nearly every check symbol and "decodes" whatever the owner's mask
+    reads there (secret #8665 of this sequence, found in 32 s). Such a decode is as likely as
+    chance, so it must never match."""
+    import hashlib
+
+    from hf_lottery_verify.qr import decode_security_bits
+    from hf_lottery_verify.signature.slots import draw_slots
+
+    victim = make_model("cifar_resnet20", density=0.05, seed=0)
+    embed_signature(victim, "owner: alice", secret=bytes(range(16)))  # the owner's published model
+    template = embed_signature(copy.deepcopy(victim), "x", secret=bytes(16), coding="pairs")
+    sec = json.loads(json.dumps(template.section("signature")))
+    n, secret = sec["num_data_modules"], hashlib.sha256(b"forge8665").digest()[:16]
+    sec.update(secret=secret.hex(), text="7JN%*+O4.X")
+    sec["qr"]["mask_pattern"] = 1
+    tensors, earlier = {}, []
+    for c, rec in enumerate(sec["regions"]):
+        slots = draw_slots(secret, sec["param_shapes"], rec["stage"], tuple(rec["params"]), 2 * n, c, taken=earlier)
+        earlier.append(slots)
+        tensors.update(slots.to_tensors(c))
+    forged = OwnershipKey(arch=template.arch)
+    forged.set_section("signature", sec, tensors=tensors)
+    ev = extract_signature(victim, forged, cross_check=False)
+    assert ev.slots_verified  # the slots are honest ...
+    assert not ev.matches and ev.security_bits < 40  # ... but the decode is chance
+    assert hlv.verify_model(victim, forged).verdict != "owned"
+    owner = make_model("cifar_resnet20", density=0.05, seed=1)
+    genuine = extract_signature(owner, embed_signature(owner, "owner: alice", secret=SECRET), cross_check=False)
+    assert genuine.matches and genuine.security_bits >= 100  # an intact copy leaves every check symbol to spare
+    # the bound itself: every check symbol erased decodes anything; a clean 1-H block is 136 bits
+    assert decode_security_bits([(26, 17, 17, 0)]) == 0 and decode_security_bits([(26, 17, 0, 0)]) == 136

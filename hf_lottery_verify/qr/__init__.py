@@ -39,7 +39,7 @@ Everything public is re-exported here; import it from `hf_lottery_verify.qr`.
 
 from __future__ import annotations
 
-from .decode import QRDecodeResult, decode_known
+from .decode import QRDecodeResult, decode_known, decode_security_bits
 from .errors import (
     InvalidECCLevelError,
     InvalidMaskPatternError,
@@ -75,6 +75,7 @@ __all__ = [
     "data_map",
     "decode_image",
     "decode_known",
+    "decode_security_bits",
     "encode",
     "function_pattern_map",
     "max_version_for_size",

@@ -7,7 +7,8 @@ an image decoder it never has to locate or read the format information of a dama
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +27,7 @@ from .layout import (
     _rs_block_structure,
 )
 
-__all__ = ["QRDecodeResult", "decode_known"]
+__all__ = ["QRDecodeResult", "decode_known", "decode_security_bits"]
 
 # GMD retries leave at least this many check symbols of a block un-erased. With every check
 # symbol erased, any received word "decodes", so such a candidate carries no evidence; measured on
@@ -98,6 +99,8 @@ class QRDecodeResult:
             (from `erasures` and from GMD retries).
         failed_blocks (`int`): RS blocks that could not be decoded (0 when `ok`).
         reason (`str` or `None`): Why decoding failed, `None` when `ok`.
+        security_bits (`float`): When `ok`: ``-log2`` of the chance that random data decodes
+            with these erasures and errors ([`decode_security_bits`]); 0 otherwise.
     """
 
     text: str | None
@@ -106,6 +109,7 @@ class QRDecodeResult:
     erased_codewords: int = 0
     failed_blocks: int = 0
     reason: str | None = None
+    security_bits: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,9 @@ class _BlockDecode:
     data: bytes
     corrected: int
     erased: int
+    errors: int = 0  # changed codewords outside the erasures
+    length: int = 0  # codewords in the block
+    nsym: int = 0  # its check codewords
 
 
 def _rs_decode_block(received: bytes, nsym: int, erase_pos: list[int]) -> _BlockDecode | None:
@@ -121,8 +128,34 @@ def _rs_decode_block(received: bytes, nsym: int, erase_pos: list[int]) -> _Block
     except _RS_DECODE_ERRORS:
         return None
     n_data = len(received) - nsym
-    corrected = sum(a != b for a, b in zip(full, received, strict=True))
-    return _BlockDecode(data=bytes(full[:n_data]), corrected=corrected, erased=len(erase_pos))
+    changed = [i for i, (a, b) in enumerate(zip(full, received, strict=True)) if a != b]
+    errors = len(set(changed) - set(erase_pos))
+    return _BlockDecode(data=bytes(full[:n_data]), corrected=len(changed), erased=len(erase_pos), errors=errors,
+                        length=len(received), nsym=nsym)
+
+
+def decode_security_bits(blocks: Sequence[tuple[int, int, int, int]]) -> float:
+    """How unlikely a decode is by chance: ``-log2`` of the probability that a random word decodes.
+
+    For a block of ``n`` codewords with ``ec`` check codewords, decoded with ``e`` erasures and
+    ``t`` errors, a uniformly random word lies within ``t`` errors of some codeword of the
+    punctured code with probability at most ``V(n − e, t) / 256^(ec − e)``, where
+    ``V(m, t) = Σ_{i ≤ t} C(m, i) 255^i``; blocks multiply. Many erasures or errors leave few
+    check symbols unused, and then even random data decodes (a 1-H block with 17 erasures
+    decodes anything): a decode is only evidence when this figure is large.
+
+    Args:
+        blocks (`Sequence[tuple[int, int, int, int]]`): ``(n, ec, e, t)`` per block.
+
+    Returns:
+        The security in bits (at least 0).
+    """
+    bits = 0.0
+    for n, ec, e, t in blocks:
+        m = max(0, n - e)
+        volume = sum(math.comb(m, i) * 255**i for i in range(0, min(t, m) + 1))
+        bits += 8 * max(0, ec - e) - math.log2(volume)
+    return max(0.0, bits)
 
 
 def _gmd_candidates(
@@ -165,6 +198,7 @@ def _success(text: str, decodes: list[_BlockDecode]) -> QRDecodeResult:
         ok=True,
         corrected_codewords=sum(d.corrected for d in decodes),
         erased_codewords=sum(d.erased for d in decodes),
+        security_bits=decode_security_bits([(d.length, d.nsym, d.erased, d.errors) for d in decodes]),
     )
 
 

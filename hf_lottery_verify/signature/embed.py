@@ -42,8 +42,9 @@ pruned), which Reed–Solomon corrects at half the cost of an error, instead of 
 it takes twice the kernels. ``single``: one kernel per module (layout version 1). ``auto``:
 the stages of the single coding, each copy paired where its stage holds the pairs at
 ``max_occupancy`` and single where not (e.g. ResNet-20's small ``layer1``, which magnitude
-pruning spares most), and single everywhere pairs would move more than
-:data:`HEAVY_SIGNATURE_SHARE` of an extreme ticket; the section says ``mixed`` when both occur."""
+pruning spares most), copy by copy while the expected moves stay within
+:data:`HEAVY_SIGNATURE_SHARE` of the ticket (an extreme ticket stays single); the section
+says ``mixed`` when both occur."""
 
 
 def _model_stages(model: nn.Module) -> list[str] | None:
@@ -262,7 +263,7 @@ def _embed_keyed(model: nn.Module, text: str, *, secret: bytes, seed: int, layer
             "level, or raise max_occupancy.", max_chars=cap_bytes)
     chosen = plan_stages(candidates, masks, n * width, copies=copies, max_occupancy=max_occupancy)
     if copies is None:  # a stage's second copy only where the ticket can pay for it (not at extreme density)
-        chosen = _affordable(masks, candidates, chosen, n, module_weights=module_weights)
+        chosen = _affordable(masks, candidates, chosen, n * width, module_weights=module_weights)
     widths = ([2] * len(chosen) if coding == "pairs" else [1] * len(chosen) if coding == "single"
               else _auto_widths(masks, candidates, chosen, n, max_occupancy=max_occupancy,
                                 module_weights=module_weights))

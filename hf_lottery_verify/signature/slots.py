@@ -3,10 +3,11 @@
 Each copy of the QR data modules goes to a keyed pseudo-random set of kernel positions
 ``(param, out, in)`` of **one stage** (``layer1``, ``layer2``, ... of a timm ResNet), drawn
 without replacement over the union of the stage's candidate convs, so a copy is spread over
-all of that stage's layers; different copies go to different stages, so no single layer
+all of that stage's layers; copies go to different stages (a model with only two eligible
+stages gets a third copy in the roomier one, on kernels of its own), so no single layer
 group holds them all. With the single coding (keys of layout version 1) slot ``j`` of a copy
 holds data module ``j`` (row-major order of the symbol's data modules); with the pair coding
-(layout version 2, the default) slots ``2j`` and ``2j + 1`` hold module ``j`` as a
+(a copy of ``width`` 2, layout version 2) slots ``2j`` and ``2j + 1`` hold module ``j`` as a
 complementary pair (one kept, one pruned), so an attack that flips one kernel of the pair
 leaves a detectable erasure instead of a wrong bit.
 

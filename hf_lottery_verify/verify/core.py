@@ -132,17 +132,19 @@ def _v2_evidence(weights: Mapping[str, torch.Tensor], key: OwnershipKey, alignme
     ev = extract_signature(source, key)
     d = ev.to_dict()
     if alignment is not None and alignment.confidence < LOW_CONFIDENCE and stored is not None:
+        d["aligned_p_value"] = ev.p_value
         try:
             own = extract_signature(dict(stored), key)
-        except HfLotteryError as exc:
+        except HfLotteryError as exc:  # e.g. a widened suspect: no own-order reading, so no calibrated p-value
             d["unaligned"] = {"error": str(exc)}
+            d["p_value"] = 1.0
         else:
-            d["unaligned"] = {"p_value": own.p_value, "matches": own.matches, "bit_agreement": own.bit_agreement}
+            unaligned = {"p_value": own.p_value, "matches": own.matches, "bit_agreement": own.bit_agreement}
+            if own.matches and not ev.matches:
+                d.update(own.to_dict())
+            d["unaligned"] = unaligned
             d["aligned_p_value"] = ev.p_value
             d["p_value"] = max(ev.p_value, own.p_value)
-            if own.matches and not ev.matches:
-                d.update(own.to_dict(), aligned_p_value=ev.p_value, unaligned={"matches": True})
-                ev = own
     status = "decodes to the key's text" if d["matches"] else (
         f"decodes to another text {d['text']!r}" if d["text"] else f"does not decode ({d['decode_reason']})")
     d["summary"] = (f"QR signature {status}; bit agreement {d['bit_agreement']:.3f}, p={d['p_value']:.2g}"
