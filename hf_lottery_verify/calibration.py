@@ -235,10 +235,11 @@ def make_null_model(
                                 lr=opts.pop("lr"), schedule=opts.pop("schedule"), batch_size=opts.pop("batch_size"),
                                 weight_decay=opts.pop("weight_decay"), train_options=opts)
     elif kind == "signed_other":
+        from .ownership_key import OwnershipKey
         from .signature import embed_signature
 
-        secret = derive_seed(seed, "null-secret").to_bytes(8, "little") * 4
-        embed_signature(model, f"another owner #{seed % 100000}", secret=secret, seed=seed)
+        other = OwnershipKey(arch=key.arch, secret=(derive_seed(seed, "null-secret").to_bytes(8, "little") * 4).hex())
+        embed_signature(model, f"another owner #{seed % 100000}", key=other, seed=seed)
     return model.eval()
 
 
@@ -305,13 +306,11 @@ def _threshold_check(results: Sequence[NullResult], policy: Any) -> dict[str, An
 
 def _result(kind: str, index: int, seed: int, report: Any) -> NullResult:
     r = NullResult(kind=kind, index=index, seed=seed, verdict=report.verdict, tests=int(report.tests))
-    v2, v3 = report.evidence.get("V2") or {}, report.evidence.get("V3") or {}
-    if v2 and not v2.get("error"):
-        r.v2_p_value, r.v2_bit_agreement = float(v2.get("p_value", 1.0)), float(v2.get("bit_agreement", 0.0))
-        r.v2_text, r.v2_decisive = v2.get("text"), bool(v2.get("decisive"))
-    if v3 and not v3.get("error"):
-        r.v3_p_value, r.v3_matches = float(v3.get("p_value", 1.0)), v3.get("matches")
-        r.v3_alpha, r.v3_decisive = v3.get("alpha"), bool(v3.get("decisive"))
+    v2, v3 = report.signature, report.triggers
+    if v2 is not None:
+        r.v2_p_value, r.v2_bit_agreement, r.v2_text, r.v2_decisive = v2.p_value, v2.bit_agreement, v2.text, v2.matches
+    if v3 is not None:
+        r.v3_p_value, r.v3_matches, r.v3_alpha, r.v3_decisive = v3.p_value, v3.matches, v3.alpha, v3.positive
     return r
 
 
@@ -384,9 +383,12 @@ def calibrate(
         raise DatasetError("counts asks for 'trained' null models but no data=... was given.")
     counts = {k: int(v) for k, v in counts.items() if v}
     triggers = key.sections.get(TRIGGERS_SECTION) or {}
+    published = (key.sections.get("reference") or {}).get("published") or {}
     train = (data.train if isinstance(data, DatasetPair) else data) if data is not None else None
-    labels = num_labels or (train.num_classes if train is not None else None) or triggers.get("num_classes") or 10
-    chans = in_chans or (train.in_chans if train is not None else None) or triggers.get("train_channels") or 3
+    labels = (num_labels or (train.num_classes if train is not None else None) or published.get("num_labels")
+              or triggers.get("num_classes") or 10)
+    chans = (in_chans or (train.in_chans if train is not None else None) or published.get("in_chans")
+             or triggers.get("channels") or 3)
 
     results: list[NullResult] = []
     for kind, count in counts.items():
@@ -394,7 +396,7 @@ def calibrate(
             s = derive_seed(seed, kind, i)
             model = make_null_model(key, kind, seed=s, num_labels=int(labels), in_chans=int(chans), data=data,
                                     train_epochs=train_epochs, train_options=train_options)
-            report = verify_model(model, key, policy=policy)
+            report = verify_model(model, key=key, policy=policy, require_anchor=False)  # nulls test the evidence
             results.append(_result(kind, i, s, report))
             if progress is not None:
                 progress(f"{kind} #{i}: {report.verdict}")

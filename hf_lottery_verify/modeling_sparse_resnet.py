@@ -23,7 +23,6 @@ from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
 
 from .architectures import create_resnet
 from .configuration_sparse_resnet import SparseResNetConfig
-from .errors import SignatureError
 from .masks import (
     MaskDict,
     apply_masks_,
@@ -229,9 +228,8 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
         *,
         compact: bool = False,
         signature: str | None = None,
-        key_path: str | os.PathLike | None = None,
+        key: str | os.PathLike | None = None,
         owner: str | None = None,
-        signature_options: Mapping[str, Any] | None = None,
         safe_serialization: bool = True,
         max_shard_size: int | str | None = None,
         is_main_process: bool = True,
@@ -240,10 +238,11 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
     ) -> Path:
         """Save ``config.json``, ``model.safetensors`` (timm weights only) and ``masks.safetensors``.
 
-        With ``signature``, the QR signature (Scheme V2) is embedded first and the private
-        ownership key is written to ``key_path`` only — never into the saved folder, and
-        never kept on the model: the model keeps only the public claim
-        (:attr:`ownership_claim`), which goes into the header metadata.
+        With ``signature``, the QR signature (Scheme V2) is embedded first
+        (:func:`~hf_lottery_verify.signature.embed_signature`) and the private ownership key
+        is written to ``key`` only — never into the saved folder, and never kept on the
+        model: the model keeps only the public claim (:attr:`ownership_claim`), which goes
+        into the header metadata.
 
         Args:
             save_directory (`str` or `os.PathLike`): Folder to write (created if needed).
@@ -251,14 +250,10 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
                 position code for masked weights (bit-exact; readable by this library only).
             signature (`str`, *optional*): Text to embed as a QR code in the mask (see
                 :func:`~hf_lottery_verify.signature.embed_signature`).
-            key_path (`str` or `os.PathLike`, *optional*): Where to write the ownership key;
-                required with ``signature``; refused inside ``save_directory``. An existing
-                key file is never overwritten: the signature section is added to it when it
-                has none, else the call fails.
+            key (`str` or `os.PathLike`, *optional*): The key file; required with
+                ``signature``; refused inside ``save_directory``. A new file is made, or an
+                existing key without a signature gains one (derived from its secret).
             owner (`str`, *optional*): Public name put into the ownership claim.
-            signature_options (`Mapping[str, Any]`, *optional*): Extra arguments for
-                ``embed_signature`` (``seed``, ``secret``, ``copies``, ``module_weights``,
-                ``rewind``, ``layers``, ``ecc``).
             safe_serialization (`bool`, *optional*, defaults to `True`): Must stay ``True``:
                 this library never writes pickles.
             max_shard_size (`int` or `str`, *optional*): Accepted for compatibility; the
@@ -273,9 +268,10 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
 
         Raises:
             ValueError: ``safe_serialization=False``, ``push_to_hub=True``, ``signature``
-                without ``key_path``, or a ``max_shard_size`` below the weights' size.
+                without ``key``, or a ``max_shard_size`` below the weights' size.
             TypeError: An unsupported keyword argument.
-            KeyFileError: ``key_path`` lies inside ``save_directory`` or already holds a signature.
+            KeyFileError: ``key`` lies inside ``save_directory``.
+            KeyMismatchError: The key already holds a signature.
             SignatureError: The model already carries a signature claim.
         """
         if not safe_serialization:
@@ -296,7 +292,7 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
         if not is_main_process:
             return folder
         if signature is not None:
-            self._sign_for_saving(signature, folder, key_path, owner, signature_options)
+            self._sign_for_saving(signature, folder, key, owner)
         folder.mkdir(parents=True, exist_ok=True)
         self.config.density = round(self.density, 8) if self._masks else None
         self.config.architectures = [type(self).__name__]
@@ -307,23 +303,17 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
         write_checkpoint(folder / WEIGHTS_NAME, state, masks=self._masks, compact=compact, metadata=metadata)
         return folder
 
-    def _sign_for_saving(self, text: str, folder: Path, key_path: str | os.PathLike | None, owner: str | None,
-                         options: Mapping[str, Any] | None) -> None:
-        from .ownership_key import check_key_outside, save_key_section
-        from .signature import SIGNATURE_SECTION, embed_signature
+    def _sign_for_saving(self, text: str, folder: Path, key_path: str | os.PathLike | None, owner: str | None) -> None:
+        from .ownership_key import OwnershipKey, check_key_outside
+        from .signature import embed_signature
 
         if key_path is None:
-            raise ValueError("save_pretrained(signature=...) needs key_path=...: the key is the proof of ownership.")
+            raise ValueError("save_pretrained(signature=...) needs key=<path>: the key is the proof of ownership.")
         check_key_outside(key_path, folder)
-        if "V2" in (self.ownership_claim or {}).get("schemes", ()):
-            raise SignatureError("This model already carries a QR signature claim; signing it again would overwrite "
-                                 "parts of the first one. Sign the unsigned ticket instead.")
-        key = embed_signature(self, text, **dict(options or {}))
-        key = save_key_section(key, key_path, SIGNATURE_SECTION)
+        key = OwnershipKey.load(key_path) if Path(key_path).exists() else None
+        key = embed_signature(self, text, key=key)
+        key.save(key_path, extend=True)
         self.ownership_claim = key.public_claim(owner=owner)
-        from .alignment import refresh_key_reference
-
-        refresh_key_reference(key_path, self)  # what verification re-aligns suspects to
         logger.info("Signed before saving; key written to %s.", key_path)
 
     def push_to_hub(
@@ -331,39 +321,37 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
         repo_id: str,
         *,
         signature: str | None = None,
-        key_path: str | os.PathLike | None = None,
+        key: Any = None,
         owner: str | None = None,
         private: bool | None = None,
         token: str | bool | None = None,
         revision: str | None = None,
         commit_message: str | None = None,
         card_data: Mapping[str, Any] | None = None,
-        signature_options: Mapping[str, Any] | None = None,
         eval_results: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> Any:
         """Publish the model: config, weights, masks, a model card and an ownership badge, in one commit.
 
-        Delegates to :func:`hf_lottery_verify.hub.push_model`; the private key is never
-        uploaded (it is written to ``key_path`` when ``signature`` is given).
+        Delegates to :func:`hf_lottery_verify.hub.push_model`, which anchors the key with the
+        publishing commit; the private key is never uploaded.
 
         Args:
             repo_id (`str`): ``owner/name`` on the Hub (or the server in ``HF_ENDPOINT``).
             signature (`str`, *optional*): Embed this QR signature first (see :meth:`save_pretrained`).
-            key_path (`str` or `os.PathLike`, *optional*): Where the private key goes (with
-                ``signature``), or an existing key whose public claim and commitment the card shows.
+            key (`OwnershipKey`, `str` or `os.PathLike`, *optional*): The key (a path with
+                ``signature``); a key file gains the reference and the anchor.
             owner (`str`, *optional*): Public name in the ownership claim.
             private (`bool`, *optional*): Create the repo as private.
             token (`str` or `bool`, *optional*): Hub token.
             revision (`str`, *optional*): Branch to commit to.
             commit_message (`str`, *optional*): Commit title.
             card_data (`Mapping[str, Any]`, *optional*): Extra model-card metadata.
-            signature_options (`Mapping[str, Any]`, *optional*): Options of ``embed_signature``.
             eval_results (`Mapping[str, Any]`, *optional*): ``{"accuracy": float, "dataset": str}``
                 for the card's model-index.
 
         Returns:
-            The ``huggingface_hub.CommitInfo`` of the upload.
+            The :class:`~hf_lottery_verify.hub.Publication` (commit sha, URL, the anchored key).
 
         Raises:
             TypeError: An unsupported keyword argument (``safe_serialization``, ``max_shard_size``, ...).
@@ -373,9 +361,10 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
             raise TypeError(f"push_to_hub() got unsupported argument(s) {sorted(kwargs)}.")
         from .hub import push_model
 
-        return push_model(self, repo_id, signature=signature, key_path=key_path, owner=owner, private=private,
-                          token=token, revision=revision, commit_message=commit_message, card_data=card_data,
-                          signature_options=signature_options, eval_results=eval_results)
+        if signature is not None:
+            self._sign_for_saving(signature, Path(repo_id), key, owner)
+        return push_model(self, repo_id, key=key, owner=owner, private=private, token=token, revision=revision,
+                          commit_message=commit_message, card_data=card_data, eval_results=eval_results)
 
     @classmethod
     def from_pretrained(

@@ -1,27 +1,34 @@
 """``OwnershipKey``: the private material an owner keeps to prove ownership.
 
 A key is a JSON file (readable, diffable) plus, when a scheme needs tensors (V1 key
-weights, V3 trigger images, the alignment reference), one safetensors file beside it
+weights, loaded V3 trigger images, the alignment reference), one safetensors file beside it
 (``<key file>.tensors.<digest>.safetensors``) whose name and SHA-256 the JSON records.
 Each scheme owns one section of the JSON (``keymask`` for V1, ``signature`` for V2,
 ``triggers`` for V3, ``reference`` for channel re-alignment) and prefixes its tensor names
 with the section name.
 
-Keys are the proof of ownership, so they are handled conservatively: they are never
-uploaded (the library refuses to write one inside a folder it is about to publish), an
-existing key file is never overwritten (:meth:`OwnershipKey.save` refuses;
-:func:`save_key_section` adds a new section to it), and every write is atomic (the tensor
-file gets a new name first, then the JSON is replaced in one rename).
+Everything a verification uses comes from one **secret** (32 random bytes, drawn when the
+key is made) or from the key's **commitment**: the signature's slots and whitening and every
+trigger label are derived from the secret (:meth:`OwnershipKey.derive`), so a claimant who
+writes a key after seeing a model cannot choose them; the alignment reference and loaded
+trigger images are covered by :meth:`OwnershipKey.commitment`, which the owner publishes
+in a dated Hub commit (an :class:`~hf_lottery_verify.key_sections.Anchor`) before anyone
+else has the model. See ``docs/SECURITY.md``.
 
-The *public claim* (:meth:`OwnershipKey.public_claim`) is what a published model may
-carry: who claims, when, and a hash commitment to the key's evidence
-(:meth:`OwnershipKey.commitment`) — nothing that locates or reveals the signature.
+Keys are the proof of ownership, so they are handled conservatively: they are never
+uploaded (the library refuses to write one inside a folder it is about to publish), a key
+file only ever grows (:meth:`OwnershipKey.save` with ``extend=True`` adds sections and
+anchors and refuses to change what is there), every write is atomic (the tensor file gets
+a new name first, then the JSON is replaced in one rename), and a key file is validated on
+load — types, ranges, sizes, architecture name — before anything is built from it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -37,6 +44,7 @@ from safetensors.torch import load_file, save_file
 from ._version import __version__
 from .atomic import atomic_path, write_text_atomic
 from .errors import KeyFileError, KeyFileNotFoundError, KeyMismatchError
+from .key_sections import ARCH_RE, Anchor, SignatureSection, TriggerSection, check_json_shape
 from .storage import tensor_digest
 
 __all__ = [
@@ -47,13 +55,14 @@ __all__ = [
     "TRIGGERS_SECTION",
     "REFERENCE_SECTION",
     "SECTIONS",
-    "EVIDENCE_SECTIONS",
+    "COMMITTED_SECTIONS",
     "mask_digest",
     "check_key_outside",
-    "save_key_section",
 ]
 
-KEY_FORMAT_VERSION = 2
+KEY_FORMAT_VERSION = 3
+"""Key file layout version. 0.3 reads only this one: keys of format 1 and 2 stored slots and
+trigger labels a claimant could choose, so they cannot prove anything under the 0.3 rules."""
 KEYMASK_SECTION = "keymask"
 """Scheme V1: key masks and key weights."""
 SIGNATURE_SECTION = "signature"
@@ -61,11 +70,14 @@ SIGNATURE_SECTION = "signature"
 TRIGGERS_SECTION = "triggers"
 """Scheme V3: the trigger set."""
 REFERENCE_SECTION = "reference"
-"""Channel fingerprints of the published model, for re-aligning permuted suspects."""
+"""The published model's masks and channel fingerprints, for re-aligning permuted suspects."""
 SECTIONS = (KEYMASK_SECTION, SIGNATURE_SECTION, TRIGGERS_SECTION, REFERENCE_SECTION)
-EVIDENCE_SECTIONS = (SIGNATURE_SECTION, TRIGGERS_SECTION)
-"""Sections whose content is ownership evidence; the public commitment covers exactly these."""
+COMMITTED_SECTIONS = (SIGNATURE_SECTION, TRIGGERS_SECTION, REFERENCE_SECTION)
+"""Sections the public commitment covers: everything a verification reads from the key
+(V1 key masks control use, not ownership, and are left out so they can be added later)."""
 _SCHEME_OF = {KEYMASK_SECTION: "V1", SIGNATURE_SECTION: "V2", TRIGGERS_SECTION: "V3"}
+_TYPED_SECTIONS = {SIGNATURE_SECTION: SignatureSection, TRIGGERS_SECTION: TriggerSection}
+_MAX_TENSOR_FILE = 1 << 30
 
 
 def mask_digest(masks: Mapping[str, torch.Tensor]) -> str:
@@ -105,27 +117,60 @@ def check_key_outside(key_path: str | os.PathLike, folder: str | os.PathLike) ->
         )
 
 
+
+_DERIVE_DOMAIN = b"hf_lottery_verify/key/v3\x00"
+
+
+def _hex(value: Any, *, nbytes: int, what: str) -> str:
+    if not isinstance(value, str) or len(value) != 2 * nbytes or any(c not in "0123456789abcdef" for c in value):
+        raise KeyFileError(f"The key's {what} must be {2 * nbytes} lowercase hex digits; the key was edited or damaged: "
+                           "restore it from its backup.")
+    return value
+
+
 @dataclass
 class OwnershipKey:
     """Everything needed to verify ownership later; keep it private.
 
     Attributes:
         arch: timm architecture of the ticket the key belongs to.
-        sections: Per-scheme JSON-safe dicts (``keymask``, ``signature``, ``triggers``).
+        sections: Per-scheme JSON-safe dicts (``keymask``, ``signature``, ``triggers``, ``reference``).
         tensors: Tensors by name, each prefixed with its section (``keymask.values.<param>``).
-        created: ISO timestamp of creation.
+        secret: 64 hex digits; every keyed choice of every scheme is derived from it.
+        nonce: Random hex salt of the commitment.
+        anchors: Where the commitment was published, with dates (see :class:`Anchor`).
+        created: When the key was made, by the owner's clock (informative; never evidence).
         format_version: Key file layout version.
-        nonce: Random hex salt of the commitment (so the public commitment reveals nothing).
     """
 
     arch: str
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    secret: str = field(default_factory=lambda: secrets.token_hex(32))
+    nonce: str = field(default_factory=lambda: secrets.token_hex(16))
+    anchors: list[Anchor] = field(default_factory=list)
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     format_version: int = KEY_FORMAT_VERSION
-    nonce: str = field(default_factory=lambda: secrets.token_hex(16))
 
-    # ------------------------------------------------------------------ sections
+    def __post_init__(self) -> None:
+        if not isinstance(self.arch, str) or not ARCH_RE.match(self.arch):
+            raise KeyFileError(f"Invalid architecture name {str(self.arch)[:80]!r} in the key: use a timm name such as "
+                               "'resnet18' or 'cifar_resnet20_a'.")
+        _hex(self.secret, nbytes=32, what="secret")
+        _hex(self.nonce, nbytes=16, what="nonce")
+
+    # ------------------------------------------------------------------ secrets and sections
+
+    def derive(self, label: str) -> bytes:
+        """32 bytes derived from the key's secret for one purpose: ``HMAC-SHA256(secret, domain ‖ label)``.
+
+        Args:
+            label (`str`): What the bytes are for (``"signature"``, ``"triggers/labels"``, ...).
+
+        Returns:
+            32 bytes; the same secret and label give the same bytes everywhere.
+        """
+        return hmac.new(bytes.fromhex(self.secret), _DERIVE_DOMAIN + label.encode(), hashlib.sha256).digest()
 
     def section(self, name: str) -> dict[str, Any]:
         """A scheme's section.
@@ -136,35 +181,74 @@ class OwnershipKey:
         if name not in self.sections:
             raise KeyMismatchError(
                 f"This ownership key has no '{name}' section (it holds: {sorted(self.sections) or 'nothing'}). "
-                "Use the key produced by the matching step (split-key for V1, sign for V2, triggers for V3)."
-            )
+                "Use the key produced by the matching step (split-key for V1, sign for V2, triggers for V3, "
+                "publishing for the reference).")
         return self.sections[name]
+
+    def signature(self) -> SignatureSection:
+        """The typed ``signature`` section.
+
+        Raises:
+            KeyMismatchError: The key has no signature.
+        """
+        return SignatureSection.from_dict(self.section(SIGNATURE_SECTION))
+
+    def triggers(self) -> TriggerSection:
+        """The typed ``triggers`` section.
+
+        Raises:
+            KeyMismatchError: The key has no trigger set.
+        """
+        return TriggerSection.from_dict(self.section(TRIGGERS_SECTION))
 
     def section_tensors(self, name: str) -> dict[str, torch.Tensor]:
         """Tensors of one section, with the ``<section>.`` prefix removed."""
         prefix = f"{name}."
-        return {k[len(prefix) :]: v for k, v in self.tensors.items() if k.startswith(prefix)}
+        return {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
 
-    def set_section(self, name: str, data: Mapping[str, Any], tensors: Mapping[str, torch.Tensor] | None = None) -> None:
-        """Replace one section and its tensors.
+    def with_section(self, name: str, data: Mapping[str, Any], tensors: Mapping[str, torch.Tensor] | None = None
+                     ) -> OwnershipKey:
+        """A copy of the key with one more section (the key itself is left as it is).
 
         Args:
-            name: ``keymask``, ``signature`` or ``triggers``.
-            data: JSON-serialisable dict.
-            tensors: Tensors by name (without the section prefix).
+            name (`str`): ``keymask``, ``signature``, ``triggers`` or ``reference``.
+            data (`Mapping[str, Any]`): JSON-serialisable section.
+            tensors (`Mapping[str, torch.Tensor]`, *optional*): Its tensors (without the section prefix).
+
+        Returns:
+            The new key.
+
+        Raises:
+            KeyMismatchError: Unknown section name, or the key already holds it (evidence is
+                never replaced: make a new key instead).
         """
         if name not in SECTIONS:
             raise KeyMismatchError(f"Unknown key section '{name}'; use one of {SECTIONS}.")
+        if name in self.sections:
+            raise KeyMismatchError(f"This key already holds a '{name}' section; a key's material is never replaced "
+                                   "(it proves ownership of what was made with it). Start a new OwnershipKey.")
         json.dumps(data)  # fail early on non-serialisable content
-        self.sections[name] = dict(data)
-        prefix = f"{name}."
-        self.tensors = {k: v for k, v in self.tensors.items() if not k.startswith(prefix)}
-        for k, v in (tensors or {}).items():
-            self.tensors[prefix + k] = v.detach().cpu().contiguous()
+        if name in _TYPED_SECTIONS:
+            _TYPED_SECTIONS[name].from_dict(data)
+        extra = {f"{name}.{k}": v.detach().cpu().contiguous() for k, v in (tensors or {}).items()}
+        return dataclasses.replace(self, sections={**self.sections, name: dict(data)}, tensors={**self.tensors, **extra},
+                             anchors=list(self.anchors))
+
+    def with_anchor(self, anchor: Anchor) -> OwnershipKey:
+        """A copy of the key that records one more anchor of its commitment.
+
+        Raises:
+            KeyMismatchError: The anchor publishes another commitment.
+        """
+        if anchor.commitment != self.commitment():
+            raise KeyMismatchError("This anchor publishes another commitment than the key's; anchor the key after "
+                                   "its last section is added (publishing records the reference first).")
+        return dataclasses.replace(self, sections=dict(self.sections), tensors=dict(self.tensors),
+                             anchors=[*self.anchors, anchor])
 
     # ------------------------------------------------------------------ files
 
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    def save(self, path: str | os.PathLike, *, extend: bool = False) -> Path:
         """Write the key atomically (JSON, plus the tensor file when there are tensors).
 
         The tensor file is written under a new content-addressed name first, then the JSON
@@ -173,35 +257,32 @@ class OwnershipKey:
 
         Args:
             path (`str` or `os.PathLike`): The JSON file to write; parent folders are created.
-            overwrite (`bool`, *optional*, defaults to `False`): Replace an existing key file.
-                Off by default: a key is the only proof of ownership of the models signed
-                with it. To add a section to an existing key use :func:`save_key_section`.
+            extend (`bool`, *optional*, defaults to `False`): Allow replacing an existing key
+                file by this key when this key *extends* it — same secret, nonce and
+                architecture, every section and anchor of the file still there unchanged,
+                only new ones added. A key file never loses or changes material.
 
         Returns:
             The JSON path.
 
         Raises:
-            KeyFileError: ``path`` exists and ``overwrite`` is ``False``.
+            KeyFileError: ``path`` exists and ``extend`` is ``False``, or this key does not
+                extend the key stored there.
         """
         path = Path(path)
-        if path.exists() and not overwrite:
-            raise KeyFileError(
-                f"{path} already exists; refusing to overwrite an ownership key (it is the only proof of ownership "
-                "of the models signed with it). Choose another path, or add a section to it with "
-                "save_key_section (the CLI's sign, split-key and triggers add their section to an existing key "
-                "that lacks it).")
         old_tensor_file = None
         if path.exists():
-            try:
-                old_tensor_file = (json.loads(path.read_text()).get("tensors") or {}).get("file")
-            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-                old_tensor_file = None
+            if not extend:
+                raise KeyFileError(
+                    f"{path} already exists; refusing to overwrite an ownership key (it is the only proof of ownership "
+                    "of the models made with it). Choose another path, or load it and extend it.")
+            old = OwnershipKey.load(path)
+            self._check_extends(old, path)
+            old_tensor_file = (json.loads(path.read_text()).get("tensors") or {}).get("file")
         manifest: dict[str, Any] = {
-            "hf_lottery_verify_key": self.format_version,
-            "arch": self.arch,
-            "created": self.created,
-            "nonce": self.nonce,
-            "sections": self.sections,
+            "hf_lottery_verify_key": self.format_version, "arch": self.arch, "created": self.created,
+            "secret": self.secret, "nonce": self.nonce, "sections": self.sections,
+            "anchors": [a.to_dict() for a in self.anchors],
         }
         tname = None
         if self.tensors:
@@ -213,14 +294,22 @@ class OwnershipKey:
             manifest["tensors"] = {"file": tname, "sha256": _file_sha256(tpath)}
         write_text_atomic(path, json.dumps(manifest, indent=2, sort_keys=True), mode=0o600)
         if old_tensor_file and old_tensor_file != tname and "/" not in old_tensor_file:
-            stale = path.with_name(old_tensor_file)
-            if stale.exists():
-                stale.unlink()
+            path.with_name(old_tensor_file).unlink(missing_ok=True)
         return path
+
+    def _check_extends(self, old: OwnershipKey, path: Path) -> None:
+        same = (old.secret, old.nonce, old.arch) == (self.secret, self.nonce, self.arch)
+        changed = [n for n in old.sections if self.sections.get(n) != old.sections[n]]
+        changed += [n for n, t in old.tensors.items() if n not in self.tensors or not torch.equal(self.tensors[n], t)]
+        lost = [a for a in old.anchors if a not in self.anchors]
+        if not same or changed or lost:
+            what = "another key" if not same else f"changed material ({', '.join(changed[:3]) or 'anchors'})"
+            raise KeyFileError(f"Refusing to write {path}: the key there would be replaced by {what}. A key file only "
+                               "gains sections and anchors; write the new key to another path.")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> OwnershipKey:
-        """Read a key written by :meth:`save`.
+        """Read and validate a key written by :meth:`save`.
 
         Args:
             path (`str` or `os.PathLike`): The JSON file.
@@ -231,160 +320,126 @@ class OwnershipKey:
         Raises:
             KeyFileNotFoundError: The JSON file, or the tensor file it names, does not exist
                 (also a ``FileNotFoundError``).
-            KeyFileError: A folder instead of a file, invalid JSON, a missing, unknown or newer
-                format version (``hf_lottery_verify_key``), a malformed ``tensors`` entry or
-                one naming a file outside the key's folder, or an altered tensor file (its
-                SHA-256 differs from the one the JSON records). Every message says what to do.
+            KeyFileError: Not a regular file, too large or too deeply nested, invalid JSON, a
+                missing, unknown or older format version, a field of the wrong type or out of
+                range, an unknown section, a tensors entry naming a file outside the key's
+                folder, or an altered tensor file. Every message says what to do.
         """
         path = Path(path)
         if path.is_dir():
-            raise KeyFileError(f"{path} is a folder; pass the ownership key's JSON file (written by split-key, sign "
-                               "or triggers), not the folder holding it.", path=str(path))
+            raise KeyFileError(f"{path} is a folder; pass the ownership key's JSON file, not the folder holding it.",
+                               path=str(path))
         if not path.is_file():
             raise KeyFileNotFoundError(
-                f"No ownership key at {path}. Pass the JSON key file written when the model was keyed (split-key, "
-                "sign or triggers; --key-out on the command line): keys are never published with a model, so only "
-                "its owner has it.", path=str(path))
+                f"No ownership key at {path}. Pass the JSON key file written when the model was signed (--key-out on "
+                "the command line): keys are never published with a model, so only its owner has it.", path=str(path))
         try:
-            manifest = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise KeyFileError(f"{path} is not an ownership key (invalid JSON: {exc}); pass the JSON file written "
-                               "by split-key, sign or triggers, or restore it from your backup.", path=str(path)) from exc
+            raw = path.read_bytes() if path.stat().st_size <= 64 << 20 else None
+            if raw is None:
+                raise KeyFileError(f"{path} is larger than 64 MB; it is not an ownership key.", path=str(path))
+            check_json_shape(raw, what=str(path))
+            manifest = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+            raise KeyFileError(f"{path} is not an ownership key ({type(exc).__name__}: {str(exc)[:120]}); pass the JSON "
+                               "file written by sign, or restore it from your backup.", path=str(path)) from exc
         if not isinstance(manifest, dict) or "hf_lottery_verify_key" not in manifest:
-            raise KeyFileError(f"{path} is not an hf_lottery_verify ownership key (it has no "
-                               "'hf_lottery_verify_key' format version); pass the JSON file written by split-key, "
-                               "sign or triggers.", path=str(path))
+            raise KeyFileError(f"{path} is not an hf_lottery_verify ownership key (it has no 'hf_lottery_verify_key' "
+                               "format version).", path=str(path))
         version = manifest["hf_lottery_verify_key"]
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise KeyFileError(f"{path} has an unknown key format version {version!r}; this version of "
-                               f"hf_lottery_verify reads formats 1..{KEY_FORMAT_VERSION}. The file was edited or "
-                               "damaged: restore it from your backup of the key.", path=str(path))
-        if version > KEY_FORMAT_VERSION:
-            raise KeyFileError(f"{path} uses key format {version}, newer than the formats this version of "
-                               f"hf_lottery_verify reads (1..{KEY_FORMAT_VERSION}); upgrade hf_lottery_verify to read "
-                               "it.", path=str(path))
-        tensors: dict[str, torch.Tensor] = {}
-        info = manifest.get("tensors")
-        if info and not isinstance(info, dict):
-            raise KeyFileError(f"{path} has a malformed 'tensors' entry; restore the key from your backup.",
+        if version in (1, 2):
+            raise KeyFileError(
+                f"{path} is a key of format {version} (hf_lottery_verify 0.2). This version reads format "
+                f"{KEY_FORMAT_VERSION} only: older keys stored signature slots and trigger labels that a claimant can "
+                "choose after seeing a model, so they cannot prove ownership. Sign and publish again.", path=str(path))
+        if version != KEY_FORMAT_VERSION or isinstance(version, bool):
+            raise KeyFileError(f"{path} has key format {str(version)[:20]!r}; this version of hf_lottery_verify reads "
+                               f"format {KEY_FORMAT_VERSION}. Upgrade it, or restore the key from your backup.",
                                path=str(path))
-        if info:
-            name = str(info.get("file", ""))
-            if not name or "/" in name or "\\" in name or name.startswith("."):
-                raise KeyFileError(f"{path} names an invalid tensor file {name!r} (it must be a file name beside the "
-                                   "key); the key was edited or damaged: restore it from your backup.", path=str(path))
-            tpath = path.with_name(name)
-            if not tpath.is_file():
-                raise KeyFileNotFoundError(
-                    f"The key's tensor file {tpath} is missing; keep it next to {path.name} (copy both files "
-                    "together), or restore it from your backup of the key.", path=str(tpath))
-            if _file_sha256(tpath) != info.get("sha256"):
-                raise KeyFileError(
-                    f"The key's tensor file {tpath} was altered or damaged (checksum mismatch): restore both "
-                    f"{path.name} and {tpath.name} from your backup of the key.", path=str(tpath))
-            try:
-                tensors = load_file(str(tpath))
-            except SafetensorError as exc:
-                raise KeyFileError(f"Cannot read {tpath}: {exc}. Restore the key's files from your backup.",
-                                   path=str(tpath)) from exc
-        sections = manifest.get("sections") or {}
-        if not isinstance(sections, dict) or not isinstance(manifest.get("arch"), str):
-            raise KeyFileError(f"{path} is not a valid ownership key (no architecture or sections); restore it from "
-                               "your backup of the key.", path=str(path))
-        return cls(
-            arch=manifest["arch"],
-            sections=dict(sections),
-            tensors=tensors,
-            created=manifest.get("created", ""),
-            format_version=version,
-            nonce=str(manifest.get("nonce", "")),
-        )
+        try:
+            return cls._from_manifest(manifest, path)
+        except KeyFileError as exc:
+            exc.path = exc.path or str(path)
+            raise
+
+    @classmethod
+    def _from_manifest(cls, manifest: dict[str, Any], path: Path) -> OwnershipKey:
+        sections, anchors = manifest.get("sections", {}), manifest.get("anchors", [])
+        if not isinstance(sections, dict) or not isinstance(anchors, list):
+            raise KeyFileError(f"{path}: 'sections' must be an object and 'anchors' a list.")
+        unknown = [str(n)[:40] for n in sections if n not in SECTIONS]
+        if unknown or not all(isinstance(v, dict) for v in sections.values()):
+            raise KeyFileError(f"{path} has unknown or malformed sections ({', '.join(unknown) or 'not objects'}); "
+                               "restore the key from its backup.")
+        for name, typed in _TYPED_SECTIONS.items():
+            if name in sections:
+                typed.from_dict(sections[name])
+        key = cls(arch=manifest.get("arch"), sections=sections, secret=manifest.get("secret"),
+                  nonce=manifest.get("nonce"), anchors=[Anchor.from_dict(a) for a in anchors],
+                  created=str(manifest.get("created", ""))[:64])
+        key.tensors = _load_tensor_file(manifest.get("tensors"), path)
+        return key
 
     # ------------------------------------------------------------------ public claim
 
     def commitment(self) -> str:
-        """A hash commitment to the key's evidence: ``sha256:<hex>``.
+        """A hash commitment to everything a verification reads from the key: ``sha256:<hex>``.
 
-        It covers the nonce, the architecture and the evidence sections (signature and
-        trigger set, with their tensors), so publishing it reveals nothing, and nobody can
-        later write a different key — one fitted to someone else's model, say — with the
-        same commitment. Adding a key-mask or reference section does not change it.
+        It covers the nonce, the secret, the architecture and the committed sections
+        (signature, triggers, reference) with their tensors, so publishing it reveals
+        nothing, and nobody can later write a different key — one fitted to someone else's
+        model — with the same commitment. Adding a key-mask section does not change it.
 
         Returns:
             ``"sha256:"`` followed by 64 hex digits.
         """
-        body = {"nonce": self.nonce, "arch": self.arch,
-                "evidence": {s: self.sections[s] for s in EVIDENCE_SECTIONS if s in self.sections}}
-        h = hashlib.sha256(b"hf_lottery_verify/key-commitment/v1\n")
+        body = {"nonce": self.nonce, "secret": self.secret, "arch": self.arch,
+                "sections": {s: self.sections[s] for s in COMMITTED_SECTIONS if s in self.sections}}
+        h = hashlib.sha256(b"hf_lottery_verify/key-commitment/v3\n")
         h.update(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
-        evidence_tensors = {k: v for k, v in self.tensors.items() if k.split(".", 1)[0] in EVIDENCE_SECTIONS}
-        h.update(tensor_digest(evidence_tensors).encode())
+        h.update(tensor_digest({k: v for k, v in self.tensors.items()
+                                if k.split(".", 1)[0] in COMMITTED_SECTIONS}).encode())
         return "sha256:" + h.hexdigest()
 
     def schemes(self) -> list[str]:
         """The paper's schemes this key holds material for (``V1``, ``V2``, ``V3``)."""
         return sorted(_SCHEME_OF[s] for s in self.sections if s in _SCHEME_OF)
 
-    def public_claim(self, *, owner: str | None = None) -> dict[str, Any]:
-        """The claim a published model may carry (header metadata, model card).
+    def public_claim(self, *, owner: str | None = None, repo_id: str | None = None) -> dict[str, Any]:
+        """The claim a published model carries (header metadata, ``ownership_claim.json``, model card).
 
         Args:
             owner (`str`, *optional*): A public name for the owner.
+            repo_id (`str`, *optional*): The Hub repo it is published in: a verifier that
+                finds a copy elsewhere looks there for the first appearance of its weights.
 
         Returns:
-            ``claim_version``, ``owner``, ``created`` (now), ``schemes``, ``key_commitment``
-            and ``library``; nothing that locates or reveals the signature.
+            ``claim_version``, ``owner``, ``repo_id``, ``schemes``, ``key_commitment`` and
+            ``library``; nothing that locates or reveals the signature, and no date (the
+            Hub commit that publishes the claim dates it).
         """
-        return {
-            "claim_version": 1,
-            "owner": owner,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "schemes": self.schemes(),
-            "key_commitment": self.commitment(),
-            "library": f"hf_lottery_verify {__version__}",
-        }
+        return {"claim_version": 2, "owner": owner, "repo_id": repo_id, "schemes": self.schemes(),
+                "key_commitment": self.commitment(), "library": f"hf_lottery_verify {__version__}"}
 
 
-def save_key_section(key: OwnershipKey, path: str | os.PathLike, section: str, *, replace: bool = False
-                     ) -> OwnershipKey:
-    """Write ``key``'s ``section`` to ``path``: a new key file, or a section added to an existing one.
-
-    An existing key file keeps everything it holds; the call fails instead of replacing a
-    section that is already there (its material proves ownership of models already
-    published).
-
-    Args:
-        key (`OwnershipKey`): Holds the new section (and its tensors).
-        path (`str` or `os.PathLike`): The key file.
-        section (`str`): The section to write.
-        replace (`bool`, *optional*, defaults to `False`): Replace the section when the key
-            already holds it — allowed for the ``reference`` section only (alignment data
-            of the published model, refreshed after retraining; not evidence, not covered
-            by the public commitment).
-
-    Returns:
-        The key as written (``key`` itself for a new file, else the updated existing key).
-
-    Raises:
-        KeyFileError: The existing key already holds ``section``, or cannot be read.
-        KeyMismatchError: The existing key belongs to another architecture.
-    """
-    path = Path(path)
-    if not path.exists():
-        key.save(path)
-        return key
-    existing = OwnershipKey.load(path)
-    if replace and section != REFERENCE_SECTION:
-        raise KeyFileError(f"Only the '{REFERENCE_SECTION}' section of a key can be replaced, not '{section}'.")
-    if section in existing.sections and not replace:
-        raise KeyFileError(
-            f"{path} already holds a '{section}' section; refusing to replace it (it proves ownership of the "
-            "models made with it). Write the new key to another path.")
-    if existing.arch.split(".")[0] != key.arch.split(".")[0]:
-        raise KeyMismatchError(f"{path} belongs to architecture '{existing.arch}', the new section to '{key.arch}'.")
-    existing.set_section(section, key.sections[section], key.section_tensors(section))
-    existing.save(path, overwrite=True)
-    return existing
+def _load_tensor_file(info: Any, path: Path) -> dict[str, torch.Tensor]:
+    if not info:
+        return {}
+    name = info.get("file") if isinstance(info, dict) else None
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
+        raise KeyFileError(f"{path} names an invalid tensor file {str(name)[:60]!r} (it must be a file name beside the "
+                           "key); the key was edited or damaged: restore it from your backup.")
+    tpath = path.with_name(name)
+    if not tpath.is_file():
+        raise KeyFileNotFoundError(f"The key's tensor file {tpath} is missing; keep it next to {path.name} (copy both "
+                                   "files together), or restore it from your backup of the key.", path=str(tpath))
+    if tpath.stat().st_size > _MAX_TENSOR_FILE or _file_sha256(tpath) != info.get("sha256"):
+        raise KeyFileError(f"The key's tensor file {tpath} was altered or damaged (checksum mismatch): restore both "
+                           f"{path.name} and {tpath.name} from your backup of the key.", path=str(tpath))
+    try:
+        return load_file(str(tpath))
+    except (SafetensorError, OSError) as exc:
+        raise KeyFileError(f"Cannot read {tpath}: {exc}. Restore the key's files from your backup.",
+                           path=str(tpath)) from exc
 
 
 def _file_sha256(path: Path) -> str:

@@ -227,8 +227,8 @@ def retrain(
         rewind_epoch (`int`): Epoch ``k`` to restart from, in ``[0, config.epochs)``.
         key (`OwnershipKey`, *optional*): The owner's key: its ``signature`` section's
             ``signed_mask_digest`` is compared with the retrained mask, and its ``triggers``
-            section supplies the trigger set when ``triggers`` is ``None``. Its ``reference``
-            section is replaced by the retrained model's (in memory; save the key afterwards).
+            section supplies the trigger set when ``triggers`` is ``None``. The key is not
+            changed (the reference is recorded when the model is published).
         triggers (`TriggerSet`, *optional*): Trigger set to mix in (Scheme V3).
         triggers_per_batch (`int`, *optional*): Trigger images per batch.
         accelerator (`accelerate.Accelerator`, *optional*): Shared accelerator; one is made
@@ -252,7 +252,7 @@ def retrain(
 
     Example:
         >>> key = embed_signature(ticket, "owner 2024", rewind=rewind)            # doctest: +SKIP
-        >>> add_triggers_to_key(key, make_trigger_set(100, num_classes=10, seed=7))  # doctest: +SKIP
+        >>> key = add_triggers(key, num_classes=10)                  # doctest: +SKIP
         >>> result = retrain(ticket, rewind=rewind, data=pair, config=config, rewind_epoch=3,
         ...                  key=key)                                             # doctest: +SKIP
         >>> result.mask_matches_signature, result.trigger_agreement_after        # doctest: +SKIP
@@ -268,12 +268,12 @@ def retrain(
         raise MaskError("The model has no masks: retraining a ticket needs its (signed) mask. Prune or sign it first.")
 
     # ---------------------------------------------------------------- the trigger set
-    section = key.sections.get(TRIGGERS_SECTION) if key is not None else None
-    if triggers is None and section is not None:
-        triggers = triggers_from_key(key)
-    elif triggers is not None and section is not None and section.get("digest") != triggers.digest():
-        logger.warning("The trigger set passed to retrain differs from the one in the key's triggers section; the "
-                       "key's set will not verify this model. Store the set you train with in the key.")
+    from_key = triggers_from_key(key) if key is not None and TRIGGERS_SECTION in key.sections else None
+    if triggers is None:
+        triggers = from_key
+    elif from_key is not None and from_key.digest() != triggers.digest():
+        logger.warning("The trigger set passed to retrain differs from the key's (derived from its secret); the "
+                       "key's set will not verify this model. Leave triggers=None to train with the key's set.")
     per_batch = None
     if triggers is not None:
         num_labels = getattr(getattr(model, "config", None), "num_labels", None)
@@ -282,10 +282,9 @@ def retrain(
                                    f"has {num_labels}; make the trigger set with num_classes={num_labels}.")
         if triggers_per_batch is not None:
             per_batch = int(triggers_per_batch)
-        elif section is not None and section.get("digest") == triggers.digest():
-            per_batch = triggers_per_batch_for(config.batch_size, per_batch=int(section.get("per_batch", 1)),
-                                               reference_batch_size=int(section.get("reference_batch_size",
-                                                                                    REFERENCE_BATCH_SIZE)))
+        elif from_key is not None and from_key.digest() == triggers.digest():
+            per_batch = triggers_per_batch_for(config.batch_size, per_batch=key.triggers().per_batch,
+                                               reference_batch_size=REFERENCE_BATCH_SIZE)
         else:
             per_batch = triggers_per_batch_for(config.batch_size)
 
@@ -351,11 +350,6 @@ def retrain(
     agreement_after = p_after = None
     if triggers is not None:
         agreement_after, p_after = _agreement(retrained, triggers, data.train, alpha)
-    if key is not None:  # verification re-aligns suspects to the model that is published: this one
-        from .alignment import record_published
-
-        record_published(key, retrained)
-
     result = RetrainResult(
         model=retrained,
         rewind_epoch=int(rewind_epoch),
@@ -457,17 +451,11 @@ def retrain_folder(
                      triggers_per_batch=triggers_per_batch, accelerator=accelerator, progress=progress)
     out = result.model.cpu()
     claim = getattr(out, "ownership_claim", None)
-    if key is not None and claim and hasattr(key, "public_claim") and result.mask_matches_signature is not False:
+    if key is not None and claim and result.mask_matches_signature is not False:
         # the key may have gained evidence (a trigger set) since the claim was made: refresh its commitment
         out.ownership_claim = key.public_claim(owner=claim.get("owner"))
-    is_main = accelerator is None or getattr(accelerator, "is_main_process", True)
-    if is_main:
+    if accelerator is None or getattr(accelerator, "is_main_process", True):
         out.save_pretrained(out_dir)
-        if key_path is not None:
-            from .alignment import refresh_key_reference
-
-            # verification re-aligns suspects to the model that is published: the retrained one
-            refresh_key_reference(key_path, out)
     report = result.to_dict()
     report.update({"model_dir": str(model_dir), "rewind_dir": str(rewind_dir), "out_dir": str(out_dir),
                    "key_path": None if key_path is None else str(key_path), "dataset": dataset,

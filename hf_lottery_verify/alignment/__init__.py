@@ -5,7 +5,7 @@ changing what it computes (Yan et al., USENIX Security 2023). Before reading a m
 suspect, the verifier matches its channels to a compact *reference* of the published
 model kept in the owner's key:
 
-* :func:`make_reference`, :func:`add_reference_to_key`, :func:`reference_from_key` — the
+* :func:`make_reference`, :func:`with_reference`, :func:`reference_from_key` — the
   reference (masks, per-channel norms, batch norms, stem) in the key's ``reference`` section;
 * :func:`align_suspect` — the suspect's tensors in the reference's shapes and channel order,
   with per-space mappings, estimated scales and a confidence (:class:`Alignment`);
@@ -27,11 +27,9 @@ from .align import align_suspect
 from .reference import (
     REFERENCE_FORMAT,
     Reference,
-    add_reference_to_key,
     make_reference,
-    record_published,
     reference_from_key,
-    refresh_key_reference,
+    with_reference,
 )
 from .restore import restore_aligned_ticket
 from .result import Alignment, SpaceAlignment
@@ -40,10 +38,8 @@ __all__ = [
     "REFERENCE_FORMAT",
     "Reference",
     "make_reference",
-    "add_reference_to_key",
     "reference_from_key",
-    "refresh_key_reference",
-    "record_published",
+    "with_reference",
     "Alignment",
     "SpaceAlignment",
     "align_suspect",

@@ -8,14 +8,14 @@ classifier); and every tensor's shape. A 2%-dense CIFAR ResNet-50 (94 MB dense) 
 a CIFAR ResNet-20 33 kB.
 
 The reference lives in the ``reference`` section of an
-:class:`~hf_lottery_verify.ownership_key.OwnershipKey`, which the key's public commitment
-does not cover: the owner may refresh it (after retraining, say) without changing the claim.
+:class:`~hf_lottery_verify.ownership_key.OwnershipKey`. It is recorded once, when the model
+is published (:func:`with_reference`), and the key's public commitment covers it: a claimant
+cannot swap in a reference fitted to someone else's model after the key was anchored.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -31,8 +31,7 @@ from ..masks import prunable_parameter_names
 from ..ownership_key import REFERENCE_SECTION, OwnershipKey, mask_digest
 from ..spaces import ChannelSpace, channel_spaces
 
-__all__ = ["REFERENCE_FORMAT", "Reference", "make_reference", "add_reference_to_key", "reference_from_key",
-           "refresh_key_reference", "record_published"]
+__all__ = ["REFERENCE_FORMAT", "Reference", "make_reference", "reference_from_key", "with_reference"]
 
 REFERENCE_FORMAT = 1
 """Layout version of the key's ``reference`` section."""
@@ -169,6 +168,7 @@ class Reference:
                                    f"hf_lottery_verify reads formats 1..{REFERENCE_FORMAT} (upgrade it).")
         try:
             shapes = {str(n): tuple(int(v) for v in s) for n, s in data["shapes"].items()}
+            _check_shapes(str(data["arch"]), shapes, data.get("model_args"))  # before anything is decoded
             masks: dict[str, torch.Tensor] = {}
             for name, meta in data["masks"].items():
                 shape = shapes[name]
@@ -191,6 +191,22 @@ class Reference:
         return cls(arch=str(data["arch"]), model_args=dict(model_args) if model_args else None, shapes=shapes,
                    masks=masks, row_norms=strip("row_norm."), col_norms=strip("col_norm."), tensors=strip("tensor."),
                    mask_digest=str(data.get("mask_digest", "")), format_version=int(version))
+
+
+def _check_shapes(arch: str, shapes: Mapping[str, tuple[int, ...]], model_args: Any) -> None:
+    """Refuse a reference whose shapes are not exactly those of ``arch`` (a hostile key could declare any)."""
+    from ..key_sections import ARCH_RE
+
+    if not ARCH_RE.match(arch) or (model_args is not None and not isinstance(model_args, dict)):
+        raise KeyMismatchError(f"The key's reference names an invalid architecture {arch[:40]!r}.")
+    fc = shapes.get("fc.weight", (1,))
+    if not 1 <= int(fc[0]) <= 100_000 or _stem_in_chans(shapes) not in (1, 3):
+        raise KeyMismatchError("The key's reference has an implausible label count or input channel count.")
+    with torch.device("meta"):
+        structure = create_resnet(arch, num_classes=int(fc[0]), in_chans=_stem_in_chans(shapes), **(model_args or {}))
+    expected = {n: tuple(t.shape) for n, t in structure.state_dict().items()}
+    if expected != dict(shapes):
+        raise KeyMismatchError(f"The key's reference shapes do not fit architecture '{arch}'; the section is damaged.")
 
 
 def _stem_in_chans(shapes: Mapping[str, tuple[int, ...]]) -> int:
@@ -294,27 +310,6 @@ def make_reference(
                      col_norms=col_norms, tensors=full, mask_digest=mask_digest(masks))
 
 
-def add_reference_to_key(key: OwnershipKey, reference: Reference) -> None:
-    """Store ``reference`` in the key's ``reference`` section (replacing an older one).
-
-    The key's public commitment does not cover this section, so refreshing it (after
-    retraining) leaves the published claim valid. Save the key afterwards
-    (:meth:`OwnershipKey.save` with ``overwrite=True``, or
-    :func:`~hf_lottery_verify.ownership_key.save_key_section` for a new section).
-
-    Args:
-        key (`OwnershipKey`): The owner's key (modified in place).
-        reference (`Reference`): From :func:`make_reference`.
-
-    Raises:
-        KeyMismatchError: The key belongs to another architecture.
-    """
-    if key.arch.split(".")[0] != reference.arch.split(".")[0]:
-        raise KeyMismatchError(f"The key belongs to architecture '{key.arch}', the reference to '{reference.arch}'.")
-    data, tensors = reference.to_section()
-    key.set_section(REFERENCE_SECTION, data, tensors)
-
-
 def reference_from_key(key: OwnershipKey) -> Reference | None:
     """The reference stored in ``key``, or ``None`` when it has none.
 
@@ -325,64 +320,47 @@ def reference_from_key(key: OwnershipKey) -> Reference | None:
         The :class:`Reference`, or ``None``.
 
     Raises:
-        KeyMismatchError: The section is damaged or of an unknown format.
+        KeyMismatchError: The section is damaged, of an unknown format, or of another architecture.
     """
     if REFERENCE_SECTION not in key.sections:
         return None
-    return Reference.from_section(key.sections[REFERENCE_SECTION], key.section_tensors(REFERENCE_SECTION))
+    reference = Reference.from_section(key.sections[REFERENCE_SECTION], key.section_tensors(REFERENCE_SECTION))
+    if reference.arch != key.arch.split(".")[0]:
+        raise KeyMismatchError(f"The key's reference describes a '{reference.arch}', the key a '{key.arch}'.")
+    return reference
 
 
-def refresh_key_reference(key_path: str | os.PathLike, model: nn.Module) -> OwnershipKey:
-    """Record (or refresh) the reference of the model about to be published in the key file at ``key_path``.
+def with_reference(key: OwnershipKey, model: nn.Module) -> OwnershipKey:
+    """A copy of ``key`` with the reference of the model about to be published (the key itself is unchanged).
 
-    Called when signing, after retraining and before pushing: verification re-aligns a
-    suspect's channels to the reference of the model that was published. Only the
-    ``reference`` section is written (atomically); the evidence and the public commitment
-    are untouched.
+    Publishing records it once, before the key's commitment is published: verification
+    re-aligns a suspect's channels to it, and the commitment covers it, so nobody can swap
+    in a reference fitted to someone else's model later. Besides the channel fingerprints
+    (:func:`make_reference`) the section records how the model reads its inputs and names
+    its classes (``published``: label count, channels, image size, normalisation,
+    ``label2id``), which the black-box checks query with.
 
     Args:
-        key_path (`str` or `os.PathLike`): The owner's key file (it must exist).
-        model (`nn.Module`): The model as it is (or will be) published, with its masks.
+        key (`OwnershipKey`): The owner's key, without a reference.
+        model (`nn.Module`): The model as it is published, with its masks.
 
     Returns:
-        The key as written.
+        The new key.
 
     Raises:
-        KeyFileError: The key file cannot be read.
+        KeyMismatchError: The key already holds a reference, or belongs to another architecture.
     """
-    from ..ownership_key import REFERENCE_SECTION, save_key_section
-
-    key = OwnershipKey.load(key_path)
-    fresh = OwnershipKey(arch=key.arch)
-    record_published(fresh, model)
-    return save_key_section(fresh, key_path, REFERENCE_SECTION, replace=True)
-
-
-def record_published(key: OwnershipKey, model: nn.Module) -> None:
-    """Put the reference of the model about to be published into ``key`` (in memory), replacing an older one.
-
-    Besides the channel fingerprints (:func:`make_reference`) the section records how the
-    model reads its inputs and names its classes (``published``: label count, channels,
-    image size, normalisation, ``label2id``), which the black-box checks query with.
-
-    Args:
-        key (`OwnershipKey`): The owner's key (modified in place; save it afterwards).
-        model (`nn.Module`): The model as it is (or will be) published, with its masks.
-
-    Raises:
-        KeyMismatchError: The key belongs to another architecture.
-    """
-    from ..ownership_key import REFERENCE_SECTION
-
     arch = getattr(getattr(model, "config", None), "arch", None) or key.arch
-    masks = getattr(model, "masks", None) or None
-    add_reference_to_key(key, make_reference(model, arch=arch, masks=masks))
+    if key.arch.split(".")[0] != str(arch).split(".")[0]:
+        raise KeyMismatchError(f"The key belongs to architecture '{key.arch}', the model is a '{arch}'.")
+    data, tensors = make_reference(model, arch=arch, masks=getattr(model, "masks", None) or None).to_section()
     config = getattr(model, "config", None)
-    if config is not None:  # how the published model reads its inputs and names its classes (black-box checks)
+    if config is not None:
         mean, std = config.normalization() if hasattr(config, "normalization") else (None, None)
-        key.sections[REFERENCE_SECTION]["published"] = {
+        data["published"] = {
             "num_labels": int(config.num_labels), "in_chans": int(getattr(config, "in_chans", 3)),
             "image_size": int(getattr(config, "image_size", 32)),
             "image_mean": list(mean) if mean else None, "image_std": list(std) if std else None,
             "label2id": {str(k): int(v) for k, v in (config.label2id or {}).items()},
         }
+    return key.with_section(REFERENCE_SECTION, data, tensors)

@@ -135,16 +135,16 @@ def fake2_attack(model: nn.Module, *, scale: float = 0.1, seed: int = 0) -> nn.M
     return attacked
 
 
-def attacker_secret(seed: int) -> bytes:
-    """The thief's signature secret in :func:`forge_signature` (derived from ``seed``, so runs repeat)."""
-    return hashlib.sha256(f"hf_lottery_verify.attacks.fake3/{int(seed)}".encode()).digest()
+def attacker_secret(seed: int) -> str:
+    """The thief's key secret (hex) in :func:`forge_signature` (derived from ``seed``, so runs repeat)."""
+    return hashlib.sha256(f"hf_lottery_verify.attacks.fake3/{int(seed)}".encode()).hexdigest()
 
 
 def forge_signature(
     model: nn.Module,
     *,
     text: str = "stolen by mallory",
-    secret: bytes | str | None = None,
+    secret: str | None = None,
     seed: int = 0,
     signature_options: Mapping[str, Any] | None = None,
     data: DatasetPair | ImageData | None = None,
@@ -163,7 +163,7 @@ def forge_signature(
     Args:
         model (`nn.Module`): The stolen ticket; not modified.
         text (`str`, *optional*, defaults to `"stolen by mallory"`): The thief's signature text.
-        secret (`bytes` or `str`, *optional*): The thief's secret; derived from ``seed`` when
+        secret (`str`, *optional*): The thief's key secret (64 hex digits); derived from ``seed`` when
             ``None`` (:func:`attacker_secret`).
         seed (`int`, *optional*, defaults to 0): Seed of the embedding's choices (and of fine-tuning).
         signature_options (`Mapping[str, Any]`, *optional*): Further options of
@@ -184,7 +184,7 @@ def forge_signature(
 
     Example:
         >>> forged, mallory_key = forge_signature(stolen, seed=1)         # doctest: +SKIP
-        >>> verify_model(forged, mallory_key).verdict                     # doctest: +SKIP
+        >>> verify_model(forged, key=mallory_key, require_anchor=False).verdict                     # doctest: +SKIP
         'owned'
     """
     from ..signature import embed_signature
@@ -193,8 +193,10 @@ def forge_signature(
     params = forged.timm_parameters()
     forged.set_masks(masks_from_weights(params, forged.prunable_names()), apply=False)
     forged.ownership_claim = None
-    key = embed_signature(forged, text, secret=attacker_secret(seed) if secret is None else secret, seed=seed,
-                          **dict(signature_options or {}))
+    from ..ownership_key import OwnershipKey
+
+    thief = OwnershipKey(arch=forged.config.arch, secret=attacker_secret(seed) if secret is None else secret)
+    key = embed_signature(forged, text, key=thief, seed=seed, **dict(signature_options or {}))
     claim = key.public_claim(owner=None)
     if data is not None and epochs > 0:
         from .finetune import masked_finetune, train_split
@@ -211,7 +213,7 @@ def fake3_attack(
     model: nn.Module,
     *,
     text: str = "stolen by mallory",
-    secret: bytes | str | None = None,
+    secret: str | None = None,
     signature_options: Mapping[str, Any] | None = None,
     data: DatasetPair | ImageData | None = None,
     epochs: int = 1,
@@ -226,7 +228,7 @@ def fake3_attack(
     Args:
         model (`nn.Module`): The stolen ticket; not modified.
         text (`str`, *optional*, defaults to `"stolen by mallory"`): The thief's text.
-        secret (`bytes` or `str`, *optional*): The thief's secret (derived from ``seed`` when ``None``).
+        secret (`str`, *optional*): The thief's key secret, hex (derived from ``seed`` when ``None``).
         signature_options (`Mapping[str, Any]`, *optional*): Options of ``embed_signature``.
         data (`DatasetPair` or `ImageData`, *optional*): Training data for masked fine-tuning afterwards.
         epochs (`int`, *optional*, defaults to 1): Fine-tuning epochs when ``data`` is given.

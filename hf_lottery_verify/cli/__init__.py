@@ -52,7 +52,8 @@ logger = logging.getLogger(__name__)
 
 COMMANDS: dict[str, Callable[[Any], None]] = {}
 """Command name → function adding its sub-parser (filled by the command modules)."""
-ORDER = ("demo", "find-ticket", "split-key", "sign", "triggers", "retrain", "extract", "push", "verify", "serve",
+ORDER = ("demo", "find-ticket", "split-key", "sign", "triggers", "retrain", "extract", "push", "anchor", "verify",
+         "dispute", "serve",
          "attack", "calibrate")
 """The order of ``--help``: the workflow's."""
 

@@ -24,6 +24,7 @@ __all__ = [
     "RetrainArgs",
     "PushArgs",
     "VerifyArgs",
+    "AnchorArgs",
     "ServeArgs",
     "AttackArgs",
     "CalibrateArgs",
@@ -103,22 +104,16 @@ class SignatureOptions:
     coding: Literal["auto", "pairs", "single"] = _help(
         "pairs: two complementary kernels per module (a flipped kernel is an erasure, not an error); single: one; "
         "auto: pairs where the stage has room and the ticket can pay", default="auto")
-    ecc: Literal["L", "M", "Q", "H"] = _help("QR error-correction level", default="H")
-    version: int | None = _help("QR version (default: the smallest that fits)", default=None)
-    layers: str | None = _help("'all' or comma-separated parameter names (default: the spatial convs)",
-                               default=None)
+    ecc: Literal["L", "M", "Q", "H"] = _help("QR error-correction level (the version is the smallest that fits)",
+                                             default="H")
+    layers: Literal["spatial", "all"] = _help("candidate convs: the spatial ones, or all (1x1 too)",
+                                              default="spatial")
     seed: int = _help("seed of the values of switched-on weights", default=0)
-    secret: str | None = _help("hex secret of the keyed placement (default: a fresh random one; keep it private)",
-                               default=None)
 
     def embed_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :func:`hf_lottery_verify.signature.embed_signature`."""
-        out: dict[str, Any] = {"copies": self.copies, "module_weights": self.module_weights, "ecc": self.ecc,
-                               "version": self.version, "seed": self.seed, "secret": self.secret,
-                               "coding": self.coding}
-        if self.layers:
-            out["layers"] = "all" if self.layers == "all" else self.layers.split(",")
-        return {k: v for k, v in out.items() if v is not None}
+        return {"copies": self.copies, "module_weights": self.module_weights, "ecc": self.ecc, "seed": self.seed,
+                "coding": self.coding, "layers": self.layers}
 
 
 @dataclass
@@ -141,7 +136,6 @@ class ExtractArgs:
 
     _argument_group_name = "extract"
     key: str = _help("the owner's key (JSON)")
-    no_defense: bool = _help("do not apply the add-on defense (top-k by magnitude per layer)", default=False)
 
 
 @dataclass
@@ -155,7 +149,6 @@ class TriggersArgs:
     n: int = _help("number of trigger images", default=100)
     image_size: int = _help("side of the generated images", default=32)
     channels: int = _help("channels of the generated images", default=3)
-    seed: int | None = _help("seed (default: a fresh random one, recorded in the key)", default=None)
     adi: str | None = _help("use an Adi-style folder (pics/*.jpg + labels-cifar.txt) instead", default=None)
     adi_mode: Literal["resize", "center_crop"] = _help("Adi images: resize, or the original centre crop",
                                                       default="resize")
@@ -206,11 +199,25 @@ class VerifyArgs:
                         default=False)
     local_files_only: bool = _help("use the Hub cache only (as HF_HUB_OFFLINE=1)", default=False)
     token: str | None = _help("Hub token", default=None)
-    no_priority: bool = _help("do not walk the repo's commit history for the claim's priority", default=False)
+    unanchored: bool = _help("check your own model before publishing: owned without an anchored key (the report "
+                             "says so)", default=False)
     timeout: float = _help("endpoint request timeout in seconds", default=10.0)
     retries: int = _help("endpoint retries per request", default=2)
     budget: int | None = _help("maximum endpoint requests", default=None)
     badge: str | None = _help("also write an SVG badge of the verdict to this file", default=None)
+
+
+@dataclass
+class AnchorArgs:
+    """Inputs of ``anchor``."""
+
+    _argument_group_name = "anchor"
+    key: str = _help("your private ownership key (JSON); it gains the anchor record")
+    repo: str = _help("a Hub repo of yours to commit the public claim to (created if missing)")
+    model: str | None = _help("the model folder you publish elsewhere: its reference is recorded first", default=None)
+    owner: str | None = _help("public owner name in the claim", default=None)
+    private: bool = _help("create the repo as private (verifiers then need your token)", default=False)
+    token: str | None = _help("Hub token", default=None)
 
 
 @dataclass

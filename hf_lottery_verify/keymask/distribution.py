@@ -20,7 +20,7 @@ from torch import nn
 from ..codecs import pack_bits, unpack_bits
 from ..errors import KeyMismatchError, MaskError
 from ..masks import count_kept, timm_parameters
-from ..ownership_key import KEYMASK_SECTION, OwnershipKey, mask_digest
+from ..ownership_key import KEYMASK_SECTION, SIGNATURE_SECTION, OwnershipKey, mask_digest
 from ..storage import tensor_digest
 from ._common import _model_masks, _ordered_names
 from .split import merge_key_mask, split_key_mask
@@ -89,10 +89,11 @@ def lock_model(
         ratio (`float`): Share of the kept weights that go into the key, in ``(0, 1)``.
         score (`str`, *optional*, defaults to `"omp"`): A name from :func:`list_scorers`.
         seed (`int`, *optional*, defaults to 0): Seed for random scorers and sampling.
-        key (`OwnershipKey`, *optional*): An existing key to add the section to (its other
-            sections are kept); a new key otherwise.
-        protect (`Mapping[str, torch.Tensor]`, *optional*): Positions that never go into the
-            key (see :func:`~hf_lottery_verify.keymask.split_key_mask`).
+        key (`OwnershipKey`, *optional*): An existing key to extend (the returned key is a copy
+            with the ``keymask`` section added); a new key otherwise. When it holds a signature,
+            the signature's kernels never go into the key mask.
+        protect (`Mapping[str, torch.Tensor]`, *optional*): More positions that never go into
+            the key (see :func:`~hf_lottery_verify.keymask.split_key_mask`).
         **score_options (`Any`, *optional*): Options of the scorer, and ``score_weights``
             (see :func:`~hf_lottery_verify.keymask.split_key_mask`).
 
@@ -108,6 +109,11 @@ def lock_model(
         raise KeyMismatchError(f"The given key belongs to architecture '{key.arch}', the model is '{arch}'.")
     full = _model_masks(model)
     names = _ordered_names(model, full)
+    if key is not None and SIGNATURE_SECTION in key.sections:  # a locked signed ticket keeps its whole signature
+        from ..signature import signature_positions
+
+        signed = signature_positions(key)
+        protect = {n: signed.get(n, False) | (protect or {}).get(n, False) for n in {*signed, *(protect or {})}}
     key_masks, locked = split_key_mask(model, ratio=ratio, score=score, seed=seed, protect=protect,
                                        **score_options)
     params = timm_parameters(model, detach=True)
@@ -137,11 +143,7 @@ def lock_model(
     if score_options.get("score_weights") is not None:
         section["scored_on"] = "given weights"
         section["score_weights_sha256"] = _score_weights_digest(model, score_options["score_weights"])
-    if key is None:
-        key = OwnershipKey(arch=arch)
-    elif KEYMASK_SECTION in key.sections:
-        logger.warning("Replacing the existing '%s' section of the ownership key.", KEYMASK_SECTION)
-    key.set_section(KEYMASK_SECTION, section, tensors)
+    key = (key or OwnershipKey(arch=arch)).with_section(KEYMASK_SECTION, section, tensors)
     logger.info("Locked %s: key of %d of %d kept weights (score=%s).", arch, n, section["kept"], score)
     return LockedTicket(model=locked_model, key=key)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -15,17 +16,19 @@ import torch
 
 from .. import qr
 from ..errors import KeyMismatchError, SignatureError
+from ..key_sections import SignatureSection
 from ..masks import squeeze_mask
-from ..ownership_key import SIGNATURE_SECTION, OwnershipKey
+from ..ownership_key import OwnershipKey
 from ..recovery import recover_masks
 from ..stats import binomial_log_pmf
 from ..suspect import Suspect, read_suspect
 from .combine import combine_copies, combine_pairs
-from .slots import Slots, draw_slots
-from .whitening import WHITENING, parse_secret, whitening_stream
+from .embed import signature_secret
+from .slots import Slots, derive_slots
+from .whitening import whitening_stream
 
-__all__ = ["SignatureEvidence", "extract_signature", "combine_copies", "combine_pairs", "agreement_p_value",
-           "slots_are_derived", "signature_positions"]
+__all__ = ["SignatureEvidence", "extract_signature", "agreement_p_value", "signature_layout", "signature_positions",
+           "MIN_DECODE_SECURITY_BITS"]
 
 
 @dataclass
@@ -34,29 +37,28 @@ class SignatureEvidence:
 
     Attributes:
         text: Decoded text (known-format decoder), or ``None``.
-        matches: ``text`` equals the key's text (a valid Reed–Solomon decode of it, with at
-            least ``MIN_DECODE_SECURITY_BITS`` of margin against chance).
+        matches: ``text`` equals the key's text: a valid Reed–Solomon decode of it with at
+            least :data:`MIN_DECODE_SECURITY_BITS` of margin against chance, plus the bits of
+            the decoder's own candidate search (``required_bits``).
         bit_agreement: Fraction of data modules (combined over copies) equal to the key's.
         p_value: Probability that an unrelated mask of the same per-layer density agrees with
-            the signature on at least as many of the modules the embedding *changed*
-            (Bonferroni over copies; pair coding: intact pairs reading the target pattern, among the
-            intact ones). Modules that already agreed before signing are not
-            counted: the unsigned ticket scores p ≈ 1. Per copy the larger of the exact
-            binomial tail and the tail against random slot sets of the suspect's own stage
-            (:func:`decoy_p_value`), which measures how much real masks vary.
+            the signature on at least as many modules (Bonferroni over copies; pair coding:
+            intact pairs reading the target pattern, among the intact ones). Per copy the
+            larger of the exact binomial tail and the tail against random slot sets of the
+            suspect's own stage (:func:`decoy_p_value`), which measures how much real masks vary.
         image_text: What zbar read from the restored symbol (cross-check), or ``None``.
-        copies: Per copy: where it lives, bit agreement, changed modules, p-value.
+        copies: Per copy: where it lives, bit agreement, p-value.
         erasures: Modules handed to the decoder as erasures (copies disagreeing).
         defense_applied: Layers where the add-on defense kept only the top-k magnitudes.
-        decode_reason: Why decoding failed, if it did.
+        decode_reason: Why decoding failed or does not count, if so.
         combination: How copies were combined for the decode (``single``, ``any`` — kept
             reads win, ``majority``, ``all`` — pruned reads win, ``erasures``, ``weighted``,
             ``pairs``, ``fullness`` or ``fullness-flat`` — pairs vote, or ``copy<c>`` alone).
-        layout: The key's signature layout (``keyed`` or ``regions``).
-        slots_verified: Keyed layout: the key's slots are the ones its secret derives (when
-            not, the key was edited or forged after the fact and ``matches`` is ``False``);
-            ``None`` for the ``regions`` layout.
         security_bits: ``-log2`` of the chance that random data decodes as this one did.
+        required_bits: Security a decode needs here: :data:`MIN_DECODE_SECURITY_BITS` plus
+            ``log2`` of the candidate combinations the decoder tried.
+        own_order_p_value: The p-value in the suspect's own channel order, when the
+            alignment found no copy (the report's ``p_value`` is then the larger of the two).
         seconds: Extraction and decoding time.
     """
 
@@ -70,9 +72,9 @@ class SignatureEvidence:
     defense_applied: list[str] = field(default_factory=list)
     decode_reason: str | None = None
     combination: str = "single"
-    layout: str = "keyed"
-    slots_verified: bool | None = None
     security_bits: float = 0.0
+    required_bits: float = 0.0
+    own_order_p_value: float | None = None
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,19 +91,14 @@ class _CopyRead:
     """
 
     kept: np.ndarray  # (n,) kernel kept in the suspect
-    stream: np.ndarray  # (n,) whitening (keyed) or the polarity (regions)
+    stream: np.ndarray  # (n,) whitening
     layer: np.ndarray  # (n,) index into ``layers``
     layers: list[str]
-    changed: np.ndarray  # (n,) modules the embedding changed
     info: dict[str, Any]
     valid: np.ndarray | None = None  # (n,) pair coding: the pair reads one kept, one pruned
     null_p: np.ndarray | None = None  # (n,) pair coding: P(an unrelated intact pair reads the target pattern)
     fullness: np.ndarray | None = None  # (n,) pair coding: f_a - f_b, f = min(kept weights, module_weights) / it
     decoys: np.ndarray | None = None  # (DECOYS, n * width) kernel reads at random positions of the same stage
-
-
-def _unpack(hex_bits: str, n: int) -> np.ndarray:
-    return np.unpackbits(np.frombuffer(bytes.fromhex(hex_bits), dtype=np.uint8))[:n].astype(bool)
 
 
 def agreement_p_value(agree: int, groups: Sequence[tuple[int, int, float]]) -> float:
@@ -143,16 +140,16 @@ def agreement_p_value(agree: int, groups: Sequence[tuple[int, int, float]]) -> f
 
 MIN_DECODE_SECURITY_BITS = 40.0
 """A decode counts as evidence only when random data would decode with these erasures and
-errors with probability below ``2^-40`` (:func:`~hf_lottery_verify.qr.decode_security_bits`).
-Without it a key written after the fact could be ground: try secrets until a combination
-erases all but a few check symbols of every block, "decode" whatever the owner's mask reads
-there, and claim the resulting text (measured: about 2,000 secrets, 5 s, for a 1-H symbol)."""
+errors with probability below ``2^-40`` per candidate the decoder tries
+(:func:`~hf_lottery_verify.qr.decode_security_bits`). A claimant who grinds secrets gets a
+fresh random reading per secret, so forging a decode takes about ``2^40`` tries — each a
+full extraction — however the tries are spent (secrets, texts, the few layout choices)."""
 
 
-def _decode(reads: list[_CopyRead], *, version: int, ecc: str, mask_pattern: int
-            ) -> tuple[qr.QRDecodeResult, np.ndarray, np.ndarray, str]:
-    """The first candidate combination that decodes to a valid QR bitstream with at least
-    ``MIN_DECODE_SECURITY_BITS`` (else the most secure decode, else the first candidate)."""
+def _decode(reads: list[_CopyRead], *, symbol: qr.QRSymbol) -> tuple[qr.QRDecodeResult, np.ndarray, np.ndarray, str,
+                                                                       float]:
+    """The first candidate combination that decodes with the required security (else the most
+    secure decode, else the first candidate), and the security required."""
     kept = np.stack([r.kept for r in reads])
     stream = np.stack([r.stream for r in reads])
     paired = np.array([r.valid is not None for r in reads])
@@ -163,96 +160,102 @@ def _decode(reads: list[_CopyRead], *, version: int, ecc: str, mask_pattern: int
         candidates = combine_pairs(kept, stream, valid, fullness, paired)
     else:
         candidates = combine_copies(kept, stream)
+    required = MIN_DECODE_SECURITY_BITS + math.log2(len(candidates))
     best = None
     for how, bits, erase, rel in candidates:
-        res = qr.decode_known(bits, version=version, ecc=ecc, mask_pattern=mask_pattern,
+        res = qr.decode_known(bits, version=symbol.version, ecc=symbol.ecc, mask_pattern=symbol.mask_pattern,
                               erasures=erase if erase.any() else None,
                               reliability=None if how.startswith("copy") or how in ("single", "erasures") else rel)
-        if res.ok and res.security_bits >= MIN_DECODE_SECURITY_BITS:
-            return res, bits, erase, how
+        if res.ok and res.security_bits >= required:
+            return res, bits, erase, how, required
         if best is None or (res.ok and (not best[0].ok or res.security_bits > best[0].security_bits)):
             best = (res, bits, erase, how)
     assert best is not None
-    return best
+    return (*best, required)
 
 
-def _check_params(weights: Mapping[str, torch.Tensor], names: Sequence[str], section: Mapping[str, Any]) -> None:
-    shapes = section.get("param_shapes", {})
-    for name in names:
-        if name not in weights:
-            raise KeyMismatchError(f"The suspect has no parameter '{name}' named in the key; wrong architecture, or "
-                                   "pass weights aligned to the key's reference model.")
-        if name in shapes and list(weights[name].shape) != list(shapes[name]):
-            raise KeyMismatchError(f"'{name}' has shape {tuple(weights[name].shape)} in the suspect, "
-                                   f"{tuple(shapes[name])} in the key; the key belongs to another architecture, or "
-                                   "the suspect's channels must be re-aligned to the key's reference first.")
+@functools.lru_cache(maxsize=16)
+def _arch_shapes(arch: str) -> dict[str, tuple[int, ...]]:
+    """Shapes of the architecture's stage convolutions (they depend on neither labels nor input channels)."""
+    from ..architectures import create_resnet
+
+    with torch.device("meta"):
+        model = create_resnet(arch.split(".")[0])
+    return {n: tuple(p.shape) for n, p in model.named_parameters() if p.dim() == 4}
 
 
-def _suspect_masks(weights: Mapping[str, torch.Tensor], names: Sequence[str], section: Mapping[str, Any], *,
-                   defense: bool) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """The suspect's masks of the signed layers, from its weights, with the add-on defense."""
-    _check_params(weights, names, section)
-    signed = {n: weights[n] for n in names}
-    if not defense:
-        return recover_masks(signed), []
-    kept = {n: int(section["layer_kept"].get(n, 0)) or weights[n].numel() for n in names}
-    masks = recover_masks(signed, kept)
-    return masks, [n for n in names if int(torch.count_nonzero(weights[n])) > kept[n]]
+def signature_layout(key: OwnershipKey) -> tuple[SignatureSection, qr.QRSymbol, list[Slots]]:
+    """The key's signature as the verifier sees it: the section, the QR symbol and every copy's slots.
+
+    Everything but the text and the signer's few choices is recomputed here — the symbol
+    from the text (smallest version, the encoder's mask pattern), the stages and slots from
+    the key's secret and the architecture — so a key cannot place a copy anywhere a model's
+    mask already spells a text.
+
+    Args:
+        key (`OwnershipKey`): A key with a ``signature`` section.
+
+    Returns:
+        ``(section, symbol, slots)``.
+
+    Raises:
+        KeyMismatchError: The key has no signature section, or its layout is not one this
+            architecture can hold (a layout the library's signer never writes).
+        KeyFileError: The section is malformed.
+    """
+    section = key.signature()
+    symbol = qr.encode(section.text, ecc=section.ecc)
+    try:
+        slots = derive_slots(signature_secret(key), _arch_shapes(key.arch), symbol.num_data_modules,
+                             widths=section.widths, coding=section.coding, layers=section.layers)
+    except SignatureError as exc:
+        raise KeyMismatchError(f"The key's signature layout ({section.copies} copies, widths {list(section.widths)}, "
+                               f"coding {section.coding}) is not one the signer writes for '{key.arch}': {exc}") from exc
+    return section, symbol, slots
 
 
-def _read_keyed(weights: Mapping[str, torch.Tensor], section: Mapping[str, Any], tensors: Mapping[str, torch.Tensor],
-                n: int, *, defense: bool) -> tuple[list[_CopyRead], list[str]]:
-    from .embed import KEYED_LAYOUT_VERSION
-
-    if int(section.get("layout_version", 1)) > KEYED_LAYOUT_VERSION:
-        raise KeyMismatchError(f"The key's keyed layout version {section.get('layout_version')} is newer than this "
-                               f"version of hf_lottery_verify reads ({KEYED_LAYOUT_VERSION}); upgrade it.")
-    if section.get("whitening", WHITENING) != WHITENING:
-        raise KeyMismatchError(f"The key's whitening {section.get('whitening')!r} is unknown to this version of "
-                               "hf_lottery_verify; upgrade it.")
-    secret = parse_secret(section["secret"])
-    widths = [_width(section, rec) for rec in section["regions"]]
-    slots = [Slots.from_key(rec, tensors, c, n * w) for c, (rec, w) in enumerate(zip(section["regions"], widths,
-                                                                                      strict=True))]
-    shapes = section["param_shapes"]
-    for s in slots:
-        for name in s.params:
-            if name not in shapes:
-                raise KeyMismatchError(f"The key's slots name '{name}', which its param_shapes do not list.")
+def _read(weights: Mapping[str, torch.Tensor], section: SignatureSection, symbol: qr.QRSymbol, slots: list[Slots],
+          secret: bytes, shapes: Mapping[str, tuple[int, ...]], *, kept: Mapping[str, int] | None
+          ) -> tuple[list[_CopyRead], list[str]]:
     names = list(dict.fromkeys(name for s in slots for name in s.params))
-    masks, defended = _suspect_masks(weights, names, section, defense=defense)
+    for name in names:
+        if name not in weights or tuple(weights[name].shape) != tuple(shapes[name]):
+            got = tuple(weights[name].shape) if name in weights else "nothing"
+            raise KeyMismatchError(f"The signature's layer '{name}' is {got} in the suspect; the key belongs to "
+                                   "another architecture, or the suspect must be re-aligned to the key's reference.")
+    masks = recover_masks({n: weights[n] for n in names}, {n: kept[n] for n in names if n in kept} if kept else None)
+    defended = [n for n in names if kept and n in kept and int(torch.count_nonzero(weights[n])) > kept[n]]
     density = {name: float(squeeze_mask(masks[name]).double().mean()) for name in names}
+    n = symbol.num_data_modules
+    data_bits = symbol.data_bits()
     reads = []
-    for c, (s, rec, width) in enumerate(zip(slots, section["regions"], widths, strict=True)):
+    for c, (s, width) in enumerate(zip(slots, section.widths, strict=True)):
         count = np.zeros(n * width, dtype=np.int64)
         for name, pos, kernels in s.per_param():
             m = masks[name]
-            if kernels.max() >= m.shape[0] * m.shape[1]:
-                raise KeyMismatchError(f"The key's slots in '{name}' lie outside the suspect's layer.")
-            flat = m.reshape(m.shape[0] * m.shape[1], -1)
-            count[pos] = flat[torch.from_numpy(kernels)].sum(dim=1).numpy()
-        kept = count > 0
+            count[pos] = m.reshape(m.shape[0] * m.shape[1], -1)[torch.from_numpy(kernels)].sum(dim=1).numpy()
+        kernel_kept = count > 0
         stage_kept = torch.cat([masks[p].reshape(masks[p].shape[0] * masks[p].shape[1], -1).any(dim=1)
                                 for p in s.params]).numpy()
         decoys = _decoy_reads(stage_kept, n * width, seed=secret + b"decoys/%d" % c)
-        info = {"stage": s.stage, "layers": len(s.params), "q": [density[p] for p in s.params]}
+        info = {"stage": s.stage, "layers": len(s.params), "width": width, "q": [density[p] for p in s.params]}
         layer = s.param_index.astype(np.int64)
+        stream = whitening_stream(secret, c, n)
         if width == 1:
-            reads.append(_CopyRead(kept=kept, stream=whitening_stream(secret, c, n), layer=layer, layers=list(s.params),
-                                   changed=_unpack(rec["changed_bits"], n), info=info, decoys=decoys))
+            reads.append(_CopyRead(kept=kernel_kept, stream=stream, layer=layer, layers=list(s.params), info=info,
+                                   decoys=decoys))
             continue
-        pair, q = kept.reshape(n, 2), np.asarray(info["q"])[layer].reshape(n, 2)
-        mw = max(1, int(section.get("module_weights", 1)))
+        pair, q = kernel_kept.reshape(n, 2), np.asarray(info["q"])[layer].reshape(n, 2)
+        mw = section.module_weights
         # an unrelated mask reads pattern (1, 0) with probability q_a (1 - q_b), (0, 1) with (1 - q_a) q_b:
         # given an intact pair, the target pattern with their ratio (1/2 at equal densities), whatever
         # made the pairs intact (another owner's pair coding at the same slots included)
-        stream = whitening_stream(secret, c, n)
-        target = _unpack(section["data_bits"], n) ^ stream
+        target = data_bits ^ stream
         p10, p01 = q[:, 0] * (1 - q[:, 1]), (1 - q[:, 0]) * q[:, 1]
         null_p = np.where(target, p10, p01) / np.maximum(p10 + p01, 1e-12)
         reads.append(_CopyRead(kept=pair[:, 0].copy(), stream=stream, layer=layer[0::2], layers=list(s.params),
-                               changed=_unpack(rec["changed_bits"], n), info=info, valid=pair[:, 0] != pair[:, 1],
-                               null_p=null_p, fullness=(np.minimum(count[0::2], mw) - np.minimum(count[1::2], mw)) / mw,
+                               info=info, valid=pair[:, 0] != pair[:, 1], null_p=null_p,
+                               fullness=(np.minimum(count[0::2], mw) - np.minimum(count[1::2], mw)) / mw,
                                decoys=decoys))
     return reads, defended
 
@@ -289,72 +292,11 @@ def decoy_p_value(observed: int, decoy_stats: np.ndarray) -> float:
     return 0.5 * math.erfc((observed - mean) / sd / math.sqrt(2))
 
 
-def _width(section: Mapping[str, Any], record: Mapping[str, Any]) -> int:
-    """Kernels per data module of one keyed copy (2 for the pair coding)."""
-    coding = str(section.get("coding", "single"))
-    if coding not in ("single", "pairs", "mixed"):
-        raise KeyMismatchError(f"The key's signature coding {coding!r} is unknown to this version of "
-                               "hf_lottery_verify; upgrade it.")
-    width = int(record.get("width", 2 if coding == "pairs" else 1))
-    if width not in (1, 2):
-        raise KeyMismatchError(f"The key's copy width {width} is unknown to this version of hf_lottery_verify.")
-    return width
-
-
-def slots_are_derived(section: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> bool:
-    """Whether a keyed key's recorded slots are exactly the ones its secret derives.
-
-    A key whose slots were chosen freely (written after seeing a model, to sit where its mask
-    already spells the text) fails this check, so its decode is not evidence.
-
-    Args:
-        section (`Mapping[str, Any]`): The key's keyed ``signature`` section.
-        tensors (`Mapping[str, torch.Tensor]`): Its tensors (without the section prefix).
-
-    Returns:
-        ``True`` when every copy's slots equal the HMAC derivation from the secret.
-    """
-    secret = parse_secret(section["secret"])
-    share = section.get("max_layer_share")
-    earlier: list[Slots] = []
-    for c, rec in enumerate(section["regions"]):
-        n = int(section["num_data_modules"]) * _width(section, rec)
-        recorded = Slots.from_key(rec, tensors, c, n)
-        try:
-            derived = draw_slots(secret, section["param_shapes"], recorded.stage, recorded.params, n, c,
-                                 max_layer_share=share, taken=earlier)
-        except (SignatureError, KeyError):
-            return False
-        if not recorded.same_as(derived):
-            return False
-        earlier.append(derived)
-    return True
-
-
-def _read_regions(weights: Mapping[str, torch.Tensor], section: Mapping[str, Any], n: int, *, defense: bool
-                  ) -> tuple[list[_CopyRead], list[str]]:
-    names = list(dict.fromkeys(r["param"] for r in section["regions"]))
-    masks, defended = _suspect_masks(weights, names, section, defense=defense)
-    data = qr.data_map(int(section["qr"]["version"]))
-    reads = []
-    for rd in section["regions"]:
-        m, row, col, size = masks[rd["param"]], int(rd["row"]), int(rd["col"]), int(rd["size"])
-        if row + size > m.shape[0] or col + size > m.shape[1]:
-            raise KeyMismatchError(f"The key's region in '{rd['param']}' lies outside the suspect's layer.")
-        sq = squeeze_mask(m)
-        kept = sq[row: row + size, col: col + size].cpu().numpy()[data]
-        changed = _unpack(rd["changed_bits"], n) if "changed_bits" in rd else np.ones(n, dtype=bool)
-        reads.append(_CopyRead(kept=kept, stream=np.full(n, bool(rd["inverted"])), layer=np.zeros(n, dtype=np.int64),
-                               layers=[rd["param"]], changed=changed,
-                               info={"param": rd["param"], "q": [float(sq.double().mean())]}))
-    return reads, defended
-
-
 def extract_signature(
     source: Any,
-    key: OwnershipKey | str | os.PathLike,
     *,
-    defense: bool = True,
+    key: OwnershipKey | str | os.PathLike,
+    kept: Mapping[str, int] | None = None,
     cross_check: bool = True,
 ) -> SignatureEvidence:
     """Read and decode the signature from a suspect model.
@@ -366,97 +308,71 @@ def extract_signature(
             key's reference model —, a Hub repo id). Nothing the suspect says about itself
             is used: the mask comes from its weights.
         key (`OwnershipKey`, `str` or `os.PathLike`): The owner's key (or its path) with a
-            ``signature`` section (``keyed`` layout, or ``regions`` from earlier versions).
-        defense (`bool`, *optional*, defaults to `True`): Apply the add-on defense (per layer,
-            keep the ``k`` largest magnitudes when the suspect has more non-zeros than the
-            signed ticket had).
+            ``signature`` section.
+        kept (`Mapping[str, int]`, *optional*): The add-on defense: per layer, the kept count
+            of the published model (from the key's committed reference); a suspect layer with
+            more non-zeros keeps only that many largest magnitudes. Without it the mask is the
+            non-zero pattern.
         cross_check (`bool`, *optional*, defaults to `True`): Also decode the restored symbol with zbar.
 
     Returns:
         The :class:`SignatureEvidence` (decoded text, bit agreement, p-value, ...).
 
     Raises:
-        KeyMismatchError: The key does not fit the suspect (missing layer, other shapes, slots
-            outside a layer) or has no signature section.
+        KeyMismatchError: The key does not fit the suspect (missing layer, other shapes) or
+            has no signature section, or its layout is not one the signer writes.
         KeyFileError: ``key`` cannot be read.
     """
     if not isinstance(key, OwnershipKey):
         key = OwnershipKey.load(key)
-    section = key.section(SIGNATURE_SECTION)
-    layout = str(section.get("layout", "regions"))
-    if layout not in ("keyed", "regions"):
-        raise KeyMismatchError(f"The key's signature layout {layout!r} is unknown to this version of "
-                               "hf_lottery_verify; upgrade it.")
-    if isinstance(source, Suspect):
-        suspect = source
-    else:
-        suspect = read_suspect(source, shapes={k: tuple(v) for k, v in section.get("param_shapes", {}).items()})
-    weights = suspect.state_dict
+    section, symbol, slots = signature_layout(key)
+    suspect = source if isinstance(source, Suspect) else read_suspect(source)
     t0 = time.perf_counter()
-    qrp = section["qr"]
-    version, ecc, mpat = int(qrp["version"]), str(qrp["ecc"]), int(qrp["mask_pattern"])
-    n = int(section["num_data_modules"])
-    verified = None
-    if layout == "keyed":
-        tensors = key.section_tensors(SIGNATURE_SECTION)
-        reads, defended = _read_keyed(weights, section, tensors, n, defense=defense)
-        verified = slots_are_derived(section, tensors)
-    else:
-        reads, defended = _read_regions(weights, section, n, defense=defense)
-    expected = _unpack(section["data_bits"], n)
+    secret = signature_secret(key)
+    reads, defended = _read(suspect.state_dict, section, symbol, slots, secret, _arch_shapes(key.arch), kept=kept)
+    expected = symbol.data_bits()
     per_copy = []
     for r in reads:
         target_kept = expected ^ r.stream
         agree = r.kept == target_kept
         extra: dict[str, Any] = {}
         if r.valid is None:
-            groups = [(int((target_kept & r.changed & (r.layer == li)).sum()),
-                       int((~target_kept & r.changed & (r.layer == li)).sum()), q)
+            groups = [(int((target_kept & (r.layer == li)).sum()), int((~target_kept & (r.layer == li)).sum()), q)
                       for li, q in enumerate(r.info["q"])]
         else:  # intact pairs in the target pattern, among the intact ones; Bin(count, p) per null probability
             agree &= r.valid
-            counted = r.changed & r.valid
-            values, counts = np.unique(np.round(r.null_p[counted], 12), return_counts=True)  # type: ignore[index]
+            values, counts = np.unique(np.round(r.null_p[r.valid], 12), return_counts=True)  # type: ignore[index]
             groups = [(int(k), 0, float(v)) for v, k in zip(values, counts, strict=True)]
             extra["erased"] = float((~r.valid).mean())
-        agree_changed = int((agree & r.changed).sum())
+        matches = int(agree.sum())
+        p_binomial = agreement_p_value(matches, groups)
+        d = r.decoys
+        stats = ((d == target_kept).sum(axis=1) if r.valid is None
+                 else ((d[:, 0::2] != d[:, 1::2]) & (d[:, 0::2] == target_kept)).sum(axis=1))
+        p_decoys = decoy_p_value(matches, stats)
         info = {k: v for k, v in r.info.items() if k != "q"}
-        p_binomial = agreement_p_value(agree_changed, groups)
-        p_decoys = None
-        if r.decoys is not None:  # the same statistic at random slot sets of the suspect's stage
-            d = r.decoys
-            if r.valid is None:
-                stats = ((d == target_kept) & r.changed).sum(axis=1)
-            else:
-                stats = ((d[:, 0::2] != d[:, 1::2]) & (d[:, 0::2] == target_kept) & r.changed).sum(axis=1)
-            p_decoys = decoy_p_value(agree_changed, stats)
-        per_copy.append({**info, "bit_agreement": float(agree.mean()), **extra,
-                         "changed_modules": int(r.changed.sum()),
-                         "changed_agreement": agree_changed / max(1, int(r.changed.sum())),
-                         "p_binomial": p_binomial, "p_decoys": p_decoys,
-                         "p_value": max(p_binomial, p_decoys) if p_decoys is not None else p_binomial})
-    result, combined, erasures, how = _decode(reads, version=version, ecc=ecc, mask_pattern=mpat)
+        per_copy.append({**info, "bit_agreement": float(agree.mean()), **extra, "p_binomial": p_binomial,
+                         "p_decoys": p_decoys, "p_value": max(p_binomial, p_decoys)})
+    result, combined, erasures, how, required = _decode(reads, symbol=symbol)
     image_text = None
     if cross_check:
         try:
-            image_text = qr.decode_image(qr.restore(combined, version=version, ecc=ecc, mask_pattern=mpat))
+            image_text = qr.decode_image(qr.restore(combined, version=symbol.version, ecc=symbol.ecc,
+                                                    mask_pattern=symbol.mask_pattern))
         except ImportError:
             image_text = None
     # the strongest copy's evidence, Bonferroni-corrected over copies (no product: copies of
     # one suspect are not independent under every null)
     p_value = min(c["p_value"] for c in per_copy) * len(per_copy)
+    secure = result.ok and result.security_bits >= required
     reason = None if result.ok else result.reason
-    secure = result.ok and result.security_bits >= MIN_DECODE_SECURITY_BITS
     if result.ok and not secure:
         reason = (f"decoded with {result.erased_codewords} erased and {result.corrected_codewords} corrected codewords: "
                   f"random data decodes that way with probability 2^-{result.security_bits:.0f} (evidence needs "
-                  f"2^-{MIN_DECODE_SECURITY_BITS:.0f}), so the text is no evidence")
-    if verified is False:
-        reason = ("the key's slots are not the ones its secret derives: the key was edited or written after the "
-                  "fact, so a decode is no evidence" + (f" ({reason})" if reason else ""))
+                  f"2^-{required:.0f}), so the text is no evidence")
     return SignatureEvidence(
         text=result.text if result.ok else None,
-        matches=bool(secure and result.text == section["text"] and verified is not False),
+        matches=bool(secure and result.text == section.text),
         bit_agreement=float((combined == expected).mean()),
         p_value=min(1.0, p_value),
         image_text=image_text,
@@ -465,9 +381,8 @@ def extract_signature(
         defense_applied=defended,
         decode_reason=reason,
         combination=how,
-        layout=layout,
-        slots_verified=verified,
         security_bits=round(float(result.security_bits), 1),
+        required_bits=round(required, 1),
         seconds=time.perf_counter() - t0,
     )
 
@@ -475,32 +390,22 @@ def extract_signature(
 def signature_positions(key: OwnershipKey) -> dict[str, torch.Tensor]:
     """Weight-shaped boolean maps of every kernel that carries a module of the key's signature.
 
-    Pass them as ``protect=`` to :func:`~hf_lottery_verify.keymask.lock_model` (or
-    ``split_key_mask``) to lock a signed ticket without moving any signature module into
-    the key mask.
+    :func:`~hf_lottery_verify.keymask.lock_model` keeps these out of a key mask, so a locked
+    signed ticket still carries its whole signature.
 
     Args:
-        key (`OwnershipKey`): A key with a ``signature`` section (keyed or regions layout).
+        key (`OwnershipKey`): A key with a ``signature`` section.
 
     Returns:
         ``{param: bool tensor of the parameter's shape}`` for every parameter holding modules.
 
     Raises:
-        KeyMismatchError: The key has no signature section or its slots are unreadable.
+        KeyMismatchError: The key has no signature section or its layout does not fit the architecture.
     """
-    section = key.section(SIGNATURE_SECTION)
-    shapes = {n: [int(v) for v in s] for n, s in section["param_shapes"].items()}
+    _, _, slots = signature_layout(key)
+    shapes = _arch_shapes(key.arch)
     maps: dict[str, torch.Tensor] = {}
-    if str(section.get("layout", "regions")) == "keyed":
-        tensors = key.section_tensors(SIGNATURE_SECTION)
-        for c, rec in enumerate(section["regions"]):
-            n = int(section["num_data_modules"]) * _width(section, rec)
-            for name, kernel_map in Slots.from_key(rec, tensors, c, n).kernel_maps(shapes).items():
-                maps[name] = maps[name] | kernel_map if name in maps else kernel_map
-    else:
-        for rd in section["regions"]:
-            name, row, col, size = rd["param"], int(rd["row"]), int(rd["col"]), int(rd["size"])
-            m = maps.get(name, torch.zeros(shapes[name][0], shapes[name][1], dtype=torch.bool))
-            m[row: row + size, col: col + size] = True
-            maps[name] = m
+    for s in slots:
+        for name, kernel_map in s.kernel_maps(shapes).items():
+            maps[name] = maps[name] | kernel_map if name in maps else kernel_map
     return {name: m[:, :, None, None].expand(shapes[name]).clone() for name, m in maps.items()}

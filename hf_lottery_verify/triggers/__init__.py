@@ -16,7 +16,7 @@ al., NeurIPS 2021, Table 3).
   ``labels-cifar.txt``); label ``i`` binds to the ``i``-th file name in lexicographic order
   (``1.jpg, 10.jpg, 100.jpg, 11.jpg, …``), as the original ImageFolder loaders did.
   The public set is no secret: an owner should generate their own.
-* :func:`add_triggers_to_key` / :func:`triggers_from_key` (:mod:`.key`) keep the set in the
+* :func:`add_triggers` / :func:`triggers_from_key` (:mod:`.key`) derive the set from the
   owner's :class:`~hf_lottery_verify.OwnershipKey` (section ``triggers``, digest-checked).
 * :func:`trigger_evidence` (:mod:`.evidence`) turns a suspect's answers (``-1`` where it gave
   none) into an exact binomial p-value over *all* trigger images, so unanswered queries can
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from .adi import load_adi_trigger_set
 from .evidence import DEFAULT_ALPHA, TriggerEvidence, predict_labels, trigger_evidence
-from .key import REFERENCE_BATCH_SIZE, TRIGGERS_SECTION, add_triggers_to_key, triggers_from_key
+from .key import REFERENCE_BATCH_SIZE, TRIGGERS_SECTION, add_triggers, triggers_from_key
 from .procedural import make_trigger_set
 from .sets import TriggerSet
 
@@ -39,7 +39,7 @@ __all__ = [
     "TriggerEvidence",
     "make_trigger_set",
     "load_adi_trigger_set",
-    "add_triggers_to_key",
+    "add_triggers",
     "triggers_from_key",
     "trigger_evidence",
     "predict_labels",

@@ -5,31 +5,41 @@ read its raw tensors without trusting anything it says
 (:func:`hf_lottery_verify.suspect.read_suspect`) → re-align its channels to the key's
 reference when the key has one (:mod:`hf_lottery_verify.alignment`) → Scheme V2: recover
 the mask from the weights and decode the keyed QR signature → Scheme V3: query the
-suspect's network on the secret trigger set → Scheme V1 (with ``eval_data``): accuracy
-with and without the key → one :class:`~hf_lottery_verify.verify.report.VerificationReport`.
+suspect's network on the trigger set regenerated from the key → Scheme V1 (with
+``eval_data``): accuracy with and without the key → the key's anchor, read back from the
+Hub, against the suspect's first public appearance → one
+:class:`~hf_lottery_verify.verify.report.VerificationReport`.
 
 A black-box suspect (an ``http(s)://`` inference endpoint, or any callable returning
-labels) can only be tested with Scheme V3.
+labels) can only be tested with Scheme V3. Several keys (a dispute) are checked against one
+reading of the suspect and ranked by anchor time.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from .._version import __version__
+from ..anchors import AnchorCheck, Appearance, check_anchor, file_sha256, first_appearance
 from ..errors import HfLotteryError, KeyMismatchError
 from ..ownership_key import KEYMASK_SECTION, SIGNATURE_SECTION, TRIGGERS_SECTION, OwnershipKey
+from ..signature import SignatureEvidence
 from ..suspect import Suspect, read_suspect
+from ..triggers import TriggerEvidence
 from .report import VerdictPolicy, VerificationReport, decide
 
 __all__ = ["verify_model", "verify_hub_model", "quick_check"]
+
+KeyLike = OwnershipKey | str | os.PathLike
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +49,13 @@ V1_DISCLAIMER = ("V1 key masks control who can use the ticket; they are not evid
                  "(a thief can fine-tune the locked ticket back)")
 
 
-def _as_key(key: OwnershipKey | str | os.PathLike) -> OwnershipKey:
+def _as_key(key: KeyLike) -> OwnershipKey:
     return key if isinstance(key, OwnershipKey) else OwnershipKey.load(key)
 
 
 def _key_facts(key: OwnershipKey) -> dict[str, Any]:
-    return {"arch": key.arch, "schemes": key.schemes(), "commitment": key.commitment(), "created": key.created}
+    return {"arch": key.arch, "schemes": key.schemes(), "commitment": key.commitment(),
+            "anchors": [f"{a.repo_id}@{a.commit[:12]}" for a in key.anchors]}
 
 
 def _is_endpoint(suspect: Any) -> bool:
@@ -109,8 +120,8 @@ def _reference_shapes(key: OwnershipKey) -> dict[str, tuple[int, ...]] | None:
 # --------------------------------------------------------------------------- schemes
 
 
-def _v2_evidence(weights: Mapping[str, torch.Tensor], key: OwnershipKey, alignment: Any, reference: Any, *,
-                 stored: Mapping[str, torch.Tensor] | None = None) -> dict[str, Any]:
+def _signature(weights: Mapping[str, torch.Tensor], key: OwnershipKey, alignment: Any, reference: Any, *,
+               stored: Mapping[str, torch.Tensor] | None) -> SignatureEvidence:
     """Scheme V2 on the re-aligned suspect.
 
     Re-alignment searches the suspect's channel orders for the best match to the owner's
@@ -120,39 +131,26 @@ def _v2_evidence(weights: Mapping[str, torch.Tensor], key: OwnershipKey, alignme
     about 0.5. There the p-value is the larger of the two (the search is not evidence); a
     decode to the key's text counts from either order.
     """
-    from ..errors import HfLotteryError
     from ..recovery import recover_aligned_masks
     from ..signature import extract_signature
 
     source: dict[str, torch.Tensor] = dict(weights)
+    kept = None
     if alignment is not None:
         # masks recovered in the reference's coordinates (rescaling undone, per-row counts);
         # handed to extraction as 0/1 weights, which it reads back exactly
         source.update({n: m.to(torch.float32) for n, m in recover_aligned_masks(alignment, reference).items()})
-    ev = extract_signature(source, key)
-    d = ev.to_dict()
-    if alignment is not None and alignment.confidence < LOW_CONFIDENCE and stored is not None:
-        d["aligned_p_value"] = ev.p_value
-        try:
-            own = extract_signature(dict(stored), key)
-        except HfLotteryError as exc:  # e.g. a widened suspect: no own-order reading, so no calibrated p-value
-            d["unaligned"] = {"error": str(exc)}
-            d["p_value"] = 1.0
-        else:
-            unaligned = {"p_value": own.p_value, "matches": own.matches, "bit_agreement": own.bit_agreement}
-            if own.matches and not ev.matches:
-                d.update(own.to_dict())
-            d["unaligned"] = unaligned
-            d["aligned_p_value"] = ev.p_value
-            d["p_value"] = max(ev.p_value, own.p_value)
-    status = "decodes to the key's text" if d["matches"] else (
-        f"decodes to another text {d['text']!r}" if d["text"] else f"does not decode ({d['decode_reason']})")
-    d["summary"] = (f"QR signature {status}; bit agreement {d['bit_agreement']:.3f}, p={d['p_value']:.2g}"
-                    + (f", {d['erasures']} erasures" if d["erasures"] else "")
-                    + (" (p-value in the suspect's own channel order: the alignment found no copy)"
-                       if "aligned_p_value" in d else ""))
-    d["decisive"] = bool(d["matches"])
-    return d
+    elif reference is not None:
+        kept = {n: int(m.sum()) for n, m in reference.masks.items()}
+    ev = extract_signature(source, key=key, kept=kept)
+    if alignment is None or alignment.confidence >= LOW_CONFIDENCE or stored is None:
+        return ev
+    try:
+        own = extract_signature(dict(stored), key=key)
+    except HfLotteryError:  # e.g. a widened suspect: no own-order reading, so no calibrated p-value
+        return dataclasses.replace(ev, p_value=1.0, own_order_p_value=1.0)
+    best = own if own.matches and not ev.matches else ev
+    return dataclasses.replace(best, p_value=max(ev.p_value, own.p_value), own_order_p_value=own.p_value)
 
 
 def _suspect_network(weights: Mapping[str, torch.Tensor], key: OwnershipKey, suspect: Suspect | None,
@@ -177,8 +175,8 @@ def _suspect_network(weights: Mapping[str, torch.Tensor], key: OwnershipKey, sus
     return model.eval()
 
 
-def _v3_evidence(suspect: Any, key: OwnershipKey, *, policy: VerdictPolicy, tests: int, label2id: Mapping | None,
-                 query_options: Mapping[str, Any]) -> dict[str, Any]:
+def _triggers(suspect: Any, key: OwnershipKey, *, policy: VerdictPolicy, tests: int, label2id: Mapping | None,
+              query_options: Mapping[str, Any], notes: list[str]) -> TriggerEvidence:
     from ..blackbox import query_labels
     from ..triggers import trigger_evidence, triggers_from_key
 
@@ -190,29 +188,19 @@ def _v3_evidence(suspect: Any, key: OwnershipKey, *, policy: VerdictPolicy, test
     adapted = triggers.resized(image_size=int(size), channels=int(chans))
     mapping = label2id or published.get("label2id") or None
     result = query_labels(suspect, adapted.images, label2id=mapping, **dict(query_options))
-    ev = trigger_evidence(result.labels, triggers, alpha=policy.alpha / max(1, tests), queried=result.queried,
-                          failed=result.failed)
-    d = ev.to_dict()
-    d["kind"] = result.kind
-    d["errors"] = list(result.errors)[:5]
-    d["summary"] = (f"trigger agreement {ev.matches}/{ev.n} ({ev.agreement:.0%}), p={ev.p_value:.2g}"
-                    f"; {ev.answered} answered" + (f", {ev.failed} failed" if ev.failed else ""))
-    d["decisive"] = bool(ev.p_value <= policy.alpha / max(1, tests))
-    return d
+    notes.extend(f"trigger query: {e}" for e in list(result.errors)[:3])
+    return trigger_evidence(result.labels, triggers, alpha=policy.alpha / max(1, tests), queried=result.queried,
+                            failed=result.failed)
 
 
-def _v1_evidence(model: nn.Module, key: OwnershipKey, eval_data: Any) -> dict[str, Any]:
+def _keymask(model: nn.Module, key: OwnershipKey, eval_data: Any) -> dict[str, Any]:
     from ..keymask import load_with_key
     from ..training import evaluate
 
-    d: dict[str, Any] = {"note": V1_DISCLAIMER, "decisive": False}
-    d["accuracy_without_key"] = evaluate(model, eval_data)["accuracy"]
+    d: dict[str, Any] = {"note": V1_DISCLAIMER, "accuracy_without_key": evaluate(model, eval_data)["accuracy"]}
     try:
-        merged = load_with_key(model, key)
-        d["accuracy_with_key"] = evaluate(merged, eval_data)["accuracy"]
-        d["key_merges"] = True
+        d["accuracy_with_key"] = evaluate(load_with_key(model, key), eval_data)["accuracy"]
     except HfLotteryError as exc:
-        d["key_merges"] = False
         d["merge_error"] = str(exc)
     with_key = d.get("accuracy_with_key")
     d["summary"] = (f"accuracy {d['accuracy_without_key']:.2f}% as published"
@@ -222,15 +210,45 @@ def _v1_evidence(model: nn.Module, key: OwnershipKey, eval_data: Any) -> dict[st
     return d
 
 
+# --------------------------------------------------------------------------- anchors and appearance
+
+
+def earliest_anchor(key: OwnershipKey, *, token: str | bool | None = None) -> AnchorCheck | None:
+    """The key's earliest anchor that the Hub confirms (else the first failed check; ``None`` without anchors)."""
+    checks = [check_anchor(a, key.commitment(), token=token) for a in key.anchors]
+    good = sorted((c for c in checks if c.verified), key=lambda c: c.time)
+    return good[0] if good else (checks[0] if checks else None)
+
+
+def _appearance(read: Suspect, *, token: str | bool | None, notes: list[str]) -> Appearance | None:
+    """When the suspect's weights first appeared in public: its repo's history, or the repo its claim names."""
+    from huggingface_hub import HfApi
+
+    if not read.files_read or (read.kind != "hub" and not (read.claim or {}).get("repo_id")):
+        return None
+    path = Path(read.files_read[0])
+    repo_id, how = (read.repo_id, "hub history") if read.kind == "hub" else (str(read.claim["repo_id"]), "claimed repo")
+    try:
+        found = first_appearance(repo_id, filename=path.name, sha256=file_sha256(path), how=how, token=token)
+        if found is None and read.kind == "hub":  # the bytes are in the repo: it appeared no earlier than its creation
+            created = HfApi().repo_info(repo_id, token=token).created_at
+            found = Appearance(time=created, repo_id=repo_id, commit=None, how="repo creation") if created else None
+    except HfLotteryError as exc:
+        notes.append(f"the suspect's first appearance in {repo_id} could not be read: {exc}")
+        return None
+    return found
+
+
 # --------------------------------------------------------------------------- entry points
 
 
 def verify_model(
     suspect: Any,
-    key: OwnershipKey | str | os.PathLike,
     *,
+    key: KeyLike | Sequence[KeyLike],
     eval_data: Any = None,
     policy: VerdictPolicy | None = None,
+    require_anchor: bool = True,
     label2id: Mapping[str, int] | None = None,
     timeout: float = 10.0,
     retries: int = 2,
@@ -246,10 +264,17 @@ def verify_model(
         suspect: A model, a state dict, a :class:`~hf_lottery_verify.suspect.Suspect`, a
             folder or ``.safetensors`` file, a Hub repo id, an ``http(s)://`` inference
             endpoint, or any callable mapping a uint8 image batch to labels (black-box).
-        key (`OwnershipKey`, `str` or `os.PathLike`): The owner's private key (or its path).
+        key (`OwnershipKey`, `str`, `os.PathLike` or a sequence of them): The owner's private
+            key (or its path). With several keys (a dispute) the suspect is read once, every
+            key is checked, and the report is the one of the claim that wins: matching
+            evidence and the earliest verified anchor; ``report.dispute`` ranks them all.
         eval_data (`ImageData`, *optional*): A labelled test split; adds the Scheme V1
             accuracies with and without the key (informative).
-        policy (`VerdictPolicy`, *optional*): Decision thresholds (defaults: no false ``owned``).
+        policy (`VerdictPolicy`, *optional*): Decision thresholds.
+        require_anchor (`bool`, *optional*, defaults to `True`): ``owned`` needs the key's
+            commitment anchored in a Hub commit no later than the suspect's first known
+            appearance. ``False`` checks your own model before publishing (the report's
+            first reason says so).
         label2id (`Mapping[str, int]`, *optional*): How an endpoint's label strings map to
             class indices (default: the key's record of the published labels).
         timeout (`float`, *optional*, defaults to 10.0): Per-request timeout for endpoints.
@@ -264,101 +289,126 @@ def verify_model(
         The :class:`VerificationReport`.
 
     Raises:
-        KeyFileError: The key cannot be read.
+        KeyFileError: A key cannot be read.
         CheckpointError, PickleRefusedError, HubError: The suspect cannot be read at all.
         EndpointError: The endpoint refuses every connection.
     """
-    t0 = time.perf_counter()
-    key = _as_key(key)
+    keys = [_as_key(k) for k in key] if isinstance(key, (list, tuple)) else [_as_key(key)]
+    if not keys:
+        raise KeyMismatchError("Pass at least one key.")
     policy = policy or VerdictPolicy()
+    options = {"eval_data": eval_data, "policy": policy, "require_anchor": require_anchor, "label2id": label2id,
+               "query": {"timeout": timeout, "retries": retries, "budget": budget}, "token": token}
+    black_box = _is_endpoint(suspect) or _is_black_box_callable(suspect)
+    read = suspect if black_box or isinstance(suspect, Suspect) else read_suspect(
+        suspect, revision=revision, token=token, local_files_only=local_files_only, cache_dir=cache_dir,
+        shapes=_reference_shapes(keys[0]))
     notes: list[str] = []
+    appearance = None if black_box else _appearance(read, token=token, notes=notes)
+    reports = [_verify_one(suspect if black_box else read, k, appearance=appearance, notes=list(notes), **options)
+               for k in keys]
+    if len(reports) == 1:
+        return reports[0]
+    return _rank(reports)
+
+
+def _verify_one(read: Any, key: OwnershipKey, *, eval_data: Any, policy: VerdictPolicy, require_anchor: bool,
+                label2id: Mapping[str, int] | None, query: Mapping[str, Any], token: str | bool | None,
+                appearance: Appearance | None, notes: list[str]) -> VerificationReport:
+    t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    evidence: dict[str, dict[str, Any]] = {}
-    query = {"timeout": timeout, "retries": retries, "budget": budget}
     tests = 1
     report = VerificationReport(verdict="inconclusive", key=_key_facts(key), policy=vars(policy) | {},
-                                library=f"hf_lottery_verify {__version__}")
-
-    if _is_endpoint(suspect) or _is_black_box_callable(suspect):
-        report.source = suspect if isinstance(suspect, str) else getattr(suspect, "__name__", type(suspect).__name__)
-        report.kind = "endpoint" if isinstance(suspect, str) else "callable"
+                                require_anchor=require_anchor, library=f"hf_lottery_verify {__version__}")
+    signature = triggers = None
+    if not isinstance(read, Suspect):  # an endpoint or a callable: Scheme V3 only
+        report.source = read if isinstance(read, str) else getattr(read, "__name__", type(read).__name__)
+        report.kind = "endpoint" if isinstance(read, str) else "callable"
         if TRIGGERS_SECTION not in key.sections:
             notes.append("a black-box suspect can only be tested with a trigger set (Scheme V3); this key has none")
         else:
             t = time.perf_counter()
-            evidence["V3"] = _v3_evidence(suspect, key, policy=policy, tests=tests, label2id=label2id,
-                                          query_options=query)
+            triggers = _triggers(read, key, policy=policy, tests=tests, label2id=label2id, query_options=query,
+                                 notes=notes)
             timings["v3_s"] = time.perf_counter() - t
-        return _finish(report, evidence, policy, tests, notes, timings, t0)
-
+    else:
+        report.source, report.kind, report.layout = read.source, read.kind, read.layout
+        report.repo_id, report.revision, report.commit_sha = read.repo_id, read.revision, read.commit_sha
+        report.files_read, report.claim = list(read.files_read), read.claim
+        if read.claim is not None and read.claim.get("key_commitment"):
+            report.claim_matches_key = read.claim.get("key_commitment") == key.commitment()
+        notes.extend(read.notes)
+        notes.extend(_check_fits(read, key))
+        t = time.perf_counter()
+        weights, alignment, reference = _align(read, key, notes)
+        timings["align_s"] = time.perf_counter() - t
+        report.alignment = alignment.to_dict() if alignment is not None else None
+        if SIGNATURE_SECTION in key.sections:
+            t = time.perf_counter()
+            try:
+                signature = _signature(weights, key, alignment, reference, stored=read.state_dict)
+            except HfLotteryError as exc:
+                report.errors["V2"] = str(exc)
+            timings["v2_s"] = time.perf_counter() - t
+        model = None
+        if TRIGGERS_SECTION in key.sections or (eval_data is not None and KEYMASK_SECTION in key.sections):
+            try:
+                model = _suspect_network(weights, key, read, alignment)
+            except HfLotteryError as exc:
+                report.errors["V3"] = f"the suspect's weights do not build a {key.arch}: {exc}"
+        if TRIGGERS_SECTION in key.sections and model is not None:
+            t = time.perf_counter()
+            triggers = _triggers(model, key, policy=policy, tests=tests, label2id=label2id, query_options=query,
+                                 notes=notes)
+            timings["v3_s"] = time.perf_counter() - t
+        if eval_data is not None and KEYMASK_SECTION in key.sections and model is not None:
+            report.keymask = _keymask(model, key, eval_data)
+        elif KEYMASK_SECTION in key.sections:
+            notes.append("V1 figures need eval_data (a labelled test split); " + V1_DISCLAIMER)
     t = time.perf_counter()
-    shapes = _reference_shapes(key)
-    read = suspect if isinstance(suspect, Suspect) else read_suspect(
-        suspect, revision=revision, token=token, local_files_only=local_files_only, cache_dir=cache_dir,
-        shapes=shapes)
-    timings["read_s"] = time.perf_counter() - t
-    report.source, report.kind, report.layout = read.source, read.kind, read.layout
-    report.repo_id, report.revision, report.commit_sha = read.repo_id, read.revision, read.commit_sha
-    report.files_read = list(read.files_read)
-    report.claim = read.claim
-    if read.claim is not None:
-        report.claim_matches_key = read.claim.get("key_commitment") == key.commitment() if read.claim.get(
-            "key_commitment") else None
-    notes.extend(read.notes)
-    notes.extend(_check_fits(read, key))
-
-    t = time.perf_counter()
-    weights, alignment, reference = _align(read, key, notes)
-    timings["align_s"] = time.perf_counter() - t
-    if alignment is not None:
-        report.alignment = alignment.to_dict()
-
-    if SIGNATURE_SECTION in key.sections:
-        t = time.perf_counter()
-        try:
-            evidence["V2"] = _v2_evidence(weights, key, alignment, reference, stored=read.state_dict)
-        except HfLotteryError as exc:
-            evidence["V2"] = {"error": str(exc), "summary": f"not readable: {exc}", "decisive": False}
-        timings["v2_s"] = time.perf_counter() - t
-
-    model = None
-    if TRIGGERS_SECTION in key.sections or (eval_data is not None and KEYMASK_SECTION in key.sections):
-        try:
-            model = suspect if isinstance(suspect, nn.Module) and alignment is None else _suspect_network(
-                weights, key, read, alignment)
-        except HfLotteryError as exc:
-            notes.append(f"the suspect's weights do not build a {key.arch}: {exc}")
-    if TRIGGERS_SECTION in key.sections:
-        t = time.perf_counter()
-        if model is None:
-            evidence["V3"] = {"error": "no network could be built from the suspect's weights",
-                              "summary": "not testable", "decisive": False}
-        else:
-            evidence["V3"] = _v3_evidence(model, key, policy=policy, tests=tests, label2id=label2id,
-                                          query_options=query)
-        timings["v3_s"] = time.perf_counter() - t
-    if eval_data is not None and KEYMASK_SECTION in key.sections and model is not None:
-        t = time.perf_counter()
-        evidence["V1"] = _v1_evidence(model, key, eval_data)
-        timings["v1_s"] = time.perf_counter() - t
-    elif KEYMASK_SECTION in key.sections:
-        notes.append("V1 figures need eval_data (a labelled test split); " + V1_DISCLAIMER)
-    return _finish(report, evidence, policy, tests, notes, timings, t0)
-
-
-def _finish(report: VerificationReport, evidence: dict[str, dict[str, Any]], policy: VerdictPolicy, tests: int,
-            notes: list[str], timings: dict[str, float], t0: float) -> VerificationReport:
-    report.evidence = evidence
-    report.tests = tests
-    report.verdict, report.reasons = decide(evidence, policy=policy, tests=tests)
+    anchor = earliest_anchor(key, token=token) if key.anchors else None
+    timings["anchor_s"] = time.perf_counter() - t
+    report.signature, report.triggers, report.tests = signature, triggers, tests
+    report.anchor = anchor.to_dict() if anchor else None
+    report.appearance = appearance.to_dict() if appearance else None
+    report.verdict, report.reasons = decide(signature=signature, triggers=triggers, errors=report.errors,
+                                            policy=policy, tests=tests, anchor=anchor, appearance=appearance,
+                                            require_anchor=require_anchor)
     report.notes = notes
     timings["total_s"] = time.perf_counter() - t0
     report.timings = {k: round(v, 4) for k, v in timings.items()}
     return report
 
 
-def quick_check(repo_id: str, key: OwnershipKey | str | os.PathLike, *, revision: str | None = None,
-                token: str | bool | None = None) -> VerificationReport:
+def _rank(reports: list[VerificationReport]) -> VerificationReport:
+    """The winning claim's report, with every claim ranked in ``report.dispute``.
+
+    Claims whose evidence matches come first (owned before inconclusive), ordered by their
+    verified anchor time (unanchored ones last); the winner is the first. When the
+    earliest matching claim is not ``owned`` (e.g. anchored after the suspect appeared),
+    no claim wins and the report says so.
+    """
+    def rank(r: VerificationReport) -> tuple[int, str]:
+        anchored = r.anchor.get("time") if r.anchor and r.anchor.get("verified") else None
+        matching = (r.signature is not None and r.signature.matches) or (
+            r.triggers is not None and r.triggers.p_value <= r.policy["alpha"] / max(1, r.tests))
+        return (0 if matching and anchored else 1 if matching else 2, anchored or "~")
+
+    ordered = sorted(reports, key=rank)
+    claims = [{"commitment": r.key["commitment"], "verdict": r.verdict, "evidence_matches": rank(r)[0] < 2,
+               "anchor_time": r.anchor.get("time") if r.anchor and r.anchor.get("verified") else None,
+               "anchor": r.anchor, "reason": r.reasons[0] if r.reasons else ""} for r in ordered]
+    winner = ordered[0]
+    winner.dispute = claims
+    if rank(winner)[0] == 0 and sum(1 for c in claims if c["evidence_matches"]) > 1:
+        others = [c for c in claims[1:] if c["evidence_matches"]]
+        winner.reasons.append(f"{len(others)} other claim(s) also match; this key was anchored first "
+                              f"({claims[0]['anchor_time']}, the next at {others[0]['anchor_time'] or 'no anchor'})")
+    return winner
+
+
+def quick_check(repo_id: str, *, key: KeyLike, revision: str | None = None, token: str | bool | None = None
+                ) -> VerificationReport:
     """Read the public claim from the weights header over HTTP range requests; no weights are downloaded.
 
     A claim is information, not evidence (anyone can write one), so the verdict of a quick
@@ -400,7 +450,7 @@ def quick_check(repo_id: str, key: OwnershipKey | str | os.PathLike, *, revision
 def verify_hub_model(
     repo_id_or_path: str | os.PathLike,
     *,
-    key: OwnershipKey | str | os.PathLike,
+    key: KeyLike | Sequence[KeyLike],
     revision: str | None = None,
     token: str | bool | None = None,
     eval_data: Any = None,
@@ -408,26 +458,27 @@ def verify_hub_model(
     local_files_only: bool = False,
     cache_dir: str | os.PathLike | None = None,
     policy: VerdictPolicy | None = None,
-    priority: bool = True,
+    require_anchor: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> VerificationReport:
-    """Pull a Hub repo (or read a local folder or file) and verify it against the owner's key.
+    """Pull a Hub repo (or read a local folder or file) and verify it against the owner's key(s).
 
     Args:
         repo_id_or_path (`str` or `os.PathLike`): ``owner/name`` on the Hub (or the server in
             ``HF_ENDPOINT``), or a local folder / ``.safetensors`` file.
-        key (`OwnershipKey`, `str` or `os.PathLike`): The owner's private key (or its path).
+        key (`OwnershipKey`, `str`, `os.PathLike` or a sequence of them): The owner's private
+            key (or its path); several keys settle a dispute (see :func:`verify_model`).
         revision (`str`, *optional*): Branch, tag or commit to verify.
         token (`str` or `bool`, *optional*): Hub token.
         eval_data (`ImageData`, *optional*): A labelled test split for the Scheme V1 figures.
         quick (`bool`, *optional*, defaults to `False`): Only read the public claim from the
             weights header (range requests; no weights downloaded, no evidence).
         local_files_only (`bool`, *optional*, defaults to `False`): Verify from the Hub cache
-            (also with ``HF_HUB_OFFLINE=1``; an unreachable server falls back to the cache too).
+            (also with ``HF_HUB_OFFLINE=1``; an unreachable server falls back to the cache too;
+            anchors cannot be read then, so the verdict is at best ``inconclusive``).
         cache_dir (`str` or `os.PathLike`, *optional*): Hub cache folder.
         policy (`VerdictPolicy`, *optional*): Decision thresholds.
-        priority (`bool`, *optional*, defaults to `True`): For Hub repos, walk the commit
-            history to find when the key's commitment was first published.
+        require_anchor (`bool`, *optional*, defaults to `True`): See :func:`verify_model`.
         progress (`Callable[[str], None]`, *optional*): Receives one line per stage.
 
     Returns:
@@ -439,39 +490,16 @@ def verify_hub_model(
         PickleRefusedError: The repo holds only pickle weights.
         CorruptCheckpointError: The weights file is truncated or corrupt.
         CheckpointError: No weights; the path does not exist.
-        KeyFileError: The key cannot be read.
+        KeyFileError: A key cannot be read.
     """
     say = progress or (lambda _line: None)
-    key = _as_key(key)
     if quick:
         say(f"reading the claim of {repo_id_or_path} (header only)")
-        return quick_check(str(repo_id_or_path), key, revision=revision, token=token)
+        return quick_check(str(repo_id_or_path), key=key if isinstance(key, (OwnershipKey, str, os.PathLike))
+                           else key[0], revision=revision, token=token)
     say(f"reading {repo_id_or_path}" + (f" @ {revision}" if revision else ""))
     suspect = read_suspect(repo_id_or_path, revision=revision, token=token, local_files_only=local_files_only,
                            cache_dir=cache_dir)
     say("checking the evidence")
-    report = verify_model(suspect, key, eval_data=eval_data, policy=policy)
-    if priority and suspect.kind == "hub" and not any("local Hub cache" in n for n in suspect.notes):
-        t = time.perf_counter()
-        try:
-            report.priority = _priority(suspect.repo_id or str(repo_id_or_path), key, token=token, revision=revision)
-        except HfLotteryError as exc:
-            report.notes.append(f"commit history not read: {exc}")
-        report.timings["priority_s"] = round(time.perf_counter() - t, 4)
-    return report
-
-
-def _priority(repo_id: str, key: OwnershipKey, *, token: str | bool | None, revision: str | None
-              ) -> dict[str, Any]:
-    from ..hub import claim_history
-
-    mine = key.commitment()
-    history = claim_history(repo_id, token=token, revision=revision)
-    first = next((h for h in history if h["commitment"] == mine), None)
-    others: dict[str, dict[str, Any]] = {}
-    for h in history:
-        c = h["commitment"]
-        if c and c != mine and c not in others:
-            others[c] = {"first_commit": h["commit"], "first_date": h["date"]}
-    return {"commitment": mine, "first_commit": first["commit"] if first else None,
-            "first_date": first["date"] if first else None, "commits_read": len(history), "other_claims": others}
+    return verify_model(suspect, key=key, eval_data=eval_data, policy=policy, require_anchor=require_anchor,
+                        token=token)

@@ -80,12 +80,11 @@ def _start_local_hub() -> tuple[Any, str | None]:
 
 
 def _evidence(report: Any) -> dict[str, Any]:
-    d = json.loads(report.to_json())
-    v2, v3 = d.get("evidence", {}).get("V2", {}), d.get("evidence", {}).get("V3", {})
-    return {"verdict": d["verdict"], "reason": (d.get("reasons") or [""])[0],
-            "v2_text": v2.get("text"), "v2_bit_agreement": v2.get("bit_agreement"), "v2_p_value": v2.get("p_value"),
-            "v3_agreement": v3.get("agreement"), "v3_p_value": v3.get("p_value"),
-            "commit_sha": d.get("commit_sha"), "seconds": round(sum(d.get("timings", {}).values()), 3)}
+    v2, v3 = report.signature, report.triggers
+    return {"verdict": report.verdict, "reason": (report.reasons or [""])[0],
+            "v2_text": v2 and v2.text, "v2_bit_agreement": v2 and v2.bit_agreement, "v2_p_value": v2 and v2.p_value,
+            "v3_agreement": v3 and v3.agreement, "v3_p_value": v3 and v3.p_value, "commit_sha": report.commit_sha,
+            "anchor": report.anchor, "seconds": report.timings.get("total_s")}
 
 
 def _config_values(config: DemoConfig) -> dict[str, Any]:
@@ -130,7 +129,7 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
     from ..signature import embed_signature, signature_positions
     from ..signature.embed import HEAVY_SIGNATURE_SHARE
     from ..training import TrainConfig, evaluate, make_accelerator
-    from ..triggers import add_triggers_to_key, make_trigger_set
+    from ..triggers import add_triggers
     from ..verify import verify_hub_model, verify_model
     from .demo_report import write_report
 
@@ -197,32 +196,34 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
                 stale.unlink(missing_ok=True)
             shutil.rmtree(signed_dir, ignore_errors=True)
         signed = copy.deepcopy(ticket)
-        secret = derive_seed(v["seed"], "demo-owner-secret").to_bytes(8, "little") * 4  # demo only: reproducible
+        # demo only: a secret derived from the seed, so runs repeat (a real key draws 32 random bytes)
+        owner_key = OwnershipKey(arch=ticket.config.arch, secret=(derive_seed(v["seed"], "demo-owner-secret")
+                                                                   .to_bytes(8, "little") * 4).hex())
         options: dict[str, Any] = {}
-        key = embed_signature(signed, config.signature, secret=secret, seed=v["seed"], rewind=rewind)
-        if key.section("signature")["moved_share"] > HEAVY_SIGNATURE_SHARE:  # extreme ticket: the paper's lighter QR
+        key = embed_signature(signed, config.signature, key=owner_key, seed=v["seed"], rewind=rewind)
+        if key.signature().moved_share > HEAVY_SIGNATURE_SHARE:  # extreme ticket: the paper's lighter QR
             options = {"copies": 1, "module_weights": 1}
-            say(f"   the default signature would move {key.section('signature')['moved_share']:.0%} of this "
+            say(f"   the default signature would move {key.signature().moved_share:.0%} of this "
                 f"{imp.ticket_density:.2%}-dense ticket: signing with {options} instead")
             signed = copy.deepcopy(ticket)
-            key = embed_signature(signed, config.signature, secret=secret, seed=v["seed"], rewind=rewind, **options)
-        sec = key.section("signature")
+            key = embed_signature(signed, config.signature, key=owner_key, seed=v["seed"], rewind=rewind, **options)
+        sec = key.signature()
         signed_acc = evaluate(signed, data.test, accelerator=accelerator)["accuracy"]
-        say(f"2/8 sign: QR version {sec['qr']['version']}-{sec['qr']['ecc']}, {sec['copies']} keyed copies; "
-            f"accuracy before retraining {signed_acc:.2f}%")
-        triggers = make_trigger_set(v["triggers"], num_classes=data.num_classes, image_size=data.train.image_size,
-                                    channels=data.train.in_chans, seed=derive_seed(v["seed"], "demo-triggers"))
-        add_triggers_to_key(key, triggers, per_batch=16)
+        say(f"2/8 sign: QR {sec.ecc}, {sec.copies} keyed copies (widths {list(sec.widths)}); accuracy before "
+            f"retraining {signed_acc:.2f}%")
+        key = add_triggers(key, num_classes=data.num_classes, n=v["triggers"], image_size=data.train.image_size,
+                           channels=data.train.in_chans, per_batch=16)
         say(f"3/8 retrain: from the epoch-{v['rewind_epoch']} weights under the signed mask, "
-            f"{len(triggers)} triggers mixed in")
+            f"{v['triggers']} triggers (derived from the key's secret) mixed in")
         rr = retrain(signed, rewind=rewind, data=data, config=train_cfg, rewind_epoch=v["rewind_epoch"], key=key,
                      accelerator=accelerator, progress=progress, unsigned_accuracy=imp.ticket_accuracy)
         published = rr.model
         published.config.image_size = data.train.image_size
         published.config.image_mean, published.config.image_std = tuple(data.train.mean), tuple(data.train.std)
         published.save_pretrained(signed_dir)
-        signing = {"sign": {"qr": sec["qr"], "copies": sec["copies"], "accuracy_before_retraining": signed_acc,
-                            "options": options, "moved_share": sec["moved_share"]},
+        signing = {"sign": {"ecc": sec.ecc, "copies": sec.copies, "widths": list(sec.widths),
+                            "accuracy_before_retraining": signed_acc, "options": options,
+                            "moved_share": sec.moved_share},
                    "retrain": {k: val for k, val in rr.to_dict().items() if not isinstance(val, (list, dict))}}
         (work / "signing.json").write_text(json.dumps({"identity": identity, **signing}, indent=2, default=str))
         key.save(key_path)  # last: a run interrupted before this point signs again instead of finding a lone key
@@ -261,25 +262,28 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
 
         dataset_name = re.sub(r"[^A-Za-z0-9_.]+", "-", Path(v["dataset"].split(":")[-1]).name or v["dataset"]).strip("-")
         repo_id = f"{user}/{v['arch']}-{dataset_name or 'data'}-signed"
-        commit = push_model(published, repo_id, key_path=key_path, owner=config.owner, eval_results=eval_results)
+        pub = push_model(published, repo_id, key=key_path, owner=config.owner, eval_results=eval_results)
         for name in ("README.md", "ownership_badge.svg"):
             shutil.copy(hf_hub_download(repo_id, name), out / name)
         target: str = repo_id
+        anchor = pub.key.anchors[-1]
         steps["publish"] = {"mode": "local hub", "repo_id": repo_id, "endpoint": os.environ.get("HF_ENDPOINT"),
-                            "commit": commit.oid}
-        say(f"5/8 publish: pushed {repo_id} (commit {commit.oid[:8]}) to the local Hub with card and badge")
+                            "commit": pub.commit, "anchor": anchor.to_dict()}
+        say(f"5/8 publish: pushed {repo_id} (commit {pub.commit[:8]}) to the local Hub with card and badge; the "
+            f"commit anchors the key (server date {anchor.date})")
     else:
         from ..hub import publish_folder
 
         target = str(work / "published")
         shutil.rmtree(target, ignore_errors=True)
-        publish_folder(published, target, repo_id=f"{config.owner}/{v['arch']}-signed", key_path=key_path,
+        publish_folder(published, target, repo_id=f"{config.owner}/{v['arch']}-signed", key=key_path,
                        owner=config.owner, eval_results=eval_results)
         for name in ("README.md", "ownership_badge.svg"):
             shutil.copy(Path(target) / name, out / name)
         steps["publish"] = {"mode": "folder", "folder": target}
-        say(f"5/8 publish: wrote {target} with card and badge")
-    verified = verify_hub_model(target, key=key_path)
+        say(f"5/8 publish: wrote {target} with card and badge (not anchored: verdicts below are unanchored checks)")
+    anchored = user is not None
+    verified = verify_hub_model(target, key=key_path, require_anchor=anchored)
     steps["verify"] = _evidence(verified)
     say(f"6/8 verify {target}: {verified.verdict} — {steps['verify']['reason']}")
 
@@ -297,7 +301,7 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
 
     say("7/8 attacks on the published copy")
     pruned = run_attack("prune", published, fraction=0.2, seed=v["seed"])
-    record("prune 20% (global magnitude)", pruned, verify_model(pruned, key_path))
+    record("prune 20% (global magnitude)", pruned, verify_model(pruned, key=key_path, require_anchor=anchored))
     thief = run_attack("rescale", run_attack("permute", published, seed=v["seed"]), seed=v["seed"])
     thief.ownership_claim = None
     if user is not None:
@@ -305,22 +309,22 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
 
         thief_repo = f"mallory/{v['arch']}-totally-original"
         push_model(thief, thief_repo)
-        thief_report = verify_hub_model(thief_repo, key=key_path)
+        thief_report = verify_hub_model(thief_repo, key=key_path, require_anchor=anchored)
     else:
         thief_repo = str(work / "thief")
         shutil.rmtree(thief_repo, ignore_errors=True)
         thief.save_pretrained(thief_repo)
-        thief_report = verify_hub_model(thief_repo, key=key_path)
+        thief_report = verify_hub_model(thief_repo, key=key_path, require_anchor=anchored)
     record("permute + BN-compensated rescale (republished by the thief)", thief, thief_report, republished=thief_repo)
     tuned = run_attack("finetune", published, data=data, epochs=1, mode="masked", train_limit=v["finetune_limit"],
                        batch_size=v["batch_size"], seed=v["seed"])
-    record("masked fine-tuning, 1 epoch", tuned, verify_model(tuned, key_path))
+    record("masked fine-tuning, 1 epoch", tuned, verify_model(tuned, key=key_path, require_anchor=anchored))
     steps["attacks"] = attacks
 
     sweep = []
     for fraction in PRUNE_SWEEP:
         attacked = run_attack("prune", published, fraction=fraction, seed=v["seed"])
-        ev = _evidence(verify_model(attacked, key_path))
+        ev = _evidence(verify_model(attacked, key=key_path, require_anchor=anchored))
         sweep.append({"fraction": fraction, "accuracy": evaluate(attacked, data.test, accelerator=accelerator)["accuracy"],
                       "decoded": ev["v2_text"] == config.signature, **ev})
     steps["prune_sweep"] = sweep

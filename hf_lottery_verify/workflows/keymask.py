@@ -13,7 +13,7 @@ from ..codecs import unpack_bits
 from ..errors import CheckpointError, KeyFileError
 from ..keymask.distribution import _MASK_TENSOR, load_with_key, lock_model
 from ..masks import count_total
-from ..ownership_key import KEYMASK_SECTION, SIGNATURE_SECTION, OwnershipKey, check_key_outside, save_key_section
+from ..ownership_key import KEYMASK_SECTION, OwnershipKey, check_key_outside
 
 __all__ = ["split_key_folder"]
 
@@ -72,17 +72,11 @@ def split_key_folder(
     model = load_model(model_dir)
     timings["load_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    protect = None
-    if existing is not None and SIGNATURE_SECTION in existing.sections:  # a signed ticket: keep its QR public
-        from ..signature import signature_positions
-
-        protect = signature_positions(existing)
-    locked_model, key = lock_model(model, ratio=ratio, score=score, seed=seed, key=existing, protect=protect,
-                                   **score_options)
+    locked_model, key = lock_model(model, ratio=ratio, score=score, seed=seed, key=existing, **score_options)
     timings["split_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     locked_model.save_pretrained(out_dir, compact=compact)
-    key = save_key_section(key, key_out, KEYMASK_SECTION)
+    key.save(key_out, extend=True)
     key_path = Path(key_out)
     timings["save_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import KeyFileError
-from ..ownership_key import SIGNATURE_SECTION, OwnershipKey, check_key_outside, save_key_section
+from ..ownership_key import SIGNATURE_SECTION, OwnershipKey, check_key_outside
 
 __all__ = ["sign_folder"]
 
@@ -62,7 +62,8 @@ def sign_folder(
     from ..training import evaluate
 
     check_key_outside(key_out, out_dir)
-    if Path(key_out).exists() and SIGNATURE_SECTION in OwnershipKey.load(key_out).sections:
+    existing = OwnershipKey.load(key_out) if Path(key_out).exists() else None
+    if existing is not None and SIGNATURE_SECTION in existing.sections:
         raise KeyFileError(f"{key_out} already holds a signature; write the new key to another path (the old one "
                            "proves ownership of the models signed with it).")
     model = load_model(model_dir)
@@ -71,17 +72,13 @@ def sign_folder(
         opts["rewind"] = load_model(rewind_dir)
     eval_data = load_image_dataset(dataset, data_dir=data_dir, test_limit=test_limit).test if dataset else None
     before = evaluate(model, eval_data)["accuracy"] if eval_data is not None else None
-    key = embed_signature(model, signature, **opts)
+    key = embed_signature(model, signature, key=existing, **opts)
     after = evaluate(model, eval_data)["accuracy"] if eval_data is not None else None
-    key = save_key_section(key, key_out, SIGNATURE_SECTION)
+    key.save(key_out, extend=True)
     model.ownership_claim = key.public_claim(owner=owner)
     model.save_pretrained(out_dir, compact=compact)
-    from ..alignment import refresh_key_reference
-
-    refresh_key_reference(key_out, model)  # retraining refreshes it again (same mask, new values)
-    section = key.section(SIGNATURE_SECTION)
-    return {"model_dir": str(model_dir), "out": str(out_dir), "key_out": str(key_out),
-            "copies": section.get("copies"), "layout": section.get("layout", "regions"), "qr": section.get("qr"),
-            "density": model.density, "accuracy_before": before, "accuracy_after": after,
-            "accuracy_change": None if before is None else after - before, "needs_retraining": True,
-            "changes": section.get("changes")}
+    section = key.signature()
+    return {"model_dir": str(model_dir), "out": str(out_dir), "key_out": str(key_out), "copies": section.copies,
+            "widths": list(section.widths), "density": model.density, "accuracy_before": before,
+            "accuracy_after": after, "accuracy_change": None if before is None else after - before,
+            "needs_retraining": True, "changes": section.changes}

@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import command
 from .._parsing import write
-from ..args import OutputArgs, PushArgs, ServeArgs, VerifyArgs
+from ..args import AnchorArgs, OutputArgs, PushArgs, ServeArgs, VerifyArgs
 
 
 @command("push")
@@ -35,19 +35,21 @@ def _push(args: Namespace) -> int:
     if args.key and args.signature:
         raise KeyFileError("Pass --key (publish an existing key's claim) or --signature/--key-out (sign now), not both.")
     model = load_model(args.model_dir)
-    info = model.push_to_hub(
-        args.repo_id, signature=args.signature, key_path=args.key_out if args.signature else args.key,
-        owner=args.owner, private=args.private or None, token=args.token, revision=args.revision,
-        commit_message=args.message, eval_results={"accuracy": args.accuracy, "dataset": args.dataset_name})
-    report = {"repo_id": args.repo_id, "commit": getattr(info, "oid", None),
-              "url": str(getattr(info, "commit_url", "") or ""), "claim": model.ownership_claim,
-              "density": model.density}
+    pub = model.push_to_hub(
+        args.repo_id, signature=args.signature, key=args.key_out if args.signature else args.key, owner=args.owner,
+        private=args.private or None, token=args.token, revision=args.revision, commit_message=args.message,
+        eval_results={"accuracy": args.accuracy, "dataset": args.dataset_name})
+    anchor = pub.key.anchors[-1] if pub.key is not None and pub.key.anchors else None
+    report = {"repo_id": args.repo_id, "commit": pub.commit, "url": pub.url, "claim": pub.claim,
+              "density": model.density, "anchor": anchor.to_dict() if anchor else None}
     if args.json:
         write(json.dumps(report, indent=2, default=str))
     else:
-        write(f"pushed {args.model_dir} to {args.repo_id} at commit {report['commit']}\n"
-              + (f"public claim: commitment {model.ownership_claim['key_commitment']}\n" if model.ownership_claim
+        write(f"pushed {args.model_dir} to {args.repo_id} at commit {pub.commit}\n"
+              + (f"public claim: commitment {pub.claim['key_commitment']}\n" if pub.claim
                  else "no ownership claim (pass --signature or --key)\n")
+              + (f"anchored: {anchor.repo_id} @ {anchor.commit[:12]}, server date {anchor.date}; the key file "
+                 "records it\n" if anchor else "")
               + (f"private key: {args.key_out} (keep it; never upload it)" if args.signature else ""))
     return 0
 
@@ -57,8 +59,9 @@ def _verify_parser(sub: Any) -> None:
     p = sub.add_parser(
         "verify", help="verify a Hub repo, folder, file or endpoint against your private key",
         description="Read the suspect without trusting it, re-align its channels to the key's reference, decode the "
-                    "keyed QR signature from its weights and query it on the secret trigger set. Exit status: 0 "
-                    "owned, 1 not owned, 3 inconclusive, 2 error.",
+                    "keyed QR signature from its weights, query it on the trigger set regenerated from the key, and "
+                    "check the key's anchor against the suspect's first public appearance. Exit status: 0 owned, "
+                    "1 not owned, 3 inconclusive, 2 error.",
         dataclass_types=[VerifyArgs, OutputArgs])
     p.add_argument("target", nargs="?", default=None, help="Hub repo id, local folder or .safetensors file")
     p.set_defaults(handler=_verify)
@@ -71,17 +74,79 @@ def _verify(args: Namespace) -> int:
     if (args.target is None) == (args.endpoint is None):
         raise ConfigError("Give exactly one suspect: a TARGET (repo id, folder or file) or --endpoint URL.")
     if args.endpoint:
-        report = verify_model(args.endpoint, args.key, timeout=args.timeout, retries=args.retries, budget=args.budget)
+        report = verify_model(args.endpoint, key=args.key, timeout=args.timeout, retries=args.retries,
+                              budget=args.budget, require_anchor=not args.unanchored, token=args.token)
     else:
         report = verify_hub_model(args.target, key=args.key, revision=args.revision, token=args.token,
                                   quick=args.quick, local_files_only=args.local_files_only,
-                                  priority=not args.no_priority)
+                                  require_anchor=not args.unanchored)
     if args.badge:
         from ...atomic import write_text_atomic
         from ...cards import render_badge
 
         write_text_atomic(args.badge, render_badge(status=report.verdict, label="ownership"))
     write(report.to_json() if args.json else str(report))
+    return report.exit_code
+
+
+@command("anchor")
+def _anchor_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "anchor", help="date your key's commitment in a Hub commit (for models published elsewhere)",
+        description="Commit the key's public claim (its commitment, nothing secret) to a Hub repo of yours; the "
+                    "Hub dates the commit, and the key file records where. push does this by itself; use anchor "
+                    "when the model is published somewhere else (give --model to record its reference first).",
+        dataclass_types=[AnchorArgs, OutputArgs])
+    p.set_defaults(handler=_anchor)
+
+
+def _anchor(args: Namespace) -> int:
+    from ...alignment import with_reference
+    from ...anchors import anchor_key
+    from ...loading import load_model
+    from ...ownership_key import REFERENCE_SECTION, OwnershipKey
+
+    key = OwnershipKey.load(args.key)
+    if args.model is not None and REFERENCE_SECTION not in key.sections:
+        key = with_reference(key, load_model(args.model))
+        key.save(args.key, extend=True)
+    key = anchor_key(key, args.repo, owner=args.owner, private=args.private, token=args.token)
+    key.save(args.key, extend=True)
+    anchor = key.anchors[-1]
+    write(json.dumps(anchor.to_dict(), indent=2) if args.json else
+          f"anchored {anchor.commitment} in {anchor.repo_id} @ {anchor.commit[:12]} (server date {anchor.date}); "
+          f"{args.key} records it")
+    return 0
+
+
+@command("dispute")
+def _dispute_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "dispute", help="several claimants' keys against one suspect: who anchored matching evidence first",
+        description="Check every key against one reading of the suspect and rank the claims whose evidence matches "
+                    "by the time their key was anchored (a Hub commit dated by the server). Exit status as verify, "
+                    "for the winning claim.",
+        dataclass_types=[OutputArgs])
+    p.add_argument("target", help="Hub repo id, local folder or .safetensors file")
+    p.add_argument("--key", action="append", required=True, help="a claimant's key (repeat for each claimant)")
+    p.add_argument("--revision", default=None, help="Hub branch, tag or commit")
+    p.add_argument("--token", default=None, help="Hub token")
+    p.set_defaults(handler=_dispute)
+
+
+def _dispute(args: Namespace) -> int:
+    from ...verify import verify_hub_model
+
+    report = verify_hub_model(args.target, key=list(args.key), revision=args.revision, token=args.token)
+    if args.json:
+        write(json.dumps({"winner": report.key["commitment"] if report.owned else None, "verdict": report.verdict,
+                          "claims": report.dispute}, indent=2, default=str))
+    else:
+        lines = [f"{'winner' if report.owned and i == 0 else 'claim'} {i + 1}: {c['commitment'][:23]}  {c['verdict']}"
+                 + (f", anchored {c['anchor_time']} ({c['anchor']['repo_id']} @ {c['anchor']['commit'][:12]})"
+                    if c["anchor_time"] else ", no verified anchor") + f"\n    {c['reason']}"
+                 for i, c in enumerate(report.dispute or [])]
+        write("\n".join(lines) + ("" if report.owned else "\nno claim owns this suspect"))
     return report.exit_code
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 from argparse import Namespace
 from pathlib import Path
 from typing import Any
@@ -60,18 +59,25 @@ def _sign(args: Namespace) -> int:
 def _extract_parser(sub: Any) -> None:
     p = sub.add_parser(
         "extract", help="Scheme V2: read and decode the signature from a suspect with the key",
-        description="Recover the suspect's mask from its non-zero weights, read the key's slots, decode the QR code "
-                    "and report the bit agreement and its p-value. Exit status 0 when the signature decodes to the "
-                    "key's text, 1 otherwise. (hf-lottery verify runs every scheme and re-aligns channels first.)",
+        description="Recover the suspect's mask from its non-zero weights (keeping per layer at most the published "
+                    "kept count when the key holds a reference), read the slots derived from the key's secret, decode "
+                    "the QR code and report the bit agreement and its p-value. Exit status 0 when the signature "
+                    "decodes to the key's text, 1 otherwise. (hf-lottery verify runs every scheme, re-aligns channels "
+                    "first and checks the key's anchor.)",
         dataclass_types=[ExtractArgs, OutputArgs])
     p.add_argument("model", help="suspect folder, .safetensors file or Hub repo id")
     p.set_defaults(handler=_extract)
 
 
 def _extract(args: Namespace) -> int:
+    from ...alignment import reference_from_key
+    from ...ownership_key import OwnershipKey
     from ...signature import extract_signature
 
-    ev = extract_signature(args.model, args.key, defense=not args.no_defense)
+    key = OwnershipKey.load(args.key)
+    reference = reference_from_key(key)
+    kept = {n: int(m.sum()) for n, m in reference.masks.items()} if reference is not None else None
+    ev = extract_signature(args.model, key=key, kept=kept)
     if args.json:
         write(json.dumps(ev.to_dict(), indent=2, default=str))
     else:
@@ -84,39 +90,37 @@ def _extract(args: Namespace) -> int:
 def _triggers_parser(sub: Any) -> None:
     p = sub.add_parser(
         "triggers", help="Scheme V3: add a secret trigger set to your ownership key",
-        description="Generate fresh out-of-distribution abstract images with random labels (or load an Adi-style "
-                    "folder) and store them in the key's 'triggers' section. Retraining with the key then teaches "
-                    "the model these labels; verification queries the suspect with them (black-box).",
+        description="Derive a trigger set from the key's secret: abstract out-of-distribution images (or an "
+                    "Adi-style folder's images) with random labels nobody can choose. Retraining with the key then "
+                    "teaches the model these labels; verification regenerates them and queries the suspect.",
         dataclass_types=[TriggersArgs, OutputArgs])
     p.set_defaults(handler=_triggers)
 
 
 def _triggers(args: Namespace) -> int:
     from ...errors import KeyFileError
-    from ...ownership_key import TRIGGERS_SECTION, OwnershipKey, save_key_section
-    from ...triggers import add_triggers_to_key, load_adi_trigger_set, make_trigger_set
+    from ...ownership_key import OwnershipKey
+    from ...triggers import add_triggers, load_adi_trigger_set, triggers_from_key
 
+    images = None
     if args.adi:
-        triggers = load_adi_trigger_set(args.adi, mode=args.adi_mode, num_classes=args.num_classes,
-                                        image_size=args.image_size, channels=args.channels)
-    else:
-        seed = args.seed if args.seed is not None else secrets.randbits(63)
-        triggers = make_trigger_set(args.n, num_classes=args.num_classes, image_size=args.image_size,
-                                    channels=args.channels, seed=seed)
+        images = load_adi_trigger_set(args.adi, mode=args.adi_mode, num_classes=args.num_classes,
+                                      image_size=args.image_size, channels=args.channels)
     if Path(args.key).exists():
-        arch = OwnershipKey.load(args.key).arch
+        key = OwnershipKey.load(args.key)
     elif args.arch:
-        arch = args.arch
+        key = OwnershipKey(arch=args.arch)
     else:
         raise KeyFileError(f"{args.key} does not exist; pass --arch to create a new key.")
-    key = OwnershipKey(arch=arch)
-    add_triggers_to_key(key, triggers)
-    save_key_section(key, args.key, TRIGGERS_SECTION)
+    key = add_triggers(key, num_classes=args.num_classes, n=args.n, image_size=args.image_size,
+                       channels=args.channels, images=images)
+    key.save(args.key, extend=True)
+    triggers = triggers_from_key(key)
     report = {"key": args.key, "n": len(triggers), "num_classes": triggers.num_classes, "source": triggers.source,
               "digest": triggers.digest()}
     write(json.dumps(report, indent=2) if args.json else
-          f"added {len(triggers)} trigger images ({triggers.source}) to {args.key}; retrain with the key "
-          "(hf-lottery retrain) so the model learns them")
+          f"added {len(triggers)} trigger images ({triggers.source}, labels derived from the key's secret) to "
+          f"{args.key}; retrain with the key (hf-lottery retrain) so the model learns them")
     return 0
 
 
