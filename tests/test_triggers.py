@@ -16,7 +16,7 @@ from hf_lottery_verify.stats import binomial_tail
 from hf_lottery_verify.triggers import (
     TRIGGERS_SECTION,
     TriggerSet,
-    add_triggers_to_key,
+    add_triggers,
     load_adi_trigger_set,
     make_trigger_set,
     predict_labels,
@@ -30,6 +30,8 @@ from .helpers import make_model
 ADI_DIR = Path(os.environ.get("HF_LOTTERY_ADI_DIR",
                               Path(__file__).resolve().parents[2] / "shared" / "data" / "adi_trigger_set"))
 needs_adi = pytest.mark.skipif(not (ADI_DIR / "pics").is_dir(), reason="Adi trigger set not available")
+
+SECRET, OTHER_SECRET = "ab" * 32, "cd" * 32  # fixed key secrets
 
 # make_trigger_set(8, num_classes=10, image_size=16, seed=2024).digest(), recorded once: the promise is that
 # the same seed gives the same bytes on every machine, so a change here means old seeds no longer reproduce.
@@ -245,56 +247,152 @@ def test_adi_loader_errors(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the key
 
 
+def _key(secret: str = SECRET) -> OwnershipKey:
+    return OwnershipKey(arch="cifar_resnet8", secret=secret)
+
+
+def _images_key() -> OwnershipKey:
+    """A key whose trigger set is loaded images (kept in the key's tensor file)."""
+    return add_triggers(_key(), num_classes=10, images=make_trigger_set(10, num_classes=10, image_size=8, seed=1))
+
+
 def test_key_round_trip_through_files(tmp_path: Path) -> None:
-    t = make_trigger_set(30, num_classes=10, image_size=16, seed=9)
-    key = OwnershipKey(arch="cifar_resnet8")
-    add_triggers_to_key(key, t, per_batch=2)
-    section = key.section(TRIGGERS_SECTION)
-    assert section["n"] == 30 and section["num_classes"] == 10 and section["image_size"] == 16
-    assert section["channels"] == 3 and section["seed"] == 9 and section["source"] == "procedural"
-    assert section["digest"] == t.digest() and section["per_batch"] == 2
+    blank = _key()
+    key = add_triggers(blank, num_classes=10, n=30, image_size=16, per_batch=2)
+    assert TRIGGERS_SECTION not in blank.sections  # a new key, the given one unchanged
+    section = key.triggers()
+    assert (section.n, section.num_classes, section.image_size, section.channels) == (30, 10, 16, 3)
+    assert (section.source, section.images_digest, section.per_batch) == ("procedural", None, 2)
+    assert not key.tensors  # procedural images are regenerated, never stored
+    t = triggers_from_key(key)
+    assert t.images.shape == (30, 3, 16, 16) and t.num_classes == 10 and t.source == "procedural"
     path = key.save(tmp_path / "owner.key.json")
+    assert not list(tmp_path.glob("*.safetensors"))
     loaded = triggers_from_key(OwnershipKey.load(path))
     assert torch.equal(loaded.images, t.images) and torch.equal(loaded.labels, t.labels)
-    assert loaded.digest() == t.digest() and loaded.seed == 9 and loaded.num_classes == 10
+    assert loaded.digest() == t.digest() and key.schemes() == ["V3"]
+    with pytest.raises(KeyMismatchError, match="already holds a 'triggers' section"):
+        add_triggers(key, num_classes=10)  # a trigger set is never replaced
+
+
+def test_labels_and_images_are_derived_from_the_secret() -> None:
+    """The same secret gives the same set on any key made with it; another secret, other labels and images."""
+    a = triggers_from_key(add_triggers(_key(), num_classes=10))
+    b = triggers_from_key(add_triggers(_key(), num_classes=10))  # another key (nonce, date), same secret
+    c = triggers_from_key(add_triggers(_key(OTHER_SECRET), num_classes=10))
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert (a.labels != c.labels).float().mean() > 0.7 and not torch.equal(a.images, c.images)
+    assert 0 <= int(a.labels.min()) and int(a.labels.max()) < 10 and len(torch.unique(a.labels)) == 10
+    assert (a.labels == make_trigger_set(100, num_classes=10, seed=0).labels).float().mean() < 0.3  # not a fixed seed
+
+
+def test_loaded_images_keep_their_pixels_but_get_derived_labels(tmp_path: Path) -> None:
+    """Adi et al.'s public set comes with labels; the key keeps the images and derives its own labels,
+    so nobody can bring images labelled with a model's own predictions."""
+    adi = load_adi_trigger_set(_adi_like(tmp_path / "adi", [str(i % 10) for i in range(12)], 12), mode="resize")
+    key = add_triggers(_key(), num_classes=10, images=adi)
+    t = triggers_from_key(key)
+    assert torch.equal(t.images, adi.images) and t.source == "images"
+    assert not torch.equal(t.labels, adi.labels)  # the loader's labels are not used
+    again = triggers_from_key(add_triggers(_key(), num_classes=10, images=adi.images))  # a tensor works too
+    assert torch.equal(again.labels, t.labels)  # derived from the secret, the same for the same secret
+    other = triggers_from_key(add_triggers(_key(OTHER_SECRET), num_classes=10, images=adi.images))
+    assert torch.equal(other.images, t.images) and not torch.equal(other.labels, t.labels)
+    key.save(tmp_path / "k.json")
+    loaded = triggers_from_key(OwnershipKey.load(tmp_path / "k.json"))
+    assert torch.equal(loaded.images, t.images) and torch.equal(loaded.labels, t.labels)
+    with pytest.raises(KeyFileError, match="uint8"):
+        add_triggers(_key(), num_classes=10, images=adi.images.float())
+
+
+@pytest.mark.parametrize("field,value", [("labels", [1, 2, 3]), ("seed", 7), ("digest", "0" * 64)])
+def test_a_triggers_section_that_names_its_labels_or_seed_is_refused(tmp_path: Path, field: str, value) -> None:
+    path = add_triggers(_key(), num_classes=10, n=20).save(tmp_path / "k.json")
+    manifest = json.loads(path.read_text())
+    manifest["sections"]["triggers"][field] = value
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(KeyFileError, match=f"does not know \\({field}\\)"):
+        OwnershipKey.load(path)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("image_size", 10**5, "image_size must lie in"), ("n", 10**9, "n must lie in"), ("channels", 2, "channels"),
+    ("num_classes", 1, "num_classes"), ("n", "100", "not int"), ("source", "images", "images_digest"),
+])
+def test_a_triggers_section_out_of_range_is_refused_on_load_before_any_allocation(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, field: str, value, match: str) -> None:
+    import hf_lottery_verify.triggers.key as trigger_key
+
+    path = add_triggers(_key(), num_classes=10, n=20).save(tmp_path / "k.json")
+    manifest = json.loads(path.read_text())
+    manifest["sections"]["triggers"][field] = value
+    path.write_text(json.dumps(manifest))
+    monkeypatch.setattr(trigger_key, "make_trigger_set", None)  # nothing may be generated from it
+    with pytest.raises(KeyFileError, match=match):
+        OwnershipKey.load(path)
+
+
+@pytest.mark.xfail(strict=True, reason="package bug (issue 16 port): add_triggers raises a bare ValueError for "
+                   "out-of-range options (documented: KeyFileError), so `hf-lottery triggers --n 0` ends in a "
+                   "traceback with exit code 1 instead of one line and exit code 2")
+def test_add_triggers_refuses_bad_options_with_a_library_error() -> None:
+    from hf_lottery_verify.errors import HfLotteryError
+
+    for options in (dict(n=0), dict(image_size=10**5), dict(num_classes=1), dict(channels=2)):
+        with pytest.raises(HfLotteryError):
+            add_triggers(_key(), **{"num_classes": 10, **options})
+
+
+@pytest.mark.xfail(strict=True, reason="package bug (issue 16 port): add_triggers accepts non-square images "
+                   "(image_size taken from the width), then triggers_from_key refuses the key it wrote as 'altered'")
+def test_non_square_loaded_images_are_refused_when_added() -> None:
+    with pytest.raises(KeyFileError, match="square"):
+        add_triggers(_key(), num_classes=10, images=torch.zeros(3, 3, 8, 12, dtype=torch.uint8))
 
 
 def test_key_tampering_is_detected(tmp_path: Path) -> None:
-    t = make_trigger_set(30, num_classes=10, image_size=16, seed=9)
-    key = OwnershipKey(arch="cifar_resnet8")
-    add_triggers_to_key(key, t)
-    # altered labels in memory
-    forged = OwnershipKey(arch=key.arch, sections=json.loads(json.dumps(key.sections)), tensors=dict(key.tensors))
-    labels = forged.tensors["triggers.labels"].clone()
-    labels[0] = (labels[0] + 1) % 10
-    forged.tensors["triggers.labels"] = labels
+    key = _images_key()
+    # altered images in memory
+    images = key.tensors["triggers.images"].clone()
+    images[0, 0, 0, 0] ^= 1
+    forged = OwnershipKey(arch=key.arch, secret=key.secret, sections=json.loads(json.dumps(key.sections)),
+                          tensors={**key.tensors, "triggers.images": images})
     with pytest.raises(KeyFileError, match="altered"):
         triggers_from_key(forged)
     # altered digest in the JSON file
     path = key.save(tmp_path / "k.json")
     manifest = json.loads(path.read_text())
-    manifest["sections"]["triggers"]["digest"] = "0" * 64
+    manifest["sections"]["triggers"]["images_digest"] = "0" * 64
     path.write_text(json.dumps(manifest))
     with pytest.raises(KeyFileError, match="altered"):
         triggers_from_key(OwnershipKey.load(path))
     # missing tensors, missing section
-    bare = OwnershipKey(arch=key.arch, sections=json.loads(json.dumps(key.sections)))
-    with pytest.raises(KeyFileError, match="lacks its tensors"):
+    bare = OwnershipKey(arch=key.arch, secret=key.secret, sections=json.loads(json.dumps(key.sections)))
+    with pytest.raises(KeyFileError, match="missing"):
         triggers_from_key(bare)
-    with pytest.raises(KeyMismatchError):
-        triggers_from_key(OwnershipKey(arch="cifar_resnet8"))
+    with pytest.raises(KeyMismatchError, match="no 'triggers' section"):
+        triggers_from_key(_key())
+
+
+def test_the_commitment_covers_the_trigger_set() -> None:
+    key = _images_key()
+    assert add_triggers(_key(), num_classes=10, n=20).commitment() != add_triggers(_key(), num_classes=10,
+                                                                                  n=21).commitment()
+    images = key.tensors["triggers.images"].clone()
+    images[0, 0, 0, 0] ^= 1
+    forged = OwnershipKey(arch=key.arch, secret=key.secret, nonce=key.nonce, sections=key.sections,
+                          tensors={**key.tensors, "triggers.images": images})
+    assert forged.commitment() != key.commitment()
 
 
 def test_key_tensor_file_tampering_is_detected_on_load(tmp_path: Path) -> None:
-    key = OwnershipKey(arch="cifar_resnet8")
-    add_triggers_to_key(key, make_trigger_set(10, num_classes=10, image_size=8, seed=1))
-    path = key.save(tmp_path / "k.json")
+    path = _images_key().save(tmp_path / "k.json")
     tfile = path.with_name(json.loads(path.read_text())["tensors"]["file"])
     raw = bytearray(tfile.read_bytes())
     raw[-1] ^= 0xFF
     tfile.write_bytes(bytes(raw))
     with pytest.raises(KeyFileError, match="altered or damaged .*restore both k.json and") as info:
-        triggers_from_key(OwnershipKey.load(path))
+        OwnershipKey.load(path)
     assert not isinstance(info.value, FileNotFoundError) and info.value.path == str(tfile)
     # bytes flipped in the middle (tensor data, not only the tail), or in the header
     for where in (len(raw) // 2, 10):
@@ -309,17 +407,16 @@ def test_key_tensor_file_tampering_is_detected_on_load(tmp_path: Path) -> None:
         tfile.write_bytes(bytes(raw))
 
 
-def test_a_key_file_of_unknown_format_version_is_refused(tmp_path: Path) -> None:
-    key = OwnershipKey(arch="cifar_resnet8")
-    add_triggers_to_key(key, make_trigger_set(10, num_classes=10, image_size=8, seed=1))
-    path = key.save(tmp_path / "k.json")
+def test_a_key_file_of_another_format_version_is_refused(tmp_path: Path) -> None:
+    path = _images_key().save(tmp_path / "k.json")
     manifest = json.loads(path.read_text())
     cases = {
-        99: "uses key format 99, newer than .* reads \\(1..2\\); upgrade hf_lottery_verify",
-        0: "unknown key format version 0; .* restore it from your backup",
-        "2": "unknown key format version '2'",
-        None: "unknown key format version None",
-        True: "unknown key format version True",
+        1: "format 1 .*reads format 3 only.*Sign and publish again",
+        2: "format 2 .*reads format 3 only.*Sign and publish again",
+        99: "has key format '99'; .*reads format 3. Upgrade it, or restore",
+        0: "has key format '0'",
+        "3": "has key format '3'",
+        None: "has key format 'None'",
     }
     for version, message in cases.items():
         path.write_text(json.dumps({**manifest, "hf_lottery_verify_key": version}))
@@ -327,32 +424,34 @@ def test_a_key_file_of_unknown_format_version_is_refused(tmp_path: Path) -> None
             OwnershipKey.load(path)
         assert not isinstance(info.value, FileNotFoundError) and info.value.path == str(path)
     path.write_text(json.dumps({k: v for k, v in manifest.items() if k != "hf_lottery_verify_key"}))
-    with pytest.raises(KeyFileError, match="not an hf_lottery_verify ownership key .*pass the JSON file"):
+    with pytest.raises(KeyFileError, match="not an hf_lottery_verify ownership key"):
         OwnershipKey.load(path)
     path.write_text(json.dumps(manifest))
-    assert OwnershipKey.load(path).format_version == manifest["hf_lottery_verify_key"]  # the original still loads
+    assert OwnershipKey.load(path).format_version == manifest["hf_lottery_verify_key"] == 3  # the original loads
 
 
-def test_a_key_json_pointing_elsewhere_is_refused(tmp_path: Path) -> None:
-    key = OwnershipKey(arch="cifar_resnet8")
-    add_triggers_to_key(key, make_trigger_set(10, num_classes=10, image_size=8, seed=1))
-    path = key.save(tmp_path / "k.json")
+def test_a_key_json_pointing_elsewhere_or_malformed_is_refused(tmp_path: Path) -> None:
+    path = _images_key().save(tmp_path / "k.json")
     manifest = json.loads(path.read_text())
     bad = {
         "the recorded checksum": ({**manifest, "tensors": {**manifest["tensors"], "sha256": "0" * 64}},
                                   "altered or damaged"),
         "a path outside the key's folder": ({**manifest, "tensors": {**manifest["tensors"], "file": "../x"}},
                                             "invalid tensor file '../x'"),
-        "a non-object tensors entry": ({**manifest, "tensors": ["x"]}, "malformed 'tensors' entry"),
-        "no architecture": ({k: v for k, v in manifest.items() if k != "arch"}, "no architecture or sections"),
+        "a non-object tensors entry": ({**manifest, "tensors": ["x"]}, "invalid tensor file"),
+        "an unknown section": ({**manifest, "sections": {**manifest["sections"], "regions": {}}}, "unknown"),
+        "a short secret": ({**manifest, "secret": "ab" * 16}, "secret must be 64"),
     }
     for what, (content, message) in bad.items():
         path.write_text(json.dumps(content))
         with pytest.raises(KeyFileError, match=message) as info:
             OwnershipKey.load(path)
         assert "restore" in str(info.value), what  # every message says how to recover
+    path.write_text(json.dumps({k: v for k, v in manifest.items() if k != "arch"}))
+    with pytest.raises(KeyFileError, match="architecture"):
+        OwnershipKey.load(path)
     path.write_text("{not json")
-    with pytest.raises(KeyFileError, match="invalid JSON"):
+    with pytest.raises(KeyFileError, match="not an ownership key .*restore it"):
         OwnershipKey.load(path)
 
 
@@ -367,9 +466,7 @@ def test_a_missing_key_file_is_also_a_file_not_found_error(tmp_path: Path) -> No
 
 
 def test_a_missing_key_tensor_file_is_also_a_file_not_found_error(tmp_path: Path) -> None:
-    key = OwnershipKey(arch="cifar_resnet8")
-    add_triggers_to_key(key, make_trigger_set(10, num_classes=10, image_size=8, seed=1))
-    path = key.save(tmp_path / "k.json")
+    path = _images_key().save(tmp_path / "k.json")
     tfile = path.with_name(json.loads(path.read_text())["tensors"]["file"])
     tfile.unlink()
     with pytest.raises(KeyFileNotFoundError, match="tensor file .* is missing; keep it next to k.json") as info:
@@ -389,7 +486,7 @@ def test_trigger_evidence_with_missing_answers() -> None:
     assert (ev.n, ev.queried, ev.answered, ev.matches, ev.failed) == (100, 100, 60, 60, 40)
     assert ev.agreement == pytest.approx(0.6) and ev.positive and ev.reason is None
     assert ev.p_value == pytest.approx(binomial_tail(60, 100, 0.1), rel=1e-12)
-    assert ev.threshold == 28 and not ev.inconclusive
+    assert ev.threshold == 37 and not ev.inconclusive  # 37 of 100 at the default alpha, 1e-12
     # unanswered count as misses: the same as wrong answers, never better than right ones
     answered_wrong = torch.where(pred == -1, wrong, pred)
     assert trigger_evidence(answered_wrong, t).p_value == pytest.approx(ev.p_value, rel=1e-12)
@@ -408,7 +505,7 @@ def test_trigger_evidence_negative_and_inconclusive() -> None:
     assert silent.answered == 0 and silent.matches == 0 and silent.p_value == 1.0
     assert not silent.positive and silent.inconclusive and "answered" in silent.reason
     few = t.labels.clone()
-    few[20:] = -1  # 20 answers, all right: still below the 28 needed at 1e-6
+    few[20:] = -1  # 20 answers, all right: still below the 37 needed at 1e-12
     ev_few = trigger_evidence(few, t)
     assert ev_few.matches == 20 and not ev_few.positive and ev_few.inconclusive
     assert not trigger_evidence(few, t, alpha=1e-3).positive  # 21 needed at 1e-3: 20 is not enough
