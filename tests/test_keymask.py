@@ -457,11 +457,37 @@ def test_lock_model_records_a_digest_of_score_weights_not_the_weights(tiny_model
     assert OwnershipKey.load(tmp_path / "k.json").section("keymask")["scored_on"] == "given weights"
 
 
-def test_lock_model_extends_existing_key(tiny_model) -> None:
-    existing = OwnershipKey(arch="cifar_resnet8")
-    existing.set_section("signature", {"text": "owner"}, {"region": torch.zeros(3)})
+def test_lock_model_extends_an_existing_key_into_a_new_one(tiny_model) -> None:
+    existing = OwnershipKey(arch="cifar_resnet8").with_section("triggers", {"n": 10, "num_classes": 10,
+                                                                           "image_size": 8, "channels": 3})
     _, key = km.lock_model(tiny_model, ratio=0.1, key=existing)
-    assert set(key.sections) == {"signature", "keymask"} and "signature.region" in key.tensors
+    assert set(key.sections) == {"triggers", "keymask"} and set(existing.sections) == {"triggers"}
+    assert (key.secret, key.nonce) == (existing.secret, existing.nonce)
+    assert key.commitment() == existing.commitment()  # the key mask is no part of the public commitment
+    with pytest.raises(KeyMismatchError, match="already holds a 'keymask' section"):
+        km.lock_model(tiny_model, ratio=0.1, key=key)  # a key mask is never replaced
+
+
+def test_lock_model_on_a_signed_key_keeps_every_signature_kernel_public() -> None:
+    """A signed ticket locked with its key keeps its whole signature in the public model, without
+    the caller naming the signature's kernels (they are derived from the key)."""
+    from hf_lottery_verify.signature import embed_signature, extract_signature, signature_positions
+
+    model = make_model("cifar_resnet20", density=0.1)
+    signed = embed_signature(model, "hf-lottery:alice", key=OwnershipKey(arch="cifar_resnet20", secret="ab" * 32))
+    positions = signature_positions(signed)
+    locked, key = km.lock_model(model, ratio=0.3, score="omp", key=signed)
+    for name, where in positions.items():  # every kept signature weight stays in the locked mask
+        assert torch.equal(locked.masks[name][where], model.masks[name][where]), name
+    assert extract_signature(locked, key=key).bit_agreement == 1.0
+    unprotected, _ = km.lock_model(model, ratio=0.3, score="omp")  # the same split without the signed key ...
+    assert any(not torch.equal(unprotected.masks[n][w], model.masks[n][w]) for n, w in positions.items())  # ... takes some
+    restored = km.load_with_key(locked, key)  # the key still restores the ticket
+    assert all(torch.equal(restored.masks[n], model.masks[n]) for n in model.masks)
+    first = next(iter(model.masks))
+    both, _ = km.lock_model(model, ratio=0.3, score="omp", key=signed, protect={first: model.masks[first].clone()})
+    assert torch.equal(both.masks[first], model.masks[first])  # protect= adds positions to the signature's
+    assert all(torch.equal(both.masks[n][w], model.masks[n][w]) for n, w in positions.items())
 
 
 def test_split_key_folder(tiny_model, tmp_path) -> None:
@@ -495,7 +521,7 @@ def test_single_weight_key_round_trips_through_files(tiny_model, tmp_path) -> No
 
 def _locked_with_reference(*, reference_of: str = "locked", random_bn: bool = True):
     """A cifar_resnet8 ticket (non-trivial batch norms), its locked copy and a key with a reference section."""
-    from hf_lottery_verify.alignment import add_reference_to_key, make_reference
+    from hf_lottery_verify.alignment import with_reference
 
     full = make_model(density=0.2)
     if random_bn:
@@ -509,7 +535,7 @@ def _locked_with_reference(*, reference_of: str = "locked", random_bn: bool = Tr
                 module.running_var.data = 0.5 + torch.rand(n, generator=gen)
     full.eval()
     locked, key = km.lock_model(full, ratio=0.1, score="omp")
-    add_reference_to_key(key, make_reference(locked if reference_of == "locked" else full))
+    key = with_reference(key, locked if reference_of == "locked" else full)
     return full, locked, key
 
 
