@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import HubError
-from .hub import _hub_errors, _reachable, hub_endpoint
-from .key_sections import Anchor, parse_date
+from .hub import _hub_errors, _reachable, hub_endpoint, is_offline
+from .key_sections import Anchor
 from .ownership_key import OwnershipKey
 
 __all__ = ["CLAIM_FILE", "AnchorCheck", "Appearance", "anchor_key", "check_anchor", "record_anchor",
@@ -189,9 +189,9 @@ def check_anchor(anchor: Anchor, commitment: str, *, token: str | bool | None = 
         return no("the anchor publishes another commitment than this key's")
     if anchor.endpoint.rstrip("/") != hub_endpoint().rstrip("/"):
         return no(f"anchored on {anchor.endpoint}, not on the Hub this verifier talks to ({hub_endpoint()})")
-    problem = _reachable()
+    problem = "offline mode (HF_HUB_OFFLINE)" if is_offline() else _reachable()
     if problem is not None:
-        return no(f"the Hub is unreachable ({problem})")
+        return no(f"the Hub is unreachable: {problem}")
     from huggingface_hub import hf_hub_download
 
     api = _api()
@@ -247,8 +247,3 @@ def first_appearance(repo_id: str, *, filename: str, sha256: str, how: str = "hu
             if lfs is not None and getattr(lfs, "sha256", None) == sha256:
                 return Appearance(time=c.created_at, repo_id=repo_id, commit=c.commit_id, how=how)
     return None
-
-
-def as_date(value: str) -> _dt.datetime:
-    """An ISO date (with zone) read back from a report or key."""
-    return parse_date(value, what="date")

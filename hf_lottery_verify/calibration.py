@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .architectures import create_resnet
 from .data import DatasetPair, ImageData, derive_seed
 from .errors import DatasetError, UnknownNameError
 from .ownership_key import SIGNATURE_SECTION, TRIGGERS_SECTION, OwnershipKey
@@ -166,11 +167,12 @@ def _json_safe(obj: Any) -> Any:
 
 def _key_density(key: OwnershipKey) -> tuple[dict[str, int] | None, float | None]:
     """Per-layer kept counts and density of the signed ticket, from the key's signature section."""
-    section = key.sections.get(SIGNATURE_SECTION) or {}
-    kept, shapes = section.get("layer_kept"), section.get("param_shapes")
-    if not kept or not shapes:
+    kept = (key.sections.get(SIGNATURE_SECTION) or {}).get("layer_kept")
+    if not kept:
         return None, None
-    total = sum(math.prod(shapes[n]) for n in kept)
+    with torch.device("meta"):
+        shapes = {n: p.shape for n, p in create_resnet(key.arch.split(".")[0]).named_parameters()}
+    total = sum(math.prod(shapes[n]) for n in kept if n in shapes)
     return {n: int(v) for n, v in kept.items()}, sum(kept.values()) / max(1, total)
 
 
@@ -218,8 +220,7 @@ def make_null_model(
         return model.eval()
     kept, key_density = _key_density(key)
     params = model.timm_parameters()
-    if kept and all(n in params and tuple(params[n].shape) == tuple(key.section(SIGNATURE_SECTION)["param_shapes"][n])
-                    for n in kept):
+    if kept and all(n in params and 0 <= k <= params[n].numel() for n, k in kept.items()):
         model.set_masks({n: top_k_mask(params[n].detach().abs().double(), k) for n, k in kept.items()})
     else:
         model.prune_(density=density if density is not None else (key_density or 0.1))

@@ -371,7 +371,8 @@ def publish_folder(
 
     With a key, the key gains the reference of this model (once: a key that already holds
     one keeps it) and the model carries the key's public claim (header metadata,
-    ``ownership_claim.json``, the card). Publishing a folder does not anchor the key: do it
+    ``ownership_claim.json``, the card); without one, the claim the model already carries
+    (if any) is published as it is. Publishing a folder does not anchor the key: do it
     with :func:`~hf_lottery_verify.anchors.anchor_key` (``hf-lottery anchor``) before the
     folder goes public.
 
@@ -381,7 +382,8 @@ def publish_folder(
         repo_id (`str`): ``owner/name`` the card and the claim name.
         key (`OwnershipKey`, `str` or `os.PathLike`, *optional*): The owner's key, or its path
             (the file then gains the reference; it is never written into ``folder``).
-        owner, eval_results, card_data, compact: As in :func:`push_model`.
+        owner (`str`, *optional*): Public owner name (default: the one the model's claim names).
+        eval_results, card_data, compact: As in :func:`push_model`.
 
     Returns:
         The :class:`Publication` (``key`` with the reference).
@@ -408,8 +410,9 @@ def publish_folder(
             key = with_reference(key, model)
             if key_path is not None:
                 key.save(key_path, extend=True)
-        claim = key.public_claim(owner=owner, repo_id=repo_id)
-    model.ownership_claim = claim
+        model.ownership_claim = key.public_claim(owner=owner or (model.ownership_claim or {}).get("owner"),
+                                                 repo_id=repo_id)
+    claim = model.ownership_claim
     model.save_pretrained(folder, compact=compact)
     if claim is not None:
         (folder / CLAIM_FILE).write_text(json.dumps(claim, indent=2, sort_keys=True))

@@ -135,6 +135,8 @@ class SignatureSection:
         signed_mask_digest: Digest of the signed mask (retraining checks it; never evidence).
         moved_share: Share of the ticket's kept weights the signature moved (informative).
         changes: What the embedding changed, counted (informative).
+        layer_kept: Kept weights per layer of the signed ticket (informative: calibration's null
+            models match it; verification reads kept counts from the committed reference).
         layout_version: Layout version (3).
     """
 
@@ -148,6 +150,7 @@ class SignatureSection:
     signed_mask_digest: str = ""
     moved_share: float = 0.0
     changes: dict[str, int] = field(default_factory=dict)
+    layer_kept: dict[str, int] = field(default_factory=dict)
     layout_version: int = 3
 
     def __post_init__(self) -> None:

@@ -22,13 +22,17 @@ from hf_lottery_verify.signature import embed_signature
 
 from .helpers import make_model, tiny_data
 
-SECRET = bytes(range(100, 132))
+SECRET = bytes(range(100, 132)).hex()
+
+
+def check(model, key):
+    return hlv.verify_model(model, key=key, require_anchor=False)
 
 
 @pytest.fixture(scope="module")
 def signed():
     model = make_model(num_labels=4, density=0.1, seed=11)
-    key = embed_signature(model, "alice 2026", secret=SECRET, seed=0)
+    key = embed_signature(model, "alice 2026", key=hlv.OwnershipKey(arch="cifar_resnet8", secret=SECRET), seed=0)
     return model, key
 
 
@@ -49,7 +53,7 @@ def test_null_counts_split_and_null_models_match_the_keys_density(signed) -> Non
     assert not any(torch.equal(pruned.masks[n], m) for n, m in model.masks.items() if m.any() and not m.all())
     assert make_null_model(key, "init", seed=1).masks == {}
     other = make_null_model(key, "signed_other", seed=1, num_labels=4)
-    assert hlv.verify_model(other, key).verdict == "not_owned"
+    assert check(other, key).verdict == "not_owned"
     with pytest.raises(UnknownNameError, match="signed_other"):
         make_null_model(key, "lucky", seed=0)
     with pytest.raises(DatasetError):
@@ -77,14 +81,15 @@ def test_fifty_null_models_give_no_false_owned(signed) -> None:
     text = json.dumps(report.to_dict())
     assert "upper_95" in text and "NaN" not in text
     assert "false 'owned'" in str(report)
-    assert hlv.verify_model(model, key).verdict == "owned"  # the key itself works
+    assert check(model, key).verdict == "owned"  # the key itself works
 
 
 def test_trigger_p_values_and_the_alpha_check() -> None:
-    from hf_lottery_verify.triggers import add_triggers_to_key, make_trigger_set
+    from hf_lottery_verify.triggers import add_triggers
 
-    key = embed_signature(make_model(num_labels=4, density=0.1, seed=12), "bob 2026", secret=SECRET, seed=1)
-    add_triggers_to_key(key, make_trigger_set(100, num_classes=4, image_size=8, channels=3, seed=5))
+    key = embed_signature(make_model(num_labels=4, density=0.1, seed=12), "bob 2026",
+                          key=hlv.OwnershipKey(arch="cifar_resnet8", secret=SECRET), seed=1)
+    key = add_triggers(key, num_classes=4, n=100, image_size=8, channels=3)
     policy = hlv.VerdictPolicy(alpha=1e-4, inconclusive_alpha=1e-2)
     report = calibrate(key, counts={"init": 2, "pruned": 2}, seed=1, policy=policy)
     assert report.false_owned == 0

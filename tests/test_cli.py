@@ -112,11 +112,11 @@ def test_sign_then_extract_commands(tmp_path: Path, capsys) -> None:
             str(tmp_path / "signed"), "--json"]
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)["copies"] >= 1
-    assert hlv.OwnershipKey.load(key).section("signature")["coding"] == "pairs"  # auto: a v2 symbol pairs in every stage
+    assert set(hlv.OwnershipKey.load(key).signature().widths) == {2}  # auto: a v2 symbol pairs in every stage
     single = tmp_path / "keys" / "single.json"
     assert main(["sign", str(tmp_path / "ticket"), "--signature", "alice 2026", "--key-out", str(single), "--out",
                  str(tmp_path / "signed_single"), "--coding", "single"]) == 0
-    assert hlv.OwnershipKey.load(single).section("signature")["coding"] == "single"
+    assert set(hlv.OwnershipKey.load(single).signature().widths) == {1}
     capsys.readouterr()
     with pytest.raises(SystemExit) as info:  # argparse: the choices in one line, exit 2
         main(["sign", str(tmp_path / "ticket"), "--signature", "x", "--key-out", str(tmp_path / "k3.json"),
@@ -159,7 +159,8 @@ def test_calibrate_command_reports_no_false_owned(tmp_path: Path, capsys) -> Non
     from .helpers import make_model
 
     model = make_model("cifar_resnet20", density=0.1)
-    embed_signature(model, "alice 2026", secret="00" * 16).save(tmp_path / "owner.json")
+    embed_signature(model, "alice 2026", key=hlv.OwnershipKey(arch="cifar_resnet20", secret="00" * 32)).save(
+        tmp_path / "owner.json")
     argv = ["calibrate", "--key", str(tmp_path / "owner.json"), "--n", "4", "--kinds", "init", "signed_other"]
     assert main(argv) == 0
     out = capsys.readouterr().out

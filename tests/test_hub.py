@@ -1,8 +1,8 @@
 """The Hub round trip against the local Hub server, with the real huggingface_hub client.
 
-push → verify_hub_model → owned (at the pushed and an older revision); republished by a
-thief as a plain timm or transformers TimmWrapper repo → owned; header edits cannot stop
-verification; every failure is a typed error (exit 2 from the CLI).
+push (which anchors the key) → verify_hub_model → owned (at the pushed and an older revision);
+republished by a thief as a plain timm or transformers TimmWrapper repo → owned; header edits
+cannot stop verification; every failure is a typed error (exit 2 from the CLI).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 import hf_lottery_verify as hlv
 from hf_lottery_verify import hub
 from hf_lottery_verify.cli import main
+from hf_lottery_verify.ownership_key import OwnershipKey
 
 from .helpers import make_model
 
@@ -33,8 +34,8 @@ def signed(tmp_path_factory):
     root = tmp_path_factory.mktemp("signed")
     model = make_model("cifar_resnet20", density=0.1)
     # a fixed secret: the unrelated model's p-value below must not depend on a random draw
-    model.save_pretrained(root / "ticket", signature=TEXT, key_path=root / "keys" / "alice.json", owner="alice",
-                          signature_options={"secret": "a1" * 16})
+    OwnershipKey(arch="cifar_resnet20", secret="a1" * 32).save(root / "keys" / "alice.json")
+    model.save_pretrained(root / "ticket", signature=TEXT, key=root / "keys" / "alice.json", owner="alice")
     return hlv.load_model(root / "ticket"), root / "keys" / "alice.json", root
 
 
@@ -49,24 +50,27 @@ def test_looks_like_repo_id(tmp_path) -> None:
 
 def test_push_then_verify_at_this_and_an_older_revision(signed, fresh_hub, hub_repo_id) -> None:
     model, key, _ = signed
-    first = model.push_to_hub(hub_repo_id, key_path=key, owner="alice", eval_results={"accuracy": 91.5,
-                                                                                          "dataset": "cifar10"})
+    first = model.push_to_hub(hub_repo_id, key=key, owner="alice", eval_results={"accuracy": 91.5,
+                                                                                     "dataset": "cifar10"})
+    assert first.key.anchors[-1].commit == first.commit == OwnershipKey.load(key).anchors[-1].commit
     second = model.push_to_hub(hub_repo_id, commit_message="second push", card_data={"tags": ["extra-tag"]})
-    assert first.oid != second.oid
+    assert first.commit != second.commit and second.key is None
     report = hlv.verify_hub_model(hub_repo_id, key=key)
     assert report.verdict == "owned" and report.exit_code == 0
-    assert report.repo_id == hub_repo_id and report.commit_sha == second.oid
-    assert report.claim_matches_key and report.evidence["V2"]["text"] == TEXT
-    assert report.priority["first_commit"] == first.oid  # the key's commitment appeared with the first push
-    old = hlv.verify_hub_model(hub_repo_id, key=key, revision=first.oid)
-    assert old.verdict == "owned" and old.commit_sha == first.oid
+    assert report.repo_id == hub_repo_id and report.commit_sha == second.commit
+    assert report.signature.text == TEXT and report.anchor["verified"]
+    assert report.appearance["commit"] == first.commit  # the same weights bytes were first pushed with the anchor
+    old = hlv.verify_hub_model(hub_repo_id, key=key, revision=first.commit)
+    assert old.verdict == "owned" and old.commit_sha == first.commit
+    assert old.appearance["commit"] == first.commit  # the anchoring commit itself: no later than it
     data = json.loads(report.to_json())
     assert data["verdict"] == "owned" and "secret" not in report.to_json()
     assert "OWNED" in str(report)
     from huggingface_hub import HfApi
 
     files = set(HfApi().list_repo_files(hub_repo_id))
-    assert {"config.json", "model.safetensors", "masks.safetensors", "README.md", "ownership_badge.svg"} <= files
+    assert {"config.json", "model.safetensors", "masks.safetensors", "README.md", "ownership_badge.svg",
+            "ownership_claim.json"} <= files
     assert not any(f.endswith((".json.tensors", ".bin", ".pt")) or "alice" in f for f in files)
 
 
@@ -74,7 +78,7 @@ def test_card_badge_and_plain_timm_weights(signed, fresh_hub, hub_repo_id) -> No
     from huggingface_hub import ModelCard, hf_hub_download
 
     model, key, _ = signed
-    model.push_to_hub(hub_repo_id, key_path=key, eval_results={"accuracy": 90.0, "dataset": "cifar10"})
+    model.push_to_hub(hub_repo_id, key=key, eval_results={"accuracy": 90.0, "dataset": "cifar10"})
     card = ModelCard.load(hub_repo_id)
     assert "ownership-protected" in card.data.tags and "lottery-ticket" in card.data.tags
     results = {r.metric_type: r.metric_value for r in card.data.eval_results}
@@ -107,6 +111,7 @@ def test_thief_republishing_as_plain_timm_or_timm_wrapper_is_caught(signed, fres
     from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
 
     model, key, _ = signed
+    model.push_to_hub(hub_repo_id, key=key)  # published (and anchored) first
     thief_timm = hub_repo_id + "-timm"
     timm.models.push_to_hf_hub(model.timm_model, thief_timm)
     report = hlv.verify_hub_model(thief_timm, key=key)
@@ -136,7 +141,7 @@ def _rewrite_header(data: bytes, tmp: Path, metadata: dict[str, str] | None) -> 
 
 def test_header_edits_cannot_stop_verification(signed, fresh_hub, hub_repo_id, tmp_path) -> None:
     model, key, _ = signed
-    model.push_to_hub(hub_repo_id, key_path=key)
+    model.push_to_hub(hub_repo_id, key=key)
     original = fresh_hub.read_file(hub_repo_id, "model.safetensors")
     fake_masks = {"format_version": 2, "layout": "dense", "masks": {"layer1.0.conv1.weight": {"shape": [1], "kept": 9}}}
     edits = {
@@ -149,20 +154,20 @@ def test_header_edits_cannot_stop_verification(signed, fresh_hub, hub_repo_id, t
     for name, metadata in edits.items():
         fresh_hub.put_file(hub_repo_id, "model.safetensors", _rewrite_header(original, tmp_path, metadata),
                            message=f"thief: {name}")
-        report = hlv.verify_hub_model(hub_repo_id, key=key, priority=False)
+        report = hlv.verify_hub_model(hub_repo_id, key=key)
         assert report.verdict == "owned", (name, report.reasons)
     fresh_hub.delete_file(hub_repo_id, "masks.safetensors", message="thief: masks deleted")
-    assert hlv.verify_hub_model(hub_repo_id, key=key, priority=False).verdict == "owned"
+    assert hlv.verify_hub_model(hub_repo_id, key=key).verdict == "owned"
     # a masks file of other weights changes nothing either
     other = make_model("cifar_resnet20", density=0.3, seed=5)
     other.save_pretrained(tmp_path / "other")
     fresh_hub.put_file(hub_repo_id, "masks.safetensors", (tmp_path / "other" / "masks.safetensors").read_bytes())
-    assert hlv.verify_hub_model(hub_repo_id, key=key, priority=False).verdict == "owned"
+    assert hlv.verify_hub_model(hub_repo_id, key=key).verdict == "owned"
 
 
 def test_quick_check_reads_only_the_header(signed, fresh_hub, hub_repo_id) -> None:
     model, key, _ = signed
-    model.push_to_hub(hub_repo_id, key_path=key)
+    model.push_to_hub(hub_repo_id, key=key)
     fresh_hub.clear_log()
     report = hlv.verify_hub_model(hub_repo_id, key=key, quick=True)
     assert report.quick and report.verdict == "inconclusive" and report.claim_matches_key
@@ -238,19 +243,22 @@ def test_failures_are_typed_errors_and_exit_2(signed, fresh_hub, hub_repo_id, tm
 
 def test_server_down_fails_fast_and_the_cache_still_verifies(signed, fresh_hub, hub_repo_id, tmp_path) -> None:
     model, key, _ = signed
-    model.push_to_hub(hub_repo_id, key_path=key)
+    model.push_to_hub(hub_repo_id, key=key)
     assert hlv.verify_hub_model(hub_repo_id, key=key).verdict == "owned"  # now cached
     fresh_hub.stop()
-    cached = hlv.verify_hub_model(hub_repo_id, key=key)
-    assert cached.verdict == "owned" and any("cache" in n for n in cached.notes)
+    cached = hlv.verify_hub_model(hub_repo_id, key=key)  # the evidence is read; the anchor needs the server
+    assert cached.verdict == "inconclusive" and cached.signature.matches and any("cache" in n for n in cached.notes)
+    assert "unreachable" in cached.reasons[0]
+    assert hlv.verify_hub_model(hub_repo_id, key=key, require_anchor=False).verdict == "owned"
     with pytest.raises(hlv.HubError, match="unreachable"):
         hlv.verify_hub_model(hub_repo_id + "-never-downloaded", key=key)
     out = _cli(["verify", hub_repo_id + "-never-downloaded", "--key", str(key)], tmp_path)
     assert out.returncode == 2 and "unreachable" in out.stderr and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr  # one message, no retry chatter
     offline = _cli(["verify", hub_repo_id, "--key", str(key), "--local-files-only"], tmp_path)
-    assert offline.returncode == 0, offline.stderr
-    env_offline = _cli(["verify", hub_repo_id, "--key", str(key)], tmp_path, env={"HF_HUB_OFFLINE": "1"})
+    assert offline.returncode == 3, offline.stderr  # evidence from the cache, anchor not readable offline
+    env_offline = _cli(["verify", hub_repo_id, "--key", str(key), "--unanchored"], tmp_path,
+                       env={"HF_HUB_OFFLINE": "1"})
     assert env_offline.returncode == 0, env_offline.stderr
 
 
@@ -266,7 +274,7 @@ def test_signing_twice_with_the_same_key_out_keeps_the_first_key(tmp_path) -> No
                    str(tmp_path / "b-signed")], tmp_path)
     assert second.returncode == 2 and "already holds" in second.stderr
     assert key.read_bytes() == before
-    assert hlv.extract_signature(tmp_path / "a-signed", key).matches
+    assert hlv.extract_signature(tmp_path / "a-signed", key=key).matches
 
 
 def test_from_pretrained_kwargs(tmp_path, signed) -> None:

@@ -213,7 +213,7 @@ def _embed(model: nn.Module, text: str, *, secret: bytes, seed: int, layers: str
         raise SignatureError("Internal error: embedding changed the total number of kept weights.")
     return {"text": text, "widths": widths, "ecc": ecc, "coding": coding, "layers": layers,
             "module_weights": module_weights, "seed": seed, "signed_mask_digest": mask_digest(new_masks),
-            "changes": changes}
+            "changes": changes, "layer_kept": {n: int(m.sum()) for n, m in new_masks.items()}}
 
 
 def _expected_moves(masks: MaskDict, params: Sequence[str], slots: int, module_weights: int) -> float:

@@ -224,7 +224,12 @@ def _appearance(read: Suspect, *, token: str | bool | None, notes: list[str]) ->
     """When the suspect's weights first appeared in public: its repo's history, or the repo its claim names."""
     from huggingface_hub import HfApi
 
+    from ..hub import is_offline
+
     if not read.files_read or (read.kind != "hub" and not (read.claim or {}).get("repo_id")):
+        return None
+    if is_offline() or any("local Hub cache" in n for n in read.notes):
+        notes.append("the suspect's first appearance was not looked up (offline)")
         return None
     path = Path(read.files_read[0])
     repo_id, how = (read.repo_id, "hub history") if read.kind == "hub" else (str(read.claim["repo_id"]), "claimed repo")

@@ -77,8 +77,8 @@ def _summary(report: dict[str, Any]) -> str:
         "## Owner", "",
         f"- IMP: dense {_pct(t['dense_accuracy'])} → ticket {_pct(t['ticket_accuracy'])} at "
         f"{t['density']:.2%} density ({len(t['rounds'])} runs, `imp_accuracy_vs_density.png`).",
-        f"- Signed (V2, QR version {s['sign']['qr']['version']}-{s['sign']['qr']['ecc']}, {s['sign']['copies']} "
-        f"copies): {_pct(s['sign']['accuracy_before_retraining'])} before retraining, "
+        f"- Signed (V2, QR level {s['sign']['ecc']}, {s['sign']['copies']} copies, widths {s['sign']['widths']}): "
+        f"{_pct(s['sign']['accuracy_before_retraining'])} before retraining, "
         f"{_pct(report['published_accuracy'])} after (trigger agreement "
         f"{_num(s['retrain'].get('trigger_agreement_after'))}).",
         f"- Key mask (V1, {v1['ratio']:.0%} of kept weights, omp): locked copy {_pct(v1['accuracy_locked'])}, "
@@ -86,6 +86,10 @@ def _summary(report: dict[str, Any]) -> str:
         f"- Published: {s['publish'].get('repo_id') or s['publish'].get('folder')} ({s['publish']['mode']}); "
         f"card `README.md`, badge `ownership_badge.svg`.",
         f"- Verified: **{ver['verdict']}** — {ver['reason']}", "",
+        *([f"- Anchored: {s['publish']['anchor']['repo_id']} @ {s['publish']['anchor']['commit'][:12]}, server date "
+           f"{s['publish']['anchor']['date']} (the commit that published the model).", ""]
+          if s["publish"].get("anchor") else ["- Not anchored (published to a folder): verdicts are unanchored "
+                                             "checks.", ""]),
         "## Thief", "",
         "| attack | accuracy | change | verdict | V2 text | V2 bits | V3 agreement | V3 p |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
