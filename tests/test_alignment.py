@@ -12,11 +12,11 @@ from torch import nn
 import hf_lottery_verify as hlv
 from hf_lottery_verify.alignment import (
     Reference,
-    add_reference_to_key,
     align_suspect,
     make_reference,
     recover_aligned_masks,
     reference_from_key,
+    with_reference,
 )
 from hf_lottery_verify.attacks.structural import add_dummy_channels, densify, permute_channels, rescale_channels
 from hf_lottery_verify.errors import KeyMismatchError
@@ -122,12 +122,12 @@ def test_reference_round_trips_through_a_saved_key(tmp_path) -> None:
     assert reference.arch == "cifar_resnet20_a" and reference.in_chans == 3 and reference.num_classes == 10
     assert set(reference.masks) == set(model.masks)
     assert reference.mask_digest == hlv.ownership_key.mask_digest(model.masks)
-    key = OwnershipKey(arch="cifar_resnet20_a")
-    key.set_section("signature", {"text": "owner"})
-    commitment = key.commitment()
-    assert reference_from_key(key) is None
-    add_reference_to_key(key, reference)
-    assert key.commitment() == commitment  # the public commitment does not cover the reference
+    blank = OwnershipKey(arch="cifar_resnet20_a")
+    assert reference_from_key(blank) is None
+    key = with_reference(blank, model)
+    assert "reference" not in blank.sections  # a new key, the given one unchanged
+    assert key.commitment() != blank.commitment()  # the public commitment covers the reference
+    assert key.sections["reference"]["published"]["num_labels"] == 10  # how black-box checks query it
     json.dumps(key.sections)
     key.save(tmp_path / "k.json")
     loaded = reference_from_key(OwnershipKey.load(tmp_path / "k.json"))
@@ -136,8 +136,27 @@ def test_reference_round_trips_through_a_saved_key(tmp_path) -> None:
         a, b = getattr(reference, field), getattr(loaded, field)
         assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a), field
     assert loaded.mask_digest == reference.mask_digest
+    with pytest.raises(KeyMismatchError, match="already holds a 'reference' section"):
+        with_reference(key, model)  # recorded once, when the model is published
     with pytest.raises(KeyMismatchError, match="cifar_resnet8"):
-        add_reference_to_key(OwnershipKey(arch="cifar_resnet8"), reference)
+        with_reference(OwnershipKey(arch="cifar_resnet8"), model)
+
+
+def test_a_reference_whose_shapes_do_not_fit_the_architecture_is_refused() -> None:
+    """A hostile key could declare any shapes; they are checked against the architecture before
+    anything is decoded from them."""
+    key = with_reference(OwnershipKey(arch="cifar_resnet8"), _ticket("cifar_resnet8", None))
+    for edit in ({"layer1.0.conv1.weight": [10**6, 16, 3, 3]}, {"layer9.0.conv1.weight": [4, 4, 3, 3]},
+                 {"fc.weight": [10**7, 64]}):
+        data = json.loads(json.dumps(key.sections["reference"]))
+        data["shapes"].update(edit)
+        hostile = OwnershipKey(arch="cifar_resnet8", sections={"reference": data}, tensors=dict(key.tensors))
+        with pytest.raises(KeyMismatchError, match="reference"):
+            reference_from_key(hostile)
+    data = json.loads(json.dumps(key.sections["reference"]))
+    other = OwnershipKey(arch="cifar_resnet20", sections={"reference": data}, tensors=dict(key.tensors))
+    with pytest.raises(KeyMismatchError, match="describes a 'cifar_resnet8'"):
+        reference_from_key(other)
 
 
 def test_reference_is_compact() -> None:
@@ -164,8 +183,7 @@ def test_reference_from_state_dict_and_bad_masks() -> None:
 
 
 def test_damaged_reference_section_raises() -> None:
-    key = OwnershipKey(arch="cifar_resnet8")
-    add_reference_to_key(key, make_reference(_ticket("cifar_resnet8", None)))
+    key = with_reference(OwnershipKey(arch="cifar_resnet8"), _ticket("cifar_resnet8", None))
     data = json.loads(json.dumps(key.sections["reference"]))
     data["format"] = 99
     broken = OwnershipKey(arch="cifar_resnet8", sections={"reference": data}, tensors=dict(key.tensors))
