@@ -5,7 +5,9 @@
 # rescaling, dummy channels, densification), ambiguity/forgery attacks (fake1-3) and the key-less
 # locate-and-rewrite search. Each attack runs at every strength of its registry sweep; each attacked copy
 # is verified with your key, and its test accuracy is measured when a dataset is given. An attack
-# "succeeds" when the verdict is no longer 'owned' at an accuracy cost of at most 5 points.
+# "succeeds" when the verdict is no longer 'owned' at an accuracy cost of at most 5 points. The key must be
+# anchored (published with push_model, or `hf-lottery anchor`) for `owned`; --unanchored attacks your own
+# ticket before publishing it.
 #
 #     python examples/attack_suite.py runs/fmnist/published --key keys/r20.json --dataset fashion_mnist \
 #         --test_limit 2000 --attacks prune permute rescale finetune --json_out attacks.json
@@ -30,6 +32,8 @@ class SuiteArgs:
     max_epochs: int = field(default=1, metadata={"help": "skip fine-tuning settings longer than this"})
     seed: int = field(default=0, metadata={"help": "seed of every attack"})
     json_out: str | None = field(default=None, metadata={"help": "write every row as JSON here"})
+    unanchored: bool = field(default=False, metadata={"help": "verify without an anchored key (your own ticket "
+                                                               "before publishing)"})
 
 
 def main() -> None:
@@ -43,6 +47,7 @@ def main() -> None:
     from hf_lottery_verify.training import evaluate
 
     model = hlv.load_model(rest.model_dir).eval()
+    key = hlv.OwnershipKey.load(suite.key)
     data = load_image_dataset(data_args.dataset, data_dir=data_args.data_dir, seed=suite.seed,
                               train_limit=data_args.train_limit, test_limit=data_args.test_limit)
 
@@ -61,7 +66,7 @@ def main() -> None:
                 attacked, _ = forge_signature(model, seed=suite.seed, **params)
             else:
                 attacked = run_attack(name, model, data=data if spec.accepts_data else None, seed=suite.seed, **params)
-            report = hlv.verify_model(attacked, suite.key)
+            report = hlv.verify_model(attacked, key=key, require_anchor=not suite.unanchored)
             acc = accuracy(attacked)
             strength = params.get(spec.strength) if spec.strength else None
             rows.append({"attack": name, "variant": variant, "strength": strength, "accuracy": acc,

@@ -1,11 +1,13 @@
 # Sign a ticket, retrain it with a trigger set, and publish it to the Hub (Schemes V2 and V3).
 #
 # Shows the owner's side after examples/find_ticket.py, in Python:
-#   1. embed_signature: a keyed QR code in the sparse mask (Scheme V2); the private key is written to --key_out;
-#   2. make_trigger_set + add_triggers_to_key: a secret trigger set (Scheme V3) kept in the same key;
+#   1. embed_signature: a keyed QR code in the sparse mask (Scheme V2), placed where the key's secret says;
+#   2. add_triggers: a trigger set (Scheme V3) whose images and labels are derived from the same secret;
 #   3. retrain: from the rewind weights under the signed mask, trigger images mixed into every batch;
-#   4. push_model: one Hub commit with the weights, the masks, a model card and an ownership badge
-#      (the key's alignment reference is refreshed so verification can undo channel permutations).
+#   4. publish_folder + push_model: the folder (--out) and one Hub commit with the weights, the masks, a model
+#      card and an ownership badge. The key file (--key_out) gains the published model's alignment reference
+#      and the anchor: the Hub commit, dated by the server, that publishes the key's commitment. Only a key
+#      anchored before a suspect appeared can make it `owned`.
 # --local_hub starts a Hub server on this machine instead of using huggingface.co (offline trial).
 #
 #     python examples/sign_retrain_push.py --run runs/fmnist --repo_id you/r20-ticket --key_out keys/r20.json \
@@ -16,7 +18,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import sys
 from dataclasses import dataclass, field
 
@@ -58,8 +59,6 @@ class PublishArgs:
     owner: str | None = field(default=None, metadata={"help": "public owner name on the card"})
     triggers: int = field(default=100, metadata={"help": "trigger images (Scheme V3); 0 for none"})
     triggers_per_batch: int = field(default=16, metadata={"help": "trigger images per 128 training images"})
-    trigger_seed: int | None = field(default=None, metadata={"help": "seed of the trigger set (default: a fresh "
-                                                                     "random one, recorded in the key: keep it secret)"})
     local_hub: bool = field(default=False, metadata={"help": "start a local Hub server and push there"})
     cpu: bool = field(default=False, metadata={"help": "train on the CPU even when a GPU is visible"})
 
@@ -72,11 +71,11 @@ def main() -> None:
 
     from hf_lottery_verify import load_model
     from hf_lottery_verify.data import load_image_dataset
-    from hf_lottery_verify.hub import push_model
+    from hf_lottery_verify.hub import publish_folder, push_model
     from hf_lottery_verify.localhub import LocalHub, reserved_socket
     from hf_lottery_verify.retrain import read_rewind_epoch, retrain
     from hf_lottery_verify.signature import embed_signature
-    from hf_lottery_verify.triggers import add_triggers_to_key, make_trigger_set
+    from hf_lottery_verify.triggers import add_triggers
     from hf_lottery_verify.verify import verify_hub_model
 
     hub = LocalHub(port=LOCAL_PORT, sock=reserved_socket(LOCAL_PORT)).start() if LOCAL_PORT else None
@@ -89,11 +88,9 @@ def main() -> None:
     rewind_epoch = read_rewind_epoch(os.path.join(args.run, "rewind")) or 0
 
     key = embed_signature(ticket, args.signature, rewind=rewind, **build(SignatureOptions, args).embed_kwargs())
-    if args.triggers:
-        add_triggers_to_key(key, make_trigger_set(args.triggers, num_classes=data.num_classes,
-                                                  image_size=data.train.image_size, channels=data.train.in_chans,
-                                                  seed=secrets.randbits(63) if args.trigger_seed is None
-                                                  else args.trigger_seed), per_batch=args.triggers_per_batch)
+    if args.triggers:  # images and labels derived from the key's secret: nobody can choose them after the fact
+        key = add_triggers(key, num_classes=data.num_classes, n=args.triggers, image_size=data.train.image_size,
+                           channels=data.train.in_chans, per_batch=args.triggers_per_batch)
     result = retrain(ticket, rewind=rewind, data=data, config=train, rewind_epoch=rewind_epoch, key=key,
                      accelerator=accelerator)
     accelerator.print(f"retrained: {result.accuracy_retrained:.2f}% (signed, before: {result.accuracy_signed:.2f}%), "
@@ -102,11 +99,14 @@ def main() -> None:
         model = result.model
         model.config.image_size = data.train.image_size
         model.config.image_mean, model.config.image_std = tuple(data.train.mean), tuple(data.train.std)
-        model.save_pretrained(args.out)
-        key.save(args.key_out)
-        commit = push_model(model, args.repo_id, key_path=args.key_out, owner=args.owner,
-                            eval_results={"accuracy": result.accuracy_retrained, "dataset": args.dataset})
-        print(f"pushed {args.repo_id} at {commit.oid[:8]}; private key: {args.key_out}")
+        key.save(args.key_out)  # refuses to overwrite an existing key
+        evaluated = {"accuracy": result.accuracy_retrained, "dataset": args.dataset}
+        # the folder first (the key file gains the model's reference), then the commit that anchors the key
+        publish_folder(model, args.out, repo_id=args.repo_id, key=args.key_out, owner=args.owner,
+                       eval_results=evaluated)
+        pushed = push_model(model, args.repo_id, key=args.key_out, owner=args.owner, eval_results=evaluated)
+        print(f"pushed {args.repo_id} at {pushed.commit[:8]}; private key: {args.key_out} (anchored: "
+              f"{pushed.key.anchors[-1].date})")
         report = verify_hub_model(args.repo_id, key=args.key_out)  # what anyone holding the key can check
         print(f"verify_hub_model({args.repo_id!r}): {report.verdict} - {report.reasons[0] if report.reasons else ''}")
     accelerator.end_training()

@@ -5,10 +5,13 @@
 # channels are undone), the QR signature is read from the recovered mask (Scheme V2), the trigger set is
 # queried (Scheme V3), and one VerificationReport says owned / not_owned / inconclusive with the evidence.
 # Nothing the suspect says about itself (its stored masks, header claims, config) counts as evidence.
+# `owned` also needs the key's anchor: the Hub commit that published its commitment, read back from the Hub and
+# no later than the suspect's first appearance; --unanchored checks your own model before publishing.
 #
 #     python examples/verify_hub_model.py suspect-user/some-model --key keys/r20.json
 #     python examples/verify_hub_model.py ./downloaded-folder --key keys/r20.json --json
 #     HF_HUB_OFFLINE=1 python examples/verify_hub_model.py you/r20 --key k.json   # from the cache only
+#     python examples/verify_hub_model.py ./my-unpublished-ticket --key k.json --unanchored
 #
 # Exit status: 0 owned, 1 not owned, 3 inconclusive, 2 a usage error.
 from __future__ import annotations
@@ -32,7 +35,7 @@ def main() -> int:
     try:
         report = verify_hub_model(rest.source, key=opts.key, revision=opts.revision, token=opts.token,
                                   quick=opts.quick, local_files_only=opts.local_files_only,
-                                  priority=not opts.no_priority)
+                                  require_anchor=not opts.unanchored)
     except (HfLotteryError, FileNotFoundError) as exc:
         print(f"verify_hub_model.py: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import hf_lottery_verify as hlv
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -38,11 +40,15 @@ def test_find_then_sign_retrain_push_to_a_local_hub_and_verify(found: Path, tmp_
     out = _run("examples/sign_retrain_push.py", "--run", str(found), "--repo_id", "alice/r8-ticket", "--key_out",
                str(key), "--out", str(tmp_path / "published"), "--signature", "alice 2026", "--triggers", "20",
                "--local_hub", *TINY)
-    assert "pushed alice/r8-ticket" in out.stdout and "): owned" in out.stdout
-    assert key.is_file()
-    # the folder that was pushed verifies with the verifier's example: exit 0
+    assert "pushed alice/r8-ticket" in out.stdout and "): owned" in out.stdout  # anchored by the push
+    assert key.is_file() and len(hlv.OwnershipKey.load(key).anchors) == 1
+    # the folder that was pushed, once the example's Hub is gone: its anchor cannot be read back (exit 3) ...
     res = subprocess.run([sys.executable, "examples/verify_hub_model.py", str(tmp_path / "published"), "--key",
                           str(key), "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 3 and json.loads(res.stdout)["verdict"] == "inconclusive"
+    # ... and its evidence still verifies as the owner's own check (exit 0)
+    res = subprocess.run([sys.executable, "examples/verify_hub_model.py", str(tmp_path / "published"), "--key",
+                          str(key), "--json", "--unanchored"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and json.loads(res.stdout)["verdict"] == "owned"
     # the verifier's example on the signed ticket's folder: exit 1 (not owned) on the unsigned ticket
     res = subprocess.run([sys.executable, "examples/verify_hub_model.py", str(found / "ticket"), "--key", str(key),
@@ -55,14 +61,17 @@ def test_find_then_sign_retrain_push_to_a_local_hub_and_verify(found: Path, tmp_
 
 @pytest.mark.slow
 def test_attack_suite_example(tmp_path: Path) -> None:
+    from hf_lottery_verify.hub import publish_folder
+
     from .helpers import make_model
 
-    make_model("cifar_resnet20", density=0.1).save_pretrained(tmp_path / "signed", signature="alice 2026",
-                                                                key_path=tmp_path / "key.json")
+    model = make_model("cifar_resnet20", density=0.1)
+    hlv.embed_signature(model, "alice 2026").save(tmp_path / "key.json")
+    publish_folder(model, tmp_path / "signed", repo_id="alice/r20-ticket", key=tmp_path / "key.json")  # + reference
     report = tmp_path / "rows.json"
     out = _run("examples/attack_suite.py", str(tmp_path / "signed"), "--key", str(tmp_path / "key.json"),
                "--dataset", "synthetic", "--test_limit", "32", "--attacks", "permute", "rescale", "--json_out",
-               str(report))
+               str(report), "--unanchored")  # the owner's own ticket, before publishing it
     rows = json.loads(report.read_text())["rows"]
     assert rows and all(r["verdict"] == "owned" for r in rows)  # function-preserving: the evidence stays
     assert "successful attack settings" in out.stdout
