@@ -6,7 +6,9 @@ Pipeline (all through the library):
      one-shot global magnitude pruning to ``--density``, retraining from the rewind weights);
   2. the owner signs it (Scheme V2, keyed QR signature), adds a trigger set (Scheme V3,
      unless ``--no-triggers``), retrains from the rewind weights with the triggers mixed in,
-     and stores the alignment reference in the key;
+     and publishes it to a local Hub started in this process: the commit records the
+     alignment reference and anchors the key, and every row is verified with that anchor
+     required (as any verification of a copy is);
   3. every attack of ``hf_lottery_verify.attacks.list_attacks()`` (or ``--attacks``), every
      variant and strength of its registry sweep, plus pruning aimed at each stage holding a
      signature copy and cross-dataset fine-tuning: test accuracy after the attack, QR decode
@@ -40,13 +42,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
+from hf_lottery_verify.localhub import DEFAULT_USER, LocalHub, configure_hub_environment, reserved_socket
 
-import hf_lottery_verify as hlv
-from hf_lottery_verify.attacks import forge_signature, get_attack, list_attacks, run_attack
-from hf_lottery_verify.data import derive_seed, load_image_dataset
-from hf_lottery_verify.signature import embed_signature
-from hf_lottery_verify.training import TrainConfig, Trainer, evaluate, make_accelerator
+PORT = configure_hub_environment()  # before anything imports huggingface_hub
+
+import torch  # noqa: E402
+
+import hf_lottery_verify as hlv  # noqa: E402
+from hf_lottery_verify.attacks import forge_signature, get_attack, list_attacks, run_attack  # noqa: E402
+from hf_lottery_verify.data import derive_seed, load_image_dataset  # noqa: E402
+from hf_lottery_verify.signature import embed_signature, signature_layout  # noqa: E402
+from hf_lottery_verify.training import TrainConfig, Trainer, evaluate, make_accelerator  # noqa: E402
 
 SUCCESS_DROP = 5.0  # accuracy points (Lukas et al.)
 
@@ -96,33 +102,29 @@ def make_ticket(args, data, cfg, acc) -> tuple[Any, dict, dict]:
 
 
 def sign(args, ticket, rewind, data, cfg, acc) -> tuple[Any, Any, dict]:
-    from hf_lottery_verify.alignment import record_published
-
     signed = copy.deepcopy(ticket)
-    secret = derive_seed(args.seed, "owner-secret").to_bytes(8, "little") * 4
-    key = embed_signature(signed, args.signature, secret=secret, seed=args.seed, rewind=rewind)
-    info: dict[str, Any] = {"qr": key.section("signature")["qr"], "copies": key.section("signature")["copies"],
-                            "stages": [r.get("stage") for r in key.section("signature")["regions"]]}
+    secret = (derive_seed(args.seed, "owner-secret").to_bytes(8, "little") * 4).hex()
+    key = embed_signature(signed, args.signature, key=hlv.OwnershipKey(arch=args.arch, secret=secret), seed=args.seed,
+                          rewind=rewind)
+    section, symbol, slots = signature_layout(key)
+    info: dict[str, Any] = {"qr": {"version": symbol.version, "ecc": symbol.ecc}, "copies": section.copies,
+                            "widths": list(section.widths), "stages": [s.stage for s in slots]}
     if args.no_triggers:
         signed.timm_model.load_state_dict(rewind)
         signed.set_masks(signed.masks)
         info["retrained_accuracy"] = _train(signed, data, cfg, acc, start_epoch=args.rewind_epoch)
     else:
         from hf_lottery_verify.retrain import retrain
-        from hf_lottery_verify.triggers import add_triggers_to_key, make_trigger_set
+        from hf_lottery_verify.triggers import add_triggers
 
-        triggers = make_trigger_set(100, num_classes=data.num_classes, image_size=data.train.image_size,
-                                    channels=data.train.in_chans, seed=derive_seed(args.seed, "triggers"))
-        add_triggers_to_key(key, triggers, per_batch=args.triggers_per_batch)
-        # what verification resizes the triggers to (the size and channels they were learnt at)
-        key.sections["triggers"].update(train_image_size=data.train.image_size, train_channels=data.train.in_chans)
+        key = add_triggers(key, num_classes=data.num_classes, n=100, image_size=data.train.image_size,
+                           channels=data.train.in_chans, per_batch=args.triggers_per_batch)
         result = retrain(signed, rewind=rewind, data=data, config=cfg, rewind_epoch=args.rewind_epoch, key=key,
                          accelerator=acc, progress=False)
         signed = result.model
         info.update(retrained_accuracy=result.accuracy_retrained, trigger_agreement=result.trigger_agreement_after,
                     mask_matches_signature=result.mask_matches_signature)
     _describe(signed, data)
-    record_published(key, signed)  # channel reference + how the published model reads its inputs
     return signed.eval(), key, info
 
 
@@ -138,7 +140,7 @@ def signed_ticket(args, data, cfg, acc) -> tuple[Any, Any, dict, dict]:
     signed, key, sig_info = sign(args, ticket, rewind, data, cfg, acc)
     if cache is not None:
         signed.save_pretrained(cache / "signed")
-        key.save(cache / "owner.key.json", overwrite=True)
+        key.save(cache / "owner.key.json")
         (cache / "info.json").write_text(json.dumps({"ticket": ticket_info, "signature": sig_info}, default=str))
     return signed, key, ticket_info, sig_info
 
@@ -156,8 +158,7 @@ def settings(args, key, data) -> list[tuple[str, str, dict]]:
             if name == "finetune" and params.get("epochs", 1) > args.max_finetune_epochs:
                 continue
             rows.append((name, variant, params))
-    stages = list(dict.fromkeys(s for s in (r.get("stage") or r.get("param", "").split(".")[0]
-                                            for r in key.section("signature")["regions"]) if s))
+    stages = list(dict.fromkeys(s.stage for s in signature_layout(key)[2]))
     if "prune" in names:
         rows += [("prune", f"stage:{s}", {"method": "magnitude", "stage": s, "fraction": f})
                  for s in stages for f in (0.5, 1.0)]
@@ -194,7 +195,7 @@ def run_row(args, name, variant, params, signed, key, data, baseline) -> dict[st
         full = {**params, **_training_options(args, name, params)}
         if name == "fake3":
             attacked, thief_key = forge_signature(signed, seed=args.seed, data=data, **full)
-            row["thief_verdict"] = hlv.verify_model(attacked, thief_key).verdict
+            row["thief_verdict"] = hlv.verify_model(attacked, key=thief_key, require_anchor=False).verdict
         else:
             attacked = run_attack(name, signed, data=data if spec.accepts_data else None, seed=args.seed, **full)
         if name == "locate_rewrite":  # what the key-less search saw in the published ticket (screens are cached)
@@ -208,14 +209,14 @@ def run_row(args, name, variant, params, signed, key, data, baseline) -> dict[st
         row["accuracy"] = evaluate(attacked, data.test)["accuracy"]
         row["accuracy_drop"] = baseline - row["accuracy"]
         row["density"] = float(attacked.density) if attacked.masks else 1.0
-        report = hlv.verify_model(attacked, key)
+        report = hlv.verify_model(attacked, key=key)  # the anchor is required, as for any copy
     except Exception as exc:  # noqa: BLE001 - a failing attack is a row, not the end of the run
         row["error"] = f"{type(exc).__name__}: {exc}"
         return row
-    v2, v3 = report.evidence.get("V2") or {}, report.evidence.get("V3") or {}
-    row.update(verdict=report.verdict, qr_decodes=bool(v2.get("matches")), qr_text=v2.get("text"),
-               bit_agreement=v2.get("bit_agreement"), v2_p=v2.get("p_value"),
-               trigger_agreement=v3.get("agreement"), v3_p=v3.get("p_value"),
+    v2, v3 = report.signature, report.triggers
+    row.update(verdict=report.verdict, qr_decodes=bool(v2 and v2.matches), qr_text=v2 and v2.text,
+               bit_agreement=v2 and v2.bit_agreement, v2_p=v2 and v2.p_value,
+               trigger_agreement=v3 and v3.agreement, v3_p=v3 and v3.p_value,
                alignment=(report.alignment or {}).get("summary"), seconds=round(time.perf_counter() - t0, 2))
     row["evidence_removed"] = report.verdict != "owned"
     row["success"] = bool(row["evidence_removed"] and row["accuracy_drop"] <= SUCCESS_DROP)
@@ -358,8 +359,12 @@ def main(argv: list[str] | None = None) -> None:
                       weight_decay=args.weight_decay, pad=args.pad, precision=args.precision, seed=args.seed)
     acc = make_accelerator(cfg)
     signed, key, ticket_info, sig_info = signed_ticket(args, data, cfg, acc)
+    from hf_lottery_verify.hub import push_model
+
+    hub = LocalHub(port=PORT, sock=reserved_socket(PORT)).start()
+    key = push_model(signed, f"{DEFAULT_USER}/attack-matrix", key=key).key  # the publishing commit anchors the key
     baseline = evaluate(signed, data.test)["accuracy"]
-    base_report = hlv.verify_model(signed, key)
+    base_report = hlv.verify_model(signed, key=key)
     if torch.cuda.is_available():
         machine = torch.cuda.get_device_name()
     else:
@@ -371,7 +376,8 @@ def main(argv: list[str] | None = None) -> None:
             "torch": torch.__version__, "library": hlv.__version__, "mode": "full" if args.full else "reduced",
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "ticket": ticket_info, "signature": sig_info, "density": float(signed.density),
-            "baseline_accuracy": baseline, "baseline_verdict": base_report.verdict, "no_triggers": args.no_triggers}
+            "baseline_accuracy": baseline, "baseline_verdict": base_report.verdict, "no_triggers": args.no_triggers,
+            "anchor": base_report.anchor}
     rows = []
     for name, variant, params in settings(args, key, data):
         row = run_row(args, name, variant, params, signed, key, data, baseline)
@@ -385,6 +391,7 @@ def main(argv: list[str] | None = None) -> None:
     write_figure(args.out.with_suffix(".png"), meta, rows)
     print(f"baseline {baseline:.2f}% ({base_report.verdict}); {sum(r.get('success', False) for r in rows)} successful "
           f"attack rows of {len(rows)}; wrote {args.out}.{{json,md,png}} in {meta['seconds']:.0f} s")
+    hub.stop()
 
 
 if __name__ == "__main__":

@@ -52,11 +52,11 @@ def main() -> None:
         model = hlv.SparseResNetForImageClassification(hlv.SparseResNetConfig(arch=args.arch, num_labels=10))
         model.prune_(density=args.density)
         t0 = time.perf_counter()
-        model.save_pretrained(work / "ticket", signature="owner@example.org 2026", key_path=work / "key.json")
+        model.save_pretrained(work / "ticket", signature="owner@example.org 2026", key=work / "key.json")
         sign_s = time.perf_counter() - t0
         repo = "bench/verify-speed"
         t0 = time.perf_counter()
-        model.push_to_hub(repo, key_path=work / "key.json")
+        model.push_to_hub(repo, key=work / "key.json")  # the commit anchors the key
         push_s = time.perf_counter() - t0
         size = (work / "ticket" / "model.safetensors").stat().st_size
 

@@ -23,6 +23,7 @@ from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
 
 from .architectures import create_resnet
 from .configuration_sparse_resnet import SparseResNetConfig
+from .errors import SignatureError
 from .masks import (
     MaskDict,
     apply_masks_,
@@ -310,6 +311,9 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
         if key_path is None:
             raise ValueError("save_pretrained(signature=...) needs key=<path>: the key is the proof of ownership.")
         check_key_outside(key_path, folder)
+        if "V2" in (self.ownership_claim or {}).get("schemes", ()):
+            raise SignatureError("This model already carries a QR signature claim; signing it again would overwrite "
+                                 "parts of the first one. Sign the unsigned ticket instead.")
         key = OwnershipKey.load(key_path) if Path(key_path).exists() else None
         key = embed_signature(self, text, key=key)
         key.save(key_path, extend=True)

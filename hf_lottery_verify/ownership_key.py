@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import hashlib
 import hmac
 import json
@@ -119,6 +120,15 @@ def check_key_outside(key_path: str | os.PathLike, folder: str | os.PathLike) ->
 
 
 _DERIVE_DOMAIN = b"hf_lottery_verify/key/v3\x00"
+SCRYPT_COST = {"n": 2**14, "r": 8, "p": 1}
+"""Cost of stretching a key's secret (scrypt, 16 MiB of memory, ~0.1 s on a CPU core). Every
+derived choice goes through it, so a claimant grinding secrets pays at least that per try —
+also where a try would otherwise be nearly free (labels for fixed, loaded trigger images)."""
+
+
+@functools.lru_cache(maxsize=64)
+def _stretched(secret: str) -> bytes:
+    return hashlib.scrypt(bytes.fromhex(secret), salt=_DERIVE_DOMAIN, dklen=32, maxmem=64 << 20, **SCRYPT_COST)
 
 
 def _hex(value: Any, *, nbytes: int, what: str) -> str:
@@ -162,7 +172,10 @@ class OwnershipKey:
     # ------------------------------------------------------------------ secrets and sections
 
     def derive(self, label: str) -> bytes:
-        """32 bytes derived from the key's secret for one purpose: ``HMAC-SHA256(secret, domain ‖ label)``.
+        """32 bytes derived from the key's secret for one purpose: ``HMAC-SHA256(scrypt(secret), domain ‖ label)``.
+
+        The secret is stretched with scrypt first (:data:`SCRYPT_COST`), so each secret a
+        forger tries costs memory and time, whatever it is tried for.
 
         Args:
             label (`str`): What the bytes are for (``"signature"``, ``"triggers/labels"``, ...).
@@ -170,7 +183,7 @@ class OwnershipKey:
         Returns:
             32 bytes; the same secret and label give the same bytes everywhere.
         """
-        return hmac.new(bytes.fromhex(self.secret), _DERIVE_DOMAIN + label.encode(), hashlib.sha256).digest()
+        return hmac.new(_stretched(self.secret), _DERIVE_DOMAIN + label.encode(), hashlib.sha256).digest()
 
     def section(self, name: str) -> dict[str, Any]:
         """A scheme's section.

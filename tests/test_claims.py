@@ -171,7 +171,7 @@ def test_secret_grinding_finds_chance_agreement_at_the_binomial_rate(victim) -> 
     model, _, _ = victim
     images = make_trigger_set(20, num_classes=10, image_size=8, seed=1)
     answers = predict_labels(model, images, mean=(0.5,) * 3, std=(0.5,) * 3, image_size=32)
-    tries, level = 400, trigger_p_value(5, 20, 10)  # P(>= 5 of 20 at chance 0.1) ~ 0.043
+    tries, level = 120, trigger_p_value(4, 20, 10)  # P(>= 4 of 20 at chance 0.1) ~ 0.13
     hits, best = 0, 1.0
     for i in range(tries):
         key = add_triggers(OwnershipKey(arch=ARCH, secret=f"{i:064x}"), num_classes=10,

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .. import qr
-from ..errors import SignatureError, SignatureTooLargeError
+from ..errors import KeyMismatchError, SignatureError, SignatureTooLargeError
 from ..key_sections import SignatureSection
 from ..masks import MaskDict, timm_parameters
 from ..ownership_key import SIGNATURE_SECTION, OwnershipKey, mask_digest
@@ -134,9 +134,10 @@ def embed_signature(
     arch = getattr(getattr(model, "config", None), "arch", type(model).__name__)
     key = key or OwnershipKey(arch=arch)
     if key.arch.split(".")[0] != str(arch).split(".")[0]:
-        from ..errors import KeyMismatchError
-
         raise KeyMismatchError(f"The key belongs to architecture '{key.arch}', the model is a '{arch}'.")
+    if SIGNATURE_SECTION in key.sections:  # before anything is written into the model
+        raise KeyMismatchError("This key already holds a signature; a key signs one ticket. Start a new "
+                               "OwnershipKey for this one.")
     t0 = time.perf_counter()
     section = _embed(model, text, secret=signature_secret(key), seed=seed, layers=layers, ecc=ecc, copies=copies,
                      module_weights=module_weights, coding=coding, rewind=rewind)

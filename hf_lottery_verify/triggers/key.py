@@ -13,7 +13,7 @@ import hashlib
 
 import torch
 
-from ..errors import KeyFileError
+from ..errors import ConfigError, KeyFileError
 from ..key_sections import TriggerSection
 from ..ownership_key import TRIGGERS_SECTION, OwnershipKey
 from .procedural import make_trigger_set
@@ -64,19 +64,25 @@ def add_triggers(
         The new key; :func:`triggers_from_key` regenerates the set from it.
 
     Raises:
-        KeyFileError: An option is out of range (see :class:`TriggerSection`).
+        ConfigError: An option is out of range (see :class:`TriggerSection`), or the images
+            are not a uint8 batch of square images.
         KeyMismatchError: The key already holds a trigger set.
     """
     tensors = None
     if images is not None:
         pixels = images.images if isinstance(images, TriggerSet) else images
-        if not isinstance(pixels, torch.Tensor) or pixels.dtype != torch.uint8 or pixels.dim() != 4:
-            raise KeyFileError("images must be a uint8 N×C×H×W tensor or a TriggerSet.")
+        if (not isinstance(pixels, torch.Tensor) or pixels.dtype != torch.uint8 or pixels.dim() != 4
+                or pixels.shape[-1] != pixels.shape[-2]):
+            raise ConfigError("images must be a uint8 N×C×H×W tensor of square images, or a TriggerSet.")
         n, channels, image_size = int(pixels.shape[0]), int(pixels.shape[1]), int(pixels.shape[-1])
         tensors = {"images": pixels.contiguous().cpu()}
-    section = TriggerSection(n=n, num_classes=num_classes, image_size=image_size, channels=channels,
-                             source="images" if tensors else "procedural",
-                             images_digest=_images_digest(tensors["images"]) if tensors else None, per_batch=per_batch)
+    try:
+        section = TriggerSection(n=n, num_classes=num_classes, image_size=image_size, channels=channels,
+                                 source="images" if tensors else "procedural",
+                                 images_digest=_images_digest(tensors["images"]) if tensors else None,
+                                 per_batch=per_batch)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"Cannot make this trigger set: {exc}.") from exc
     return key.with_section(TRIGGERS_SECTION, section.to_dict(), tensors)
 
 
