@@ -3,6 +3,8 @@ cifar_resnet50 aligns well under 1 s, the whole verification of such a repo in a
 
 Measures, best of --repeats runs, per architecture:
   * ``make_reference`` (owner side, once) and the reference's size in the key (JSON + tensors);
+  * reading it back from the key section (``Reference.from_section``: the declared shapes are
+    checked against the architecture before anything is decoded; every verification pays it);
   * ``align_suspect`` on the unmodified model (the common case: the diagonal is checked and
     accepted), on a permuted copy (full comparisons and assignments), and on a permuted,
     rescaled and widened copy (duplicates folded);
@@ -32,7 +34,7 @@ from typing import Any
 import torch
 
 import hf_lottery_verify as hlv
-from hf_lottery_verify.alignment import align_suspect, make_reference, recover_aligned_masks
+from hf_lottery_verify.alignment import Reference, align_suspect, make_reference, recover_aligned_masks
 from hf_lottery_verify.attacks.structural import add_dummy_channels, permute_channels, rescale_channels
 
 
@@ -59,8 +61,10 @@ def bench_arch(arch: str, args: argparse.Namespace) -> dict[str, Any]:
     model = ticket(arch, args.density, args.seed)
     reference, t_ref, _ = best_of(lambda: make_reference(model), max(1, args.repeats // 2))
     data, tensors = reference.to_section()
+    _, t_load, _ = best_of(lambda: Reference.from_section(data, tensors), args.repeats)
     row: dict[str, Any] = {
         "arch": arch, "density": round(model.density, 6), "make_reference_s": round(t_ref, 4),
+        "load_reference_s": round(t_load, 4),
         "reference_bytes": reference.nbytes(), "reference_json_bytes": len(json.dumps(data)),
         "reference_tensor_bytes": sum(t.numel() * t.element_size() for t in tensors.values()),
     }
@@ -113,7 +117,7 @@ def main() -> None:
     }
     for row in rows:
         print(f"[{row['threads']} thread(s)] {row['arch']} at {row['density']:.1%}: reference {row['reference_bytes'] / 1e3:.0f} kB "
-              f"(make {row['make_reference_s']:.2f} s)")
+              f"(make {row['make_reference_s']:.2f} s, read back from the key {row['load_reference_s']:.3f} s)")
         for label in ("unmodified", "permuted", "permuted_rescaled_widened", "unrelated"):
             e = row[label]
             extra = f", recover {e['recover_s']:.2f} s, masks exact {e['masks_exact']}" if "recover_s" in e else ""

@@ -428,6 +428,19 @@ def test_the_key_round_trips_through_its_files(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- without the key
 
 
+def test_a_keyless_window_search_finds_nothing() -> None:
+    """A thief with the public weights tries every layer, offset, ECC level, mask pattern and polarity
+    at the signature's QR version: the keyed signature is whitened and scattered, so no window decodes."""
+    from hf_lottery_verify.attacks import locate_windows
+
+    model = make_model("cifar_resnet8", density=0.1)
+    key = _sign(model, "alice")
+    _, symbol, _ = signature_layout(key)
+    assert symbol.version == 1
+    assert locate_windows(_thief_masks(model), versions=[symbol.version]) == []
+    assert extract_signature(model, key=key).matches  # the owner reads it at once
+
+
 def test_a_key_with_another_secret_does_not_decode() -> None:
     model = make_model("cifar_resnet20", density=0.1)
     key = _sign(model)
