@@ -4,17 +4,19 @@ Pipeline (all through the library):
   1. dense training with a rewind checkpoint, one-shot global magnitude pruning to --density
      and retraining from the rewind weights (a late-rewinding ticket), or --ticket/--rewind
      folders from `hf-lottery find-ticket`;
-  2. for each signature setting in --configs (``keyed`` = the defaults; ``regions:CxM`` = the
-     earlier contiguous layout with C copies and M weights per module), embed, retrain the
-     signed ticket from the rewind weights (masks fixed), report the accuracy change;
+  2. for each signature setting in --configs (``keyed`` = the defaults; ``keyed:CxM`` with C
+     copies and M weights per module; ``/pairs`` or ``/single`` picks the coding), embed with a
+     fixed key secret, retrain the signed ticket from the rewind weights (masks fixed), report
+     the accuracy change;
   3. attacks, each with the decode success rate, bit agreement, p-value and attacked accuracy:
      one-shot magnitude pruning (OMP) and random pruning of 5–50% of the kept weights;
-     add-on noise on 0.5–10% of the pruned positions (with the owner's defense); pruning
-     aimed at one stage (OMP of 50% / 100% of one stage's k×k convs, for every stage);
-  4. the key-less attack the keyed layout exists for: search every conv, window offset, QR
-     version up to the signature's, ECC level, mask pattern and polarity for a decodable
-     window (no key); where one is found, rewrite its data modules with random bits and
-     fine-tune one epoch (masks fixed), then try to verify.
+     add-on noise on 0.5–10% of the pruned positions (with the owner's defense: the kept
+     counts of the key's reference of the published model); pruning aimed at one stage (OMP
+     of 50% / 100% of one stage's k×k convs, for every stage);
+  4. the key-less attack a thief can run (``locate_rewrite``): search every conv, window
+     offset, QR version up to the signature's, ECC level, mask pattern and polarity for a
+     decodable window (no key), rewrite what it finds (or blind windows when nothing
+     decodes) and fine-tune one epoch (masks fixed), then try to verify.
 
 Lukas et al.'s bar: an attack succeeds if it removes the evidence at a cost of at most 5
 accuracy points. Paper (ResNet-20/CIFAR-10, Figures 3–4, Table 8): the QR decodes after 5%
@@ -29,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import datetime as dt
 import json
 import platform
@@ -42,12 +43,13 @@ import numpy as np
 import torch
 
 import hf_lottery_verify as hlv
-from hf_lottery_verify.attacks import addon_attack, prune_attack
+from hf_lottery_verify.alignment import reference_from_key, with_reference
+from hf_lottery_verify.attacks import addon_attack, locate_rewrite_attack, locate_windows, prune_attack
 from hf_lottery_verify.data import load_image_dataset
+from hf_lottery_verify.ownership_key import OwnershipKey
 from hf_lottery_verify.pruning import global_top_k
 from hf_lottery_verify.recovery import recover_masks
-from hf_lottery_verify.signature import embed_signature, extract_signature, find_decodable_windows
-from hf_lottery_verify.signature.writing import write_kernels
+from hf_lottery_verify.signature import embed_signature, extract_signature, signature_layout
 from hf_lottery_verify.training import TrainConfig, Trainer, evaluate, make_accelerator
 
 PAPER = {  # Chen et al. 2021, ResNet-20 / CIFAR-10: does the QR decode?
@@ -103,50 +105,23 @@ def stage_attack(model, stage: str, fraction: float):
 
 
 def keyless_search(model, max_version: int) -> tuple[list, float]:
+    """What a thief finds without the key: every decodable QR window of the public non-zero pattern."""
     masks = recover_masks({n: p.detach() for n, p in model.timm_parameters().items() if p.dim() == 4})
     t0 = time.perf_counter()
-    hits = find_decodable_windows(masks, versions=range(1, max_version + 1))
+    hits = locate_windows(masks, versions=range(1, max_version + 1))
     return hits, time.perf_counter() - t0
 
 
-def rewrite_and_finetune(model, hits, data, cfg, acc, seed: int):
-    """The thief's surgical removal: random bits over every found window, then one epoch of fine-tuning."""
-    from hf_lottery_verify import qr
-
-    attacked = copy.deepcopy(model)
-    masks = attacked.masks
-    params = attacked.timm_parameters()
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
-    for hit in hits:
-        rows, cols = np.nonzero(qr.data_map(hit.version))
-        w = params[hit.param].detach().cpu().clone()
-        m = masks[hit.param].cpu().clone()
-        with torch.no_grad():
-            write_kernels(w, m, torch.from_numpy(rows + hit.row), torch.from_numpy(cols + hit.col),
-                          torch.from_numpy(rng.random(rows.size) < 0.5), rewind=None, gen=gen, module_weights=2)
-            params[hit.param].copy_(w)
-        masks[hit.param] = m
-    attacked.set_masks(masks)
-    ft = dataclasses.replace(cfg, epochs=1, lr=cfg.lr * 0.1, schedule="constant")
-    _train(attacked, data, ft, acc)
-    return attacked
-
-
 def parse_config(setting: str) -> dict:
-    """``keyed`` / ``keyed:CxM`` / ``regions:CxM``, optionally ``@OCC`` (keyed max_occupancy)."""
-    setting, _, occupancy = setting.partition("@")
+    """``keyed`` / ``keyed:CxM``, optionally ``/pairs``, ``/single`` or ``/auto`` (the coding)."""
+    setting, _, coding = setting.partition("/")
     layout, _, shape = setting.partition(":")
-    if layout not in ("keyed", "regions"):
-        raise SystemExit(f"unknown config {setting!r}: use keyed[:CxM][@OCC] or regions:CxM")
-    opts: dict = {"layout": layout}
+    if layout != "keyed" or coding not in ("", "auto", "pairs", "single"):
+        raise SystemExit(f"unknown config {setting!r}: use keyed[:CxM][/pairs|/single|/auto]")
+    opts: dict = {"coding": coding or "auto"}
     if shape:
         copies, module_weights = (int(v) for v in shape.split("x"))
         opts.update(copies=copies, module_weights=module_weights)
-    elif layout == "regions":
-        opts.update(copies=2, module_weights=2)
-    if occupancy:
-        opts["max_occupancy"] = float(occupancy)
     return opts
 
 
@@ -166,9 +141,9 @@ def main() -> None:
     p.add_argument("--save-ticket", type=Path, default=None,
                    help="save the ticket and rewind weights here (reuse them with --ticket/--rewind)")
     p.add_argument("--signature", default="hf-lottery:owner")
-    p.add_argument("--configs", nargs="+", default=["keyed", "regions:2x2"],
-                   help="signature settings: keyed (defaults), keyed:CxM or regions:CxM (C copies, M module weights), "
-                        "keyed settings optionally @OCC (max_occupancy)")
+    p.add_argument("--configs", nargs="+", default=["keyed", "keyed/single"],
+                   help="signature settings: keyed (defaults) or keyed:CxM (C copies, M module weights), optionally "
+                        "/pairs, /single or /auto (the coding)")
     p.add_argument("--trials", type=int, default=3, help="seeds per random attack")
     p.add_argument("--omp", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.3, 0.5])
     p.add_argument("--random", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.3, 0.5])
@@ -203,21 +178,26 @@ def main() -> None:
     for setting in args.configs:
         opts = parse_config(setting)
         signed = copy.deepcopy(ticket)
-        key = embed_signature(signed, args.signature, secret=bytes(range(32)), seed=args.seed, rewind=rewind, **opts)
-        sec = key.section("signature")
+        owner = OwnershipKey(arch=signed.config.arch, secret="ab" * 32)  # a fixed secret: runs repeat
+        key = embed_signature(signed, args.signature, key=owner, seed=args.seed, rewind=rewind, **opts)
+        sec, symbol, slots = signature_layout(key)
         before_retrain = evaluate(signed, data.test, accelerator=acc)["accuracy"]
         masks = signed.masks
         signed.timm_model.load_state_dict(rewind.timm_model.state_dict())
         signed.set_masks(masks)
         signed_acc = _train(signed, data, cfg, acc, start_epoch=args.rewind_epoch)
-        clean = extract_signature(signed, key)
-        where = [r.get("stage") or r.get("param") for r in sec["regions"]]
-        run = {"config": setting, "layout": sec["layout"], "copies": sec["copies"],
-               "module_weights": sec["module_weights"], "where": where, "qr": sec["qr"], "changes": sec["changes"],
+        # the owner's add-on defense: the kept counts of the published (retrained) model, from the key's reference
+        kept = {n: int(m.sum()) for n, m in reference_from_key(with_reference(key, signed)).masks.items()}
+        clean = extract_signature(signed, key=key, kept=kept)
+        where = [s.stage for s in slots]
+        qr_format = {"version": symbol.version, "ecc": symbol.ecc}
+        run = {"config": setting, "copies": sec.copies, "widths": list(sec.widths),
+               "module_weights": sec.module_weights, "where": where, "qr": qr_format, "changes": sec.changes,
                "accuracy_signed_no_retrain": before_retrain, "accuracy_signed_retrained": signed_acc,
                "accuracy_change": signed_acc - ticket_acc, "clean": clean.to_dict(), "attacks": []}
-        print(f"\n{setting}: v{sec['qr']['version']}-{sec['qr']['ecc']}, {sec['copies']} copies in {where}; accuracy "
-              f"{ticket_acc:.2f} -> {signed_acc:.2f} (no retrain {before_retrain:.2f}); clean decode: {clean.matches}")
+        print(f"\n{setting}: v{symbol.version}-{symbol.ecc}, {sec.copies} copies (widths {list(sec.widths)}) in "
+              f"{where}; accuracy {ticket_acc:.2f} -> {signed_acc:.2f} (no retrain {before_retrain:.2f}); clean "
+              f"decode: {clean.matches}")
         plan = ([("omp", f) for f in args.omp] + [("random", f) for f in args.random]
                 + [("addon", r) for r in args.addon] + [(f"stage {s}", f) for s in stages for f in args.stage])
         for kind, amount in plan:
@@ -231,8 +211,8 @@ def main() -> None:
                 else:
                     attacked = prune_attack(signed, fraction=amount, method="magnitude" if kind == "omp" else "random",
                                             seed=t)
-                ev = extract_signature(attacked, key)
-                no_def = extract_signature(attacked, key, defense=False) if kind == "addon" else None
+                ev = extract_signature(attacked, key=key, kept=kept)
+                no_def = extract_signature(attacked, key=key) if kind == "addon" else None
                 a = evaluate(attacked, data.test, accelerator=acc)["accuracy"]
                 rows.append({"decoded": ev.matches, "bit_agreement": ev.bit_agreement, "p_value": ev.p_value,
                              "accuracy": a, "decoded_without_defense": no_def.matches if no_def else None,
@@ -253,19 +233,19 @@ def main() -> None:
                   f"bits {entry['bit_agreement']:.3f}  p<={entry['max_p_value']:.1e}  acc {entry['accuracy']:.2f}"
                   + (f"  [paper: {entry['paper']}]" if entry["paper"] else ""))
         if not args.no_keyless_search:
-            hits, seconds = keyless_search(signed, int(sec["qr"]["version"]))
-            search = {"versions": f"1..{sec['qr']['version']}", "seconds": seconds,
-                      "found": [h.__dict__ for h in hits]}
+            hits, seconds = keyless_search(signed, symbol.version)
+            search = {"versions": f"1..{symbol.version}", "seconds": seconds, "found": [h.to_dict() for h in hits]}
             print(f"  key-less window search (versions {search['versions']}, all ECC/masks/polarities): "
                   f"{len(hits)} hit(s) in {seconds:.0f} s")
-            if hits:
-                attacked = rewrite_and_finetune(signed, hits, data, cfg, acc, args.seed)
-                ev = extract_signature(attacked, key)
-                a = evaluate(attacked, data.test, accelerator=acc)["accuracy"]
-                search.update(rewrite_decoded=ev.matches, rewrite_p_value=ev.p_value, rewrite_accuracy=a,
-                              rewrite_accuracy_drop=signed_acc - a)
-                print(f"  rewrite {[(h.param, h.row, h.col) for h in hits]} + 1 epoch fine-tuning: decode "
-                      f"{ev.matches}, p {ev.p_value:.1e}, accuracy {a:.2f} ({a - signed_acc:+.2f})")
+            # the thief rewrites what he found, or blind windows when nothing decodes, then fine-tunes one epoch
+            attacked = locate_rewrite_attack(signed, data=data, versions=range(1, symbol.version + 1), epochs=1,
+                                             lr=cfg.lr * 0.1, seed=args.seed)
+            ev = extract_signature(attacked, key=key, kept=kept)
+            a = evaluate(attacked, data.test, accelerator=acc)["accuracy"]
+            search.update(rewrite_decoded=ev.matches, rewrite_p_value=ev.p_value, rewrite_accuracy=a,
+                          rewrite_accuracy_drop=signed_acc - a)
+            print(f"  locate_rewrite + 1 epoch fine-tuning: decode {ev.matches}, p {ev.p_value:.1e}, accuracy "
+                  f"{a:.2f} ({a - signed_acc:+.2f})")
             run["keyless_search"] = search
         results["runs"].append(run)
     results["seconds"] = time.perf_counter() - t_start
@@ -284,8 +264,8 @@ def _markdown(results: dict) -> str:
              f"total time {results['seconds']:.0f} s. \"removed ≤5\": the attack removed the evidence at a cost of at "
              "most 5 accuracy points (Lukas et al.'s bar).", ""]
     for run in results["runs"]:
-        lines += [f"## {run['config']}: {run['layout']}, {run['copies']} copies × {run['module_weights']} weights "
-                  f"(QR v{run['qr']['version']}-{run['qr']['ecc']}; {', '.join(run['where'])})", "",
+        lines += [f"## {run['config']}: {run['copies']} copies (widths {run['widths']}) × {run['module_weights']} "
+                  f"weights (QR v{run['qr']['version']}-{run['qr']['ecc']}; {', '.join(run['where'])})", "",
                   f"Accuracy after signing and retraining: {run['accuracy_signed_retrained']:.2f}% "
                   f"(change {run['accuracy_change']:+.2f} points; before retraining "
                   f"{run['accuracy_signed_no_retrain']:.2f}%).", "",
@@ -299,12 +279,11 @@ def _markdown(results: dict) -> str:
         if s:
             lines += ["", f"Key-less window search (every conv, offset, QR version {s['versions']}, ECC level, mask "
                       f"pattern, polarity): {len(s['found'])} decodable window(s) in {s['seconds']:.0f} s."]
-            if s["found"]:
-                where = "; ".join(f"`{h['text']}` in {h['param']} at ({h['row']}, {h['col']})" for h in s["found"])
-                lines.append(f"Found {where}. Rewriting those windows with random bits and fine-tuning one epoch "
-                             f"(masks fixed): decodes {s['rewrite_decoded']}, p-value "
-                             f"{s['rewrite_p_value']:.1e}, accuracy {s['rewrite_accuracy']:.2f}% "
-                             f"({-s['rewrite_accuracy_drop']:+.2f} points).")
+            where = "; ".join(f"`{h['text']}` in {h['param']} at ({h['row']}, {h['col']})" for h in s["found"])
+            lines.append(f"{'Found ' + where + '. Rewriting those windows' if s['found'] else 'Rewriting blind windows'}"
+                         f" (locate_rewrite) and fine-tuning one epoch (masks fixed): decodes {s['rewrite_decoded']}, "
+                         f"p-value {s['rewrite_p_value']:.1e}, accuracy {s['rewrite_accuracy']:.2f}% "
+                         f"({-s['rewrite_accuracy_drop']:+.2f} points).")
         lines.append("")
     return "\n".join(lines)
 
