@@ -359,15 +359,15 @@ class OwnershipKey:
             raise KeyFileError(f"{path} is not an hf_lottery_verify ownership key (it has no 'hf_lottery_verify_key' "
                                "format version).", path=str(path))
         version = manifest["hf_lottery_verify_key"]
-        if version in (1, 2):
+        if type(version) is int and version in (1, 2):
             raise KeyFileError(
                 f"{path} is a key of format {version} (hf_lottery_verify 0.2). This version reads format "
                 f"{KEY_FORMAT_VERSION} only: older keys stored signature slots and trigger labels that a claimant can "
                 "choose after seeing a model, so they cannot prove ownership. Sign and publish again.", path=str(path))
-        if version != KEY_FORMAT_VERSION or isinstance(version, bool):
-            raise KeyFileError(f"{path} has key format {str(version)[:20]!r}; this version of hf_lottery_verify reads "
-                               f"format {KEY_FORMAT_VERSION}. Upgrade it, or restore the key from your backup.",
-                               path=str(path))
+        if type(version) is not int or version != KEY_FORMAT_VERSION:
+            raise KeyFileError(f"{path} has key format {str(version)[:20]!r} ({type(version).__name__}); this version "
+                               f"of hf_lottery_verify reads format {KEY_FORMAT_VERSION} (an integer). Upgrade it, or "
+                               "restore the key from your backup.", path=str(path))
         try:
             return cls._from_manifest(manifest, path)
         except KeyFileError as exc:

@@ -406,9 +406,10 @@ def test_a_key_file_of_another_format_version_is_refused(tmp_path: Path) -> None
     cases = {
         1: "format 1 .*reads format 3 only.*Sign and publish again",
         2: "format 2 .*reads format 3 only.*Sign and publish again",
-        99: "has key format '99'; .*reads format 3. Upgrade it, or restore",
+        99: "has key format '99' \\(int\\); .*reads format 3 \\(an integer\\). Upgrade it, or restore",
+        True: "has key format 'True' \\(bool\\)",
         0: "has key format '0'",
-        "3": "has key format '3'",
+        "3": "has key format '3' \\(str\\)",
         None: "has key format 'None'",
     }
     for version, message in cases.items():

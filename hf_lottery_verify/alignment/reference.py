@@ -15,6 +15,7 @@ cannot swap in a reference fitted to someone else's model after the key was anch
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -182,7 +183,7 @@ class Reference:
                                         f"the section says {meta['kept']}")
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise KeyMismatchError(f"The key's reference section is damaged ({type(exc).__name__}: {exc}); "
-                                   "make a new one with add_reference_to_key.") from exc
+                                   "restore the key from its backup.") from exc
 
         def strip(prefix: str) -> dict[str, torch.Tensor]:
             return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -202,11 +203,16 @@ def _check_shapes(arch: str, shapes: Mapping[str, tuple[int, ...]], model_args: 
     fc = shapes.get("fc.weight", (1,))
     if not 1 <= int(fc[0]) <= 100_000 or _stem_in_chans(shapes) not in (1, 3):
         raise KeyMismatchError("The key's reference has an implausible label count or input channel count.")
-    with torch.device("meta"):
-        structure = create_resnet(arch, num_classes=int(fc[0]), in_chans=_stem_in_chans(shapes), **(model_args or {}))
-    expected = {n: tuple(t.shape) for n, t in structure.state_dict().items()}
+    expected = _architecture_shapes(arch, int(fc[0]), _stem_in_chans(shapes), json.dumps(model_args, sort_keys=True))
     if expected != dict(shapes):
         raise KeyMismatchError(f"The key's reference shapes do not fit architecture '{arch}'; the section is damaged.")
+
+
+@functools.lru_cache(maxsize=32)
+def _architecture_shapes(arch: str, num_classes: int, in_chans: int, model_args: str) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):
+        structure = create_resnet(arch, num_classes=num_classes, in_chans=in_chans, **(json.loads(model_args) or {}))
+    return {n: tuple(t.shape) for n, t in structure.state_dict().items()}
 
 
 def _stem_in_chans(shapes: Mapping[str, tuple[int, ...]]) -> int:

@@ -167,7 +167,7 @@ def forge_signature(
             ``None`` (:func:`attacker_secret`).
         seed (`int`, *optional*, defaults to 0): Seed of the embedding's choices (and of fine-tuning).
         signature_options (`Mapping[str, Any]`, *optional*): Further options of
-            :func:`~hf_lottery_verify.signature.embed_signature` (``copies``, ``layout``, ...).
+            :func:`~hf_lottery_verify.signature.embed_signature` (``copies``, ``coding``, ...).
         data (`DatasetPair` or `ImageData`, *optional*): The thief's training data: masked
             fine-tuning after the embedding.
         epochs (`int`, *optional*, defaults to 1): Fine-tuning epochs when ``data`` is given (0: none).

@@ -1,7 +1,7 @@
 """The signature's keyed randomness: HMAC-SHA256 streams derived from the owner's secret.
 
 Everything a thief would need to find or read a keyed signature — which kernels hold it
-and how its bits are scrambled — comes from one secret (32 random bytes by default) through
+and how its bits are scrambled — comes from one secret (derived from the key's) through
 HMAC-SHA256 in counter mode with domain-separated labels::
 
     block_j = HMAC-SHA256(secret, b"hf_lottery_verify/signature/v1\\x00" + label + b"\\x00" + j.to_bytes(8, "big"))
@@ -16,65 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets as _secrets
-from collections.abc import Sequence
 
 import numpy as np
 
 from ..errors import SignatureError
 
-__all__ = [
-    "SECRET_BYTES",
-    "MIN_SECRET_BYTES",
-    "WHITENING",
-    "KeyedStream",
-    "new_secret",
-    "parse_secret",
-    "whitening_stream",
-    "keyed_sample",
-]
+__all__ = ["KeyedStream", "whitening_stream", "keyed_sample"]
 
-SECRET_BYTES = 32
-"""Length of a generated secret (256 bits)."""
-MIN_SECRET_BYTES = 16
-"""Shortest secret accepted (128 bits)."""
-WHITENING = "hmac-sha256-ctr/v1"
-"""Identifier of the derivation recorded in the key, so later versions can still read old keys."""
 _DOMAIN = b"hf_lottery_verify/signature/v1\x00"
-
-
-def new_secret() -> bytes:
-    """A fresh secret: :data:`SECRET_BYTES` bytes from the operating system's CSPRNG."""
-    return _secrets.token_bytes(SECRET_BYTES)
-
-
-def parse_secret(secret: bytes | bytearray | str | None) -> bytes:
-    """The secret as bytes: a fresh one for ``None``, ``bytes`` as is, a ``str`` as hex.
-
-    Args:
-        secret (`bytes` or `str`, *optional*): Raw bytes or their hex encoding.
-
-    Returns:
-        At least :data:`MIN_SECRET_BYTES` bytes.
-
-    Raises:
-        SignatureError: Not hex, not bytes, or shorter than 16 bytes.
-    """
-    if secret is None:
-        return new_secret()
-    if isinstance(secret, str):
-        try:
-            raw = bytes.fromhex(secret)
-        except ValueError as exc:
-            raise SignatureError(f"secret must be bytes or a hex string; {secret[:12]!r}... is not hex.") from exc
-    elif isinstance(secret, (bytes, bytearray)):
-        raw = bytes(secret)
-    else:
-        raise SignatureError(f"secret must be bytes or a hex string, got {type(secret).__name__}.")
-    if len(raw) < MIN_SECRET_BYTES:
-        raise SignatureError(f"secret has {len(raw)} bytes; use at least {MIN_SECRET_BYTES} (the default "
-                             f"secret=None draws {SECRET_BYTES} random bytes).")
-    return raw
 
 
 class KeyedStream:
@@ -135,23 +84,19 @@ def keyed_sample(
     population: int,
     k: int,
     *,
-    groups: np.ndarray | None = None,
-    group_caps: Sequence[int] | np.ndarray | None = None,
     exclude: np.ndarray | None = None,
 ) -> np.ndarray:
     """``k`` distinct indices of ``range(population)`` in keyed pseudo-random order.
 
     Draws uniform indices from the keyed stream (exactly uniform: 64-bit words at or above
     the largest multiple of ``population`` are rejected) and keeps each index the first
-    time it appears, skipping indices whose group already holds its cap.
+    time it appears.
 
     Args:
         secret (`bytes`): The owner's secret.
         label (`bytes`): Domain-separation label.
         population (`int`): Size of the population.
         k (`int`): Sample size.
-        groups (`np.ndarray`, *optional*): Group id (``0..G-1``) of every index.
-        group_caps (`Sequence[int]`, *optional*): Most indices any group may contribute.
         exclude (`np.ndarray`, *optional*): Indices that may not be drawn (skipped where the
             stream yields them, so the draw is the same as without them wherever they are not hit).
 
@@ -159,20 +104,14 @@ def keyed_sample(
         An ``int64`` array of ``k`` distinct indices, in draw order.
 
     Raises:
-        SignatureError: ``k`` indices cannot be drawn (population or caps too small).
+        SignatureError: ``k`` indices cannot be drawn (population too small).
     """
     if k < 0 or population < 0:
         raise SignatureError(f"Cannot draw {k} of {population} positions.")
     taken = np.zeros(population, dtype=bool)
     if exclude is not None and len(exclude):
         taken[np.asarray(exclude, dtype=np.int64)] = True
-    caps = None
-    if groups is not None and group_caps is not None:
-        caps = np.asarray(group_caps, dtype=np.int64).copy()
-        sizes = np.bincount(groups[~taken], minlength=len(caps))
-        reachable = int(np.minimum(sizes, caps).sum())
-    else:
-        reachable = population - int(taken.sum())
+    reachable = population - int(taken.sum())
     if k > reachable:
         raise SignatureError(f"Cannot draw {k} distinct positions from {reachable} available ones.")
     stream = KeyedStream(secret, label)
@@ -183,11 +122,6 @@ def keyed_sample(
         for idx in (words[words <= limit] % np.uint64(population)).tolist():
             if taken[idx]:
                 continue
-            if caps is not None:
-                g = groups[idx]
-                if caps[g] <= 0:
-                    continue
-                caps[g] -= 1
             taken[idx] = True
             out.append(idx)
             if len(out) == k:

@@ -83,7 +83,7 @@ def trigger_evidence(
             the suspect gave no usable answer. Missing answers count as misses: the p-value
             is over all ``N`` images, so they can only lower the evidence.
         triggers (`TriggerSet`): The owner's trigger set.
-        alpha (`float`, *optional*, defaults to 1e-6): Significance level.
+        alpha (`float`, *optional*, defaults to 1e-12): Significance level (what `owned` needs).
         queried (`int`, *optional*): Images actually sent (defaults to ``N``).
         failed (`int`, *optional*, defaults to 0): Queries that failed.
 
