@@ -403,16 +403,16 @@ def test_key_tensor_file_tampering_is_detected_on_load(tmp_path: Path) -> None:
 def test_a_key_file_of_another_format_version_is_refused(tmp_path: Path) -> None:
     path = _images_key().save(tmp_path / "k.json")
     manifest = json.loads(path.read_text())
-    cases = {
-        1: "format 1 .*reads format 3 only.*Sign and publish again",
-        2: "format 2 .*reads format 3 only.*Sign and publish again",
-        99: "has key format '99' \\(int\\); .*reads format 3 \\(an integer\\). Upgrade it, or restore",
-        True: "has key format 'True' \\(bool\\)",
-        0: "has key format '0'",
-        "3": "has key format '3' \\(str\\)",
-        None: "has key format 'None'",
-    }
-    for version, message in cases.items():
+    cases = [  # a list: True == 1 as a dict key
+        (1, "format 1 .*reads format 3 only.*Sign and publish again"),
+        (2, "format 2 .*reads format 3 only.*Sign and publish again"),
+        (99, "has key format '99' \\(int\\); .*reads format 3 \\(an integer\\). Upgrade it, or restore"),
+        (True, "has key format 'True' \\(bool\\)"),
+        (0, "has key format '0'"),
+        ("3", "has key format '3' \\(str\\)"),
+        (None, "has key format 'None'"),
+    ]
+    for version, message in cases:
         path.write_text(json.dumps({**manifest, "hf_lottery_verify_key": version}))
         with pytest.raises(KeyFileError, match=message) as info:
             OwnershipKey.load(path)
