@@ -5,16 +5,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import io
 import json
-import logging
 import re
 import socket
 import time
 import traceback
 from collections.abc import Iterable, Mapping
-from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 import yaml
@@ -32,11 +29,7 @@ from .store import (
     is_lfs_path,
     iso_date,
 )
-
-if TYPE_CHECKING:
-    from .server import LocalHub, _HTTPServer
-
-logger = logging.getLogger(__name__)
+from .transport import _GuardedHandler
 
 # --------------------------------------------------------------------------------------------------
 # HTTP layer
@@ -69,26 +62,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ]
 ]
 _SINGLE_SEGMENT_REPO = re.compile(r"/api/(?:models|datasets|spaces)/[^/]+(?:/revision/[^/]+)?|/[^/]+/resolve/.+")
-_RANGE_RE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", re.IGNORECASE)
-_UNSAFE_HEADER_CHARS = re.compile(r"[^\x20-\x7e]")  # CR, LF, other controls and non-ASCII never reach a header
 _OPEN_POSTS = ("validate_yaml", "paths_info", "lfs_put")  # non-GET routes without a token (lfs_put: signed URL)
-
-
-class _DeadlineReader(io.RawIOBase):
-    """A socket's reads, each limited to what is left of the current request's deadline (no slowloris)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock, self.deadline = sock, time.monotonic()
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("the request's deadline passed")
-        self.sock.settimeout(left)
-        return self.sock.recv_into(buffer)
 
 
 def _checked_path(value: Mapping[str, Any], *, folder: bool = False) -> str:
@@ -135,65 +109,10 @@ def _card_data(readme: bytes) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """Parses a request, routes it to a ``_h_<name>`` method, answers and logs it."""
+class _Handler(_GuardedHandler):
+    """Parses a request, checks its token, routes it to a ``_h_<name>`` method, answers and logs it."""
 
-    protocol_version = "HTTP/1.1"
-    server: _HTTPServer
-
-    # ---- plumbing -------------------------------------------------------------------------------
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        logger.debug("local hub: " + format, *args)
-
-    def setup(self) -> None:
-        super().setup()
-        self.rfile.close()  # reads go through the deadline instead
-        self._reader = _DeadlineReader(self.connection)
-        self.rfile = io.BufferedReader(self._reader)
-
-    def handle_one_request(self) -> None:
-        """One request, from its first byte to the last byte of the answer, within ``hub.request_timeout``."""
-        self._reader.deadline = time.monotonic() + self.hub.request_timeout
-        super().handle_one_request()  # a TimeoutError closes the connection there
-
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-        self._dispatch()
-
-    do_HEAD = do_POST = do_PUT = do_DELETE = do_GET
-
-    @property
-    def hub(self) -> LocalHub:
-        return self.server.hub
-
-    def _dispatch(self) -> None:
-        raw_path, _, raw_query = self.path.partition("?")
-        self._logged, self._user, self._body = False, None, None
-        self._query = dict(parse_qsl(raw_query, keep_blank_values=True))
-        self._path = unquote(raw_path)
-        try:
-            self._answer(raw_path)
-            if self._unread_body:  # FIN after the answer, then discard what the client still sends (2 s at most),
-                self._reader.deadline = min(self._reader.deadline, time.monotonic() + 2)  # so it reads the answer
-                self.connection.shutdown(socket.SHUT_WR)
-                while self._reader.read(65536):
-                    pass
-        except OSError:  # the client went away, or lingered, or timed out: nothing left to answer
-            self.close_connection = True
-        finally:
-            self._log(0, 0)
-
-    @property
-    def _unread_body(self) -> bool:
-        return self._body is None and self.command in ("POST", "PUT", "DELETE")
-
-    def _log(self, status: int, bytes_sent: int) -> None:
-        """Log this request once, before the client can see any answer (so tests never race the log)."""
-        if not self._logged:
-            self._logged = True
-            self.hub._record({"method": self.command, "path": self._path, "query": self._query,
-                              "range": self.headers.get("Range"), "status": status, "bytes_sent": bytes_sent,
-                              "user": self._user})
+    # ---- routing and access ---------------------------------------------------------------------
 
     def _answer(self, raw_path: str) -> None:
         try:
@@ -237,23 +156,6 @@ class _Handler(BaseHTTPRequestHandler):
         if not hmac.compare_digest(expected.encode(), self._query.get("sig", "").encode("utf-8", "replace")):
             raise HubError(403, "Invalid or missing LFS upload signature: ask the LFS batch API for an upload URL")
 
-    def _read_body(self, limit: int | None = None) -> bytes:
-        """The request body: at most ``limit`` (default ``hub.max_body``) bytes, or 400/411/413."""
-        limit = self.hub.max_body if limit is None else min(limit, self.hub.max_body)
-        length = self.headers.get("Content-Length")
-        if "Transfer-Encoding" in self.headers or (length is None and self.command in ("POST", "PUT")):
-            raise HubError(411, "Content-Length required (chunked bodies are not accepted)")
-        if length is None:
-            return b""
-        if not (length.isascii() and length.isdigit()):
-            raise HubError(400, f"Invalid Content-Length: {length!r}")
-        if int(length) > limit:
-            raise HubError(413, f"Request body larger than {limit} bytes")
-        data = self.rfile.read(int(length))
-        if len(data) < int(length):
-            raise ConnectionError("the client closed the connection in the middle of the body")
-        return data
-
     def _match(self, raw_path: str) -> tuple[str, dict[str, Any]]:
         for method, pattern, name in _ROUTES:
             if method == self.command and (match := pattern.fullmatch(raw_path)):
@@ -274,39 +176,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
             return
         self._send(fault.status, fault.body, {"Content-Type": "text/plain"})
-
-    def _send(self, status: int, body: bytes, headers: Mapping[str, str] | None = None, *,
-              length: int | None = None) -> None:
-        self.send_response(status)
-        for key, value in (headers or {}).items():
-            self.send_header(key, _UNSAFE_HEADER_CHARS.sub("", str(value)))
-        if self._unread_body:
-            self.send_header("Connection", "close")  # an unread body would be read as the next request
-        self.send_header("Content-Length", str(len(body) if length is None else length))
-        send_body = self.command != "HEAD" and bool(body)
-        self._log(status, len(body) if send_body else 0)
-        self.connection.settimeout(max(self._reader.deadline - time.monotonic(), 1.0))  # sendall's total time
-        self.end_headers()
-        if send_body:
-            self.wfile.write(body)
-
-    def _send_json(self, data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> None:
-        self._send(status, json.dumps(data).encode(), {"Content-Type": "application/json", **(headers or {})})
-
-    def _send_error(self, error: HubError) -> None:
-        headers = {"X-Error-Message": error.message, **error.headers}
-        if error.code:
-            headers["X-Error-Code"] = error.code
-        self._send_json({"error": error.message, **error.extra}, error.status, headers)
-
-    def _json(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self._body or b"{}")
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise HubError(400, f"Invalid JSON body: {error}") from error
-        if not isinstance(data, dict):
-            raise HubError(400, "The JSON body must be an object")
-        return data
 
     def _repo(self, groups: Mapping[str, Any], *, write: bool = False) -> Repo:
         """The repo a request names, if its user may read it (private: the owner only) and, for writes, own it."""
@@ -578,18 +447,6 @@ class _Handler(BaseHTTPRequestHandler):
             headers.update({"X-Linked-Etag": f'"{blob.sha256}"', "X-Linked-Size": str(len(blob.data))})
         self._send_range(blob.data, headers)
 
-    def _send_range(self, data: bytes, headers: dict[str, str]) -> None:
-        requested = self.headers.get("Range")
-        match = _RANGE_RE.fullmatch(requested) if requested and self.command == "GET" else None
-        if match is None or match.group(1) == match.group(2) == "":
-            self._send(200, data, headers, length=len(data))
-            return
-        size, first, last = len(data), match.group(1), match.group(2)
-        start = int(first) if first else max(size - int(last), 0)
-        end = min(int(last), size - 1) if first and last else size - 1
-        if start >= size or start > end:
-            self._send(416, b"", {**headers, "Content-Range": f"bytes */{size}"})
-            return
-        self._send(206, data[start: end + 1], {**headers, "Content-Range": f"bytes {start}-{end}/{size}"})
+
 
 
