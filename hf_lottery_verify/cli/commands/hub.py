@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 import threading
@@ -47,9 +48,10 @@ def _serve(args: Namespace) -> int:
     except OSError as exc:
         raise ConfigError(f"Cannot listen on 127.0.0.1:{args.port} ({exc.strerror or exc}): pick another --port, "
                           "or 0 for a free one.") from exc
+    cache = tempfile.mkdtemp(prefix="hlv-hub-cache-")  # the local Hub's downloads stay apart from the Hub's
     write(f"# local Hub for user {args.user}, in memory until Ctrl-C; paste into a shell:\n"
           f"export HF_ENDPOINT={hub.url}\nexport HF_TOKEN={token}\nexport HF_HUB_DISABLE_XET=1\n"
-          f"export HF_HUB_CACHE={tempfile.mkdtemp(prefix='hlv-hub-cache-')}  # keeps its files apart from the Hub's")
+          f"export HF_HUB_CACHE={cache}")
     sys.stdout.flush()
     try:
         threading.Event().wait()
@@ -57,4 +59,5 @@ def _serve(args: Namespace) -> int:
         sys.stderr.write("hf-lottery hub: stopped\n")
     finally:
         hub.stop()
+        shutil.rmtree(cache, ignore_errors=True)
     return 0
