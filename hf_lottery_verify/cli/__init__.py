@@ -15,6 +15,7 @@ Commands (each with ``--help``; ``--json`` prints JSON and nothing else on stdou
 ``serve``        serve a model on loopback in the Inference API shape
 ``attack``       run a registered attack on a model folder
 ``calibrate``    false-claim rate of a key over null models
+``hub serve``    a local Hub on 127.0.0.1 for trying the Hub workflow offline
 ===============  ====================================================================
 
 Flags come from dataclasses (:mod:`hf_lottery_verify.configs`, :mod:`.args`) through
@@ -53,7 +54,7 @@ logger = logging.getLogger(__name__)
 COMMANDS: dict[str, Callable[[Any], None]] = {}
 """Command name → function adding its sub-parser (filled by the command modules)."""
 ORDER = ("demo", "find-ticket", "split-key", "sign", "triggers", "retrain", "extract", "push", "verify", "serve",
-         "attack", "calibrate")
+         "attack", "calibrate", "hub")
 """The order of ``--help``: the workflow's."""
 
 
