@@ -45,7 +45,7 @@ def main() -> None:
 
     import hf_lottery_verify as hlv
 
-    hub = LocalHub(port=PORT, sock=reserved_socket(PORT)).start()
+    hub = LocalHub(port=PORT, sock=reserved_socket(PORT), users={"bench": os.environ["HF_TOKEN"]}).start()
     work = Path(tempfile.mkdtemp(prefix="verify-speed-"))
     try:
         torch.manual_seed(0)

@@ -78,7 +78,9 @@ def main() -> None:
     from hf_lottery_verify.triggers import add_triggers
     from hf_lottery_verify.verify import verify_hub_model
 
-    hub = LocalHub(port=LOCAL_PORT, sock=reserved_socket(LOCAL_PORT)).start() if LOCAL_PORT else None
+    # the local Hub's one user owns --repo_id's namespace and holds the HF_TOKEN configure_hub_environment exported
+    hub = LocalHub(port=LOCAL_PORT, sock=reserved_socket(LOCAL_PORT),
+                   users={args.repo_id.split("/")[0]: os.environ["HF_TOKEN"]}).start() if LOCAL_PORT else None
     train = build(TrainConfig, args)
     accelerator = Accelerator(cpu=args.cpu, mixed_precision={"fp32": "no"}.get(train.precision, train.precision))
     data = load_image_dataset(args.dataset, data_dir=args.data_dir, seed=train.seed, train_limit=args.train_limit,

@@ -2,14 +2,24 @@
 
 For black-box (Scheme V3) tests and demos: a suspect "deployed" behind an endpoint that
 :func:`hf_lottery_verify.blackbox.query_labels` (or ``huggingface_hub.InferenceClient``) can
-query. Standard library only (``http.server``); one thread per request, one forward at a time.
+query. Standard library only, built to hold under load and abuse:
+
+* an ``asyncio`` event loop reads requests, so a waiting or slow client costs a socket, not a
+  thread; the listen backlog is the system's maximum, so bursts wait instead of being dropped;
+* each request (headers and body) must arrive within a deadline (``request_timeout``), else
+  408 and the connection is closed; beyond 1024 open connections, or 256 MiB of request
+  bodies held at once, a client gets a quick 503;
+* a fixed pool of ``workers`` threads decodes and classifies, so decoding memory is bounded by
+  ``workers`` × the largest image allowed; an image's size is read from its header before
+  decoding, and more than ``max_pixels`` pixels is refused with 413;
+* one request per connection (``Connection: close``).
 
 Routes:
 
 * ``POST /`` and ``POST /models/<anything>`` — the body is an image (PNG, JPEG, ... with any
   ``image/*`` content type) or JSON ``{"inputs": "<base64 image>", "parameters": {"top_k": k}}``;
   the answer is ``[{"label": str, "score": float}, ...]``, best first. Bad input → 400
-  ``{"error": ...}``, body too large → 413, missing ``Content-Length`` → 411.
+  ``{"error": ...}``, body or image too large → 413, missing ``Content-Length`` → 411.
 * ``GET /`` (and ``GET /models/<anything>``) — a short JSON description for health checks.
 
 Images are preprocessed exactly as :func:`~hf_lottery_verify.blackbox.query_labels` does for
@@ -19,8 +29,10 @@ only when the size differs, normalised with the model's mean and standard deviat
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import http.client
 import io
 import ipaddress
 import json
@@ -29,34 +41,44 @@ import os
 import socket
 import threading
 import urllib.parse
-import warnings
 from collections.abc import Callable, Mapping, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
 from typing import Any
 
 import torch
 from PIL import Image
 from torch import nn
 
+from ._version import __version__
 from .blackbox.images import pil_to_model_input
 from .blackbox.runner import _ModelRunner
+from .errors import ConfigError
 
-__all__ = ["ServerHandle", "start_server", "serve", "DEFAULT_MAX_BODY_BYTES", "DEFAULT_IMAGE_SIZE"]
+__all__ = ["ServerHandle", "start_server", "serve", "DEFAULT_MAX_BODY_BYTES", "DEFAULT_IMAGE_SIZE",
+           "DEFAULT_MAX_PIXELS", "DEFAULT_REQUEST_TIMEOUT", "DEFAULT_WORKERS"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_IMAGE_SIZE = 32
-_MAX_PIXELS = 4096 * 4096  # decoded images larger than this are refused (decompression bombs)
+DEFAULT_MAX_PIXELS = 4096 * 4096  # larger images are refused from their header (decompression bombs)
+DEFAULT_REQUEST_TIMEOUT = 10.0  # seconds a client has to send its whole request
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 _IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
-_MAX_DRAIN_BYTES = 16 * 1024 * 1024  # read and drop this much of an oversized body so the 413 arrives
-_REQUEST_TIMEOUT = 30.0  # seconds a client may take to send its request
+_BACKLOG = 65535  # listen() caps it to the system's maximum (net.core.somaxconn)
+_MAX_CONNECTIONS = 1024  # open connections beyond this get a quick 503
+_MAX_BUFFERED_BYTES = 256 * 1024 * 1024  # request bodies held at once (read, queued, classified)
+_MAX_HEAD_BYTES = 64 * 1024  # request line and headers
+_MAX_DRAIN_BYTES = 16 * 1024 * 1024  # read and drop this much of a refused body so the answer arrives
+_LINGER_S = 2.0  # how long that may take
 
 
 class _BadRequest(Exception):
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400, *, linger: bool = True) -> None:
         super().__init__(message)
         self.status = status
+        self.linger = linger  # read what the client still sends before closing, so it sees the answer
 
 
 class _Predictor:
@@ -69,7 +91,7 @@ class _Predictor:
             image_size = getattr(cfg, "image_size", None) or DEFAULT_IMAGE_SIZE
         self.runner = _ModelRunner(model, image_mean=image_mean, image_std=image_std, image_size=int(image_size))
         if self.runner.in_chans not in (1, 3):
-            raise ValueError(f"Only 1- or 3-channel models can be served, this one takes {self.runner.in_chans}.")
+            raise ConfigError(f"Only 1- or 3-channel models can be served, this one takes {self.runner.in_chans}.")
         self.model = model.eval()
         self.lock = threading.Lock()
         num_labels = self._num_labels(model)
@@ -77,7 +99,7 @@ class _Predictor:
         names = {int(k): str(v) for k, v in (labels or {}).items()}
         self.labels = [names.get(i, f"LABEL_{i}") for i in range(num_labels)]
         if top_k < 1:
-            raise ValueError(f"top_k must be at least 1, got {top_k}.")
+            raise ConfigError(f"top_k must be at least 1, got {top_k}.")
         self.top_k = min(top_k, num_labels)
 
     def _num_labels(self, model: nn.Module) -> int:
@@ -92,34 +114,24 @@ class _Predictor:
 
     def describe(self) -> dict[str, Any]:
         cfg = getattr(self.model, "config", None)
-        return {
-            "task": "image-classification",
-            "library": "hf_lottery_verify",
-            "model_type": getattr(cfg, "model_type", None) or type(self.model).__name__,
-            "arch": getattr(cfg, "arch", None),
-            "num_labels": len(self.labels),
-            "labels": self.labels,
-            "in_chans": self.runner.in_chans,
-            "image_size": self.runner.image_size,
-            "top_k": self.top_k,
-            "usage": "POST an image (raw bytes, or JSON {\"inputs\": \"<base64>\"}) to / or /models/<name>",
-        }
+        return {"task": "image-classification", "library": "hf_lottery_verify",
+                "model_type": getattr(cfg, "model_type", None) or type(self.model).__name__,
+                "arch": getattr(cfg, "arch", None), "num_labels": len(self.labels), "labels": self.labels,
+                "in_chans": self.runner.in_chans, "image_size": self.runner.image_size, "top_k": self.top_k,
+                "usage": "POST an image (raw bytes, or JSON {\"inputs\": \"<base64>\"}) to / or /models/<name>"}
 
-    def decode(self, data: bytes) -> torch.Tensor:
+    def decode(self, data: bytes, max_pixels: int) -> torch.Tensor:
         if not data:
             raise _BadRequest("empty body: send an image")
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                image = Image.open(io.BytesIO(data), formats=_IMAGE_FORMATS)
-                if image.width * image.height > _MAX_PIXELS:
-                    raise _BadRequest(f"image of {image.width}×{image.height} pixels is too large", 413)
+            image = Image.open(io.BytesIO(data), formats=_IMAGE_FORMATS)  # reads the header only
+            if image.width * image.height <= max_pixels:
                 image.load()
                 return pil_to_model_input(image, in_chans=self.runner.in_chans, image_size=self.runner.image_size)
-        except _BadRequest:
-            raise
-        except Exception as exc:  # PIL raises many types on hostile input
+        except Exception as exc:  # PIL raises many types on hostile input (DecompressionBombError included)
             raise _BadRequest(f"cannot decode the image ({type(exc).__name__}); send PNG or JPEG bytes") from exc
+        raise _BadRequest(f"image of {image.width}×{image.height} pixels is larger than the limit of {max_pixels} "
+                          "pixels; send a smaller image", 413)
 
     def predict(self, image: torch.Tensor, top_k: int) -> list[dict[str, Any]]:
         with self.lock:
@@ -161,127 +173,39 @@ def _parse_json_body(body: bytes, default_top_k: int) -> tuple[bytes, int]:
     return data, top_k
 
 
-def _make_handler(predictor: _Predictor, *, max_body_bytes: int) -> type[BaseHTTPRequestHandler]:
-    from . import __version__
-
-    class Handler(BaseHTTPRequestHandler):
-        server_version = f"hf_lottery_verify/{__version__}"
-        timeout = _REQUEST_TIMEOUT
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (http.server's name)
-            logger.debug("%s %s", self.address_string(), format % args)
-
-        def _send_json(self, status: int, payload: Any) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _route_ok(self) -> bool:
-            path = urllib.parse.urlsplit(self.path).path
-            return path == "/" or (path.startswith("/models/") and len(path) > len("/models/"))
-
-        def do_GET(self) -> None:  # noqa: N802  (http.server's naming)
-            if not self._route_ok():
-                self._send_json(404, {"error": f"no route {urllib.parse.urlsplit(self.path).path!r}"})
-                return
-            self._send_json(200, predictor.describe())
-
-        def _read_body(self) -> bytes:
-            length_header = self.headers.get("Content-Length")
-            if length_header is None:
-                raise _BadRequest("Content-Length required", 411)
-            if not length_header.strip().isdigit():
-                raise _BadRequest("invalid Content-Length")
-            length = int(length_header)
-            if length > max_body_bytes:
-                self._drain(length)
-                raise _BadRequest(f"body of {length} bytes exceeds the limit of {max_body_bytes} bytes", 413)
-            return self.rfile.read(length)
-
-        def _drain(self, length: int) -> None:
-            if length > max_body_bytes + _MAX_DRAIN_BYTES:
-                self.close_connection = True
-                return
-            left = length
-            try:
-                while left > 0:
-                    chunk = self.rfile.read(min(65536, left))
-                    if not chunk:
-                        break
-                    left -= len(chunk)
-            except OSError:
-                self.close_connection = True
-
-        def do_POST(self) -> None:  # noqa: N802
-            try:
-                if not self._route_ok():
-                    raise _BadRequest(f"no route {urllib.parse.urlsplit(self.path).path!r}; POST to /", 404)
-                body = self._read_body()
-                ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-                top_k = predictor.top_k
-                if ctype == "application/json" or (not ctype.startswith("image/") and body.lstrip()[:1] == b"{"):
-                    body, top_k = _parse_json_body(body, top_k)
-                image = predictor.decode(body)
-                result = predictor.predict(image, top_k)
-            except _BadRequest as exc:
-                self._send_json(exc.status, {"error": str(exc)})
-                return
-            except Exception:
-                logger.exception("Prediction failed")
-                self._send_json(500, {"error": "internal error while classifying the image"})
-                return
-            self._send_json(200, result)
-
-    return Handler
+def _response(status: int, payload: Any) -> bytes:
+    data = json.dumps(payload).encode()
+    head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nServer: hf_lottery_verify/{__version__}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n")
+    return head.encode("latin-1") + data
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
+async def _read_head(reader: asyncio.StreamReader) -> tuple[str, str, Any]:
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.LimitOverrunError:
+        raise _BadRequest(f"request line and headers exceed {_MAX_HEAD_BYTES} bytes", 431) from None
+    line, _, rest = head.partition(b"\r\n")
+    parts = line.decode("latin-1").split()
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise _BadRequest("malformed request line")
+    try:
+        headers = http.client.parse_headers(io.BytesIO(rest))
+    except http.client.HTTPException as exc:
+        raise _BadRequest(f"malformed headers ({exc})") from None
+    return parts[0], urllib.parse.urlsplit(parts[1]).path, headers
 
 
-def _build_server(model: nn.Module, *, host: str, port: int, allow_remote: bool, id2label: Any, image_mean: Any,
-                  image_std: Any, image_size: int | None, top_k: int, max_body_bytes: int) -> _Server:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}.")
-    if not _is_loopback(host) and not allow_remote:
-        raise ValueError(f"Refusing to serve on non-loopback host {host!r}: the server is meant for tests and "
-                         "demos and has no authentication. Pass allow_remote=True to do it anyway.")
-    if max_body_bytes < 1:
-        raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}.")
-    predictor = _Predictor(model, id2label=id2label, image_mean=image_mean, image_std=image_std,
-                           image_size=image_size, top_k=top_k)
-    bare = host.strip("[]")
-    cls = _Server6 if ":" in bare else _Server
-    return cls((bare, port), _make_handler(predictor, max_body_bytes=max_body_bytes))
-
-
-def _url(server: _Server, host: str) -> str:
-    bare = host.strip("[]")
-    shown = f"[{bare}]" if ":" in bare else bare
-    return f"http://{shown}:{server.server_address[1]}/"
+async def _discard(reader: asyncio.StreamReader, limit: int) -> None:
+    while limit > 0 and (chunk := await reader.read(min(65536, limit))):
+        limit -= len(chunk)
 
 
 class ServerHandle:
-    """A running server: its address, and how to stop it.
+    """A listening server: its address, and how to stop it (made by :func:`start_server`).
 
-    Use it as a context manager, or call :meth:`shutdown`.
+    An event loop reads the requests; a pool of worker threads decodes and classifies them. Use
+    it as a context manager, or call :meth:`shutdown`.
 
     Attributes:
         url: ``http://host:port/``; POST images here (or to ``{url}models/<name>``).
@@ -289,13 +213,52 @@ class ServerHandle:
         port: The port it listens on (the one picked when ``port=0``).
     """
 
-    def __init__(self, server: _Server, thread: threading.Thread, host: str) -> None:
-        self._server = server
-        self._thread = thread
-        self.host = host
-        self.port = int(server.server_address[1])
-        self.url = _url(server, host)
+    def __init__(self, model: nn.Module, *, host: str, port: int, allow_remote: bool, id2label: Any,
+                 image_mean: Any, image_std: Any, image_size: int | None, top_k: int, max_body_bytes: int,
+                 max_pixels: int, request_timeout: float, workers: int) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}.")
+        if not _is_loopback(host) and not allow_remote:
+            raise ConfigError(f"Refusing to serve on non-loopback host {host!r}: the server is meant for tests and "
+                              "demos and has no authentication. Pass allow_remote=True (--allow-remote) to do it "
+                              "anyway.")
+        for name, value in (("max_body_bytes", max_body_bytes), ("max_pixels", max_pixels), ("workers", workers),
+                            ("request_timeout", request_timeout)):
+            if not value > 0:
+                raise ConfigError(f"{name} must be positive, got {value}.")
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"port must be between 0 and 65535 (0 picks a free one), got {port}.")
+        self._predictor = _Predictor(model, id2label=id2label, image_mean=image_mean, image_std=image_std,
+                                     image_size=image_size, top_k=top_k)
+        self._max_body_bytes, self._max_pixels, self._timeout = max_body_bytes, max_pixels, request_timeout
+        bare = host.strip("[]")
+        try:
+            self._sock = socket.create_server((bare, port), backlog=_BACKLOG,
+                                              family=socket.AF_INET6 if ":" in bare else socket.AF_INET)
+        except OSError as exc:
+            cause = exc.__context__ if isinstance(exc.__context__, OSError) else exc  # the bind error, unwrapped
+            raise ConfigError(f"Cannot listen on {host}:{port}: {cause.strerror or cause}. Check the host, and pick "
+                              "a port nothing else uses (0 picks a free one).") from None
+        self.host, self.port = host, int(self._sock.getsockname()[1])
+        self.url = f"http://{f'[{bare}]' if ':' in bare else bare}:{self.port}/"
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"hf_lottery_verify-serve-{self.port}")
+        self._open = 0  # connections
+        self._buffered = 0  # bytes of request bodies held now
+        self._started, self._thread = threading.Event(), None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = asyncio.Event()
         self._closed = False
+
+    async def _run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        server = await asyncio.start_server(self._connection, sock=self._sock, backlog=_BACKLOG,
+                                            limit=_MAX_HEAD_BYTES)
+        self._started.set()
+        try:
+            await self._stop.wait()
+        finally:
+            server.close()  # asyncio.run cancels the open connections
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def shutdown(self, *, timeout: float = 5.0) -> None:
         """Stop serving and close the socket (idempotent).
@@ -306,9 +269,10 @@ class ServerHandle:
         if self._closed:
             return
         self._closed = True
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout)
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     def __enter__(self) -> ServerHandle:
         return self
@@ -318,6 +282,82 @@ class ServerHandle:
 
     def __repr__(self) -> str:
         return f"ServerHandle(url={self.url!r}, running={not self._closed})"
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._open += 1
+        try:
+            try:
+                if self._open > _MAX_CONNECTIONS:
+                    raise _BadRequest("server busy: too many open connections; retry shortly", 503)
+                status, payload, linger = *(await self._handle(reader, writer)), False
+            except _BadRequest as exc:
+                status, payload, linger = exc.status, {"error": str(exc)}, exc.linger
+            except (OSError, EOFError):
+                raise
+            except Exception:
+                logger.exception("Prediction failed")
+                status, payload, linger = 500, {"error": "internal error while classifying the image"}, False
+            logger.debug("%s -> %d", writer.get_extra_info("peername"), status)
+            writer.write(_response(status, payload))
+            await asyncio.wait_for(writer.drain(), self._timeout)
+            if linger:
+                writer.write_eof()
+                await asyncio.wait_for(_discard(reader, _MAX_DRAIN_BYTES), _LINGER_S)
+        except (OSError, EOFError, asyncio.TimeoutError):
+            pass  # the client went away, or lingered too long
+        finally:
+            self._open -= 1
+            writer.close()
+
+    async def _within(self, deadline: float, aw: Any) -> Any:
+        try:
+            return await asyncio.wait_for(aw, max(0.0, deadline - self._loop.time()))
+        except asyncio.TimeoutError:
+            raise _BadRequest(f"request not received within {self._timeout:g} s", 408, linger=False) from None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> tuple[int, Any]:
+        deadline = self._loop.time() + self._timeout
+        method, path, headers = await self._within(deadline, _read_head(reader))
+        if path != "/" and not (path.startswith("/models/") and len(path) > len("/models/")):
+            raise _BadRequest(f"no route {path!r}; use / or /models/<name>", 404)
+        if method == "GET":
+            return 200, self._predictor.describe()
+        if method != "POST":
+            raise _BadRequest(f"method {method} not allowed; POST an image", 405)
+        length_header = (headers.get("Content-Length") or "").strip()
+        if not length_header or "chunked" in headers.get("Transfer-Encoding", "").lower():
+            raise _BadRequest("Content-Length required", 411)
+        if not (length_header.isascii() and length_header.isdigit()):
+            raise _BadRequest("invalid Content-Length")
+        length = int(length_header)
+        if length > self._max_body_bytes:
+            raise _BadRequest(f"body of {length} bytes exceeds the limit of {self._max_body_bytes} bytes", 413,
+                              linger=length <= self._max_body_bytes + _MAX_DRAIN_BYTES)
+        if self._buffered + length > max(_MAX_BUFFERED_BYTES, self._max_body_bytes):
+            raise _BadRequest("server busy: too many large requests in flight; retry shortly", 503)
+        if headers.get("Expect", "").lower() == "100-continue":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self._buffered += length
+        try:
+            body = await self._within(deadline, reader.readexactly(length))
+            ctype = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            return await self._loop.run_in_executor(self._pool, self._classify, body, ctype)
+        finally:
+            self._buffered -= length
+
+    def _classify(self, body: bytes, ctype: str) -> tuple[int, Any]:
+        """Decode and classify one image (on a worker thread)."""
+        top_k = self._predictor.top_k
+        if ctype == "application/json" or (not ctype.startswith("image/") and body.lstrip()[:1] == b"{"):
+            body, top_k = _parse_json_body(body, top_k)
+        return 200, self._predictor.predict(self._predictor.decode(body, self._max_pixels), top_k)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host.lower() == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def start_server(
@@ -331,6 +371,9 @@ def start_server(
     image_size: int | None = None,
     top_k: int = 5,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    workers: int = DEFAULT_WORKERS,
     allow_remote: bool = False,
 ) -> ServerHandle:
     """Serve a model in a background thread, Inference-API style (image classification).
@@ -355,6 +398,14 @@ def start_server(
             Predictions per answer (at most the number of labels); a JSON request may ask for
             another count with ``"parameters": {"top_k": k}``.
         max_body_bytes (`int`, *optional*, defaults to 10 MiB): Larger requests get HTTP 413.
+        max_pixels (`int`, *optional*, defaults to 4096²):
+            Larger images get HTTP 413, refused from their header before any decoding.
+        request_timeout (`float`, *optional*, defaults to 10.0):
+            Seconds a client has to send its whole request (headers and body); slower ones get
+            HTTP 408 and are disconnected.
+        workers (`int`, *optional*, defaults to ``min(4, os.cpu_count())``):
+            Threads that decode and classify; at most this many images are decoded at once,
+            the other requests wait for a free one.
         allow_remote (`bool`, *optional*, defaults to `False`):
             Allow a non-loopback ``host``. The server has no authentication: only for tests.
 
@@ -362,9 +413,9 @@ def start_server(
         `ServerHandle`: ``.url``, ``.port``, ``.shutdown()``; usable as a context manager.
 
     Raises:
-        ValueError: A non-loopback host without ``allow_remote``, a model with other than 1 or 3
-            input channels, or bad options.
-        OSError: The address cannot be bound (port in use, ...).
+        ConfigError: A non-loopback host without ``allow_remote``, an address that cannot be
+            listened on (port in use, ...), a model with other than 1 or 3 input channels, or
+            bad options.
 
     Example:
         >>> import torch, hf_lottery_verify as hlv
@@ -377,15 +428,17 @@ def start_server(
         >>> result.answered
         2
     """
-    server = _build_server(model, host=host, port=port, allow_remote=allow_remote, id2label=id2label,
-                           image_mean=image_mean, image_std=image_std, image_size=image_size, top_k=top_k,
-                           max_body_bytes=max_body_bytes)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                              name=f"hf_lottery_verify-serve-{server.server_address[1]}", daemon=True)
-    thread.start()
-    handle = ServerHandle(server, thread, host)
-    logger.info("Serving %s at %s", type(model).__name__, handle.url)
-    return handle
+    server = ServerHandle(model, host=host, port=port, allow_remote=allow_remote, id2label=id2label,
+                          image_mean=image_mean, image_std=image_std, image_size=image_size, top_k=top_k,
+                          max_body_bytes=max_body_bytes, max_pixels=max_pixels, request_timeout=request_timeout,
+                          workers=workers)
+    server._thread = threading.Thread(target=asyncio.run, args=(server._run(),), daemon=True,
+                                      name=f"hf_lottery_verify-serve-{server.port}")
+    server._thread.start()
+    if not server._started.wait(60):
+        raise RuntimeError(f"The server thread for {server.url} did not start; see the log.")
+    logger.info("Serving %s at %s", type(model).__name__, server.url)
+    return server
 
 
 def serve(
@@ -399,6 +452,9 @@ def serve(
     image_size: int | None = None,
     top_k: int = 5,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    workers: int = DEFAULT_WORKERS,
     allow_remote: bool = False,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
@@ -410,31 +466,28 @@ def serve(
             :func:`~hf_lottery_verify.load_model`.
         host (`str`, *optional*, defaults to `"127.0.0.1"`): See :func:`start_server`.
         port (`int`, *optional*, defaults to 8000): Port; 0 picks a free one.
-        id2label, image_mean, image_std, image_size, top_k, max_body_bytes, allow_remote:
-            As in :func:`start_server`.
+        id2label, image_mean, image_std, image_size, top_k, max_body_bytes, max_pixels, request_timeout, workers,
+        allow_remote: As in :func:`start_server`.
         on_ready (`Callable[[str], None]`, *optional*):
             Called with one line naming the URL once the server listens (the CLI prints it);
             the same line is always logged at INFO level.
 
     Raises:
-        ValueError: See :func:`start_server`.
-        OSError: The address cannot be bound.
+        ConfigError: See :func:`start_server`.
     """
     if not isinstance(model, nn.Module):
         from . import load_model  # the public loader (any checkpoint layout)
 
         model = load_model(model)
-    server = _build_server(model, host=host, port=port, allow_remote=allow_remote, id2label=id2label,
-                           image_mean=image_mean, image_std=image_std, image_size=image_size, top_k=top_k,
-                           max_body_bytes=max_body_bytes)
-    url = _url(server, host)
-    line = f"Serving {type(model).__name__} at {url} (POST an image to classify it; Ctrl-C stops)"
+    server = ServerHandle(model, host=host, port=port, allow_remote=allow_remote, id2label=id2label,
+                          image_mean=image_mean, image_std=image_std, image_size=image_size, top_k=top_k,
+                          max_body_bytes=max_body_bytes, max_pixels=max_pixels, request_timeout=request_timeout,
+                          workers=workers)
+    line = f"Serving {type(model).__name__} at {server.url} (POST an image to classify it; Ctrl-C stops)"
     logger.info(line)
     if on_ready is not None:
         on_ready(line)
     try:
-        server.serve_forever()
+        asyncio.run(server._run())
     except KeyboardInterrupt:
-        logger.info("Stopped serving %s", url)
-    finally:
-        server.server_close()
+        logger.info("Stopped serving %s", server.url)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import http.client
 import json
 import os
+import select
+import socket
 import struct
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx2
@@ -32,6 +37,8 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import validate_repo_id
 from safetensors.torch import save_file
+
+from hf_lottery_verify.localhub import DEFAULT_USER
 
 from .hub_server import LocalHub, git_blob_sha1
 
@@ -337,7 +344,7 @@ def test_typed_errors(fresh_hub: LocalHub, hub_repo_id: str) -> None:
     assert fresh_hub.server_errors == []
 
 
-def test_a_private_repo_needs_a_token(fresh_hub: LocalHub, hub_repo_id: str) -> None:
+def test_a_private_repo_is_visible_to_its_owner_only(fresh_hub: LocalHub, hub_repo_id: str) -> None:
     api = HfApi()
     api.create_repo(hub_repo_id, private=True)
     api.upload_file(path_or_fileobj=b"secret", path_in_repo="f.txt", repo_id=hub_repo_id)
@@ -347,6 +354,9 @@ def test_a_private_repo_needs_a_token(fresh_hub: LocalHub, hub_repo_id: str) -> 
     with pytest.raises(RepositoryNotFoundError):
         hf_hub_download(hub_repo_id, "f.txt", token=False)
     assert fresh_hub.find_requests(method="GET", path_contains=hub_repo_id)[-1]["status"] == 401
+    with pytest.raises(RepositoryNotFoundError):  # another user, with a valid token: as if it did not exist
+        api.model_info(hub_repo_id, token=fresh_hub.add_user("mallory"))
+    assert fresh_hub.find_requests(method="GET", path_contains=hub_repo_id)[-1]["status"] == 404
     fresh_hub.set_private(hub_repo_id, False)
     assert api.model_info(hub_repo_id, token=False).private is False
 
@@ -404,3 +414,238 @@ def test_subprocesses_reach_the_same_hub_and_respect_offline_mode(fresh_hub: Loc
                              check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert json.loads(offline.stdout) == {"from": "subprocess"}
     assert fresh_hub.requests == []  # served from the shared cache without a single request
+
+
+# ---- a real server: users, namespaces, hostile requests ---------------------------------------
+
+OWNER = {"Authorization": f"Bearer {os.environ.get('HF_TOKEN', '')}"}
+
+
+def _http(hub: LocalHub, method: str, path: str, body: bytes = b"",
+          headers: dict[str, str] | None = None) -> tuple[int, http.client.HTTPResponse, bytes]:
+    """One request with http.client (for what the Hub client never sends); returns status, response, body."""
+    conn = http.client.HTTPConnection(hub.host, hub.port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        answer = conn.getresponse()
+        return answer.status, answer, answer.read()
+    finally:
+        conn.close()
+
+
+def _raw(hub: LocalHub, request: bytes) -> bytes:
+    """Send raw bytes; return all the server answers until it closes the connection (30 s at most)."""
+    with socket.create_connection((hub.host, hub.port), timeout=30) as sock:
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _status(api_call) -> int:
+    with pytest.raises(HfHubHTTPError) as caught:
+        api_call()
+    return caught.value.response.status_code
+
+
+@pytest.fixture
+def mallory(fresh_hub: LocalHub) -> str:
+    """A second user's valid token."""
+    return fresh_hub.add_user("mallory")
+
+
+def test_whoami_names_the_tokens_user(fresh_hub: LocalHub, mallory: str) -> None:
+    assert HfApi().whoami()["name"] == DEFAULT_USER  # the token configure_hub_environment exported
+    assert HfApi(token=mallory).whoami()["name"] == "mallory"
+    assert fresh_hub.add_user("mallory") == mallory  # a known user keeps their token
+    assert _status(lambda: HfApi(token="not-a-real-token").whoami()) == 401
+    assert _http(fresh_hub, "GET", "/api/whoami-v2")[0] == 401  # no token (the client refuses to ask)
+
+
+def test_a_token_nobody_holds_is_refused_even_for_reads(fresh_hub: LocalHub, hub_repo_id: str) -> None:
+    api, bad = HfApi(), HfApi(token="not-a-real-token")
+    api.create_repo(hub_repo_id)
+    api.upload_file(path_or_fileobj=b'{"owner": true}', path_in_repo="config.json", repo_id=hub_repo_id)
+    assert _status(lambda: bad.upload_file(path_or_fileobj=b"{}", path_in_repo="config.json",
+                                           repo_id=hub_repo_id)) == 401
+    assert _status(lambda: bad.model_info(hub_repo_id)) == 401
+    assert fresh_hub.read_file(hub_repo_id, "config.json") == b'{"owner": true}'
+    assert fresh_hub.server_errors == []
+
+
+def test_another_users_token_cannot_write_in_my_namespace(fresh_hub: LocalHub, hub_repo_id: str,
+                                                          mallory: str) -> None:
+    """The issue's case: with any token, one user overwrote another's config.json."""
+    api, thief = HfApi(), HfApi(token=mallory)
+    api.create_repo(hub_repo_id)
+    api.upload_file(path_or_fileobj=b'{"owner": true}', path_in_repo="config.json", repo_id=hub_repo_id)
+    api.create_tag(hub_repo_id, tag="v1")
+    refused = {
+        "commit": lambda: thief.upload_file(path_or_fileobj=b"{}", path_in_repo="config.json", repo_id=hub_repo_id),
+        "delete file": lambda: thief.delete_file("config.json", repo_id=hub_repo_id),
+        "tag": lambda: thief.create_tag(hub_repo_id, tag="v2"),
+        "delete tag": lambda: thief.delete_tag(hub_repo_id, tag="v1"),
+        "branch": lambda: thief.create_branch(hub_repo_id, branch="dev"),
+        "settings": lambda: thief.update_repo_settings(hub_repo_id, private=True),
+        "delete repo": lambda: thief.delete_repo(hub_repo_id),
+        "create in my namespace": lambda: thief.create_repo(f"{DEFAULT_USER}/{hub_repo_id.split('/')[1]}-2"),
+    }
+    assert {name: _status(call) for name, call in refused.items()} == dict.fromkeys(refused, 403)
+    assert fresh_hub.read_file(hub_repo_id, "config.json") == b'{"owner": true}'
+    assert api.model_info(hub_repo_id).private is False
+    assert [tag.name for tag in api.list_repo_refs(hub_repo_id).tags] == ["v1"]
+    # in its own namespace the same token writes, and the commit is the thief's
+    own = f"mallory/{hub_repo_id.split('/')[1]}"
+    thief.create_repo(own)
+    thief.upload_file(path_or_fileobj=b"{}", path_in_repo="config.json", repo_id=own)
+    assert thief.list_repo_commits(own)[0].authors == ["mallory"]
+    assert fresh_hub.server_errors == []
+
+
+def test_every_write_needs_a_token(fresh_hub: LocalHub, hub_repo_id: str) -> None:
+    api, anonymous = HfApi(), HfApi(token=False)
+    api.create_repo(hub_repo_id)
+    name = hub_repo_id.split("/")[1]
+    assert _status(lambda: anonymous.delete_repo(hub_repo_id)) == 401  # the issue: this needed no token
+    assert _status(lambda: anonymous.create_repo(f"{DEFAULT_USER}/{name}-2")) == 401
+    assert _status(lambda: anonymous.upload_file(path_or_fileobj=b"x", path_in_repo="f.txt",
+                                                 repo_id=hub_repo_id)) == 401
+    assert _status(lambda: anonymous.create_tag(hub_repo_id, tag="v1")) == 401
+    assert api.repo_exists(hub_repo_id) and api.list_repo_files(hub_repo_id) == [".gitattributes"]
+    batch = json.dumps({"operation": "upload", "objects": [{"oid": "0" * 64, "size": 3}]}).encode()
+    assert _http(fresh_hub, "POST", f"/{hub_repo_id}.git/info/lfs/objects/batch", batch)[0] == 401
+
+
+def test_lfs_uploads_need_a_url_signed_by_an_authorized_batch(fresh_hub: LocalHub, hub_repo_id: str) -> None:
+    HfApi().create_repo(hub_repo_id)
+    data = b"weights" * 10
+    oid = hashlib.sha256(data).hexdigest()
+    put = f"/__lfs/models/{hub_repo_id}/{oid}"
+    # no signature, or a forged one: refused before a byte of the (announced 50 MB) body is read
+    head = f"PUT {put}?size={len(data)}&sig={'0' * 64} HTTP/1.1\r\nHost: x\r\nContent-Length: 52428800\r\n\r\n"
+    assert _raw(fresh_hub, head.encode()).startswith(b"HTTP/1.1 403")
+    assert _http(fresh_hub, "PUT", put, data)[0] == 403
+    batch = json.dumps({"operation": "upload", "objects": [{"oid": oid, "size": len(data)}]}).encode()
+    status, _, answer = _http(fresh_hub, "POST", f"/{hub_repo_id}.git/info/lfs/objects/batch", batch, OWNER)
+    href = json.loads(answer)["objects"][0]["actions"]["upload"]["href"].removeprefix(fresh_hub.url)
+    assert status == 200 and _http(fresh_hub, "PUT", href, b"other content")[0] == 400  # signed for this oid only
+    assert _http(fresh_hub, "PUT", href, data)[0] == 200
+    assert fresh_hub.repo(hub_repo_id).lfs_objects == {oid: data}
+
+
+@pytest.mark.parametrize("path", ["/api/models/{repo}/revision/main%0d%0aX-Injected:%20yes",
+                                  "/{repo}/resolve/main%0d%0aX-Injected:%20yes/f.txt",
+                                  "/{repo}/resolve/%E4%B8%AD%0aX-Injected:%20yes/f.txt"])
+def test_no_request_can_inject_a_response_header(fresh_hub: LocalHub, hub_repo_id: str, path: str) -> None:
+    fresh_hub.create_repo(hub_repo_id)
+    fresh_hub.put_file(hub_repo_id, "f.txt", b"x")
+    answer = _raw(fresh_hub, f"GET {path.format(repo=hub_repo_id)} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                  .encode())
+    head = answer.split(b"\r\n\r\n")[0]
+    assert head.startswith(b"HTTP/1.1 404") and b"invalid rev id" in head.lower()
+    assert not any(line.lower().startswith(b"x-injected") for line in head.split(b"\r\n"))
+    assert b"\n" not in head.replace(b"\r\n", b"") and fresh_hub.server_errors == []
+
+
+@pytest.mark.parametrize(("header", "status"), [
+    ("Content-Length: -1", 400), ("Content-Length: abc", 400), ("Content-Length: 1e3", 400),
+    ("Content-Length: +12", 400), (f"Content-Length: {10**12}", 413), ("", 411),
+    ("Transfer-Encoding: chunked", 411)])
+def test_a_bad_content_length_is_answered_at_once(fresh_hub: LocalHub, header: str, status: int) -> None:
+    answer = _raw(fresh_hub, f"POST /api/validate-yaml HTTP/1.1\r\nHost: x\r\n{header}\r\n\r\n".encode())
+    assert answer.startswith(f"HTTP/1.1 {status}".encode())  # answered, then closed: no thread waits for a body
+    assert HfApi().whoami()["name"] == DEFAULT_USER and fresh_hub.server_errors == []
+
+
+def test_a_body_over_the_cap_is_refused(fresh_hub: LocalHub, hub_repo_id: str,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    HfApi().create_repo(hub_repo_id)
+    monkeypatch.setattr(fresh_hub, "max_body", 1000)
+    assert _http(fresh_hub, "POST", "/api/validate-yaml", b"{}" * 600)[0] == 413
+    assert _status(lambda: HfApi().upload_file(path_or_fileobj=b"x" * 2000, path_in_repo="f.txt",
+                                               repo_id=hub_repo_id)) == 413
+    monkeypatch.undo()
+    assert HfApi().list_repo_files(hub_repo_id) == [".gitattributes"] and fresh_hub.server_errors == []
+
+
+@pytest.mark.parametrize("start", [b"GET /api/whoami-v2 HTTP/1.1\r\nHost: x\r\n",
+                                   b"POST /api/validate-yaml HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"])
+def test_a_slow_client_is_cut_at_the_request_deadline(fresh_hub: LocalHub, monkeypatch: pytest.MonkeyPatch,
+                                                      start: bytes) -> None:
+    """Slowloris: one byte at a time keeps every read alive; the deadline for the whole request does not."""
+    monkeypatch.setattr(fresh_hub, "request_timeout", 1.0)
+    closed = False
+    with socket.create_connection((fresh_hub.host, fresh_hub.port), timeout=30) as sock:
+        sock.sendall(start)
+        for _ in range(600):  # up to a minute of trickling, far past the 1 s deadline
+            try:
+                sock.sendall(b"X-Slow: 1\r\n" if start.startswith(b"GET") else b"x")
+                if select.select([sock], [], [], 0.1)[0]:
+                    closed = sock.recv(1024) == b""
+                    break
+            except OSError:  # reset: the server closed it while we were writing
+                closed = True
+                break
+    assert closed
+    monkeypatch.undo()
+    assert HfApi().whoami()["name"] == DEFAULT_USER and fresh_hub.server_errors == []
+
+
+def test_malformed_bodies_get_a_400_not_a_server_error(fresh_hub: LocalHub, hub_repo_id: str) -> None:
+    fresh_hub.create_repo(hub_repo_id)
+    commit = f"/api/models/{hub_repo_id}/commit/main"
+    for path, body in [("/api/repos/create", b"[1, 2]"), ("/api/repos/create", b'{"name": "a/b/c"}'),
+                       ("/api/repos/create", b'{"name": 5}'), (commit, b"not json"), (commit, b"[1]\n"),
+                       (commit, b'{"key": "file", "value": {"path": "../x", "content": ""}}'),
+                       (commit, b'{"key": "file", "value": {"path": 3, "content": ""}}'),
+                       (f"/api/models/{hub_repo_id}/tag/main", b'{"tag": ["v1"]}')]:
+        assert _http(fresh_hub, "POST", path, body, OWNER)[0] == 400, (path, body)
+    assert fresh_hub.server_errors == []
+
+
+# ---- server-side dates -------------------------------------------------------------------------
+
+
+def test_the_server_dates_repos_and_commits_whatever_the_client_sends(fresh_hub: LocalHub, hub_repo_id: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [datetime(2031, 5, 1, 12, tzinfo=timezone.utc)]
+    monkeypatch.setattr(fresh_hub, "clock", lambda: now[0])
+    namespace, name = hub_repo_id.split("/")
+    forged = "2001-01-01T00:00:00.000Z"
+    create = json.dumps({"name": name, "organization": namespace, "createdAt": forged}).encode()
+    assert _http(fresh_hub, "POST", "/api/repos/create", create, OWNER)[0] == 200
+    now[0] += timedelta(days=1)
+    ndjson = "\n".join(json.dumps(line) for line in [
+        {"key": "header", "value": {"summary": "backdated", "date": forged, "createdAt": forged,
+                                    "authors": [{"user": "someone-else"}]}},
+        {"key": "file", "value": {"path": "f.txt", "content": base64.b64encode(b"x").decode(),
+                                  "encoding": "base64"}}]).encode()
+    headers = {**OWNER, "Content-Type": "application/x-ndjson"}
+    assert _http(fresh_hub, "POST", f"/api/models/{hub_repo_id}/commit/main", ndjson, headers)[0] == 200
+    api = HfApi()
+    info, commits = api.repo_info(hub_repo_id), api.list_repo_commits(hub_repo_id)
+    assert info.created_at == datetime(2031, 5, 1, 12, tzinfo=timezone.utc)
+    assert commits[0].title == "backdated" and commits[0].created_at == now[0] == info.last_modified
+    assert commits[0].authors == [DEFAULT_USER]
+    now[0] -= timedelta(days=3650)  # a clock that jumps back: still never before the parent or the creation
+    api.upload_file(path_or_fileobj=b"y", path_in_repo="f.txt", repo_id=hub_repo_id)
+    latest = api.list_repo_commits(hub_repo_id)[0].created_at
+    assert latest > commits[0].created_at > info.created_at
+
+
+def test_an_injected_clock_orders_repos_and_creation_precedes_commits(fresh_hub: LocalHub, hub_repo_id: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [datetime(2030, 1, 1, tzinfo=timezone.utc)]
+    monkeypatch.setattr(fresh_hub, "clock", lambda: now[0])
+    api, older, newer = HfApi(), f"{hub_repo_id}-older", f"{hub_repo_id}-newer"
+    api.create_repo(older)
+    now[0] += timedelta(hours=1)
+    api.create_repo(newer)
+    first = api.upload_file(path_or_fileobj=b"v1", path_in_repo="f.txt", repo_id=older).oid
+    api.create_tag(older, tag="v1")
+    assert api.repo_info(older).created_at < api.repo_info(newer).created_at
+    commits = api.list_repo_commits(older)
+    assert [c.commit_id for c in commits][0] == first and commits[-1].title == "initial commit"
+    assert commits[-1].created_at == api.repo_info(older).created_at <= commits[0].created_at
+    assert [(t.name, t.target_commit) for t in api.list_repo_refs(older).tags] == [("v1", first)]

@@ -10,11 +10,14 @@ Commands (each with ``--help``; ``--json`` prints JSON and nothing else on stdou
 ``triggers``     Scheme V3: a secret trigger set in the key
 ``retrain``      retrain a signed ticket from its rewind weights (with triggers)
 ``extract``      read a suspect's signature with the key
-``push``         publish to the Hub with a model card and an ownership badge
+``push``         publish to the Hub with a model card and an ownership badge; anchors the key
+``anchor``       date a key's commitment in a Hub commit (models published elsewhere)
 ``verify``       verify a Hub repo, folder, file or endpoint against the key
+``dispute``      several claimants' keys against one suspect: who anchored first
 ``serve``        serve a model on loopback in the Inference API shape
 ``attack``       run a registered attack on a model folder
 ``calibrate``    false-claim rate of a key over null models
+``hub serve``    a local Hub on 127.0.0.1 for trying the Hub workflow offline
 ===============  ====================================================================
 
 Flags come from dataclasses (:mod:`hf_lottery_verify.configs`, :mod:`.args`) through
@@ -53,8 +56,7 @@ logger = logging.getLogger(__name__)
 COMMANDS: dict[str, Callable[[Any], None]] = {}
 """Command name → function adding its sub-parser (filled by the command modules)."""
 ORDER = ("demo", "find-ticket", "split-key", "sign", "triggers", "retrain", "extract", "push", "anchor", "verify",
-         "dispute", "serve",
-         "attack", "calibrate")
+         "dispute", "serve", "attack", "calibrate", "hub")
 """The order of ``--help``: the workflow's."""
 
 

@@ -8,12 +8,17 @@ Implemented surface (models, datasets and spaces alike):
 
 * upload: ``POST /api/repos/create``, ``DELETE /api/repos/delete``, ``PUT /api/{type}s/{repo}/settings``,
   ``POST /api/validate-yaml``, ``POST /api/{type}s/{repo}/preupload/{rev}``, the LFS batch API
-  ``POST /{repo}.git/info/lfs/objects/batch`` with the ``PUT`` and ``verify`` hrefs it returns, and
+  ``POST /{repo}.git/info/lfs/objects/batch`` with the signed ``PUT`` hrefs it returns, and
   ``POST /api/{type}s/{repo}/commit/{rev}`` (NDJSON ``header``/``file``/``lfsFile``/``deletedFile``/
   ``deletedFolder``); branches and tags (``/branch/{name}``, ``/tag/{rev}``);
 * download: ``GET /api/{type}s/{repo}[/revision/{rev}]``, ``/tree/{rev}[/{path}]``, ``/paths-info/{rev}``,
   ``/commits/{rev}``, ``/refs`` and ``HEAD``/``GET /{repo}/resolve/{rev}/{path}`` with byte ranges;
 * errors carry the ``X-Error-Code`` header the client maps to typed errors.
+
+It holds against a hostile client like a real server: tokens are checked against the users it knows
+(:meth:`LocalHub.add_user`), every write needs one and stays in its user's namespace, header values
+never carry control characters, bodies need a valid ``Content-Length`` under a cap, and a deadline
+bounds each whole request. Commits and repos are dated by the server's clock only.
 
 Every commit is an immutable snapshot with a fresh 40-hex id, so old revisions stay downloadable.
 """
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 from .environment import configure_hub_environment, reserved_socket
 from .server import LocalHub
-from .store import DEFAULT_USER, DUMMY_TOKEN, Blob, Commit, HubError, Repo, git_blob_sha1, is_lfs_path
+from .store import DEFAULT_TOKEN, DEFAULT_USER, Blob, Commit, HubError, Repo, git_blob_sha1, is_lfs_path
 
-__all__ = ["Blob", "Commit", "HubError", "LocalHub", "Repo", "DEFAULT_USER", "DUMMY_TOKEN", "configure_hub_environment",
+__all__ = ["Blob", "Commit", "HubError", "LocalHub", "Repo", "DEFAULT_USER", "DEFAULT_TOKEN", "configure_hub_environment",
            "reserved_socket", "git_blob_sha1", "is_lfs_path"]

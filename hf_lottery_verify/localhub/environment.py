@@ -8,7 +8,7 @@ import shutil
 import socket
 import tempfile
 
-from .store import DUMMY_TOKEN
+from .store import DEFAULT_TOKEN
 
 # --------------------------------------------------------------------------------------------------
 # Environment
@@ -23,7 +23,8 @@ _CLEARED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE", "HUGGI
 def configure_hub_environment(environ: dict[str, str] | None = None) -> int:
     """Reserve a loopback port and point the Hub client at it; call before ``huggingface_hub`` is imported.
 
-    Sets ``HF_ENDPOINT``, ``HF_HUB_DISABLE_XET``, a dummy ``HF_TOKEN``, a fresh temporary ``HF_HOME``
+    Sets ``HF_ENDPOINT``, ``HF_HUB_DISABLE_XET``, ``HF_TOKEN`` (``DEFAULT_TOKEN``: the token of a
+    :class:`LocalHub`'s default user ``DEFAULT_USER``), a fresh temporary ``HF_HOME``
     (removed at exit) and ``HF_HUB_DISABLE_TELEMETRY``, and removes variables that would redirect the cache
     or switch the client offline. The port stays reserved (bound, refusing connections) until
     :func:`local_hub` starts the server on it. Returns the port.
@@ -41,11 +42,10 @@ def configure_hub_environment(environ: dict[str, str] | None = None) -> int:
     atexit.register(shutil.rmtree, home, ignore_errors=True)
     for name in _CLEARED_ENV:
         env.pop(name, None)
-    env.update({"HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": DUMMY_TOKEN,
+    env.update({"HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": DEFAULT_TOKEN,
                 "HF_HOME": home, "HF_HUB_DISABLE_TELEMETRY": "1"})
     env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     return port
-
 
 
 def reserved_socket(port: int) -> socket.socket | None:

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
-import logging
 import re
 import socket
 import time
 import traceback
 from collections.abc import Iterable, Mapping
-from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+import yaml
+
 from .store import (
+    _NAME_RE,
     _REPO_TYPES,
     _URL_PREFIX,
     Blob,
@@ -27,11 +29,7 @@ from .store import (
     is_lfs_path,
     iso_date,
 )
-
-if TYPE_CHECKING:
-    from .server import LocalHub, _HTTPServer
-
-logger = logging.getLogger(__name__)
+from .transport import _GuardedHandler
 
 # --------------------------------------------------------------------------------------------------
 # HTTP layer
@@ -55,23 +53,25 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         ("GET", _API + r"/commits/(?P<rev>[^/]+)", "commits"),
         ("GET", _API + r"/refs", "refs"),
         ("POST", _API + r"/branch/(?P<name>[^/]+)", "create_branch"),
-        ("DELETE", _API + r"/branch/(?P<name>[^/]+)", "delete_branch"),
+        ("DELETE", _API + r"/(?P<ref>branch|tag)/(?P<name>[^/]+)", "delete_ref"),
         ("POST", _API + r"/tag/(?P<rev>[^/]+)", "create_tag"),
-        ("DELETE", _API + r"/tag/(?P<name>[^/]+)", "delete_tag"),
         ("POST", r"/" + _REPO + r"\.git/info/lfs/objects/batch", "lfs_batch"),
         ("PUT", r"/__lfs/(?P<kind>models|datasets|spaces)/(?P<repo>[^/]+/[^/]+)/(?P<oid>[0-9a-f]{64})", "lfs_put"),
-        ("POST", r"/__lfs/(?P<kind>models|datasets|spaces)/(?P<repo>[^/]+/[^/]+)/verify", "lfs_verify"),
         ("GET", r"/" + _REPO + r"/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
         ("HEAD", r"/" + _REPO + r"/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
     ]
 ]
 _SINGLE_SEGMENT_REPO = re.compile(r"/api/(?:models|datasets|spaces)/[^/]+(?:/revision/[^/]+)?|/[^/]+/resolve/.+")
-_RANGE_RE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", re.IGNORECASE)
+_OPEN_POSTS = ("validate_yaml", "paths_info", "lfs_put")  # non-GET routes without a token (lfs_put: signed URL)
 
 
-def _repo_type(groups: Mapping[str, str | None]) -> str:
-    """``model``, ``dataset`` or ``space``, from an ``/api/{kind}/`` segment or a ``datasets/`` URL prefix."""
-    return _REPO_TYPES[groups.get("kind") or groups.get("prefix") or "models"]
+def _checked_path(value: Mapping[str, Any], *, folder: bool = False) -> str:
+    """The ``path`` of a commit operation: a relative path inside the repo (a folder's may end in ``/``), or 400."""
+    path = value["path"]
+    parts = str(path).removesuffix("/" if folder else "").split("/")
+    if not isinstance(path, str) or "\0" in path or any(part in ("", ".", "..") for part in parts):
+        raise HubError(400, f"Invalid path in repo: {path!r}")
+    return path
 
 
 def _tree_entry(path: str, blob: Blob) -> dict[str, Any]:
@@ -94,99 +94,75 @@ def _folders(files: Iterable[str]) -> set[str]:
     return folders
 
 
+def _front_matter(text: str) -> Any:
+    """The YAML front matter of a model card (``None`` without one). Raises ``yaml.YAMLError``."""
+    match = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", text, re.DOTALL)
+    return None if match is None else yaml.safe_load(match.group(1))
+
+
 def _card_data(readme: bytes) -> dict[str, Any] | None:
     """The YAML front matter of a model card, as the Hub reports it in ``cardData``."""
-    text = readme.decode("utf-8", errors="replace")
-    match = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", text, re.DOTALL)
-    if match is None:
-        return None
-    import yaml
-
     try:
-        data = yaml.safe_load(match.group(1))
+        data = _front_matter(readme.decode("utf-8", errors="replace"))
     except yaml.YAMLError:
         return None
     return data if isinstance(data, dict) else None
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """Parses a request, routes it to a ``_h_<name>`` method, answers and logs it."""
+class _Handler(_GuardedHandler):
+    """Parses a request, checks its token, routes it to a ``_h_<name>`` method, answers and logs it."""
 
-    protocol_version = "HTTP/1.1"
-    server: _HTTPServer
+    # ---- routing and access ---------------------------------------------------------------------
 
-    # ---- plumbing -------------------------------------------------------------------------------
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        logger.debug("local hub: " + format, *args)
-
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-        self._dispatch()
-
-    do_HEAD = do_POST = do_PUT = do_DELETE = do_GET
-
-    @property
-    def hub(self) -> LocalHub:
-        return self.server.hub
-
-    def _dispatch(self) -> None:
-        raw_path, _, raw_query = self.path.partition("?")
-        self._logged = False
-        self._query = dict(parse_qsl(raw_query, keep_blank_values=True))
-        self._authorized = self.headers.get("Authorization") is not None
-        self._path = unquote(raw_path)
+    def _answer(self, raw_path: str) -> None:
         try:
-            self._body = self._read_body()
-            self._answer(raw_path, self._path)
-        except ConnectionError:  # the client went away (e.g. it timed out): nothing left to answer
-            self.close_connection = True
-        finally:
-            self._log(0, 0)
-
-    def _log(self, status: int, bytes_sent: int) -> None:
-        """Log this request once, before the client can see any answer (so tests never race the log)."""
-        if not self._logged:
-            self._logged = True
-            self.hub._record({"method": self.command, "path": self._path, "query": self._query,
-                              "range": self.headers.get("Range"), "status": status, "bytes_sent": bytes_sent,
-                              "authorized": self._authorized})
-
-    def _answer(self, raw_path: str, path: str) -> None:
-        try:
-            fault = self.hub._take_fault(path)
+            fault = self.hub._take_fault(self._path)
             if fault is not None:
                 self._answer_fault(fault)
-            else:
-                self._route(raw_path)
+                return
+            self._user = self._authenticate()
+            name, groups = self._match(raw_path)
+            if name == "lfs_put":
+                self._check_signature(groups)
+            elif self._user is None and (name == "whoami" or self.command not in ("GET", "HEAD")
+                                         and name not in _OPEN_POSTS):
+                raise HubError(401, "Invalid username or password.")
+            self._body = self._read_body(int(self._query.get("size", 0)) if name == "lfs_put" else None)
+            getattr(self, f"_h_{name}")(groups)
         except HubError as error:
             self._send_error(error)
-        except ConnectionError:
+        except (ConnectionError, TimeoutError):
             raise
+        except (AttributeError, KeyError, TypeError, ValueError) as error:  # a body that is not what the route takes
+            self._send_error(HubError(400, f"Malformed request: {error!r}"))
         except Exception as error:  # a server bug: keep the traceback for the tests, answer 500
             self.hub._record_error(traceback.format_exc())
             self._send_error(HubError(500, f"Local hub error: {error!r}"))
 
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+    def _authenticate(self) -> str | None:
+        """The user the ``Authorization`` token belongs to; ``None`` without one; 401 for a token nobody holds."""
+        header = self.headers.get("Authorization")
+        if header is None:
+            return None
+        scheme, _, token = header.partition(" ")
+        user = self.hub._token_user(token.strip()) if scheme.lower() == "bearer" else None
+        if user is None:
+            raise HubError(401, "Invalid credentials in Authorization header")  # the client's plain HTTP error
+        return user
 
-    def _route(self, raw_path: str) -> None:
+    def _check_signature(self, groups: dict[str, Any]) -> None:
+        """LFS PUTs carry no token (as with S3): the URL is signed by the batch call that authorized them."""
+        expected = self.hub._sign(f"{groups['type']}/{groups['repo']}/{groups['oid']}/{self._query.get('size')}")
+        if not hmac.compare_digest(expected.encode(), self._query.get("sig", "").encode("utf-8", "replace")):
+            raise HubError(403, "Invalid or missing LFS upload signature: ask the LFS batch API for an upload URL")
+
+    def _match(self, raw_path: str) -> tuple[str, dict[str, Any]]:
         for method, pattern, name in _ROUTES:
             if method == self.command and (match := pattern.fullmatch(raw_path)):
                 groups = {key: unquote(value) if value is not None else None
                           for key, value in match.groupdict().items()}
-                getattr(self, f"_h_{name}")(groups)
-                return
+                groups["type"] = _REPO_TYPES[groups.get("kind") or groups.get("prefix") or "models"]
+                return name, groups
         if _SINGLE_SEGMENT_REPO.fullmatch(raw_path):  # e.g. "gpt2": this hub only stores owner/name repos
             raise HubError(404, "Repository not found", "RepoNotFound")
         raise HubError(501, f"Not implemented by the local hub: {self.command} {raw_path}")
@@ -201,68 +177,51 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(fault.status, fault.body, {"Content-Type": "text/plain"})
 
-    def _send(self, status: int, body: bytes, headers: Mapping[str, str] | None = None, *,
-              length: int | None = None) -> None:
-        self.send_response(status)
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body) if length is None else length))
-        send_body = self.command != "HEAD" and bool(body)
-        self._log(status, len(body) if send_body else 0)
-        self.end_headers()
-        if send_body:
-            self.wfile.write(body)
-
-    def _send_json(self, data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> None:
-        self._send(status, json.dumps(data).encode(), {"Content-Type": "application/json", **(headers or {})})
-
-    def _send_error(self, error: HubError) -> None:
-        headers = {"X-Error-Message": error.message, **error.headers}
-        if error.code:
-            headers["X-Error-Code"] = error.code
-        self._send_json({"error": error.message, **error.extra}, error.status, headers)
-
-    def _json(self) -> Any:
-        try:
-            return json.loads(self._body or b"{}")
-        except json.JSONDecodeError as error:
-            raise HubError(400, f"Invalid JSON body: {error}") from error
-
-    def _repo(self, groups: Mapping[str, str | None], *, write: bool = False) -> Repo:
-        if write and not self._authorized:
-            raise HubError(401, "Invalid username or password.")
-        return self.hub._get_repo(_repo_type(groups), groups["repo"] or "", authorized=self._authorized)
+    def _repo(self, groups: Mapping[str, Any], *, write: bool = False) -> Repo:
+        """The repo a request names, if its user may read it (private: the owner only) and, for writes, own it."""
+        with self.hub._lock:
+            repo = self.hub._repos.get((groups["type"], groups["repo"] or ""))
+        owner = self._user is not None and self._user == (groups["repo"] or "").split("/")[0]
+        if repo is None or (repo.private and not owner):
+            raise HubError(401 if self._user is None else 404, "Repository not found", "RepoNotFound")
+        if write and not owner:
+            raise HubError(403, f"You don't have the rights to write to {repo.repo_id}: it is not in your namespace")
+        return repo
 
     def _resolve(self, repo: Repo, revision: str | None) -> Commit:
         return self.hub._resolve(repo, revision or "main")
 
     # ---- account and repositories ---------------------------------------------------------------
 
-    def _h_whoami(self, groups: Mapping[str, str | None]) -> None:
-        if not self._authorized:
-            raise HubError(401, "Invalid credentials in Authorization header")
-        self._send_json({"type": "user", "name": self.hub.default_user, "fullname": "Local Hub User",
-                         "orgs": [], "auth": {"type": "access_token", "accessToken": {"role": "write"}}})
+    def _h_whoami(self, groups: Mapping[str, Any]) -> None:
+        self._send_json({"type": "user", "name": self._user, "fullname": self._user, "orgs": [],
+                         "auth": {"type": "access_token", "accessToken": {"role": "write"}}})
 
-    def _h_create_repo(self, groups: Mapping[str, str | None]) -> None:
-        if not self._authorized:
-            raise HubError(401, "Invalid username or password.")
+    def _repo_id_in(self, body: Mapping[str, Any]) -> tuple[str, str]:
+        """``(type, owner/name)`` of a create/delete body; a name outside the user's namespace is refused."""
+        namespace, name, repo_type = body.get("organization") or self._user, body["name"], body.get("type") or "model"
+        if repo_type not in _URL_PREFIX or not all(isinstance(v, str) and _NAME_RE.fullmatch(v)
+                                                   for v in (namespace, name)):
+            raise HubError(400, "Invalid repo type, namespace or name")
+        if namespace != self._user:
+            raise HubError(403, f"You don't have the rights to create or delete repos in the namespace {namespace}")
+        return repo_type, f"{namespace}/{name}"
+
+    def _h_create_repo(self, groups: Mapping[str, Any]) -> None:
         body = self._json()
-        repo_id = f"{body.get('organization') or self.hub.default_user}/{body['name']}"
-        repo_type = body.get("type") or "model"
-        private = body.get("visibility") == "private" or bool(body.get("private"))
-        self.hub.create_repo(repo_id, repo_type=repo_type, private=private)
+        repo_type, repo_id = self._repo_id_in(body)
+        self.hub.create_repo(repo_id, repo_type=repo_type,
+                             private=body.get("visibility") == "private" or bool(body.get("private")))
         self._send_json({"url": f"{self.hub.url}/{_URL_PREFIX[repo_type]}{repo_id}", "name": repo_id}, 200)
 
-    def _h_delete_repo(self, groups: Mapping[str, str | None]) -> None:
-        body = self._json()
-        repo_id = f"{body.get('organization') or self.hub.default_user}/{body['name']}"
+    def _h_delete_repo(self, groups: Mapping[str, Any]) -> None:
+        repo_type, repo_id = self._repo_id_in(self._json())
         with self.hub._lock:
-            self.hub._get_repo(body.get("type") or "model", repo_id, authorized=self._authorized)
-            del self.hub._repos[(body.get("type") or "model", repo_id)]
+            self._repo({"type": repo_type, "repo": repo_id}, write=True)
+            del self.hub._repos[(repo_type, repo_id)]
         self._send_json({})
 
-    def _h_settings(self, groups: Mapping[str, str | None]) -> None:
+    def _h_settings(self, groups: Mapping[str, Any]) -> None:
         repo, body = self._repo(groups, write=True), self._json()
         if "private" in body:
             repo.private = bool(body["private"])
@@ -270,22 +229,17 @@ class _Handler(BaseHTTPRequestHandler):
             repo.private = body["visibility"] == "private"
         self._send_json({})
 
-    def _h_validate_yaml(self, groups: Mapping[str, str | None]) -> None:
-        content = str(self._json().get("content", ""))
-        match = re.match(r"^---\s*\n(.*?)\n---", content, re.DOTALL)
-        if match is not None:
-            import yaml
-
-            try:
-                yaml.safe_load(match.group(1))
-            except yaml.YAMLError as error:
-                self._send_json({"errors": [{"message": f"Invalid YAML: {error}"}], "warnings": []}, 400)
-                return
+    def _h_validate_yaml(self, groups: Mapping[str, Any]) -> None:
+        try:
+            _front_matter(str(self._json().get("content", "")))
+        except yaml.YAMLError as error:
+            self._send_json({"errors": [{"message": f"Invalid YAML: {error}"}], "warnings": []}, 400)
+            return
         self._send_json({"errors": [], "warnings": []})
 
     # ---- upload ---------------------------------------------------------------------------------
 
-    def _h_preupload(self, groups: Mapping[str, str | None]) -> None:
+    def _h_preupload(self, groups: Mapping[str, Any]) -> None:
         if self._query.get("create_pr"):
             raise HubError(400, "create_pr is not supported by the local hub")
         repo = self._repo(groups, write=True)
@@ -300,39 +254,37 @@ class _Handler(BaseHTTPRequestHandler):
                            "shouldIgnore": False, "oid": remote_oid})
         self._send_json({"files": answer, "commitOid": self._resolve(repo, groups["rev"]).oid})
 
-    def _h_lfs_batch(self, groups: Mapping[str, str | None]) -> None:
+    def _h_lfs_batch(self, groups: Mapping[str, Any]) -> None:
         repo, body = self._repo(groups, write=True), self._json()
         if body.get("operation") != "upload":
             raise HubError(400, "The local hub only supports LFS uploads through the batch API")
-        kind = f"{repo.repo_type}s"
         objects = []
         for item in body.get("objects", []):
-            oid, size = item["oid"], int(item["size"])
+            oid, size = item["oid"], item["size"]
+            if not (isinstance(oid, str) and re.fullmatch(r"[0-9a-f]{64}", oid) and type(size) is int and size >= 0):
+                raise HubError(400, "An LFS object needs a sha256 hex oid and a non-negative integer size")
+            if size > self.hub.max_body:
+                raise HubError(413, f"LFS object larger than this hub's {self.hub.max_body} bytes")
             entry: dict[str, Any] = {"oid": oid, "size": size, "authenticated": True}
             if oid not in repo.lfs_objects:
-                base = f"{self.hub.url}/__lfs/{kind}/{repo.repo_id}"
-                entry["actions"] = {"upload": {"href": f"{base}/{oid}"},
-                                    "verify": {"href": f"{base}/verify", "header": {}}}
+                base = f"{self.hub.url}/__lfs/{repo.repo_type}s/{repo.repo_id}"
+                signature = self.hub._sign(f"{repo.repo_type}/{repo.repo_id}/{oid}/{size}")
+                entry["actions"] = {"upload": {"href": f"{base}/{oid}?size={size}&sig={signature}"}}
             objects.append(entry)
         self._send_json({"transfer": "basic", "objects": objects, "hash_algo": "sha256"},
                         headers={"Content-Type": "application/vnd.git-lfs+json"})
 
-    def _h_lfs_put(self, groups: Mapping[str, str | None]) -> None:
-        repo = self.hub._get_repo(_repo_type(groups), groups["repo"] or "")  # signed-URL style: no auth header
-        if hashlib.sha256(self._body).hexdigest() != groups["oid"]:
-            raise HubError(400, "LFS object content does not match its sha256 oid")
+    def _h_lfs_put(self, groups: Mapping[str, Any]) -> None:
+        if len(self._body) != int(self._query["size"]) or hashlib.sha256(self._body).hexdigest() != groups["oid"]:
+            raise HubError(400, "LFS object content does not match its sha256 oid and size")
         with self.hub._lock:
-            repo.lfs_objects[groups["oid"] or ""] = self._body
+            repo = self.hub._repos.get((groups["type"], groups["repo"]))
+            if repo is None:
+                raise HubError(404, "Repository not found", "RepoNotFound")
+            repo.lfs_objects[groups["oid"]] = self._body
         self._send(200, b"")
 
-    def _h_lfs_verify(self, groups: Mapping[str, str | None]) -> None:
-        repo, body = self._repo(groups, write=True), self._json()
-        data = repo.lfs_objects.get(body.get("oid", ""))
-        if data is None or len(data) != int(body.get("size", -1)):
-            raise HubError(404, "LFS object not found")
-        self._send_json({"success": True})
-
-    def _h_commit(self, groups: Mapping[str, str | None]) -> None:
+    def _h_commit(self, groups: Mapping[str, Any]) -> None:
         if self._query.get("create_pr"):
             raise HubError(400, "create_pr is not supported by the local hub")
         repo = self._repo(groups, write=True)
@@ -346,31 +298,31 @@ class _Handler(BaseHTTPRequestHandler):
             item = json.loads(line)
             key, value = item.get("key"), item.get("value", {})
             if key == "header":
-                header = value
+                header = value  # its summary and description only: the date and author are the server's
             elif key == "file":
-                additions[value["path"]] = Blob.make(base64.b64decode(value["content"]), lfs=False)
+                additions[_checked_path(value)] = Blob.make(base64.b64decode(value["content"]), lfs=False)
             elif key == "lfsFile":
                 data = repo.lfs_objects.get(value["oid"])
                 if data is None:
                     raise HubError(422, f"LFS file {value['path']} ({value['oid']}) was not uploaded")
-                additions[value["path"]] = Blob.make(data, lfs=True)
+                additions[_checked_path(value)] = Blob.make(data, lfs=True)
             elif key == "deletedFile":
-                deletions.append(value["path"])
+                deletions.append(_checked_path(value))
             elif key == "deletedFolder":
-                folders.append(value["path"])
+                folders.append(_checked_path(value, folder=True))
             else:
                 raise HubError(400, f"Unsupported commit operation: {key}")
         oid = self.hub.commit(repo.repo_id, additions, deletions=deletions, folder_deletions=folders,
-                              message=header.get("summary") or "Update", description=header.get("description", ""),
-                              revision=groups["rev"] or "main", repo_type=repo.repo_type,
-                              parent_commit=header.get("parentCommit"), author=self.hub.default_user)
+                              message=str(header.get("summary") or "Update"),
+                              description=str(header.get("description") or ""), revision=groups["rev"] or "main",
+                              repo_type=repo.repo_type, parent_commit=header.get("parentCommit"), author=self._user)
         commit_url = f"{self.hub.url}/{_URL_PREFIX[repo.repo_type]}{repo.repo_id}/commit/{oid}"
         self._send_json({"success": True, "commitOid": oid, "commitUrl": commit_url, "hookOutput": "",
                          "pullRequestUrl": None})
 
     # ---- refs -----------------------------------------------------------------------------------
 
-    def _h_create_branch(self, groups: Mapping[str, str | None]) -> None:
+    def _h_create_branch(self, groups: Mapping[str, Any]) -> None:
         repo, body = self._repo(groups, write=True), self._json()
         with self.hub._lock:
             if groups["name"] in repo.branches:
@@ -378,29 +330,24 @@ class _Handler(BaseHTTPRequestHandler):
             repo.branches[groups["name"] or ""] = self._resolve(repo, body.get("startingPoint")).oid
         self._send_json({})
 
-    def _h_delete_branch(self, groups: Mapping[str, str | None]) -> None:
+    def _h_delete_ref(self, groups: Mapping[str, Any]) -> None:
         repo = self._repo(groups, write=True)
         with self.hub._lock:
-            if repo.branches.pop(groups["name"] or "", None) is None:
+            if (repo.branches if groups["ref"] == "branch" else repo.tags).pop(groups["name"], None) is None:
                 raise _not_found("RevisionNotFound", f"Invalid rev id: {groups['name']}")
         self._send_json({})
 
-    def _h_create_tag(self, groups: Mapping[str, str | None]) -> None:
-        repo, body = self._repo(groups, write=True), self._json()
+    def _h_create_tag(self, groups: Mapping[str, Any]) -> None:
+        repo, tag = self._repo(groups, write=True), self._json()["tag"]
+        if not isinstance(tag, str) or not tag:
+            raise HubError(400, "A tag needs a name")
         with self.hub._lock:
-            if body["tag"] in repo.tags:
-                raise HubError(409, f"Tag already exists: {body['tag']}")
-            repo.tags[body["tag"]] = self._resolve(repo, groups["rev"]).oid
+            if tag in repo.tags:
+                raise HubError(409, f"Tag already exists: {tag}")
+            repo.tags[tag] = self._resolve(repo, groups["rev"]).oid
         self._send_json({})
 
-    def _h_delete_tag(self, groups: Mapping[str, str | None]) -> None:
-        repo = self._repo(groups, write=True)
-        with self.hub._lock:
-            if repo.tags.pop(groups["name"] or "", None) is None:
-                raise _not_found("RevisionNotFound", f"Invalid rev id: {groups['name']}")
-        self._send_json({})
-
-    def _h_refs(self, groups: Mapping[str, str | None]) -> None:
+    def _h_refs(self, groups: Mapping[str, Any]) -> None:
         repo = self._repo(groups)
         with self.hub._lock:
             branches = [{"name": name, "ref": f"refs/heads/{name}", "targetCommit": oid}
@@ -411,7 +358,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ---- download -------------------------------------------------------------------------------
 
-    def _h_info(self, groups: Mapping[str, str | None]) -> None:
+    def _h_info(self, groups: Mapping[str, Any]) -> None:
         repo = self._repo(groups)
         with self.hub._lock:
             commit = self._resolve(repo, groups.get("rev"))
@@ -440,7 +387,7 @@ class _Handler(BaseHTTPRequestHandler):
                     info["library_name"] = card["library_name"]
         self._send_json(info)
 
-    def _h_tree(self, groups: Mapping[str, str | None]) -> None:
+    def _h_tree(self, groups: Mapping[str, Any]) -> None:
         repo = self._repo(groups)
         with self.hub._lock:
             commit = self._resolve(repo, groups["rev"])
@@ -459,7 +406,7 @@ class _Handler(BaseHTTPRequestHandler):
             entries = [entry for entry in entries if entry["path"].count("/") == depth]
         self._send_json(sorted(entries, key=lambda entry: entry["path"]))
 
-    def _h_paths_info(self, groups: Mapping[str, str | None]) -> None:
+    def _h_paths_info(self, groups: Mapping[str, Any]) -> None:
         repo = self._repo(groups)
         with self.hub._lock:
             commit = self._resolve(repo, groups["rev"])
@@ -476,7 +423,7 @@ class _Handler(BaseHTTPRequestHandler):
                 answer.append(_folder_entry(commit, path.strip("/")))
         self._send_json(answer)
 
-    def _h_commits(self, groups: Mapping[str, str | None]) -> None:
+    def _h_commits(self, groups: Mapping[str, Any]) -> None:
         repo = self._repo(groups)
         items = []
         with self.hub._lock:
@@ -487,7 +434,7 @@ class _Handler(BaseHTTPRequestHandler):
                 commit = repo.commits[commit.parent] if commit.parent else None
         self._send_json(items)
 
-    def _h_resolve(self, groups: Mapping[str, str | None]) -> None:
+    def _h_resolve(self, groups: Mapping[str, Any]) -> None:
         repo = self._repo(groups)
         with self.hub._lock:
             commit = self._resolve(repo, groups["rev"])
@@ -500,18 +447,6 @@ class _Handler(BaseHTTPRequestHandler):
             headers.update({"X-Linked-Etag": f'"{blob.sha256}"', "X-Linked-Size": str(len(blob.data))})
         self._send_range(blob.data, headers)
 
-    def _send_range(self, data: bytes, headers: dict[str, str]) -> None:
-        requested = self.headers.get("Range")
-        match = _RANGE_RE.fullmatch(requested) if requested and self.command == "GET" else None
-        if match is None or match.group(1) == match.group(2) == "":
-            self._send(200, data, headers, length=len(data))
-            return
-        size, first, last = len(data), match.group(1), match.group(2)
-        start = int(first) if first else max(size - int(last), 0)
-        end = min(int(last), size - 1) if first and last else size - 1
-        if start >= size or start > end:
-            self._send(416, b"", {**headers, "Content-Range": f"bytes */{size}"})
-            return
-        self._send(206, data[start: end + 1], {**headers, "Content-Range": f"bytes {start}-{end}/{size}"})
+
 
 

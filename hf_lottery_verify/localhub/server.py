@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
+import secrets
 import socket
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from http.server import ThreadingHTTPServer
 from typing import Any
 
 from .handler import _Handler
 from .store import (
+    _NAME_RE,
     _SHA_RE,
     _URL_PREFIX,
+    DEFAULT_TOKEN,
     DEFAULT_USER,
     GITATTRIBUTES,
     Blob,
@@ -28,6 +32,11 @@ from .store import (
 )
 
 logger = logging.getLogger(__name__)
+_SERVING: dict[int, LocalHub] = {}  # port → the hub this process serves there
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
 
 # --------------------------------------------------------------------------------------------------
 # The server
@@ -76,16 +85,32 @@ class _HTTPServer(ThreadingHTTPServer):
 class LocalHub:
     """An in-memory Hub. Start it, point ``HF_ENDPOINT`` at :attr:`url`, and use the real client.
 
+    Like the real Hub, it knows its users by their tokens: a request with a token nobody holds gets 401,
+    every write needs a token, a user writes only in their own namespace, and a private repo is visible to
+    its owner only. LFS uploads go to URLs signed by the (authenticated) batch call. Commit and repo dates
+    come from :attr:`clock`, never from the client. Methods called on the object itself (``put_file``,
+    ``commit``, ...) act as the server's administrator: no token, any namespace.
+
     Args:
         host (`str`, *optional*, defaults to ``"127.0.0.1"``): address to listen on.
         port (`int`, *optional*, defaults to 0): port; 0 picks a free one on the first start.
         sock (`socket.socket`, *optional*): a bound, not yet listening socket to adopt on the first start.
-        default_user (`str`, *optional*): namespace used when a repo is created without one.
+        users (`Mapping[str, str]`, *optional*): user name → token (default: ``DEFAULT_USER`` with
+            ``DEFAULT_TOKEN``, the token :func:`configure_hub_environment` exports); more with :meth:`add_user`.
+        clock (`Callable[[], datetime]`, *optional*): the server's time (timezone-aware; default: UTC now).
+        max_body (`int`, *optional*, defaults to 256 MiB): the largest request body or LFS object accepted (413).
+        request_timeout (`float`, *optional*, defaults to 60): seconds a connection gets for one whole request,
+            from its first byte (or the end of the previous one) to the end of the answer.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, sock: socket.socket | None = None,
-                 default_user: str = DEFAULT_USER) -> None:
-        self.host, self.port, self.default_user = host, port, default_user
+                 users: Mapping[str, str] | None = None, clock: Callable[[], datetime] | None = None,
+                 max_body: int = 256 * 2**20, request_timeout: float = 60.0) -> None:
+        self.host, self.port = host, port
+        self.clock, self.max_body, self.request_timeout = clock or _utc_now, max_body, request_timeout
+        users = {DEFAULT_USER: DEFAULT_TOKEN} if users is None else users
+        self._tokens = {token: user for user, token in users.items()}
+        self._secret = secrets.token_bytes(32)
         self._reserved = sock
         if sock is not None:
             self.host, self.port = sock.getsockname()[:2]
@@ -120,7 +145,13 @@ class LocalHub:
             self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                             name=f"local-hub-{self.port}", daemon=True)
             self._thread.start()
+            _SERVING[self.port] = self
         return self
+
+    @classmethod
+    def serving_at(cls, port: int | None) -> LocalHub | None:
+        """The running hub this process serves on ``port``, if any (e.g. to add a user to it)."""
+        return _SERVING.get(port)  # type: ignore[arg-type]
 
     def stop(self) -> None:
         """Stop serving and drop open connections: clients then get "connection refused". Data is kept."""
@@ -128,6 +159,7 @@ class LocalHub:
             server, thread, self._server, self._thread = self._server, self._thread, None, None
         if server is None:
             return
+        _SERVING.pop(self.port, None)
         server.shutdown()
         server.server_close()
         server.drop_connections()
@@ -140,11 +172,36 @@ class LocalHub:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
+    # ---- users --------------------------------------------------------------------------------------
+
+    def add_user(self, name: str, token: str | None = None) -> str:
+        """Register user ``name`` and return their token (a known user keeps theirs unless ``token`` is given).
+
+        Raises:
+            ValueError: ``name`` is not a valid Hub user name.
+        """
+        if not _NAME_RE.fullmatch(name):
+            raise ValueError(f"Not a valid Hub user name: {name!r}")
+        with self._lock:
+            known = next((t for t, user in self._tokens.items() if user == name), None)
+            if known is not None and token in (None, known):
+                return known
+            self._tokens.pop(known, None)
+            token = token or f"hf_{secrets.token_urlsafe(24)}"
+            self._tokens[token] = name
+            return token
+
+    def _token_user(self, token: str) -> str | None:
+        return self._tokens.get(token)
+
+    def _sign(self, text: str) -> str:
+        return hmac.new(self._secret, text.encode(), hashlib.sha256).hexdigest()
+
     # ---- request log and faults -----------------------------------------------------------------
 
     @property
     def requests(self) -> list[dict[str, Any]]:
-        """A copy of the request log: dicts with method, path, query, range, status, bytes_sent, authorized."""
+        """A copy of the request log: dicts with method, path, query, range, status, bytes_sent, user."""
         with self._lock:
             return [dict(entry) for entry in self._log]
 
@@ -201,14 +258,9 @@ class LocalHub:
 
     # ---- direct repository access (no client involved) ------------------------------------------
 
-    def reset(self) -> None:
-        """Delete every repository."""
-        with self._lock:
-            self._repos.clear()
-
     def create_repo(self, repo_id: str, *, repo_type: str = "model", private: bool = False,
                     exist_ok: bool = False) -> Repo:
-        """Create a repository with the Hub's "initial commit" (a ``.gitattributes`` file)."""
+        """Create a repository dated by :attr:`clock`, with the Hub's "initial commit" (a ``.gitattributes`` file)."""
         with self._lock:
             key = (repo_type, repo_id)
             if key in self._repos:
@@ -216,8 +268,7 @@ class LocalHub:
                     return self._repos[key]
                 url = f"{self.url}/{_URL_PREFIX[repo_type]}{repo_id}"
                 raise HubError(409, f"You already created this {repo_type} repo", extra={"url": url})
-            now = datetime.now(timezone.utc)
-            repo = Repo(repo_type=repo_type, repo_id=repo_id, private=private, created_at=now)
+            repo = Repo(repo_type=repo_type, repo_id=repo_id, private=private, created_at=self.clock())
             self._repos[key] = repo
             self._new_commit(repo, "main", {".gitattributes": Blob.make(GITATTRIBUTES.encode(), lfs=False)},
                              title="initial commit", author="system")
@@ -229,7 +280,7 @@ class LocalHub:
             return self._repos[(repo_type, repo_id)]
 
     def set_private(self, repo_id: str, private: bool, *, repo_type: str = "model") -> None:
-        """Make a repository private (anonymous requests then get 401 RepoNotFound) or public."""
+        """Make a repository private (only its owner then sees it) or public."""
         self.repo(repo_id, repo_type=repo_type).private = private
 
     def put_file(self, repo_id: str, path: str, data: bytes, *, message: str | None = None, revision: str = "main",
@@ -276,18 +327,12 @@ class LocalHub:
             commit = self._resolve(self._get_repo(repo_type, repo_id), revision)
             return commit.files[path].data
 
-    def head(self, repo_id: str, revision: str = "main", *, repo_type: str = "model") -> str:
-        """The commit id ``revision`` points to."""
-        with self._lock:
-            return self._resolve(self._get_repo(repo_type, repo_id), revision).oid
-
     # ---- internals shared with the request handler ----------------------------------------------
 
-    def _get_repo(self, repo_type: str, repo_id: str, *, authorized: bool = True) -> Repo:
+    def _get_repo(self, repo_type: str, repo_id: str) -> Repo:
         repo = self._repos.get((repo_type, repo_id))
-        if repo is None or (repo.private and not authorized):
-            status = 404 if repo is None and authorized else 401
-            raise HubError(status, "Repository not found", "RepoNotFound")
+        if repo is None:
+            raise HubError(404, "Repository not found", "RepoNotFound")
         return repo
 
     def _resolve(self, repo: Repo, revision: str) -> Commit:
@@ -304,7 +349,7 @@ class LocalHub:
     def _new_commit(self, repo: Repo, branch: str, files: dict[str, Blob], *, title: str, message: str = "",
                     author: str = DEFAULT_USER) -> Commit:
         parent = repo.branches.get(branch)
-        date = datetime.now(timezone.utc)
+        date = max(self.clock(), repo.created_at)  # the server's time, never before the repo was created
         if parent is not None:  # strictly increasing dates keep "newest first" unambiguous
             date = max(date, repo.commits[parent].date + timedelta(milliseconds=1))
         oid = hashlib.sha1(f"{repo.repo_id}\0{parent}\0{title}\0{date}\0{uuid.uuid4()}".encode()).hexdigest()

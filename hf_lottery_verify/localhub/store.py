@@ -13,7 +13,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 DEFAULT_USER = "local-user"
-DUMMY_TOKEN = "hf_local_hub_dummy_token"
+DEFAULT_TOKEN = "hf_local_hub_default_token"  # DEFAULT_USER's token unless a LocalHub is given other users
 LFS_MIN_SIZE = 10 * 1024 * 1024
 LFS_SUFFIXES = (
     ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".npy", ".npz", ".pkl",
@@ -23,6 +23,7 @@ GITATTRIBUTES = "".join(f"*{suffix} filter=lfs diff=lfs merge=lfs -text\n" for s
 _REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 _URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 _SHA_RE = re.compile(r"[0-9a-f]{5,40}")
+_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?")  # a user, namespace or repo name
 
 
 # --------------------------------------------------------------------------------------------------

@@ -79,6 +79,17 @@ def _start_local_hub() -> tuple[Any, str | None]:
     return hub, DEFAULT_USER
 
 
+def _in_process_hub() -> Any:
+    """The local Hub this process serves at ``HF_ENDPOINT`` (the thief gets an account there), or ``None``."""
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    from ..localhub import LocalHub
+
+    return LocalHub.serving_at(urlsplit(constants.ENDPOINT).port)
+
+
 def _evidence(report: Any) -> dict[str, Any]:
     v2, v3 = report.signature, report.triggers
     return {"verdict": report.verdict, "reason": (report.reasons or [""])[0],
@@ -304,11 +315,12 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
     record("prune 20% (global magnitude)", pruned, verify_model(pruned, key=key_path, require_anchor=anchored))
     thief = run_attack("rescale", run_attack("permute", published, seed=v["seed"]), seed=v["seed"])
     thief.ownership_claim = None
-    if user is not None:
+    thief_hub = _in_process_hub() if user is not None else None
+    if thief_hub is not None:
         from ..hub import push_model
 
         thief_repo = f"mallory/{v['arch']}-totally-original"
-        push_model(thief, thief_repo)
+        push_model(thief, thief_repo, token=thief_hub.add_user("mallory"))  # the thief's own account
         thief_report = verify_hub_model(thief_repo, key=key_path, require_anchor=anchored)
     else:
         thief_repo = str(work / "thief")

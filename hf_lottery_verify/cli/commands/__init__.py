@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from . import attacks, demo, publish, schemes, ticket  # noqa: F401
+from . import attacks, demo, hub, publish, schemes, ticket  # noqa: F401
 
 __all__: list[str] = []

@@ -1,0 +1,63 @@
+"""``hub serve``: the local, in-memory Hub that the demo and the tests use, for a user's own shell."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import threading
+from argparse import Namespace
+from typing import Any
+
+from .. import command
+from .._parsing import write
+
+
+@command("hub")
+def _hub_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "hub", help="run a local Hub server on 127.0.0.1 (try the Hub workflow offline)",
+        description="ACTION 'serve' starts an in-memory Hub-compatible server on 127.0.0.1 for one user, prints "
+                    "the lines that point huggingface_hub (and this library) at it, and serves until Ctrl-C. "
+                    "Repos live in memory and are gone when it stops.")
+    actions = p.add_subparsers(dest="hub_action", metavar="ACTION", required=True, parser_class=type(p))
+    serve = actions.add_parser("serve", help="serve until Ctrl-C and print the HF_ENDPOINT/HF_TOKEN lines",
+                               description=p.description)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (only 127.0.0.1 is accepted)")
+    serve.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    serve.add_argument("--user", default="local-user",
+                       help="the user the printed token belongs to: they write in the namespace USER/")
+    serve.set_defaults(handler=_serve)
+
+
+def _serve(args: Namespace) -> int:
+    from ...errors import ConfigError
+    from ...localhub import LocalHub
+
+    if args.host != "127.0.0.1":
+        raise ConfigError(f"--host {args.host} refused: the local Hub has no TLS and serves 127.0.0.1 only.")
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port {args.port} is not a port number (0 picks a free one).")
+    hub = LocalHub(port=args.port, users={})
+    try:
+        token = hub.add_user(args.user)
+        hub.start()
+    except ValueError as exc:
+        raise ConfigError(f"--user {args.user!r} is not a valid Hub user name (letters, digits, '-', '_', '.').") \
+            from exc
+    except OSError as exc:
+        raise ConfigError(f"Cannot listen on 127.0.0.1:{args.port} ({exc.strerror or exc}): pick another --port, "
+                          "or 0 for a free one.") from exc
+    cache = tempfile.mkdtemp(prefix="hlv-hub-cache-")  # the local Hub's downloads stay apart from the Hub's
+    write(f"# local Hub for user {args.user}, in memory until Ctrl-C; paste into a shell:\n"
+          f"export HF_ENDPOINT={hub.url}\nexport HF_TOKEN={token}\nexport HF_HUB_DISABLE_XET=1\n"
+          f"export HF_HUB_CACHE={cache}")
+    sys.stdout.flush()
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        sys.stderr.write("hf-lottery hub: stopped\n")
+    finally:
+        hub.stop()
+        shutil.rmtree(cache, ignore_errors=True)
+    return 0
