@@ -8,6 +8,7 @@ local Hub where the earlier anchor must win.
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -211,6 +212,8 @@ def test_anchor_command_for_a_model_published_elsewhere(victim, fresh_hub, hub_r
     model, key_path, _ = victim
     key = tmp_path / "alice.json"
     OwnershipKey.load(key_path).save(key)
+    model = copy.deepcopy(model)
+    model.ownership_claim = None  # (another test published the shared model with a claim naming its repo)
     model.save_pretrained(tmp_path / "elsewhere")
     assert main(["anchor", "--key", str(key), "--repo", hub_repo_id, "--model", str(tmp_path / "elsewhere")]) == 0
     assert "anchored sha256:" in capsys.readouterr().out
