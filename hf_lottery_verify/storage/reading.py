@@ -1,10 +1,10 @@
-"""Reading checkpoints (trusting them): safetensors files and their header metadata,
-the compact layout, stored masks, shard indexes and the layouts of other libraries,
-mapped to timm's names (:func:`read_checkpoint`)."""
+"""Reading checkpoints (trusting their contents, not their form): this library's header
+metadata, the compact layout, stored masks, shard indexes and the layouts of other
+libraries, mapped to timm's names (:func:`read_checkpoint`). Files are read by
+:mod:`.files`, which checks their form."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping
@@ -12,13 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 
 from ..codecs import decode_positions, unpack_bits
-from ..errors import CheckpointError, CorruptCheckpointError, MaskError, MaskInconsistencyError, PickleRefusedError
+from ..errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    MaskError,
+    MaskInconsistencyError,
+    PickleRefusedError,
+)
 from ..masks import MaskDict
+from .config import read_config
 from .fileformat import (
-    CONFIG_NAME,
     FORMAT_VERSION,
     HIGH_PREFIX,
     LAYOUTS,
@@ -36,52 +42,23 @@ from .fileformat import (
     masks_path_for,
     tensor_digest,
 )
+from .files import load_json, name_some, read_json, read_safetensors, read_safetensors_metadata, shape_of
 
 __all__ = [
     "read_checkpoint",
-    "read_safetensors",
     "read_header_metadata",
     "parse_metadata",
     "canonicalize_state_dict",
     "strip_foreign_entries",
     "decode_compact",
     "find_weight_files",
-    "read_config",
 ]
 
 # Prefixes other libraries put in front of timm's names: transformers' TimmWrapper,
 # DistributedDataParallel, torch.compile.
 _FOREIGN_PREFIXES = ("timm_model.", "module.", "_orig_mod.")
-
-
-def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read every tensor and the raw header metadata of a safetensors file.
-
-    Args:
-        path (`str` or `os.PathLike`): The file.
-
-    Returns:
-        ``(tensors, metadata)``; metadata is ``{}`` when the header has none.
-
-    Raises:
-        CorruptCheckpointError: The file is truncated, its header is malformed, or a
-            tensor cannot be read.
-        CheckpointError: The file does not exist.
-    """
-    path = str(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"No such checkpoint file: {path}", path=path)
-    try:
-        with safe_open(path, framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
-        raise CorruptCheckpointError(
-            f"Cannot read safetensors file {path}: {exc}. The file is truncated or corrupt; "
-            "download or save it again.",
-            path=path,
-        ) from exc
-    return tensors, metadata
+MAX_DENSE_ELEMENTS = 2**28
+"""Most elements the compact layout may expand to in one file (1 GiB of float32; a ResNet-152 holds 60 M)."""
 
 
 def parse_metadata(raw: Mapping[str, str], key: str = METADATA_KEY, *, path: str | None = None) -> dict[str, Any]:
@@ -96,17 +73,19 @@ def parse_metadata(raw: Mapping[str, str], key: str = METADATA_KEY, *, path: str
         The parsed dict, or ``{}`` when the entry is absent.
 
     Raises:
-        CorruptCheckpointError: The entry is not JSON or names an unknown layout.
+        CorruptCheckpointError: The entry is not JSON, names an unknown layout or has
+            malformed mask entries.
         CheckpointError: The format version is newer than this release reads.
     """
     if key not in raw:
         return {}
-    try:
-        meta = json.loads(raw[key])
-    except json.JSONDecodeError as exc:
-        raise CorruptCheckpointError(f"Malformed '{key}' header metadata in {path}: {exc}.", path=path) from exc
-    if not isinstance(meta, dict):
-        raise CorruptCheckpointError(f"Malformed '{key}' header metadata in {path}: not a JSON object.", path=path)
+    meta = load_json(raw[key], where=f"the '{key}' header metadata of {path}", path=path)
+    masks = meta.get("masks", {}) if isinstance(meta, dict) else None
+    if not isinstance(masks, dict) or not all(
+            isinstance(e, dict) and shape_of(e.get("shape")) is not None and type(e.get("kept", 0)) is int
+            for e in masks.values()):
+        raise CorruptCheckpointError(f"Malformed '{key}' header metadata in {path}: not a JSON object with mask "
+                                     "entries of a shape and a kept count.", path=path)
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(
@@ -131,13 +110,7 @@ def read_header_metadata(path: str | os.PathLike) -> dict[str, Any]:
     Raises:
         CorruptCheckpointError: The header cannot be parsed.
     """
-    path = str(path)
-    try:
-        with safe_open(path, framework="pt") as f:
-            raw = dict(f.metadata() or {})
-    except (SafetensorError, OSError) as exc:
-        raise CorruptCheckpointError(f"Cannot read the header of {path}: {exc}.", path=path) from exc
-    return parse_metadata(raw, path=path)
+    return parse_metadata(read_safetensors_metadata(path), path=str(path))
 
 
 def decode_compact(
@@ -161,10 +134,15 @@ def decode_compact(
         ``(state_dict, masks)``: every tensor in dense form, and the masks of the compact ones.
 
     Raises:
-        CorruptCheckpointError: A compact parameter lacks a shape or its code is inconsistent.
+        CorruptCheckpointError: A compact parameter lacks a shape, its code is inconsistent,
+            or the shapes add up to more than :data:`MAX_DENSE_ELEMENTS`.
     """
     dense: dict[str, torch.Tensor] = {}
     masks: MaskDict = {}
+    total = sum(math.prod(shapes.get(k[len(VALUES_PREFIX):], ())) for k in tensors if k.startswith(VALUES_PREFIX))
+    if total > MAX_DENSE_ELEMENTS:
+        raise CorruptCheckpointError(f"{path}: the compact tensors' shapes add up to {total:,} elements, over the "
+                                     f"{MAX_DENSE_ELEMENTS:,} this library expands.", path=path)
     for key, t in tensors.items():
         if key.startswith((LOW_PREFIX, HIGH_PREFIX, MASK_PREFIX)):
             continue
@@ -291,22 +269,26 @@ def find_weight_files(folder: str | os.PathLike) -> list[Path]:
 
     Raises:
         PickleRefusedError: Only pickle-based weight files are present.
-        CheckpointError: No weights at all, or a broken shard index.
+        CheckpointError: No weights at all, or a broken shard index (shards must be
+            ``.safetensors`` files in the same folder).
     """
     folder = Path(folder)
     single = folder / WEIGHTS_NAME
-    if single.is_file():
+    if os.path.lexists(single):  # whatever it is: the reader refuses links to nowhere, FIFOs and devices
         return [single]
     index = folder / WEIGHTS_INDEX_NAME
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise CorruptCheckpointError(f"Malformed shard index {index}: {exc}.", path=str(index)) from exc
-        shards = sorted(set(weight_map.values()))
-        missing = [s for s in shards if not (folder / s).is_file()]
+    if os.path.lexists(index):
+        weight_map = read_json(index)
+        weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
+        shards = sorted(set(weight_map.values())) if isinstance(weight_map, dict) and all(
+            isinstance(s, str) for s in weight_map.values()) else None
+        if not shards or not all(s == Path(s).name and s.endswith(".safetensors") for s in shards):
+            raise CorruptCheckpointError(f"Malformed shard index {index}: its weight_map must name .safetensors "
+                                         "files of the same folder.", path=str(index))
+        missing = [s for s in shards if not os.path.lexists(folder / s)]
         if missing:
-            raise CheckpointError(f"Shard index {index} names missing files: {missing}.", path=str(folder))
+            raise CheckpointError(f"Shard index {index} names missing files: {name_some(missing)}.",
+                                  path=str(folder))
         return [folder / s for s in shards]
     others = sorted(p for p in folder.glob("*.safetensors") if not p.name.endswith(MASKS_NAME))
     if len(others) == 1:
@@ -314,36 +296,18 @@ def find_weight_files(folder: str | os.PathLike) -> list[Path]:
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if pickles and not others:
         raise PickleRefusedError(
-            f"{folder} holds only pickle weights ({', '.join(pickles)}). hf_lottery_verify never unpickles "
+            f"{folder} holds only pickle weights ({name_some(pickles)}). hf_lottery_verify never unpickles "
             "(it runs arbitrary code). Convert the checkpoint to safetensors in a trusted environment, e.g. "
             "`safetensors.torch.save_file(torch.load(path, weights_only=True), 'model.safetensors')`.",
             path=str(folder),
         )
     if len(others) > 1:
         raise CheckpointError(
-            f"{folder} holds several safetensors files ({[p.name for p in others]}) and no "
+            f"{folder} holds several safetensors files ({name_some([p.name for p in others])}) and no "
             f"{WEIGHTS_NAME} or {WEIGHTS_INDEX_NAME}; pass the file to load explicitly.",
             path=str(folder),
         )
     raise CheckpointError(f"No weights found in {folder}: expected {WEIGHTS_NAME}.", path=str(folder))
-
-
-def read_config(folder: str | os.PathLike) -> dict[str, Any] | None:
-    """The folder's ``config.json`` as a dict, or ``None`` when absent.
-
-    Raises:
-        CorruptCheckpointError: The file is not a JSON object.
-    """
-    cfg = Path(folder) / CONFIG_NAME
-    if not cfg.is_file():
-        return None
-    try:
-        data = json.loads(cfg.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CorruptCheckpointError(f"Malformed {cfg}: {exc}.", path=str(cfg)) from exc
-    if not isinstance(data, dict):
-        raise CorruptCheckpointError(f"Malformed {cfg}: not a JSON object.", path=str(cfg))
-    return data
 
 
 def read_checkpoint(source: str | os.PathLike | Mapping[str, torch.Tensor], *, check_masks: bool = True
@@ -374,17 +338,17 @@ def read_checkpoint(source: str | os.PathLike | Mapping[str, torch.Tensor], *, c
         layout = "timm_wrapper" if any(k.startswith("timm_model.") for k in tensors) else "state_dict"
         return CheckpointContents(state_dict=canonicalize_state_dict(tensors), layout=layout)
     path = Path(source)
-    if path.is_file():
+    if path.is_dir():
+        files, config = find_weight_files(path), read_config(path)
+    elif os.path.lexists(path):  # a FIFO or a link loop too: the reader refuses it with a clear message
         if path.suffix in PICKLE_SUFFIXES:
             raise PickleRefusedError(
                 f"{path} is a pickle file; hf_lottery_verify never unpickles. Convert it to safetensors first.",
                 path=str(path),
             )
         files, config = [path], read_config(path.parent)
-    elif path.is_dir():
-        files, config = find_weight_files(path), read_config(path)
     else:
-        raise CheckpointError(f"No such file or folder: {path}", path=str(path))
+        raise CheckpointNotFoundError(f"No such file or folder: {path}", path=str(path))
 
     tensors = {}
     raws: list[dict[str, str]] = []
