@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import timm
@@ -330,10 +330,19 @@ CIFAR_ARCHS: tuple[str, ...] = (
 )
 
 
-MODEL_ARGS: dict[str, tuple[type, ...] | tuple[str, ...]] = {
-    "drop_rate": (int, float), "drop_path_rate": (int, float), "global_pool": ("avg", "max", "avgmax")}
-"""The only extra ``timm.create_model`` arguments this library passes on (from a config or a key):
-dropout rates in [0, 1) (by type) and the pooling of the head (by value)."""
+def _rate(v: Any) -> bool:
+    return type(v) in (int, float) and 0 <= v < 1
+
+
+MODEL_ARGS: dict[str, Callable[[Any], bool]] = {
+    "drop_rate": _rate, "drop_path_rate": _rate, "global_pool": lambda v: v in ("avg", "max", "avgmax"),
+    "stem_width": lambda v: type(v) is int and 1 <= v <= 1024,
+    "channels": lambda v: isinstance(v, (list, tuple)) and 1 <= len(v) <= 4 and all(
+        type(c) is int and 1 <= c <= 1024 for c in v),
+}
+"""The only extra ``timm.create_model`` arguments this library passes on (from a config or a key),
+each with the test its value must pass: dropout rates in [0, 1), the head's pooling, and the
+widths of narrow ResNets (at most 1024 per stage)."""
 _ARCH_NAME = re.compile(r"[A-Za-z0-9_]{1,100}(\.[A-Za-z0-9_-]{1,100})?")
 
 
@@ -359,10 +368,9 @@ def check_model_args(model_args: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in model_args.items():
         if name in ("num_classes", "in_chans"):
             continue
-        allowed = MODEL_ARGS.get(name, ())
-        if not (value in allowed if isinstance(value, str) else type(value) in allowed and 0 <= value < 1):
-            raise ConfigError(f"model_args {str(name)[:40]!r}={str(value)[:40]} is not accepted: only dropout rates "
-                              "in [0, 1) and global_pool 'avg', 'max' or 'avgmax' are passed to timm.")
+        if name not in MODEL_ARGS or not MODEL_ARGS[name](value):
+            raise ConfigError(f"model_args {str(name)[:40]!r}={str(value)[:40]} is not accepted: only "
+                              f"{', '.join(MODEL_ARGS)} (within their ranges) are passed to timm.")
         out[name] = value
     return out
 

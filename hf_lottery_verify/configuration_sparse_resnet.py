@@ -68,7 +68,7 @@ class SparseResNetConfig(PretrainedConfig):
                 value = None if value is None else CONFIG_FIELDS[name](value)
             except ValueError as exc:
                 raise ConfigError(f"SparseResNetConfig: '{name}' is refused: {exc}") from None
-            setattr(self, name, tuple(value) if name in ("image_mean", "image_std") and value else value)
+            setattr(self, name, tuple(map(float, value)) if name in ("image_mean", "image_std") and value else value)
         if self.id2label is None and kwargs.get("num_labels") is None:
             kwargs["num_labels"] = DEFAULT_NUM_LABELS  # CIFAR-10 / Fashion-MNIST, not transformers' 2
         super().__post_init__(**kwargs)

@@ -29,96 +29,62 @@ MAX_CHANNELS = 64
 MAX_IMAGE_SIDE = 1024
 
 
-def _need(ok: bool, what: str) -> None:
-    if not ok:
-        raise ValueError(what)
+def _rule(test: Callable[[Any], bool], what: str) -> Callable[[Any], Any]:
+    """A check that returns the value when ``test`` accepts it and otherwise says what it must be."""
 
-
-def _int_in(lo: int, hi: int) -> Callable[[Any], int]:
-    def check(v: Any) -> int:
-        _need(isinstance(v, numbers.Integral) and not isinstance(v, bool) and lo <= v <= hi,
-              f"must be an integer from {lo} to {hi}")
-        return int(v)
+    def check(value: Any) -> Any:
+        if not test(value):
+            raise ValueError(f"must be {what}")
+        return value
 
     return check
 
 
-def _is_number(v: Any) -> bool:
+def _int(lo: int, hi: int) -> Callable[[Any], Any]:
+    return _rule(lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool) and lo <= v <= hi,
+                 f"an integer from {lo} to {hi}")
+
+
+def _number(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _numbers(*, positive: bool) -> Callable[[Any], list[float]]:
-    def check(v: Any) -> list[float]:
-        _need(isinstance(v, (list, tuple)) and 1 <= len(v) <= MAX_CHANNELS
-              and all(_is_number(x) and (x > 0 or not positive) for x in v),
-              f"must be a list of 1 to {MAX_CHANNELS} finite numbers{' above 0' if positive else ''}")
-        return [float(x) for x in v]
-
-    return check
+def _numbers(*, positive: bool) -> Callable[[Any], Any]:
+    return _rule(lambda v: isinstance(v, (list, tuple)) and 1 <= len(v) <= MAX_CHANNELS and all(
+        _number(x) and (x > 0 or not positive) for x in v),
+        f"a list of 1 to {MAX_CHANNELS} finite numbers{' above 0' if positive else ''}")
 
 
-def _text(v: Any) -> str:
-    _need(isinstance(v, str) and len(v) <= 1000, "must be a string of at most 1000 characters")
-    return v
+def _model_args(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError("must be an object")
+    return check_model_args(value)  # a ConfigError (a ValueError) says which argument is refused
 
 
-def _arch(v: Any) -> str:
-    _need(is_arch_name(v), "must be a timm model name such as 'resnet18'")
-    return v
+def _pretrained_cfg(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError("must be an object")
+    return {k: check(value[k]) for k, check in _PRETRAINED.items() if value.get(k) is not None}
 
 
-def _density(v: Any) -> float:
-    _need(_is_number(v) and 0 <= v <= 1, "must be a number from 0 to 1")
-    return float(v)
-
-
-def _label_names(v: Any) -> list[str]:
-    _need(isinstance(v, list) and len(v) <= MAX_LABELS and all(isinstance(x, str) for x in v),
-          f"must be a list of at most {MAX_LABELS:,} strings")
-    return v
-
-
-def _id2label(v: Any) -> dict[str, str]:
-    _need(isinstance(v, dict) and len(v) <= MAX_LABELS and all(
-        k.isascii() and k.isdigit() and int(k) < MAX_LABELS and isinstance(x, str) for k, x in v.items()),
-        "must be an object of class indices to label strings")
-    return v
-
-
-def _label2id(v: Any) -> dict[str, int]:
-    _need(isinstance(v, dict) and len(v) <= MAX_LABELS and all(
-        type(x) is int and 0 <= x < MAX_LABELS for x in v.values()), "must be an object of labels to class indices")
-    return v
-
-
-def _model_args(v: Any) -> dict[str, Any]:
-    _need(isinstance(v, dict), "must be an object")
-    return check_model_args(v)  # ConfigError (a ValueError) names what is refused
-
-
-def _input_size(v: Any) -> list[int]:
-    _need(isinstance(v, list) and len(v) == 3 and type(v[0]) is int and 1 <= v[0] <= MAX_CHANNELS
-          and all(type(x) is int and 1 <= x <= MAX_IMAGE_SIDE for x in v[1:]),
-          f"must be [channels, height, width] with at most {MAX_CHANNELS} channels and sides of at most {MAX_IMAGE_SIDE}")
-    return v
-
-
-_PRETRAINED = {"mean": _numbers(positive=False), "std": _numbers(positive=True), "input_size": _input_size}
-
-
-def _pretrained_cfg(v: Any) -> dict[str, Any]:
-    _need(isinstance(v, dict), "must be an object")
-    return {k: check(v[k]) for k, check in _PRETRAINED.items() if v.get(k) is not None}
-
-
+_ARCH = _rule(is_arch_name, "a timm model name such as 'resnet18'")
+_PRETRAINED = {"mean": _numbers(positive=False), "std": _numbers(positive=True), "input_size": _rule(
+    lambda v: isinstance(v, list) and len(v) == 3 and type(v[0]) is int and 1 <= v[0] <= MAX_CHANNELS and all(
+        type(x) is int and 1 <= x <= MAX_IMAGE_SIDE for x in v[1:]),
+    f"[channels, height, width] with at most {MAX_CHANNELS} channels and sides of at most {MAX_IMAGE_SIDE}")}
 CONFIG_FIELDS: dict[str, Callable[[Any], Any]] = {
-    "model_type": _text, "arch": _arch, "architecture": _arch,
-    "num_labels": _int_in(1, MAX_LABELS), "num_classes": _int_in(0, MAX_LABELS),
-    "id2label": _id2label, "label2id": _label2id, "label_names": _label_names,
-    "in_chans": _int_in(1, MAX_CHANNELS), "image_size": _int_in(1, MAX_IMAGE_SIDE),
+    "model_type": _rule(lambda v: isinstance(v, str), "a string"), "arch": _ARCH, "architecture": _ARCH,
+    "id2label": _rule(lambda v: isinstance(v, dict) and len(v) <= MAX_LABELS and all(
+        k.isascii() and k.isdigit() and int(k) < MAX_LABELS and isinstance(x, str) for k, x in v.items()),
+        "an object of class indices to label strings"),
+    "label2id": _rule(lambda v: isinstance(v, dict) and len(v) <= MAX_LABELS and all(
+        type(x) is int and 0 <= x < MAX_LABELS for x in v.values()), "an object of labels to class indices"),
+    "label_names": _rule(lambda v: isinstance(v, list) and len(v) <= MAX_LABELS and all(
+        isinstance(x, str) for x in v), f"a list of at most {MAX_LABELS:,} strings"),
+    "in_chans": _int(1, MAX_CHANNELS), "image_size": _int(1, MAX_IMAGE_SIDE),
     "image_mean": _numbers(positive=False), "image_std": _numbers(positive=True),
-    "density": _density, "schema_version": _int_in(0, 10**6), "model_args": _model_args,
-    "pretrained_cfg": _pretrained_cfg,
+    "density": _rule(lambda v: _number(v) and 0 <= v <= 1, "a number from 0 to 1"),
+    "schema_version": _int(0, 10**6), "model_args": _model_args, "pretrained_cfg": _pretrained_cfg,
 }
 """The fields read from ``config.json``, each with its check (which returns the clean value
 or raises ``ValueError`` saying what the field must be)."""

@@ -15,6 +15,7 @@ a malformed ``__metadata__`` block differs (see ``notes``).
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 from pathlib import Path
@@ -36,7 +37,7 @@ DTYPES: dict[str, torch.dtype] = {
     "I64": torch.int64, "F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64,
 }
 """The safetensors dtypes read (the ones torch computes with on the CPU)."""
-_U64 = 2**64  # shapes and offsets are u64 in safetensors; larger values are malformed
+_LIMIT = 2**63  # safetensors allows u64 shapes and counts, torch only int64: beyond, neither can load a tensor
 
 
 def name_some(names: list[str], *, limit: int = 3) -> str:
@@ -45,11 +46,19 @@ def name_some(names: list[str], *, limit: int = 3) -> str:
     return shown + (f" and {len(names) - limit:,} more" if len(names) > limit else "")
 
 
+def _naturals(value: Any) -> bool:
+    return isinstance(value, list) and all(type(v) is int and 0 <= v < _LIMIT for v in value)
+
+
 def shape_of(value: Any) -> tuple[int, ...] | None:
-    """``value`` as a tensor shape when it is a list of non-negative JSON integers below 2**64, else ``None``."""
-    if isinstance(value, list) and all(type(v) is int and 0 <= v < _U64 for v in value):
-        return tuple(value)
-    return None
+    """``value`` as a tensor shape, else ``None``: a list of non-negative JSON integers whose running
+    product stays below 2**63 (as torch computes it; safetensors refuses a product past 2**64)."""
+    count = 1
+    for dim in value if _naturals(value) else [-1]:
+        count *= dim
+        if not 0 <= count < _LIMIT:
+            return None
+    return tuple(value)
 
 
 def open_regular(path: str | os.PathLike) -> BinaryIO:
@@ -138,20 +147,17 @@ def _read_header(fh: BinaryIO, path: str, notes: list[str] | None
         dtype = info.get("dtype") if isinstance(info, dict) else None
         if not (isinstance(dtype, str) and dtype in DTYPES):
             raise _bad(path, f"tensor {name[:80]!r} has dtype {str(dtype)[:20]!r}, not one of {', '.join(DTYPES)}")
-        offsets, shape = shape_of(info.get("data_offsets")), shape_of(info.get("shape"))
-        if shape is None or offsets is None or len(offsets) != 2:
-            raise _bad(path, f"tensor {name[:80]!r} needs a shape and two data_offsets of non-negative integers")
-        entries.append((offsets, name, DTYPES[dtype], shape))
+        offsets, shape = info.get("data_offsets"), shape_of(info.get("shape"))
+        if shape is None or not (_naturals(offsets) and len(offsets) == 2):
+            raise _bad(path, f"tensor {name[:80]!r} needs a shape of non-negative integers whose product fits 63 "
+                             "bits and two data_offsets")
+        entries.append((tuple(offsets), name, DTYPES[dtype], shape))
     entries.sort(key=lambda e: e[0])
     table, end = {}, 0
     for (begin, stop), name, dtype, shape in entries:
         if begin != end or stop < begin:
             raise _bad(path, f"the byte range of tensor {name[:80]!r} overlaps another or leaves a gap")
-        count = 1
-        for dim in shape:  # Python integers never wrap; safetensors refuses a count past u64
-            count *= dim
-            if count >= _U64:
-                raise _bad(path, f"the element count of tensor {name[:80]!r} overflows")
+        count = math.prod(shape)  # a Python integer: never wraps
         if count * dtype.itemsize != stop - begin:
             raise _bad(path, f"tensor {name[:80]!r} of shape {list(shape)} needs {count * dtype.itemsize:,} bytes, "
                              f"its byte range holds {stop - begin:,}")

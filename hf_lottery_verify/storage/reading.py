@@ -154,8 +154,10 @@ def decode_compact(
             raise CorruptCheckpointError(f"{path}: no shape known for the compact tensor '{name}'.", path=path)
         shape = tuple(int(s) for s in shapes[name])
         kept, n = t.numel(), math.prod(shape)
-        low_bits = max(0, int(math.floor(math.log2(n / kept)))) if kept else 0
+        low_bits = max(0, int(math.floor(math.log2(n / kept)))) if 0 < kept <= n else 0
         try:
+            if kept > n:
+                raise MaskError(f"{kept} values for {n} positions")
             mask = decode_positions(tensors[LOW_PREFIX + name], tensors[HIGH_PREFIX + name], low_bits, kept=kept,
                                     shape=shape)
         except (KeyError, MaskError) as exc:
@@ -389,9 +391,6 @@ def read_checkpoint(source: str | os.PathLike | Mapping[str, torch.Tensor], *, c
         masks_file = masks_path_for(files[0])
         masks = _read_masks_file(masks_file, state_dict, digest) if masks_file.is_file() else None
     if masks:
-        try:
-            _check_masks_against(state_dict, masks, where, check_consistency=check_masks)
-        except MaskInconsistencyError:
-            raise
+        _check_masks_against(state_dict, masks, where, check_consistency=check_masks)
     return CheckpointContents(state_dict=state_dict, masks=masks or None, metadata=meta, config=config,
                               layout=meta["layout"], path=str(path))
