@@ -40,17 +40,17 @@ from torch import nn
 from .errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, PickleRefusedError
 from .hub import HubLocation, download_model_folder, looks_like_repo_id
 from .storage import (
-    METADATA_KEY,
     PICKLE_SUFFIXES,
+    VALUES_PREFIX,
     canonicalize_state_dict,
     decode_compact,
     find_weight_files,
-    load_json,
+    parse_metadata,
+    read_checkpoint,
     read_config,
     read_safetensors,
     strip_foreign_entries,
 )
-from .storage.files import shape_of
 
 __all__ = ["Suspect", "read_suspect", "resolve_source"]
 
@@ -89,12 +89,6 @@ class Suspect:
     files_read: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
-
-    def arch_hint(self) -> str | None:
-        """The architecture the suspect's config names (``arch`` or timm's ``architecture``), if any."""
-        cfg = self.config or {}
-        arch = cfg.get("arch") or cfg.get("architecture")
-        return str(arch).split(".")[0] if isinstance(arch, str) else None
 
 
 def resolve_source(
@@ -143,12 +137,11 @@ def resolve_source(
 
 
 def _ours(raw: Mapping[str, str]) -> dict[str, Any]:
-    """This library's header entry, if it parses to an object; anything odd is simply nothing."""
+    """This library's header entry when it is well-formed (mask shapes checked); anything odd is simply nothing."""
     try:
-        ours = load_json(raw.get(METADATA_KEY, "null"), where="header metadata")
-    except CorruptCheckpointError:
+        return parse_metadata(raw)
+    except CheckpointError:
         return {}
-    return ours if isinstance(ours, dict) else {}
 
 
 def _claim_from(ours: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -158,13 +151,6 @@ def _claim_from(ours: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     return {k: v for k, v in claim.items() if isinstance(v, (str, int, float, bool, type(None))) or (
         isinstance(v, list) and all(isinstance(x, str) for x in v))}
-
-
-def _header_shapes(ours: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
-    masks = ours.get("masks")
-    entries = masks.items() if isinstance(masks, dict) else ()
-    shapes = {n: shape_of(e.get("shape")) for n, e in entries if isinstance(e, dict)}
-    return {n: s for n, s in shapes.items() if s is not None}
 
 
 # --------------------------------------------------------------------------- the resolver
@@ -212,13 +198,9 @@ def read_suspect(
         return Suspect(state_dict=sd, kind="model", layout="model", source=type(source).__name__, config=hints,
                        claim=dict(claim) if isinstance(claim, dict) else None, seconds=time.perf_counter() - t0)
     if isinstance(source, Mapping):
-        bad = [k for k, v in source.items() if not isinstance(v, torch.Tensor)]
-        if bad:
-            raise CheckpointError(f"State dict entries are not tensors: {bad[:5]}.")
-        layout = "timm_wrapper" if any(str(k).startswith("timm_model.") for k in source) else "state_dict"
-        sd = {k: v.detach().cpu() for k, v in canonicalize_state_dict(source).items()}
-        sd, _ = strip_foreign_entries(sd)
-        return Suspect(state_dict=sd, kind="state_dict", layout=layout, source="state dict",
+        contents = read_checkpoint(source)  # entries must be tensors; names mapped to timm's
+        sd, _ = strip_foreign_entries({k: v.detach().cpu() for k, v in contents.state_dict.items()})
+        return Suspect(state_dict=sd, kind="state_dict", layout=contents.layout, source="state dict",
                        seconds=time.perf_counter() - t0)
     local, location = resolve_source(source, revision=revision, token=token, cache_dir=cache_dir,
                                      local_files_only=local_files_only)
@@ -238,10 +220,11 @@ def read_suspect(
     for f in files:
         t, raw = read_safetensors(f, notes=notes)
         tensors.update(t)
-        claim = claim or _claim_from(_ours(raw))
-        header_shapes.update(_header_shapes(_ours(raw)))
+        ours = _ours(raw)
+        claim = claim or _claim_from(ours)
+        header_shapes.update({n: tuple(e["shape"]) for n, e in ours.get("masks", {}).items()})
     layout = "timm"
-    if any(k.startswith("compact.values.") for k in tensors):
+    if any(k.startswith(VALUES_PREFIX) for k in tensors):
         layout = "compact"
         tensors = _decode_compact_untrusted(tensors, header_shapes, shapes, notes, str(files[0]))
     tensors, dropped = strip_foreign_entries(tensors)
@@ -267,26 +250,15 @@ def read_suspect(
 def _decode_compact_untrusted(tensors: dict[str, torch.Tensor], header_shapes: Mapping[str, tuple[int, ...]],
                               reference: Mapping[str, tuple[int, ...]] | None, notes: list[str], where: str
                               ) -> dict[str, torch.Tensor]:
-    """Decode with the header's shapes; where they fail, with the reference shapes from the key."""
-    names = [k[len("compact.values."):] for k in tensors if k.startswith("compact.values.")]
-    shapes: dict[str, tuple[int, ...]] = {}
-    for name in names:
-        candidates = [s for s in (header_shapes.get(name), (reference or {}).get(name)) if s]
-        if not candidates:
-            raise CorruptCheckpointError(f"{where}: no shape for the compact tensor '{name}'; pass the owner's key "
-                                         "so its reference shapes can be used.", path=where)
-        for shape in candidates:
-            try:
-                own = {p + name: tensors[p + name] for p in ("compact.values.", "compact.low.", "compact.high.")
-                       if p + name in tensors}
-                decode_compact(own, shapes={name: shape})
-            except CorruptCheckpointError:
-                continue
-            shapes[name] = tuple(shape)
-            if shape != candidates[0]:
-                notes.append(f"the header's shape of '{name}' does not decode; used the key's reference shape")
-            break
-        else:
-            raise CorruptCheckpointError(f"{where}: the compact code of '{name}' fits no known shape.", path=where)
-    dense, _ = decode_compact(tensors, shapes=shapes, path=where)
-    return dense
+    """Decode with the header's shapes; when they fail, with the reference shapes from the key."""
+    for shapes in (header_shapes, reference or {}):
+        try:
+            dense, _ = decode_compact(tensors, shapes=shapes, path=where)
+        except CorruptCheckpointError as exc:
+            error = exc
+            continue
+        if shapes is not header_shapes:
+            notes.append("the header's shapes do not decode the compact layout; used the key's reference shapes")
+        return dense
+    raise CorruptCheckpointError(f"{where}: the compact layout decodes with neither its header's shapes nor the "
+                                 f"key's reference shapes ({error})", path=where)

@@ -17,7 +17,6 @@ from hf_lottery_verify.storage import (
     canonicalize_state_dict,
     find_weight_files,
     read_checkpoint,
-    read_header_metadata,
 )
 
 from .helpers import make_model
@@ -43,7 +42,7 @@ def test_round_trip_is_bit_exact(tmp_path: Path, tiny_model, compact: bool) -> N
     assert _same_weights(tiny_model, back)
     assert _same_masks(tiny_model, back)
     assert back.config.arch == "cifar_resnet8" and back.config.density == pytest.approx(0.2, abs=1e-4)
-    meta = read_header_metadata(tmp_path / "model.safetensors")
+    meta = read_checkpoint(tmp_path).metadata
     assert meta["layout"] == ("compact" if compact else "dense") and meta["format_version"] == 2
     if compact:
         assert meta["masks"]["layer1.0.conv1.weight"]["shape"] == [16, 16, 3, 3]
@@ -479,3 +478,20 @@ def test_config_nested_100k_deep_or_not_an_object(tmp_path: Path, tiny_model) ->
             hlv.load_model(tmp_path)
         suspect = hlv.read_suspect(tmp_path)
         assert suspect.config is None and any(match in note for note in suspect.notes)
+
+
+def test_a_compact_suspect_whose_header_shapes_lie_decodes_with_the_key_shapes(tmp_path: Path, tiny_model) -> None:
+    tiny_model.save_pretrained(tmp_path, compact=True)
+    tensors = load_file(tmp_path / "model.safetensors")
+    with safe_open(tmp_path / "model.safetensors", framework="pt") as f:
+        raw = f.metadata()
+    meta = json.loads(raw[METADATA_KEY])
+    true_shapes = {n: tuple(e["shape"]) for n, e in meta["masks"].items()}
+    for entry in meta["masks"].values():
+        entry["shape"] = [10**6, 10**6]  # a thief's edit: 10^12 elements, refused before anything is allocated
+    save_file(tensors, tmp_path / "model.safetensors", metadata={**raw, METADATA_KEY: json.dumps(meta)})
+    with pytest.raises(hlv.CorruptCheckpointError, match="neither its header's shapes nor the key's"):
+        hlv.read_suspect(tmp_path)
+    suspect = hlv.read_suspect(tmp_path, shapes=true_shapes)
+    assert any("reference shapes" in note for note in suspect.notes)
+    assert all(torch.equal(suspect.state_dict[k], v) for k, v in tiny_model.timm_model.state_dict().items())

@@ -99,15 +99,9 @@ def _demo_uses_local_hub(words: Sequence[str]) -> bool:
     return hub == "local"
 
 
-MAX_ERROR_CHARS = 500
-"""Longest error line printed (a message quoting hostile input is cut)."""
-
-
 def _fail(args: Any, message: str) -> int:
     name = getattr(args, "command", None)
-    line = " ".join(message.split()) or "failed"  # one line, whatever the message holds
-    if len(line) > MAX_ERROR_CHARS:
-        line = line[: MAX_ERROR_CHARS - 3] + "..."
+    line = " ".join(message.split())[:500]  # one line, whatever the message holds (it may quote hostile input)
     if getattr(args, "verbose", 0):
         import traceback
 

@@ -66,14 +66,13 @@ from .fileformat import LOW_PREFIX as LOW_PREFIX
 from .fileformat import MASK_PREFIX as MASK_PREFIX
 from .fileformat import OUR_PREFIXES as OUR_PREFIXES
 from .fileformat import VALUES_PREFIX as VALUES_PREFIX
-from .files import load_json, name_some, open_regular, read_json, read_safetensors
+from .files import name_some, read_safetensors
 from .reading import (
     canonicalize_state_dict,
     decode_compact,
     find_weight_files,
     parse_metadata,
     read_checkpoint,
-    read_header_metadata,
     strip_foreign_entries,
 )
 from .writing import write_checkpoint
@@ -91,7 +90,6 @@ __all__ = [
     "write_checkpoint",
     "read_checkpoint",
     "read_safetensors",
-    "read_header_metadata",
     "parse_metadata",
     "masks_path_for",
     "tensor_digest",
@@ -100,8 +98,5 @@ __all__ = [
     "decode_compact",
     "find_weight_files",
     "read_config",
-    "open_regular",
-    "read_json",
-    "load_json",
     "name_some",
 ]

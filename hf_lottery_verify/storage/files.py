@@ -26,7 +26,7 @@ import torch
 from ..errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError
 
 __all__ = ["MAX_HEADER_BYTES", "MAX_JSON_BYTES", "open_regular", "load_json", "read_json", "read_safetensors",
-           "read_safetensors_metadata", "shape_of", "name_some"]
+           "shape_of", "name_some"]
 
 MAX_HEADER_BYTES = 100_000_000
 """Longest safetensors header read: the limit of ``safetensors`` itself."""
@@ -198,9 +198,3 @@ def read_safetensors(path: str | os.PathLike, *, notes: list[str] | None = None
             flat = torch.frombuffer(buf, dtype=dtype) if nbytes else torch.empty(0, dtype=dtype)
             tensors[name] = flat.reshape(shape)
     return tensors, metadata
-
-
-def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The header metadata of a safetensors file (checked as :func:`read_safetensors` does), without its tensors."""
-    with open_regular(path) as fh:
-        return _read_header(fh, str(path), None)[1]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,11 +43,10 @@ from .fileformat import (
     masks_path_for,
     tensor_digest,
 )
-from .files import load_json, name_some, read_json, read_safetensors, read_safetensors_metadata, shape_of
+from .files import load_json, name_some, read_json, read_safetensors, shape_of
 
 __all__ = [
     "read_checkpoint",
-    "read_header_metadata",
     "parse_metadata",
     "canonicalize_state_dict",
     "strip_foreign_entries",
@@ -56,7 +56,7 @@ __all__ = [
 
 # Prefixes other libraries put in front of timm's names: transformers' TimmWrapper,
 # DistributedDataParallel, torch.compile.
-_FOREIGN_PREFIXES = ("timm_model.", "module.", "_orig_mod.")
+_FOREIGN_PREFIXES = re.compile(r"^(?:timm_model\.|module\.|_orig_mod\.)+")
 MAX_DENSE_ELEMENTS = 2**28
 """Most elements the compact layout may expand to in one file (1 GiB of float32; a ResNet-152 holds 60 M)."""
 
@@ -96,21 +96,6 @@ def parse_metadata(raw: Mapping[str, str], key: str = METADATA_KEY, *, path: str
     if key == METADATA_KEY and meta.get("layout") not in LAYOUTS:
         raise CorruptCheckpointError(f"Unknown layout {meta.get('layout')!r} in {path}.", path=path)
     return meta
-
-
-def read_header_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """This library's header metadata of a safetensors file, without reading tensors.
-
-    Args:
-        path (`str` or `os.PathLike`): The file.
-
-    Returns:
-        The parsed ``hf_lottery_verify`` entry, or ``{}`` for files written by others.
-
-    Raises:
-        CorruptCheckpointError: The header cannot be parsed.
-    """
-    return parse_metadata(read_safetensors_metadata(path), path=str(path))
 
 
 def decode_compact(
@@ -234,13 +219,7 @@ def canonicalize_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str,
     """
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
-        name = key
-        stripped = True
-        while stripped:
-            stripped = False
-            for prefix in _FOREIGN_PREFIXES:
-                if name.startswith(prefix):
-                    name, stripped = name[len(prefix):], True
+        name = _FOREIGN_PREFIXES.sub("", key)
         if name in out:
             raise CheckpointError(f"Keys '{key}' and another one both map to '{name}'; the checkpoint is ambiguous.")
         out[name] = value
@@ -353,15 +332,14 @@ def read_checkpoint(source: str | os.PathLike | Mapping[str, torch.Tensor], *, c
         raise CheckpointNotFoundError(f"No such file or folder: {path}", path=str(path))
 
     tensors = {}
-    raws: list[dict[str, str]] = []
     for f in files:
         t, raw = read_safetensors(f)
         dup = set(t) & set(tensors)
         if dup:
-            raise CorruptCheckpointError(f"Tensor(s) {sorted(dup)[:3]} appear in several shards.", path=str(path))
+            raise CorruptCheckpointError(f"Tensor(s) {name_some(sorted(dup))} appear in several shards.",
+                                         path=str(path))
         tensors.update(t)
-        raws.append(raw)
-    meta = parse_metadata(raws[0], path=str(files[0])) if len(files) == 1 else {}
+    meta = parse_metadata(raw, path=str(files[0])) if len(files) == 1 else {}
     if not meta:
         is_wrapper = (config or {}).get("model_type") == "timm_wrapper" or any(
             k.startswith("timm_model.") for k in tensors)
