@@ -233,3 +233,9 @@ def test_out_folders_are_not_overwritten_without_overwrite(tmp_path: Path, capsy
     assert {p.name: p.read_bytes() for p in ticket.iterdir()} == before  # the published model is untouched
     assert main(sign + [str(busy), "--overwrite"]) == 0
     assert (busy / "model.safetensors").is_file() and (busy / "notes.txt").read_text() == "mine"
+
+
+def test_triggers_refuses_a_path_as_the_architecture_of_a_new_key(tmp_path: Path, capsys) -> None:
+    key = tmp_path / "key.json"
+    assert main(["triggers", "--key", str(key), "--arch", "../../etc/passwd", "--num-classes", "10"]) == 2
+    assert "Unknown architecture" in capsys.readouterr().err and not key.exists()

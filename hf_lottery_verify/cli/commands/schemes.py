@@ -95,6 +95,7 @@ def _triggers_parser(sub: Any) -> None:
 
 
 def _triggers(args: Namespace) -> int:
+    from ...architectures import check_architecture
     from ...errors import KeyFileError
     from ...ownership_key import TRIGGERS_SECTION, OwnershipKey, save_key_section
     from ...triggers import add_triggers_to_key, load_adi_trigger_set, make_trigger_set
@@ -109,6 +110,7 @@ def _triggers(args: Namespace) -> int:
     if Path(args.key).exists():
         arch = OwnershipKey.load(args.key).arch
     elif args.arch:
+        check_architecture(args.arch)
         arch = args.arch
     else:
         raise KeyFileError(f"{args.key} does not exist; pass --arch to create a new key.")
