@@ -6,7 +6,7 @@ one-line message — never another exception — through the Python API (``read_
 line (exit 2 and one line on stderr; never exit 1 from a crash). Files are built valid and
 then broken one way each (a field replaced by any JSON value, a shifted byte range, a random
 header, deep nesting, a wrong length prefix, truncation, appended or flipped bytes).
-Derandomized, so CI runs the same examples every time; about 15 s on two CPU cores.
+Derandomized, so CI runs the same examples every time; 12-30 s in all on the 2-core CPU machine.
 """
 
 from __future__ import annotations
