@@ -37,10 +37,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, PickleRefusedError
+from .errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError
 from .hub import HubLocation, download_model_folder, looks_like_repo_id
 from .storage import (
-    PICKLE_SUFFIXES,
     VALUES_PREFIX,
     canonicalize_state_dict,
     decode_compact,
@@ -147,10 +146,8 @@ def _ours(raw: Mapping[str, str]) -> dict[str, Any]:
 def _claim_from(ours: Mapping[str, Any]) -> dict[str, Any] | None:
     """The public claim, its flat fields only (strings, numbers, lists of strings): it is reported, never used."""
     claim = ours.get("ownership")
-    if not isinstance(claim, dict):
-        return None
     return {k: v for k, v in claim.items() if isinstance(v, (str, int, float, bool, type(None))) or (
-        isinstance(v, list) and all(isinstance(x, str) for x in v))}
+        isinstance(v, list) and all(isinstance(x, str) for x in v))} if isinstance(claim, dict) else None
 
 
 # --------------------------------------------------------------------------- the resolver
@@ -205,13 +202,7 @@ def read_suspect(
     local, location = resolve_source(source, revision=revision, token=token, cache_dir=cache_dir,
                                      local_files_only=local_files_only)
     notes: list[str] = []
-    if local.is_dir():
-        files, folder = find_weight_files(local), local
-    else:
-        if local.suffix in PICKLE_SUFFIXES:
-            raise PickleRefusedError(f"{local} is a pickle file; hf_lottery_verify never unpickles. Ask for "
-                                     "safetensors weights.", path=str(local))
-        files, folder = [local], local.parent
+    files, folder = find_weight_files(local), (local if local.is_dir() else local.parent)
     config = read_config(folder, notes=notes)
     if location is not None and location.from_cache:
         notes.append(f"read from the local Hub cache at commit {location.commit_sha} (offline or server unreachable)")

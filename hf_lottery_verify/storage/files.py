@@ -77,10 +77,9 @@ def open_regular(path: str | os.PathLike) -> BinaryIO:
     path = str(path)
     try:  # O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError as exc:
-        raise CheckpointNotFoundError(f"No such file: {path}", path=path) from exc
-    except OSError as exc:
-        raise CheckpointError(f"Cannot open {path}: {exc.strerror or exc}.", path=path) from exc
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        error = CheckpointNotFoundError if isinstance(exc, FileNotFoundError) else CheckpointError
+        raise error(f"Cannot open {path}: {getattr(exc, 'strerror', None) or exc}.", path=path) from exc
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise CheckpointError(f"{path} is not a regular file (a folder, FIFO, socket or device); not reading it.",

@@ -243,17 +243,25 @@ def find_weight_files(folder: str | os.PathLike) -> list[Path]:
     """The safetensors files holding a folder's weights (one file or the shards of an index).
 
     Args:
-        folder (`str` or `os.PathLike`): A model folder.
+        folder (`str` or `os.PathLike`): A model folder, or a weights file (returned as it is).
 
     Returns:
         Paths of the files to read.
 
     Raises:
-        PickleRefusedError: Only pickle-based weight files are present.
+        PickleRefusedError: ``folder`` is a pickle file, or only pickle weight files are present.
+        CheckpointNotFoundError: ``folder`` does not exist.
         CheckpointError: No weights at all, or a broken shard index (shards must be
             ``.safetensors`` files in the same folder).
     """
     folder = Path(folder)
+    if not folder.is_dir():  # a file, or a FIFO or a link loop that the reader refuses with a clear message
+        if not os.path.lexists(folder):
+            raise CheckpointNotFoundError(f"No such file or folder: {folder}", path=str(folder))
+        if folder.suffix in PICKLE_SUFFIXES:
+            raise PickleRefusedError(f"{folder} is a pickle file; hf_lottery_verify never unpickles. Convert it "
+                                     "to safetensors in a trusted environment first.", path=str(folder))
+        return [folder]
     single = folder / WEIGHTS_NAME
     if os.path.lexists(single):  # whatever it is: the reader refuses links to nowhere, FIFOs and devices
         return [single]
@@ -319,18 +327,8 @@ def read_checkpoint(source: str | os.PathLike | Mapping[str, torch.Tensor], *, c
         layout = "timm_wrapper" if any(k.startswith("timm_model.") for k in tensors) else "state_dict"
         return CheckpointContents(state_dict=canonicalize_state_dict(tensors), layout=layout)
     path = Path(source)
-    if path.is_dir():
-        files, config = find_weight_files(path), read_config(path)
-    elif os.path.lexists(path):  # a FIFO or a link loop too: the reader refuses it with a clear message
-        if path.suffix in PICKLE_SUFFIXES:
-            raise PickleRefusedError(
-                f"{path} is a pickle file; hf_lottery_verify never unpickles. Convert it to safetensors first.",
-                path=str(path),
-            )
-        files, config = [path], read_config(path.parent)
-    else:
-        raise CheckpointNotFoundError(f"No such file or folder: {path}", path=str(path))
-
+    files = find_weight_files(path)
+    config = read_config(path if path.is_dir() else path.parent)
     tensors = {}
     for f in files:
         t, raw = read_safetensors(f)
