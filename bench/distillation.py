@@ -16,8 +16,8 @@ Stages (each cached under ``--cache``; a rerun only does what is missing):
    counts) or ``cifar_resnet8_a`` (pruned to the ticket's total kept count); 2 dense + 2
    masked epochs; several seeds and data sizes; one student on arg-max labels only.
 5. **nulls** — ≥ 50 models trained independently with true labels on images the owner did
-   not use (disjoint from the thief's too): 6 architectures/pipelines × 9 seeds, 5k or 10k
-   images each.
+   not use (disjoint from the thief's too): 6 architectures/pipelines × 9 seeds, 5k images
+   (ResNet-20s) or 5k/10k (ResNet-8s) each, 2–4 epochs (``NULL_KINDS``).
 6. **report** — ``bench/results/distillation_cpu.json``.
 
 The decision rules are fixed here, before any student or null model is trained:
@@ -79,8 +79,10 @@ STUDENTS = [(f"r20a-10k-s{s}", "cifar_resnet20_a", 10_000, "pruned:2+2", s, "sof
             ("r20a-20k-s5", "cifar_resnet20_a", 20_000, "pruned:2+2", 5, "soft"),
             ("r8a-20k-s6", "cifar_resnet8_a", 20_000, "pruned:2+2", 6, "soft"),
             ("r20a-10k-hard-s7", "cifar_resnet20_a", 10_000, "pruned:2+2", 7, "hard")]
-NULL_KINDS = [("cifar_resnet20_a", "dense:3"), ("cifar_resnet20_a", "pruned:2+2"), ("cifar_resnet8_a", "dense:3"),
-              ("cifar_resnet8_a", "pruned:2+2"), ("cifar_resnet20", "dense:3"), ("cifar_resnet32_a", "dense:3")]
+# (arch, pipeline, images of the null pool for even/odd repeats): cheap recipes, as the 2-core budget allows
+NULL_KINDS = [("cifar_resnet20_a", "dense:2", (5_000, 5_000)), ("cifar_resnet20_a", "pruned:1+1", (5_000, 5_000)),
+              ("cifar_resnet20", "dense:2", (5_000, 5_000)), ("cifar_resnet8_a", "dense:3", (5_000, 10_000)),
+              ("cifar_resnet8_a", "pruned:2+2", (5_000, 10_000)), ("cifar_resnet8", "dense:3", (5_000, 10_000))]
 NULLS_PER_KIND = 9
 
 
@@ -260,7 +262,7 @@ def main() -> None:
                 for name in val_s + val_r} if len(fp) else {}
 
     sweep = []
-    quick_sizes = (40, 5) if args.quick else (200, 30)
+    quick_sizes = (40, 5) if args.quick else (150, 20)
     for eps in EPSILONS:
         fp, stats = fingerprint_for(eps, *quick_sizes, tag=f"sweep-{eps}")
         agree = val_agreement(fp)
@@ -270,7 +272,7 @@ def main() -> None:
         log(f"   epsilon {eps}: {stats['chosen']} chosen of {stats['candidates']}; held-out agreement "
             + ", ".join(f"{k} {v:.2f}" for k, v in agree.items()) + f"; margin {margin:.2f}")
     best = max(sweep, key=lambda r: (r["margin"], -r["epsilon"]))["epsilon"]
-    fp, fp_stats = fingerprint_for(best, *((80, 10) if args.quick else (600, 50)), tag=f"final-{best}")
+    fp, fp_stats = fingerprint_for(best, *((80, 10) if args.quick else (400, 40)), tag=f"final-{best}")
     val_final = val_agreement(fp)
     pooled = sum(round(val_final[n] * len(fp)) for n in val_r)
     null_rate = clopper_pearson_upper(pooled, len(fp) * len(val_r), CONFIDENCE)
@@ -327,9 +329,9 @@ def main() -> None:
     nulls = []
     null_pool = data["null_idx"]
     for i in range(NULLS_PER_KIND * len(NULL_KINDS)):
-        arch, pipeline = NULL_KINDS[i % len(NULL_KINDS)]
+        arch, pipeline, sizes = NULL_KINDS[i % len(NULL_KINDS)]
         seed = 1000 + i
-        n_img = 500 if args.quick else (5_000 if (i // len(NULL_KINDS)) % 2 == 0 else 10_000)
+        n_img = 500 if args.quick else sizes[(i // len(NULL_KINDS)) % 2]
         pick = null_pool[torch.randperm(len(null_pool), generator=torch.Generator().manual_seed(seed))[:n_img]]
         name = f"null-{i:02d}-{arch}-{pipeline.replace(':', '')}-{n_img // 1000}k"
         log(f"null {name}")
