@@ -15,13 +15,10 @@ import socket
 import time
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from .store import HubError
-
-if TYPE_CHECKING:
-    from .server import LocalHub, _HTTPServer
 
 logger = logging.getLogger(__name__)
 _RANGE_RE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", re.IGNORECASE)
@@ -49,7 +46,7 @@ class _GuardedHandler(BaseHTTPRequestHandler):
     """Reading, answering and logging requests for :class:`LocalHub`; the subclass's ``_answer`` routes them."""
 
     protocol_version = "HTTP/1.1"
-    server: _HTTPServer
+    server: Any  # the LocalHub's ThreadingHTTPServer (server.py builds it around this handler)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         logger.debug("local hub: " + format, *args)
@@ -66,7 +63,7 @@ class _GuardedHandler(BaseHTTPRequestHandler):
         super().handle_one_request()  # a TimeoutError closes the connection there
 
     @property
-    def hub(self) -> LocalHub:
+    def hub(self) -> Any:
         return self.server.hub
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming

@@ -11,23 +11,20 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..configs import TrainConfig
-from ..data import DeviceBatches, ImageData
+from ..data import DeviceBatches, DeviceData, ImageData
 from ..errors import TrainingError
-from .evaluation import evaluate
+from .evaluation import _canonical_device, evaluate
 from .masking import MaskEnforcer
 from .mixing import BatchMixer
 from .optimizer_state import load_optimizer_state, save_optimizer_state
 from .schedule import lr_at, make_accelerator
-
-if TYPE_CHECKING:
-    from .context import TrainingContext
 
 __all__ = ["Trainer", "EpochRecord"]
 
@@ -73,7 +70,7 @@ class Trainer:
         checkpoint_dir: When set, the state after each epoch is saved there and a new
             Trainer with the same folder resumes from it.
         desc: Label of the progress bar.
-        context: A :class:`TrainingContext` whose uploaded splits to share.
+        context: A :class:`~.context.TrainingContext` whose uploaded splits to share (default: upload here).
     """
 
     def __init__(
@@ -89,7 +86,7 @@ class Trainer:
         progress: bool = True,
         checkpoint_dir: str | os.PathLike | None = None,
         desc: str = "train",
-        context: TrainingContext | None = None,
+        context: Any = None,
     ) -> None:
         cfg = config if config is not None else TrainConfig()
         self.model = model
@@ -101,11 +98,7 @@ class Trainer:
         self.progress = progress
         self.checkpoint_dir = checkpoint_dir
         self.desc = desc
-        if context is None:
-            from .context import TrainingContext  # the context builds trainers: imported when used
-
-            context = TrainingContext()
-        self.context = context
+        self.context = context  # a TrainingContext shares device copies of the splits; without one, upload here
         self.accelerator = acc = accelerator if accelerator is not None else make_accelerator(cfg)
         self.device = acc.device
         self.channels_last = cfg.channels_last and self.device.type == "cuda"
@@ -121,15 +114,20 @@ class Trainer:
         self.batches = DeviceBatches(
             train_data, cfg.batch_size, device=self.device, seed=cfg.seed, augment=cfg.augment, pad=cfg.pad,
             flip=cfg.flip, channels_last=self.channels_last, shard=acc.process_index, num_shards=acc.num_processes,
-            uploaded=self.context.device_data(train_data, self.device))
+            uploaded=self._device_data(train_data))
         if len(self.batches) == 0:
             raise TrainingError(
                 f"{len(train_data)} training samples make no full batch of {cfg.batch_size}×{acc.num_processes}; "
                 "lower --batch-size.")
         self.steps_per_epoch = len(self.batches)
         self.total_steps = cfg.epochs * self.steps_per_epoch
-        self._test_on_device = None if test_data is None else self.context.device_data(test_data, self.device)
+        self._test_on_device = None if test_data is None else self._device_data(test_data)
         self.history: list[EpochRecord] = []
+
+    def _device_data(self, data: ImageData) -> DeviceData:
+        if self.context is not None:
+            return self.context.device_data(data, self.device)
+        return DeviceData(data, _canonical_device(self.device))
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(model={type(self.model).__name__}, train={len(self.train_data)}, "
