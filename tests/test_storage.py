@@ -76,7 +76,7 @@ def test_dense_layout_is_plain_timm_loadable(tmp_path: Path, tiny_model) -> None
     assert torch.equal(local.eval()(x), tiny_model.eval()(x).logits)
 
 
-def test_format_version_1_folders_still_load(tmp_path: Path, tiny_model) -> None:
+def test_format_version_1_folders_are_refused_with_what_to_do(tmp_path: Path, tiny_model) -> None:
     from hf_lottery_verify.codecs import pack_bits
 
     sd = {k: v.contiguous() for k, v in tiny_model.timm_model.state_dict().items()}
@@ -85,8 +85,10 @@ def test_format_version_1_folders_still_load(tmp_path: Path, tiny_model) -> None
     info = {n: {"shape": list(m.shape), "kept": int(m.sum())} for n, m in masks.items()}
     meta = {"format_version": 1, "layout": "dense", "bit_order": "big", "masks": info, "arch": "cifar_resnet8"}
     save_file(tensors, tmp_path / "model.safetensors", metadata={"format": "pt", METADATA_KEY: json.dumps(meta)})
-    back = hlv.load_model(tmp_path)
-    assert _same_weights(tiny_model, back) and _same_masks(tiny_model, back)
+    with pytest.raises(hlv.CheckpointError, match="format version 1.*hf_lottery_verify 0.2 first"):
+        hlv.load_model(tmp_path)
+    suspect = hlv.read_suspect(tmp_path)  # as a suspect it is read all the same: its masks are dropped
+    assert not any(k.startswith("masks.") for k in suspect.state_dict)
 
 
 def test_masks_file_of_other_weights_is_refused(tmp_path: Path, tiny_model) -> None:

@@ -19,8 +19,8 @@ A model folder written by this library (format version 2):
   positions (``compact.low.<name>``, ``compact.high.<name>``); no masks file. A 2%-dense
   CIFAR ResNet-18 drops from 44.7 MB to ~1.2 MB; only this library reads it.
 
-Folders of format version 1 (masks inside ``model.safetensors`` as ``masks.<name>``) still
-load. Reading also accepts plain timm folders (``config.json`` with ``architecture``),
+Folders of format version 1 (masks inside ``model.safetensors`` as ``masks.<name>``, written by
+0.1) are refused with what to do; as a suspect their weights are still read. Reading also accepts plain timm folders (``config.json`` with ``architecture``),
 transformers ``TimmWrapper`` checkpoints (``timm_model.`` prefix) and bare state dicts,
 and maps names to timm's canonical ones. Only safetensors is ever read: a folder holding
 only pickle files raises :class:`~hf_lottery_verify.errors.PickleRefusedError`.

@@ -172,12 +172,11 @@ def _check_masks_against(state_dict: Mapping[str, torch.Tensor], masks: Mapping[
             )
 
 
-def _unpack_masks(tensors: Mapping[str, torch.Tensor], info: Mapping[str, Any], path: str | None, *,
-                  prefix: str = "") -> MaskDict:
+def _unpack_masks(tensors: Mapping[str, torch.Tensor], info: Mapping[str, Any], path: str | None) -> MaskDict:
     masks: MaskDict = {}
     try:
         for name, entry in info.items():
-            mask = unpack_bits(tensors[prefix + name], tuple(entry["shape"]))
+            mask = unpack_bits(tensors[name], tuple(entry["shape"]))
             if int(mask.sum()) != int(entry["kept"]):
                 raise CorruptCheckpointError(f"Mask of '{name}' does not match its kept count in {path}.", path=path)
             masks[name] = mask
@@ -355,9 +354,10 @@ def read_checkpoint(source: str | os.PathLike | Mapping[str, torch.Tensor], *, c
     masks: MaskDict | None
     if meta["layout"] == "compact":
         state_dict, masks = decode_compact(tensors, shapes={n: e["shape"] for n, e in info.items()}, path=where)
-    elif meta["format_version"] == 1:
-        masks = _unpack_masks(tensors, info, where, prefix=MASK_PREFIX)
-        state_dict, _ = strip_foreign_entries(tensors)
+    elif meta["format_version"] < 2:
+        raise CheckpointError(f"{where} is an hf_lottery_verify 0.1 folder (format version 1, masks inside the weights "
+                              "file); 0.3 reads format 2 only. Load and save it with hf_lottery_verify 0.2 first.",
+                              path=where)
     else:
         stray = [k for k in tensors if k.startswith(OUR_PREFIXES)]
         if stray:
