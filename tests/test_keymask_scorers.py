@@ -4,7 +4,6 @@ weights than the ticket's (the rewind weights), and bit-identical scores across 
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import os
 import subprocess
@@ -51,13 +50,12 @@ def _diamond(strong: float = 2.0, weak: float = 0.5):
     return model
 
 
-def test_default_edge_length_is_inverse(tiny_model) -> None:
-    default = inspect.signature(km.score_betweenness).parameters["weights"].default
-    assert default == "inverse"
-    assert km.scorers.BETWEENNESS_WEIGHTS == ("inverse", "neglog", "none", "abs_length")
+def test_betweenness_uses_inverse_edge_lengths_by_default(tiny_model) -> None:
     a = km.compute_scores(tiny_model, score="betweenness")
     b = km.score_betweenness(tiny_model, tiny_model.masks, weights="inverse")
     assert all(torch.equal(a[n], b[n]) for n in a)
+    c = km.score_betweenness(tiny_model, tiny_model.masks, weights="none")
+    assert not all(torch.equal(a[n], c[n]) for n in a)  # the default is not the unweighted graph
 
 
 @pytest.mark.parametrize(("weights", "order"), [

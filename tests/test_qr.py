@@ -484,7 +484,8 @@ def test_degenerate_inputs_do_not_raise() -> None:
     for bits in (np.zeros(208, bool), np.ones(208, bool)):
         for mask in MASKS:
             result = qr.decode_known(bits, version=1, ecc="L", mask_pattern=mask)
-            assert isinstance(result, qr.QRDecodeResult) and result.reason is not None or result.ok
+            assert isinstance(result, qr.QRDecodeResult)
+            assert result.ok or result.reason, result  # a failed decode always says why
 
 
 # ------------------------------------------------------------------------------------------
