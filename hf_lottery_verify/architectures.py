@@ -348,7 +348,8 @@ def create_resnet(arch: str, *, num_classes: int = 10, in_chans: int = 3, **mode
         num_classes: Number of output classes.
         in_chans: Number of input channels.
         **model_args: Extra constructor arguments passed to ``timm.create_model``
-            (``zero_init_last`` defaults to `False`: every batch norm starts at scale 1).
+            (``zero_init_last=True`` keeps timm's zero scale in each block's last batch norm;
+            by default every batch norm starts at scale 1).
 
     Returns:
         The model, in training mode, on the CPU.
@@ -359,12 +360,15 @@ def create_resnet(arch: str, *, num_classes: int = 10, in_chans: int = 3, **mode
     """
     check_architecture(arch)
     model_args = {k: v for k, v in model_args.items() if k not in ("num_classes", "in_chans", "pretrained")}
-    # timm zero-initialises every block's last batch norm: the residual branches then do nothing until training
-    # moves them, and option A's zero-padded channels stay 0 for good (ReLU'(0) = 0 stops their gradient)
-    model_args.setdefault("zero_init_last", False)
     model = timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans, **model_args)
     if not isinstance(model, ResNet):
         raise UnsupportedArchitectureError(arch, model_class=type(model).__name__)
+    if not model_args.get("zero_init_last", False):
+        # timm zero-initialises every block's last batch norm: the residual branches then do nothing until training
+        # moves them, and option A's zero-padded channels stay 0 for good (ReLU'(0) = 0 stops their gradient)
+        for block in model.modules():
+            if isinstance(block, (BasicBlock, Bottleneck)):
+                nn.init.ones_((block.bn3 if isinstance(block, Bottleneck) else block.bn2).weight)
     return model
 
 

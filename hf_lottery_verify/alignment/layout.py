@@ -121,7 +121,7 @@ def restore_blocks(ref: Reference, sd: Mapping[str, torch.Tensor]) -> tuple[dict
     out, missing = dict(sd), []
     for stage, blocks in ref_blocks.items():
         have = sorted(sus_blocks.get(stage, {}))
-        if len(have) >= len(blocks) or not have:
+        if len(have) >= len(blocks):
             continue
         best = min(itertools.combinations(sorted(blocks), len(have)),
                    key=lambda chosen: sum(_block_cost(ref, sd, f"{stage}.{r}", f"{stage}.{s}")
