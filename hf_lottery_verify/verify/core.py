@@ -193,14 +193,16 @@ def _triggers(suspect: Any, key: OwnershipKey, *, policy: VerdictPolicy, tests: 
     mapping = label2id or published.get("label2id") or None
     # every orientation of the set, until one is decisive: a thief may serve his copy with its kernels flipped or
     # rotated (docs/SECURITY.md); the threshold counts all of them
-    best = None
+    best, options = None, dict(query_options)
     for g in DIHEDRAL:
-        result = query_labels(suspect, dihedral(adapted.images, g), label2id=mapping, **dict(query_options))
+        result = query_labels(suspect, dihedral(adapted.images, g), label2id=mapping, **options)
         notes.extend(f"trigger query ({g}): {e}" for e in list(result.errors)[:3])
         ev = dataclasses.replace(trigger_evidence(result.labels, triggers, alpha=policy.alpha / max(1, tests),
                                                   queried=result.queried, failed=result.failed), transform=g)
         best = ev if best is None or ev.p_value < best.p_value else best
-        if best.positive:
+        if options.get("budget") is not None:  # the budget covers every orientation together
+            options["budget"] = max(0, options["budget"] - result.queried)
+        if best.positive or options.get("budget") == 0:
             break
     assert best is not None
     return best
