@@ -40,6 +40,8 @@ Example:
 from __future__ import annotations
 
 import difflib
+import re
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import timm
@@ -49,7 +51,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
-from .errors import UnknownArchitectureError, UnsupportedArchitectureError
+from .errors import ConfigError, UnknownArchitectureError, UnsupportedArchitectureError
 
 __all__ = [
     "CifarResNet",
@@ -57,6 +59,9 @@ __all__ = [
     "CIFAR_ARCHS",
     "create_resnet",
     "check_architecture",
+    "is_arch_name",
+    "check_model_args",
+    "MODEL_ARGS",
     "stage_names",
 ]
 
@@ -325,6 +330,53 @@ CIFAR_ARCHS: tuple[str, ...] = (
 )
 
 
+def _rate(v: Any) -> bool:
+    return type(v) in (int, float) and 0 <= v < 1
+
+
+MODEL_ARGS: dict[str, Callable[[Any], bool]] = {
+    "drop_rate": _rate, "drop_path_rate": _rate, "global_pool": lambda v: v in ("avg", "max", "avgmax"),
+    "zero_init_last": lambda v: type(v) is bool,
+    "stem_width": lambda v: type(v) is int and 1 <= v <= 1024,
+    "channels": lambda v: isinstance(v, (list, tuple)) and 1 <= len(v) <= 4 and all(
+        type(c) is int and 1 <= c <= 1024 for c in v),
+}
+"""The only extra ``timm.create_model`` arguments this library passes on (from a config or a key),
+each with the test its value must pass: dropout rates in [0, 1), the head's pooling, timm's zero scale
+of each block's last batch norm (``zero_init_last``), and the
+widths of narrow ResNets (at most 1024 per stage)."""
+_ARCH_NAME = re.compile(r"[A-Za-z0-9_]{1,100}(\.[A-Za-z0-9_-]{1,100})?")
+
+
+def is_arch_name(arch: Any) -> bool:
+    """Whether ``arch`` has the form of a timm model name (``resnet18``, ``resnet18.a1_in1k``): no path, no
+    ``hf-hub:`` prefix, at most 201 characters."""
+    return isinstance(arch, str) and _ARCH_NAME.fullmatch(arch) is not None
+
+
+def check_model_args(model_args: Mapping[str, Any]) -> dict[str, Any]:
+    """``model_args`` checked against :data:`MODEL_ARGS`, without timm's own ``num_classes`` and ``in_chans``.
+
+    Args:
+        model_args (`Mapping[str, Any]`): Extra ``timm.create_model`` arguments (from a config, say).
+
+    Returns:
+        The accepted arguments.
+
+    Raises:
+        ConfigError: Any other argument (``checkpoint_path``, ``pretrained_cfg``, ...) or value.
+    """
+    out = {}
+    for name, value in model_args.items():
+        if name in ("num_classes", "in_chans"):
+            continue
+        if name not in MODEL_ARGS or not MODEL_ARGS[name](value):
+            raise ConfigError(f"model_args {str(name)[:40]!r}={str(value)[:40]} is not accepted: only "
+                              f"{', '.join(MODEL_ARGS)} (within their ranges) are passed to timm.")
+        out[name] = value
+    return out
+
+
 def check_architecture(arch: str) -> None:
     """Raise unless ``arch`` names a timm model that this library can wrap.
 
@@ -332,8 +384,11 @@ def check_architecture(arch: str) -> None:
         arch: A timm model name, with or without a pretrained tag (``resnet18.a1_in1k``).
 
     Raises:
-        UnknownArchitectureError: ``arch`` is not a timm model; close names are suggested.
+        UnknownArchitectureError: ``arch`` is not a timm model name (any other type, a path,
+            a ``hf-hub:`` name, ...); close names are suggested.
     """
+    if not is_arch_name(arch):
+        raise UnknownArchitectureError(str(arch)[:80])
     base = arch.split(".", 1)[0]
     if not timm.is_model(base):
         known = timm.list_models("*resnet*")
@@ -347,9 +402,10 @@ def create_resnet(arch: str, *, num_classes: int = 10, in_chans: int = 3, **mode
         arch: A timm ResNet name (``resnet18``, ``cifar_resnet20``, ...).
         num_classes: Number of output classes.
         in_chans: Number of input channels.
-        **model_args: Extra constructor arguments passed to ``timm.create_model``
-            (``zero_init_last=True`` keeps timm's zero scale in each block's last batch norm;
-            by default every batch norm starts at scale 1).
+        **model_args: Extra constructor arguments for ``timm.create_model``: only
+            :data:`MODEL_ARGS` (``num_classes``, ``in_chans`` and ``pretrained`` are ignored;
+            ``zero_init_last=True`` keeps timm's zero scale in each block's last batch norm, by default
+            every batch norm starts at scale 1).
 
     Returns:
         The model, in training mode, on the CPU.
@@ -357,9 +413,10 @@ def create_resnet(arch: str, *, num_classes: int = 10, in_chans: int = 3, **mode
     Raises:
         UnknownArchitectureError: ``arch`` is not a timm model.
         UnsupportedArchitectureError: ``arch`` is a timm model but not a ResNet.
+        ConfigError: ``model_args`` holds anything else than :data:`MODEL_ARGS`.
     """
     check_architecture(arch)
-    model_args = {k: v for k, v in model_args.items() if k not in ("num_classes", "in_chans", "pretrained")}
+    model_args = check_model_args({k: v for k, v in model_args.items() if k != "pretrained"})
     model = timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans, **model_args)
     if not isinstance(model, ResNet):
         raise UnsupportedArchitectureError(arch, model_class=type(model).__name__)

@@ -6,6 +6,9 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
+from .errors import ConfigError
+from .storage.config import CONFIG_FIELDS
+
 __all__ = ["SparseResNetConfig", "CONFIG_SCHEMA_VERSION", "TIMM_FIELDS"]
 
 CONFIG_SCHEMA_VERSION = 1
@@ -59,13 +62,13 @@ class SparseResNetConfig(PretrainedConfig):
     def __post_init__(self, **kwargs: Any) -> None:
         for name in TIMM_FIELDS:  # timm's own fields of config.json are derived, never stored twice
             kwargs.pop(name, None)
-        if self.image_mean is not None:
-            self.image_mean = tuple(float(v) for v in self.image_mean)
-        if self.image_std is not None:
-            self.image_std = tuple(float(v) for v in self.image_std)
-        if self.model_args:
-            # timm writes num_classes into model_args; the label count lives in num_labels.
-            self.model_args = {k: v for k, v in self.model_args.items() if k not in ("num_classes", "in_chans")}
+        for name in ("arch", "in_chans", "image_size", "image_mean", "image_std", "density", "model_args"):
+            value = getattr(self, name)
+            try:  # the checks of config.json; model_args loses timm's num_classes and in_chans
+                value = None if value is None else CONFIG_FIELDS[name](value)
+            except ValueError as exc:
+                raise ConfigError(f"SparseResNetConfig: '{name}' is refused: {exc}") from None
+            setattr(self, name, tuple(map(float, value)) if name in ("image_mean", "image_std") and value else value)
         if self.id2label is None and kwargs.get("num_labels") is None:
             kwargs["num_labels"] = DEFAULT_NUM_LABELS  # CIFAR-10 / Fashion-MNIST, not transformers' 2
         super().__post_init__(**kwargs)

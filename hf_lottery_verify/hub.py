@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 import tempfile
@@ -25,7 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import CheckpointError, HubError, PickleRefusedError
-from .storage import MASKS_NAME, METADATA_KEY, PICKLE_SUFFIXES, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
+from .storage import MASKS_NAME, METADATA_KEY, PICKLE_SUFFIXES, WEIGHTS_INDEX_NAME, WEIGHTS_NAME, name_some
 
 __all__ = [
     "SAFE_PATTERNS",
@@ -45,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 SAFE_PATTERNS = ("*.safetensors", "*.json", "README.md", "*.svg")
 PROBE_TIMEOUT_S = 3.0
+MAX_ODD_NAMES = 100
+"""A repo listing more files whose names leave the folder (``../x``) is refused, not filtered."""
 """How long to wait for the Hub to accept a connection before declaring it unreachable."""
 
 
@@ -193,15 +196,21 @@ def _commit_of_snapshot(folder: Path) -> str | None:
     return name if len(name) == 40 and all(c in "0123456789abcdef" for c in name) else None
 
 
+def _is_plain_path(name: str) -> bool:
+    """Whether a repo file name is a relative path that stays inside the snapshot folder on every system."""
+    return bool(name) and not any(c in name for c in "\\\0:") and not name.startswith("/") and all(
+        part not in ("", ".", "..") for part in name.split("/"))
+
+
 def _refuse_unsafe(repo_id: str, files: list[str]) -> None:
     if any(f.endswith(".safetensors") and not f.endswith(MASKS_NAME) for f in files):
         return
     pickles = [f for f in files if f.endswith(PICKLE_SUFFIXES)]
     if pickles:
         raise PickleRefusedError(
-            f"Hub repo '{repo_id}' holds only pickle weights ({', '.join(pickles[:3])}); hf_lottery_verify never "
+            f"Hub repo '{repo_id}' holds only pickle weights ({name_some(pickles)}); hf_lottery_verify never "
             "unpickles. Ask the publisher for safetensors weights.", path=repo_id)
-    raise HubError(f"Hub repo '{repo_id}' holds no safetensors weights (files: {files[:10]}).")
+    raise HubError(f"Hub repo '{repo_id}' holds no safetensors weights (files: {name_some(files) or 'none'}).")
 
 
 # --------------------------------------------------------------------------- downloads
@@ -219,7 +228,9 @@ def download_model_folder(
     """Download the safe files of a model repo (safetensors, JSON, model card, badge) at one commit.
 
     The repo's file list is checked first (pickle-only repos are refused before any
-    download); the snapshot folder then names the one commit all files were read at.
+    download); the snapshot folder then names the one commit all files were read at. Files
+    whose names would leave the snapshot folder (``../x``, absolute paths, backslashes, NUL)
+    are skipped with a warning; they are not in the returned ``files``.
 
     Args:
         repo_id (`str`): ``owner/name`` on the Hub (or the server in ``HF_ENDPOINT``).
@@ -262,12 +273,21 @@ def download_model_folder(
             return HubLocation(repo_id, revision, _commit_of_snapshot(folder), folder, files, from_cache=True)
         info = HfApi().model_info(repo_id, revision=revision, token=token)
         files = [s.rfilename for s in (info.siblings or [])]
+        odd = [f for f in files if not _is_plain_path(f)]
+        if len(odd) > MAX_ODD_NAMES:
+            raise HubError(f"Hub repo '{repo_id}' lists {len(odd):,} files whose names leave the folder "
+                           f"({name_some(odd)}); not downloading from it.")
+        if odd:
+            logger.warning("Hub repo '%s' lists %d file(s) whose names leave the folder (%s); not downloading them.",
+                           repo_id, len(odd), name_some(odd))
+            files = [f for f in files if _is_plain_path(f)]
         _refuse_unsafe(repo_id, files)
         # by the revision asked for (not the sha), so that the cache records the branch and a
         # later offline verification of the same revision finds it; the snapshot folder names
-        # the commit actually read
+        # the commit actually read. The odd names are excluded by patterns, so escaped.
         folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, token=token,
-                                        allow_patterns=list(SAFE_PATTERNS), force_download=force_download))
+                                        allow_patterns=list(SAFE_PATTERNS), ignore_patterns=[glob.escape(f) for f in odd],
+                                        force_download=force_download))
     return HubLocation(repo_id, revision, _commit_of_snapshot(folder) or info.sha, folder, files)
 
 

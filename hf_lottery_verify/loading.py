@@ -57,12 +57,13 @@ def _config_from_contents(
                 "pass arch='resnet18' (or the right timm name).",
                 path=contents.path,
             )
+        check_architecture(arch)
         model_args = dict(cfg.get("model_args") or {})
         label_names = cfg.get("label_names")
         kwargs: dict[str, Any] = {}
         if label_names and (num_labels is None or num_labels == len(label_names)):
             kwargs["id2label"] = dict(enumerate(label_names))
-        pretrained = cfg.get("pretrained_cfg") if isinstance(cfg.get("pretrained_cfg"), dict) else {}
+        pretrained = cfg.get("pretrained_cfg") or {}  # read_config kept only its checked mean, std and input_size
         if pretrained.get("mean") and pretrained.get("std"):
             kwargs.update(image_mean=tuple(pretrained["mean"]), image_std=tuple(pretrained["std"]))
         config = SparseResNetConfig(arch=arch.split(".")[0], model_args=model_args or None, **kwargs)

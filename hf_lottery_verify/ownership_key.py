@@ -121,7 +121,7 @@ def check_key_outside(key_path: str | os.PathLike, folder: str | os.PathLike) ->
 
 _DERIVE_DOMAIN = b"hf_lottery_verify/key/v3\x00"
 SCRYPT_COST = {"n": 2**14, "r": 8, "p": 1}
-"""Cost of stretching a key's secret (scrypt, 16 MiB of memory, ~0.1 s on a CPU core). Every
+"""Cost of stretching a key's secret (scrypt, 16 MiB of memory, ~0.04 s on a CPU core). Every
 derived choice goes through it, so a claimant grinding secrets pays at least that per try —
 also where a try would otherwise be nearly free (labels for fixed, loaded trigger images)."""
 

@@ -177,7 +177,7 @@ def test_parity_screen_accepts_every_valid_symbol_of_both_polarities() -> None:
             assert (_mod2_matmul((~bits)[None], checks.T)[0] == targets[8 + pattern]).all()
 
 
-def _plant_contiguous_qr(model, text: str, name: str = "layer2.0.conv1.weight") -> None:
+def _plant_contiguous_qr(model, text: str, name: str = "layer2.1.conv1.weight") -> None:
     """The public reference code's layout: one QR symbol as a contiguous window of kernels (no key, no whitening)."""
     from hf_lottery_verify import qr
 
@@ -200,7 +200,7 @@ def test_locate_rewrite_finds_and_erases_a_contiguous_signature_without_the_key(
     model = make_model("cifar_resnet20", density=0.1)
     _plant_contiguous_qr(model, "alice")
     hits = locate_windows(masks_from_weights(model.timm_parameters(), model.prunable_names()), max_version=1)
-    assert {(h.param, h.row, h.col, h.text) for h in hits} >= {("layer2.0.conv1.weight", 0, 0, "alice")}
+    assert {(h.param, h.row, h.col, h.text) for h in hits} >= {("layer2.1.conv1.weight", 0, 0, "alice")}
     attacked = locate_rewrite_attack(model, seed=0, flip_share=0.5, max_version=1)
     assert abs(attacked.density - model.density) < 1e-12
     assert not locate_windows(attacked.masks, max_version=1)

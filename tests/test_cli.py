@@ -179,3 +179,63 @@ def test_split_key_on_a_signed_ticket_keeps_its_signature_readable(tmp_path: Pat
     capsys.readouterr()
     assert main(["extract", str(tmp_path / "locked"), "--key", str(key), "--json"]) == 0  # V1 left the QR public
     assert json.loads(capsys.readouterr().out)["text"] == "alice 2026"
+
+
+def test_an_unexpected_exception_is_an_error_never_a_verdict(tmp_path: Path, capsys, monkeypatch) -> None:
+    from hf_lottery_verify.cli import COMMANDS
+
+    key = tmp_path / "key.json"
+    assert main(["triggers", "--key", str(key), "--arch", "cifar_resnet8", "--num-classes", "10", "--n", "8"]) == 0
+    capsys.readouterr()
+    # a malformed endpoint URL used to end in a traceback and exit 1, which reads as "not owned"
+    assert main(["verify", "--endpoint", "http://[::1", "--key", str(key)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert main(["-v", "verify", "--endpoint", "http://[::1", "--key", str(key)]) == 2
+    assert "Traceback" in capsys.readouterr().err  # -v shows where it came from
+
+    def add_boom(sub) -> None:
+        p = sub.add_parser("boom")
+        p.add_argument("--what", default="memory")
+
+        def crash(args):
+            if args.what == "memory":
+                raise MemoryError()
+            return crash(args) if args.what == "recursion" else {}["line one\nline two"]
+
+        p.set_defaults(handler=crash)
+
+    monkeypatch.setitem(COMMANDS, "boom", add_boom)
+    for what, name in (("memory", "MemoryError"), ("recursion", "RecursionError"), ("key", "KeyError")):
+        assert main(["boom", "--what", what]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"unexpected {name}" in err and "-v" in err
+
+
+def test_out_folders_are_not_overwritten_without_overwrite(tmp_path: Path, capsys) -> None:
+    from .helpers import make_model
+
+    ticket, busy = tmp_path / "ticket", tmp_path / "busy"
+    make_model("cifar_resnet20", density=0.1).save_pretrained(ticket)
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in ticket.iterdir()}
+    sign = ["sign", str(ticket), "--signature", "alice 2026", "--key-out", str(tmp_path / "k.json"), "--out"]
+    refused = [sign + [str(ticket)], sign + [str(busy)],
+               ["split-key", str(ticket), "--ratio", "0.1", "--key-out", str(tmp_path / "k2.json"), "--out",
+                str(ticket)],
+               ["attack", "prune", str(ticket), "--out", str(busy)],
+               ["retrain", str(ticket), "--rewind", str(ticket), "--out", str(ticket), "--dataset", "synthetic"]]
+    for argv in refused:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in ticket.iterdir()} == before  # the published model is untouched
+    assert main(sign + [str(busy), "--overwrite"]) == 0
+    assert (busy / "model.safetensors").is_file() and (busy / "notes.txt").read_text() == "mine"
+
+
+def test_triggers_refuses_a_path_as_the_architecture_of_a_new_key(tmp_path: Path, capsys) -> None:
+    key = tmp_path / "key.json"
+    assert main(["triggers", "--key", str(key), "--arch", "../../etc/passwd", "--num-classes", "10"]) == 2
+    assert "Unknown architecture" in capsys.readouterr().err and not key.exists()

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 import hf_lottery_verify as hlv
 from hf_lottery_verify import hub
 from hf_lottery_verify.cli import main
+from hf_lottery_verify.localhub.store import Blob
 from hf_lottery_verify.ownership_key import OwnershipKey
 
 from .helpers import make_model
@@ -285,3 +286,24 @@ def test_from_pretrained_kwargs(tmp_path, signed) -> None:
         hlv.SparseResNetForImageClassification.from_pretrained(root / "ticket", device_map="auto")
     with pytest.raises(TypeError, match="unsupported"):
         model.save_pretrained(tmp_path / "x", token="hf_x")
+
+
+def test_oddly_named_repo_files_are_skipped_not_written_outside_the_cache(signed, fresh_hub, hub_repo_id,
+                                                                           tmp_path) -> None:
+    model, key, _ = signed
+    model.push_to_hub(hub_repo_id, key=key)
+    odd = ["../../escape.json", "/abs.json", "sub/../../../up.safetensors", "back\\slash.json", "nul\0.json",
+           "a//b.json"]
+    for name in odd:
+        fresh_hub.put_file(hub_repo_id, name, b"{}", message="thief: an odd name")
+    cache = tmp_path / "cache"
+    report = hlv.verify_hub_model(hub_repo_id, key=key, cache_dir=cache)
+    assert report.verdict == "owned"
+    written = {p.relative_to(cache).as_posix() for p in cache.rglob("*") if p.is_file() and "snapshots" in p.parts}
+    assert written and not any("escape" in w or "abs" in w or "up." in w or "slash" in w for w in written)
+    assert not list(cache.rglob("escape.json")) and not list(tmp_path.rglob("up.safetensors"))
+    # beyond a hundred such names the repo is refused with one line (exit 2), never a verdict
+    fresh_hub.commit(hub_repo_id, {f"../x{i}.json": Blob.make(b"{}", lfs=False) for i in range(101)},
+                     message="thief: many odd names")
+    with pytest.raises(hlv.HubError, match="lists 107 files whose names leave the folder"):
+        hlv.verify_hub_model(hub_repo_id, key=key, cache_dir=cache)

@@ -17,7 +17,6 @@ from hf_lottery_verify.storage import (
     canonicalize_state_dict,
     find_weight_files,
     read_checkpoint,
-    read_header_metadata,
 )
 
 from .helpers import make_model
@@ -43,7 +42,7 @@ def test_round_trip_is_bit_exact(tmp_path: Path, tiny_model, compact: bool) -> N
     assert _same_weights(tiny_model, back)
     assert _same_masks(tiny_model, back)
     assert back.config.arch == "cifar_resnet8" and back.config.density == pytest.approx(0.2, abs=1e-4)
-    meta = read_header_metadata(tmp_path / "model.safetensors")
+    meta = read_checkpoint(tmp_path).metadata
     assert meta["layout"] == ("compact" if compact else "dense") and meta["format_version"] == 2
     if compact:
         assert meta["masks"]["layer1.0.conv1.weight"]["shape"] == [16, 16, 3, 3]
@@ -317,3 +316,182 @@ def test_save_pretrained_options(tmp_path: Path, tiny_model) -> None:
         tiny_model.save_pretrained(tmp_path, variant="fp16")
     tiny_model.save_pretrained(tmp_path / "worker", is_main_process=False)
     assert not (tmp_path / "worker").exists()
+
+
+# --------------------------------------------------------------------------- hostile files (issue 18)
+
+
+def _safetensors_bytes(header: dict | bytes, data: bytes = b"") -> bytes:
+    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+    return len(raw).to_bytes(8, "little") + raw + data
+
+
+def _refused_by_every_reader(folder: Path, match: str, error: type = hlv.CorruptCheckpointError) -> None:
+    for read in (read_checkpoint, hlv.read_suspect, hlv.load_model):
+        with pytest.raises(error, match=match) as info:
+            read(folder)
+        assert "\n" not in str(info.value) and len(str(info.value)) < 400
+
+
+@pytest.mark.parametrize(("name", "header", "data", "match"), [
+    ("nested 100k deep", b"[" * 100_000 + b"]" * 100_000, b"", "nested too deeply"),
+    ("negative shape", {"w": {"dtype": "F32", "shape": [-2, -2], "data_offsets": [0, 16]}}, b"\0" * 16, "shape"),
+    ("count wraps to 0 in 64 bits", {"w": {"dtype": "F32", "shape": [2**32, 2**32], "data_offsets": [0, 0]}}, b"",
+     "shape"),
+    ("float shape", {"w": {"dtype": "F32", "shape": [2.0], "data_offsets": [0, 8]}}, b"\0" * 8, "shape"),
+    ("overlapping ranges", {"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+                            "b": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}}, b"\0" * 16, "overlaps"),
+    ("gap", {"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, b"\0" * 8, "overlaps"),
+    ("range of another size", {"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 8, "needs 12"),
+    ("range past the end", {"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 8, "cover"),
+    ("trailing bytes", {"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 8, "cover"),
+    ("unknown dtype", {"a": {"dtype": "F31", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4, "dtype"),
+    ("dtype not a string", {"a": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4, "dtype"),
+    ("entry not an object", {"a": [1, 2]}, b"", "dtype"),
+    ("header not an object", b"[1, 2]", b"", "not a JSON object"),
+    ("header not UTF-8", b'{"\xff": 1}', b"", "Malformed JSON"),
+])
+def test_malformed_safetensors_are_refused_by_every_reader(tmp_path: Path, name, header, data, match) -> None:
+    (tmp_path / "model.safetensors").write_bytes(_safetensors_bytes(header, data))
+    _refused_by_every_reader(tmp_path, match)
+
+
+def test_a_header_over_safetensors_limit_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    with open(tmp_path / "model.safetensors", "wb") as f:  # a sparse 110 MB file: header length 110 MB
+        f.write((110_000_000).to_bytes(8, "little") + b"{")
+        f.truncate(8 + 110_000_000)
+    _refused_by_every_reader(tmp_path, "over safetensors' limit")
+
+
+def test_links_to_nowhere_fifos_and_folders_are_typed_errors_not_hangs(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    loop, fifo, folder = tmp_path / "loop", tmp_path / "fifo", tmp_path / "folder"
+    for d in (loop, fifo, folder):
+        d.mkdir()
+    (loop / "model.safetensors").symlink_to(loop / "model.safetensors")
+    os.mkfifo(tmp_path / "pipe")
+    (fifo / "model.safetensors").symlink_to(tmp_path / "pipe")
+    (folder / "model.safetensors").mkdir()
+    outcomes: list[str] = []
+
+    def read_all() -> None:
+        _refused_by_every_reader(loop, "symbolic links", hlv.CheckpointError)
+        _refused_by_every_reader(fifo, "not a regular file", hlv.CheckpointError)
+        _refused_by_every_reader(folder, "not a regular file", hlv.CheckpointError)
+        outcomes.append("done")
+
+    reader = threading.Thread(target=read_all, daemon=True)  # a FIFO used to block forever
+    reader.start()
+    reader.join(timeout=60)
+    assert outcomes == ["done"]
+
+
+def test_a_folder_of_many_files_gives_a_short_message(tmp_path: Path) -> None:
+    for i in range(10_000):
+        (tmp_path / f"part{i:05d}.safetensors").touch()
+    with pytest.raises(hlv.CheckpointError, match="and 9,997 more") as info:
+        hlv.read_suspect(tmp_path)
+    assert len(str(info.value)) < 400
+
+
+def test_shard_index_names_only_files_of_its_folder(tmp_path: Path, tiny_model) -> None:
+    tiny_model.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").rename(tmp_path / "outside.safetensors")
+    for weight_map in ({"fc.weight": "../outside.safetensors"}, {"fc.weight": "/etc/passwd"}, {"fc.weight": 3},
+                       "not a map", {}):
+        (tmp_path / "m" / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+        _refused_by_every_reader(tmp_path / "m", "Malformed shard index")
+    (tmp_path / "m" / "model.safetensors.index.json").write_text("[" * 100_000)
+    _refused_by_every_reader(tmp_path / "m", "nested too deeply")
+
+
+def test_metadata_that_safetensors_refuses_is_ignored_for_suspects_only(tmp_path: Path, tiny_model) -> None:
+    sd = {k: v.contiguous() for k, v in tiny_model.timm_model.state_dict().items()}
+    save_file(sd, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    data = (tmp_path / "model.safetensors").read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    header["__metadata__"] = {"format": "pt", "hf_lottery_verify": {"ownership": {"owner": "thief"}}, "n": 1}
+    raw = json.dumps(header).encode()
+    (tmp_path / "model.safetensors").write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + n:])
+    suspect = hlv.read_suspect(tmp_path)
+    assert all(torch.equal(suspect.state_dict[k], v) for k, v in sd.items())
+    assert suspect.claim is None and any("__metadata__" in note for note in suspect.notes)
+    with pytest.raises(hlv.CorruptCheckpointError, match="__metadata__"):
+        read_checkpoint(tmp_path)  # the owner's reader is as strict as safetensors
+
+
+def test_a_claim_in_the_header_is_reported_flat(tmp_path: Path, tiny_model) -> None:
+    claim = {"owner": "alice", "schemes": ["V2"], "nested": {"x": [[1]]}}
+    meta = {"format": "pt", METADATA_KEY: json.dumps({"format_version": 2, "layout": "dense", "ownership": claim})}
+    save_file({k: v.contiguous() for k, v in tiny_model.timm_model.state_dict().items()},
+              tmp_path / "model.safetensors", metadata=meta)
+    assert hlv.read_suspect(tmp_path).claim == {"owner": "alice", "schemes": ["V2"]}
+
+
+def _with_config(folder: Path, tiny_model, **fields) -> Path:
+    tiny_model.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(fields)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize("field", [
+    {"arch": ["resnet18"]}, {"arch": 5}, {"arch": "../../etc/passwd"}, {"architecture": "hf-hub:x/y"},
+    {"image_size": "32"}, {"image_size": 10**9}, {"image_mean": 3}, {"image_std": [0.2, 0.0, 0.2]},
+    {"image_mean": [float("nan")] * 3}, {"in_chans": "3"}, {"id2label": {"0": ["a"]}}, {"label_names": "abc"},
+    {"density": True}, {"model_args": {"checkpoint_path": "/etc/passwd"}}, {"model_args": {"pretrained_cfg": {}}},
+    {"model_args": [1]}, {"pretrained_cfg": {"mean": "abc"}}, {"pretrained_cfg": {"input_size": [3, 10**6, 10**6]}},
+])
+def test_bad_config_fields_are_typed_errors_for_loading_and_notes_for_suspects(tmp_path: Path, tiny_model,
+                                                                               field) -> None:
+    folder = _with_config(tmp_path, tiny_model, **field)
+    name = next(iter(field))
+    with pytest.raises(hlv.CorruptCheckpointError, match=f"'{name}' is refused") as info:
+        hlv.load_model(folder)
+    assert "\n" not in str(info.value)
+    suspect = hlv.read_suspect(folder)
+    assert name not in suspect.config and any(f"'{name}' is refused" in note for note in suspect.notes)
+    assert suspect.config["model_type"] == "sparse_resnet"  # the other fields stay usable hints
+
+
+def test_config_keeps_only_checked_fields(tmp_path: Path, tiny_model) -> None:
+    pretrained = {"mean": [0.5] * 3, "std": [0.25] * 3, "input_size": [3, 32, 32], "file": "/etc/passwd",
+                  "url": "http://x", "hf_hub_id": "thief/weights"}
+    folder = _with_config(tmp_path, tiny_model, pretrained_cfg=pretrained, checkpoint_path="/etc/passwd",
+                          model_args={"in_chans": 3, "drop_rate": 0.1})
+    config = hlv.read_suspect(folder).config
+    assert config["pretrained_cfg"] == {"mean": [0.5] * 3, "std": [0.25] * 3, "input_size": [3, 32, 32]}
+    assert "checkpoint_path" not in config and config["model_args"] == {"drop_rate": 0.1}
+    model = hlv.load_model(folder)
+    assert model.config.model_args == {"drop_rate": 0.1} and model.timm_model.drop_rate == 0.1
+
+
+def test_config_nested_100k_deep_or_not_an_object(tmp_path: Path, tiny_model) -> None:
+    tiny_model.save_pretrained(tmp_path)
+    for text, match in (("[" * 100_000 + "]" * 100_000, "nested too deeply"), ("[1]", "not a JSON object")):
+        (tmp_path / "config.json").write_text(text)
+        with pytest.raises(hlv.CorruptCheckpointError, match=match):
+            hlv.load_model(tmp_path)
+        suspect = hlv.read_suspect(tmp_path)
+        assert suspect.config is None and any(match in note for note in suspect.notes)
+
+
+def test_a_compact_suspect_whose_header_shapes_lie_decodes_with_the_key_shapes(tmp_path: Path, tiny_model) -> None:
+    tiny_model.save_pretrained(tmp_path, compact=True)
+    tensors = load_file(tmp_path / "model.safetensors")
+    with safe_open(tmp_path / "model.safetensors", framework="pt") as f:
+        raw = f.metadata()
+    meta = json.loads(raw[METADATA_KEY])
+    true_shapes = {n: tuple(e["shape"]) for n, e in meta["masks"].items()}
+    for entry in meta["masks"].values():
+        entry["shape"] = [10**6, 10**6]  # a thief's edit: 10^12 elements, refused before anything is allocated
+    save_file(tensors, tmp_path / "model.safetensors", metadata={**raw, METADATA_KEY: json.dumps(meta)})
+    with pytest.raises(hlv.CorruptCheckpointError, match="neither its header's shapes nor the key's"):
+        hlv.read_suspect(tmp_path)
+    suspect = hlv.read_suspect(tmp_path, shapes=true_shapes)
+    assert any("reference shapes" in note for note in suspect.notes)
+    assert all(torch.equal(suspect.state_dict[k], v) for k, v in tiny_model.timm_model.state_dict().items())

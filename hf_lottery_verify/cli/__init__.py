@@ -24,7 +24,10 @@ Flags come from dataclasses (:mod:`hf_lottery_verify.configs`, :mod:`.args`) thr
 ``transformers.HfArgumentParser``. Parsing imports neither torch nor timm, so ``--help``
 answers at once; each command imports what it needs. Exit status: 0 success (for
 ``verify``: owned), 1 a negative result (``verify``: not owned; ``extract``: no match),
-3 inconclusive, 2 a user error — always one line on stderr, never a traceback.
+3 inconclusive, 2 an error — always one line on stderr, never a traceback (``-v`` adds it).
+Only a command's decision returns 1: anything that goes wrong on the way, an unexpected
+exception (``RecursionError`` and ``MemoryError`` included) too, exits 2, so a crash never
+reads as a verdict.
 """
 
 from __future__ import annotations
@@ -101,7 +104,12 @@ def _demo_uses_local_hub(words: Sequence[str]) -> bool:
 
 def _fail(args: Any, message: str) -> int:
     name = getattr(args, "command", None)
-    sys.stderr.write(f"hf-lottery{' ' + name if name else ''}: error: {message}\n")
+    line = " ".join(message.split())[:500]  # one line, whatever the message holds (it may quote hostile input)
+    if getattr(args, "verbose", 0):
+        import traceback
+
+        traceback.print_exc()
+    sys.stderr.write(f"hf-lottery{' ' + name if name else ''}: error: {line}\n")
     from ._parsing import EXIT_USAGE
 
     return EXIT_USAGE
@@ -135,17 +143,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     from ..errors import HfLotteryError
 
-    _registration.register()
     try:
+        _registration.register()
         return int(args.handler(args))
     except HfLotteryError as exc:
-        return _fail(args, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return _fail(args, str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
         return _fail(args, f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
     except KeyboardInterrupt:
         sys.stderr.write(f"hf-lottery {args.command}: interrupted (re-run the same command to resume where it "
                          "supports resuming)\n")
         return 130
+    except Exception as exc:  # a bug or an unforeseen input: an error (2), never a verdict
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return _fail(args, f"unexpected {type(exc).__name__}{': ' + first if first else ''} (run with -v for "
+                           "the traceback and report it)")
 
 
 if __name__ == "__main__":  # pragma: no cover

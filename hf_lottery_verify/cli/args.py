@@ -9,12 +9,15 @@ transformers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 __all__ = [
     "DataArgs",
     "EvalDataArgs",
     "OutputArgs",
+    "OverwriteArgs",
+    "check_out_folder",
     "FindTicketArgs",
     "SplitKeyArgs",
     "SignatureOptions",
@@ -41,6 +44,39 @@ class OutputArgs:
 
     _argument_group_name = "output"
     json: bool = _help("print the result as JSON (nothing else on stdout)", default=False)
+
+
+@dataclass
+class OverwriteArgs:
+    """Whether a command may write its model folder over existing files."""
+
+    _argument_group_name = "output folder"
+    overwrite: bool = _help("write --out even when it is the input folder or not empty (files are replaced)",
+                            default=False)
+
+
+def check_out_folder(out: str, *inputs: str | None, overwrite: bool) -> None:
+    """Refuse to write a model folder over an input folder or a non-empty folder unless ``overwrite``.
+
+    Args:
+        out (`str`): The ``--out`` folder.
+        *inputs (`str`, *optional*): The folders the command reads.
+        overwrite (`bool`): ``--overwrite`` was given.
+
+    Raises:
+        ConfigError: ``out`` is an input, a file, or a folder that is not empty, and ``overwrite`` is not set.
+    """
+    from ..errors import ConfigError
+
+    target = Path(out).expanduser()
+    if overwrite:
+        return
+    if any(i is not None and target.resolve() == Path(i).expanduser().resolve() for i in inputs):
+        raise ConfigError(f"--out {out} is the input folder: writing there replaces the model you read. Pick "
+                          "another folder, or pass --overwrite.")
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ConfigError(f"--out {out} exists and is not an empty folder; pick a new folder, or pass --overwrite "
+                          "to replace its files.")
 
 
 @dataclass

@@ -25,21 +25,28 @@ transformers ``TimmWrapper`` checkpoints (``timm_model.`` prefix) and bare state
 and maps names to timm's canonical ones. Only safetensors is ever read: a folder holding
 only pickle files raises :class:`~hf_lottery_verify.errors.PickleRefusedError`.
 
-This module trusts what it reads (it is for the owner's own files). Reading a *suspect*
-— which must not trust headers, stored masks or checksums — is
+Every file is opened and checked by one strict reader (:mod:`.files`: regular files only,
+safetensors by its own rules, bounded JSON) and ``config.json`` is read by an allow-list
+(:mod:`.config`), whoever wrote them. Beyond that, :func:`read_checkpoint` trusts the
+contents (it is for the owner's own files: stored masks and checksums are enforced).
+Reading a *suspect* — which must not trust headers, stored masks or checksums — is
 :func:`hf_lottery_verify.suspect.read_suspect`.
 
 Modules (one concept each; every name is importable from ``hf_lottery_verify.storage``):
 
 * :mod:`.fileformat` — file names, header keys, prefixes, :data:`FORMAT_VERSION`,
   :class:`CheckpointContents`, :func:`masks_path_for` and :func:`tensor_digest`.
+* :mod:`.files` — :func:`open_regular`, :func:`read_json` and :func:`read_safetensors`: the
+  checks on every file read.
+* :mod:`.config` — :func:`read_config`: ``config.json`` by an allow-list of checked fields.
 * :mod:`.writing` — :func:`write_checkpoint` (dense or compact layout, atomic).
-* :mod:`.reading` — :func:`read_checkpoint` and the readers of files, headers, the compact
-  layout, shard indexes and foreign layouts.
+* :mod:`.reading` — :func:`read_checkpoint` and the readers of our header metadata, the
+  compact layout, shard indexes and foreign layouts.
 """
 
 from __future__ import annotations
 
+from .config import read_config
 from .fileformat import (
     CONFIG_NAME,
     FORMAT_VERSION,
@@ -59,15 +66,13 @@ from .fileformat import LOW_PREFIX as LOW_PREFIX
 from .fileformat import MASK_PREFIX as MASK_PREFIX
 from .fileformat import OUR_PREFIXES as OUR_PREFIXES
 from .fileformat import VALUES_PREFIX as VALUES_PREFIX
+from .files import name_some, read_safetensors
 from .reading import (
     canonicalize_state_dict,
     decode_compact,
     find_weight_files,
     parse_metadata,
     read_checkpoint,
-    read_config,
-    read_header_metadata,
-    read_safetensors,
     strip_foreign_entries,
 )
 from .writing import write_checkpoint
@@ -85,7 +90,6 @@ __all__ = [
     "write_checkpoint",
     "read_checkpoint",
     "read_safetensors",
-    "read_header_metadata",
     "parse_metadata",
     "masks_path_for",
     "tensor_digest",
@@ -94,4 +98,5 @@ __all__ = [
     "decode_compact",
     "find_weight_files",
     "read_config",
+    "name_some",
 ]

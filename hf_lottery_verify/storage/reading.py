@@ -1,24 +1,31 @@
-"""Reading checkpoints (trusting them): safetensors files and their header metadata,
-the compact layout, stored masks, shard indexes and the layouts of other libraries,
-mapped to timm's names (:func:`read_checkpoint`)."""
+"""Reading checkpoints (trusting their contents, not their form): this library's header
+metadata, the compact layout, stored masks, shard indexes and the layouts of other
+libraries, mapped to timm's names (:func:`read_checkpoint`). Files are read by
+:mod:`.files`, which checks their form."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 
 from ..codecs import decode_positions, unpack_bits
-from ..errors import CheckpointError, CorruptCheckpointError, MaskError, MaskInconsistencyError, PickleRefusedError
+from ..errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    MaskError,
+    MaskInconsistencyError,
+    PickleRefusedError,
+)
 from ..masks import MaskDict
+from .config import read_config
 from .fileformat import (
-    CONFIG_NAME,
     FORMAT_VERSION,
     HIGH_PREFIX,
     LAYOUTS,
@@ -36,52 +43,22 @@ from .fileformat import (
     masks_path_for,
     tensor_digest,
 )
+from .files import load_json, name_some, read_json, read_safetensors, shape_of
 
 __all__ = [
     "read_checkpoint",
-    "read_safetensors",
-    "read_header_metadata",
     "parse_metadata",
     "canonicalize_state_dict",
     "strip_foreign_entries",
     "decode_compact",
     "find_weight_files",
-    "read_config",
 ]
 
 # Prefixes other libraries put in front of timm's names: transformers' TimmWrapper,
 # DistributedDataParallel, torch.compile.
-_FOREIGN_PREFIXES = ("timm_model.", "module.", "_orig_mod.")
-
-
-def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read every tensor and the raw header metadata of a safetensors file.
-
-    Args:
-        path (`str` or `os.PathLike`): The file.
-
-    Returns:
-        ``(tensors, metadata)``; metadata is ``{}`` when the header has none.
-
-    Raises:
-        CorruptCheckpointError: The file is truncated, its header is malformed, or a
-            tensor cannot be read.
-        CheckpointError: The file does not exist.
-    """
-    path = str(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"No such checkpoint file: {path}", path=path)
-    try:
-        with safe_open(path, framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
-        raise CorruptCheckpointError(
-            f"Cannot read safetensors file {path}: {exc}. The file is truncated or corrupt; "
-            "download or save it again.",
-            path=path,
-        ) from exc
-    return tensors, metadata
+_FOREIGN_PREFIXES = re.compile(r"^(?:timm_model\.|module\.|_orig_mod\.)+")
+MAX_DENSE_ELEMENTS = 2**28
+"""Most elements the compact layout may expand to in one file (1 GiB of float32; a ResNet-152 holds 60 M)."""
 
 
 def parse_metadata(raw: Mapping[str, str], key: str = METADATA_KEY, *, path: str | None = None) -> dict[str, Any]:
@@ -96,17 +73,19 @@ def parse_metadata(raw: Mapping[str, str], key: str = METADATA_KEY, *, path: str
         The parsed dict, or ``{}`` when the entry is absent.
 
     Raises:
-        CorruptCheckpointError: The entry is not JSON or names an unknown layout.
+        CorruptCheckpointError: The entry is not JSON, names an unknown layout or has
+            malformed mask entries.
         CheckpointError: The format version is newer than this release reads.
     """
     if key not in raw:
         return {}
-    try:
-        meta = json.loads(raw[key])
-    except json.JSONDecodeError as exc:
-        raise CorruptCheckpointError(f"Malformed '{key}' header metadata in {path}: {exc}.", path=path) from exc
-    if not isinstance(meta, dict):
-        raise CorruptCheckpointError(f"Malformed '{key}' header metadata in {path}: not a JSON object.", path=path)
+    meta = load_json(raw[key], where=f"the '{key}' header metadata of {path}", path=path)
+    masks = meta.get("masks", {}) if isinstance(meta, dict) else None
+    if not isinstance(masks, dict) or not all(
+            isinstance(e, dict) and shape_of(e.get("shape")) is not None and type(e.get("kept", 0)) is int
+            for e in masks.values()):
+        raise CorruptCheckpointError(f"Malformed '{key}' header metadata in {path}: not a JSON object with mask "
+                                     "entries of a shape and a kept count.", path=path)
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(
@@ -117,27 +96,6 @@ def parse_metadata(raw: Mapping[str, str], key: str = METADATA_KEY, *, path: str
     if key == METADATA_KEY and meta.get("layout") not in LAYOUTS:
         raise CorruptCheckpointError(f"Unknown layout {meta.get('layout')!r} in {path}.", path=path)
     return meta
-
-
-def read_header_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """This library's header metadata of a safetensors file, without reading tensors.
-
-    Args:
-        path (`str` or `os.PathLike`): The file.
-
-    Returns:
-        The parsed ``hf_lottery_verify`` entry, or ``{}`` for files written by others.
-
-    Raises:
-        CorruptCheckpointError: The header cannot be parsed.
-    """
-    path = str(path)
-    try:
-        with safe_open(path, framework="pt") as f:
-            raw = dict(f.metadata() or {})
-    except (SafetensorError, OSError) as exc:
-        raise CorruptCheckpointError(f"Cannot read the header of {path}: {exc}.", path=path) from exc
-    return parse_metadata(raw, path=path)
 
 
 def decode_compact(
@@ -161,10 +119,15 @@ def decode_compact(
         ``(state_dict, masks)``: every tensor in dense form, and the masks of the compact ones.
 
     Raises:
-        CorruptCheckpointError: A compact parameter lacks a shape or its code is inconsistent.
+        CorruptCheckpointError: A compact parameter lacks a shape, its code is inconsistent,
+            or the shapes add up to more than :data:`MAX_DENSE_ELEMENTS`.
     """
     dense: dict[str, torch.Tensor] = {}
     masks: MaskDict = {}
+    total = sum(math.prod(shapes.get(k[len(VALUES_PREFIX):], ())) for k in tensors if k.startswith(VALUES_PREFIX))
+    if total > MAX_DENSE_ELEMENTS:
+        raise CorruptCheckpointError(f"{path}: the compact tensors' shapes add up to {total:,} elements, over the "
+                                     f"{MAX_DENSE_ELEMENTS:,} this library expands.", path=path)
     for key, t in tensors.items():
         if key.startswith((LOW_PREFIX, HIGH_PREFIX, MASK_PREFIX)):
             continue
@@ -176,8 +139,10 @@ def decode_compact(
             raise CorruptCheckpointError(f"{path}: no shape known for the compact tensor '{name}'.", path=path)
         shape = tuple(int(s) for s in shapes[name])
         kept, n = t.numel(), math.prod(shape)
-        low_bits = max(0, int(math.floor(math.log2(n / kept)))) if kept else 0
+        low_bits = max(0, int(math.floor(math.log2(n / kept)))) if 0 < kept <= n else 0
         try:
+            if kept > n:
+                raise MaskError(f"{kept} values for {n} positions")
             mask = decode_positions(tensors[LOW_PREFIX + name], tensors[HIGH_PREFIX + name], low_bits, kept=kept,
                                     shape=shape)
         except (KeyError, MaskError) as exc:
@@ -254,13 +219,7 @@ def canonicalize_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str,
     """
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
-        name = key
-        stripped = True
-        while stripped:
-            stripped = False
-            for prefix in _FOREIGN_PREFIXES:
-                if name.startswith(prefix):
-                    name, stripped = name[len(prefix):], True
+        name = _FOREIGN_PREFIXES.sub("", key)
         if name in out:
             raise CheckpointError(f"Keys '{key}' and another one both map to '{name}'; the checkpoint is ambiguous.")
         out[name] = value
@@ -284,29 +243,41 @@ def find_weight_files(folder: str | os.PathLike) -> list[Path]:
     """The safetensors files holding a folder's weights (one file or the shards of an index).
 
     Args:
-        folder (`str` or `os.PathLike`): A model folder.
+        folder (`str` or `os.PathLike`): A model folder, or a weights file (returned as it is).
 
     Returns:
         Paths of the files to read.
 
     Raises:
-        PickleRefusedError: Only pickle-based weight files are present.
-        CheckpointError: No weights at all, or a broken shard index.
+        PickleRefusedError: ``folder`` is a pickle file, or only pickle weight files are present.
+        CheckpointNotFoundError: ``folder`` does not exist.
+        CheckpointError: No weights at all, or a broken shard index (shards must be
+            ``.safetensors`` files in the same folder).
     """
     folder = Path(folder)
+    if not folder.is_dir():  # a file, or a FIFO or a link loop that the reader refuses with a clear message
+        if not os.path.lexists(folder):
+            raise CheckpointNotFoundError(f"No such file or folder: {folder}", path=str(folder))
+        if folder.suffix in PICKLE_SUFFIXES:
+            raise PickleRefusedError(f"{folder} is a pickle file; hf_lottery_verify never unpickles. Convert it "
+                                     "to safetensors in a trusted environment first.", path=str(folder))
+        return [folder]
     single = folder / WEIGHTS_NAME
-    if single.is_file():
+    if os.path.lexists(single):  # whatever it is: the reader refuses links to nowhere, FIFOs and devices
         return [single]
     index = folder / WEIGHTS_INDEX_NAME
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise CorruptCheckpointError(f"Malformed shard index {index}: {exc}.", path=str(index)) from exc
-        shards = sorted(set(weight_map.values()))
-        missing = [s for s in shards if not (folder / s).is_file()]
+    if os.path.lexists(index):
+        weight_map = read_json(index)
+        weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
+        shards = sorted(set(weight_map.values())) if isinstance(weight_map, dict) and all(
+            isinstance(s, str) for s in weight_map.values()) else None
+        if not shards or not all(s == Path(s).name and s.endswith(".safetensors") for s in shards):
+            raise CorruptCheckpointError(f"Malformed shard index {index}: its weight_map must name .safetensors "
+                                         "files of the same folder.", path=str(index))
+        missing = [s for s in shards if not os.path.lexists(folder / s)]
         if missing:
-            raise CheckpointError(f"Shard index {index} names missing files: {missing}.", path=str(folder))
+            raise CheckpointError(f"Shard index {index} names missing files: {name_some(missing)}.",
+                                  path=str(folder))
         return [folder / s for s in shards]
     others = sorted(p for p in folder.glob("*.safetensors") if not p.name.endswith(MASKS_NAME))
     if len(others) == 1:
@@ -314,36 +285,18 @@ def find_weight_files(folder: str | os.PathLike) -> list[Path]:
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if pickles and not others:
         raise PickleRefusedError(
-            f"{folder} holds only pickle weights ({', '.join(pickles)}). hf_lottery_verify never unpickles "
+            f"{folder} holds only pickle weights ({name_some(pickles)}). hf_lottery_verify never unpickles "
             "(it runs arbitrary code). Convert the checkpoint to safetensors in a trusted environment, e.g. "
             "`safetensors.torch.save_file(torch.load(path, weights_only=True), 'model.safetensors')`.",
             path=str(folder),
         )
     if len(others) > 1:
         raise CheckpointError(
-            f"{folder} holds several safetensors files ({[p.name for p in others]}) and no "
+            f"{folder} holds several safetensors files ({name_some([p.name for p in others])}) and no "
             f"{WEIGHTS_NAME} or {WEIGHTS_INDEX_NAME}; pass the file to load explicitly.",
             path=str(folder),
         )
     raise CheckpointError(f"No weights found in {folder}: expected {WEIGHTS_NAME}.", path=str(folder))
-
-
-def read_config(folder: str | os.PathLike) -> dict[str, Any] | None:
-    """The folder's ``config.json`` as a dict, or ``None`` when absent.
-
-    Raises:
-        CorruptCheckpointError: The file is not a JSON object.
-    """
-    cfg = Path(folder) / CONFIG_NAME
-    if not cfg.is_file():
-        return None
-    try:
-        data = json.loads(cfg.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CorruptCheckpointError(f"Malformed {cfg}: {exc}.", path=str(cfg)) from exc
-    if not isinstance(data, dict):
-        raise CorruptCheckpointError(f"Malformed {cfg}: not a JSON object.", path=str(cfg))
-    return data
 
 
 def read_checkpoint(source: str | os.PathLike | Mapping[str, torch.Tensor], *, check_masks: bool = True
@@ -374,28 +327,17 @@ def read_checkpoint(source: str | os.PathLike | Mapping[str, torch.Tensor], *, c
         layout = "timm_wrapper" if any(k.startswith("timm_model.") for k in tensors) else "state_dict"
         return CheckpointContents(state_dict=canonicalize_state_dict(tensors), layout=layout)
     path = Path(source)
-    if path.is_file():
-        if path.suffix in PICKLE_SUFFIXES:
-            raise PickleRefusedError(
-                f"{path} is a pickle file; hf_lottery_verify never unpickles. Convert it to safetensors first.",
-                path=str(path),
-            )
-        files, config = [path], read_config(path.parent)
-    elif path.is_dir():
-        files, config = find_weight_files(path), read_config(path)
-    else:
-        raise CheckpointError(f"No such file or folder: {path}", path=str(path))
-
+    files = find_weight_files(path)
+    config = read_config(path if path.is_dir() else path.parent)
     tensors = {}
-    raws: list[dict[str, str]] = []
     for f in files:
         t, raw = read_safetensors(f)
         dup = set(t) & set(tensors)
         if dup:
-            raise CorruptCheckpointError(f"Tensor(s) {sorted(dup)[:3]} appear in several shards.", path=str(path))
+            raise CorruptCheckpointError(f"Tensor(s) {name_some(sorted(dup))} appear in several shards.",
+                                         path=str(path))
         tensors.update(t)
-        raws.append(raw)
-    meta = parse_metadata(raws[0], path=str(files[0])) if len(files) == 1 else {}
+    meta = parse_metadata(raw, path=str(files[0])) if len(files) == 1 else {}
     if not meta:
         is_wrapper = (config or {}).get("model_type") == "timm_wrapper" or any(
             k.startswith("timm_model.") for k in tensors)
@@ -425,9 +367,6 @@ def read_checkpoint(source: str | os.PathLike | Mapping[str, torch.Tensor], *, c
         masks_file = masks_path_for(files[0])
         masks = _read_masks_file(masks_file, state_dict, digest) if masks_file.is_file() else None
     if masks:
-        try:
-            _check_masks_against(state_dict, masks, where, check_consistency=check_masks)
-        except MaskInconsistencyError:
-            raise
+        _check_masks_against(state_dict, masks, where, check_consistency=check_masks)
     return CheckpointContents(state_dict=state_dict, masks=masks or None, metadata=meta, config=config,
                               layout=meta["layout"], path=str(path))

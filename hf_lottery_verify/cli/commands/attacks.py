@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import command
 from .._parsing import write
-from ..args import AttackArgs, CalibrateArgs, DataArgs, OutputArgs
+from ..args import AttackArgs, CalibrateArgs, DataArgs, OutputArgs, OverwriteArgs, check_out_folder
 
 
 def _parse_params(pairs: list[str]) -> dict[str, Any]:
@@ -33,7 +33,7 @@ def _attack_parser(sub: Any) -> None:
         "attack", help="run a registered removal, structural or forgery attack on a model folder",
         description="Load the model (masks from its weights, as a thief would), run the attack and save the result. "
                     "NAME 'list' prints the registered attacks with their parameters.",
-        dataclass_types=[AttackArgs, DataArgs, OutputArgs])
+        dataclass_types=[AttackArgs, DataArgs, OverwriteArgs, OutputArgs])
     p.add_argument("name", help="attack name (or 'list')")
     p.add_argument("model_dir", nargs="?", default=None, help="the model folder to attack")
     p.set_defaults(handler=_attack)
@@ -52,6 +52,7 @@ def _attack(args: Namespace) -> int:
         return 0
     if args.model_dir is None or args.out is None:
         raise ConfigError("attack needs MODEL_DIR and --out OUT_DIR (or NAME 'list').")
+    check_out_folder(args.out, args.model_dir, overwrite=args.overwrite)
     report = attack_folder(args.name, args.model_dir, args.out, params=_parse_params(args.param),
                            dataset=args.dataset if args.dataset else None, data_dir=args.data_dir, seed=args.seed)
     write(json.dumps(report, indent=2, default=str) if args.json else

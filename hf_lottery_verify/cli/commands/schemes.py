@@ -15,10 +15,12 @@ from ..args import (
     EvalDataArgs,
     ExtractArgs,
     OutputArgs,
+    OverwriteArgs,
     RetrainArgs,
     SignArgs,
     SignatureOptions,
     TriggersArgs,
+    check_out_folder,
 )
 
 
@@ -29,7 +31,7 @@ def _sign_parser(sub: Any) -> None:
         description="Embed TEXT as a QR code into the sparse mask, whitened and placed by a secret kept in the key, "
                     "keeping the number of kept weights unchanged; save the signed ticket to --out and the private "
                     "key to --key-out. Retrain the signed ticket afterwards (hf-lottery retrain).",
-        dataclass_types=[SignArgs, SignatureOptions, EvalDataArgs, OutputArgs])
+        dataclass_types=[SignArgs, SignatureOptions, EvalDataArgs, OverwriteArgs, OutputArgs])
     p.add_argument("model_dir", help="a saved sparse model folder (e.g. find-ticket's ticket/)")
     p.set_defaults(handler=_sign)
 
@@ -37,6 +39,7 @@ def _sign_parser(sub: Any) -> None:
 def _sign(args: Namespace) -> int:
     from ...workflows import sign_folder
 
+    check_out_folder(args.out, args.model_dir, args.rewind, overwrite=args.overwrite)
     report = sign_folder(args.model_dir, signature=args.signature, key_out=args.key_out, out_dir=args.out,
                          owner=args.owner, rewind_dir=args.rewind, options=build(SignatureOptions, args).embed_kwargs(),
                          dataset=args.dataset, data_dir=args.data_dir, test_limit=args.test_limit,
@@ -98,6 +101,7 @@ def _triggers_parser(sub: Any) -> None:
 
 
 def _triggers(args: Namespace) -> int:
+    from ...architectures import check_architecture
     from ...errors import KeyFileError
     from ...ownership_key import OwnershipKey
     from ...triggers import add_triggers, load_adi_trigger_set, triggers_from_key
@@ -109,6 +113,7 @@ def _triggers(args: Namespace) -> int:
     if Path(args.key).exists():
         key = OwnershipKey.load(args.key)
     elif args.arch:
+        check_architecture(args.arch)
         key = OwnershipKey(arch=args.arch)
     else:
         raise KeyFileError(f"{args.key} does not exist; pass --arch to create a new key.")
@@ -133,7 +138,7 @@ def _retrain_parser(sub: Any) -> None:
                     "mask, and so the signature and the density, stay exactly the same. Works under `accelerate "
                     "launch`.",
         dataclass_types=[RetrainArgs, DataArgs, flat(TrainConfig, group="training recipe (TrainConfig)"),
-                         OutputArgs])
+                         OverwriteArgs, OutputArgs])
     p.add_argument("model_dir", help="the signed ticket (hf-lottery sign's --out)")
     p.set_defaults(handler=_retrain)
 
@@ -142,6 +147,7 @@ def _retrain(args: Namespace) -> int:
     from ...retrain import retrain_folder
     from ...training import make_accelerator
 
+    check_out_folder(args.out, args.model_dir, args.rewind, overwrite=args.overwrite)
     config = build(TrainConfig, args)
     accelerator = make_accelerator(config, cpu=args.cpu or None)
     report = retrain_folder(args.model_dir, rewind_dir=args.rewind, key_path=args.key, dataset=args.dataset,

@@ -10,7 +10,7 @@ from typing import Any
 from ...configs import IMPConfig, TrainConfig
 from .. import command
 from .._parsing import build, flat, write
-from ..args import DataArgs, FindTicketArgs, OutputArgs, SplitKeyArgs
+from ..args import DataArgs, FindTicketArgs, OutputArgs, OverwriteArgs, SplitKeyArgs, check_out_folder
 
 
 @command("find-ticket")
@@ -55,7 +55,7 @@ def _split_key_parser(sub: Any) -> None:
         "split-key", help="Scheme V1: split a ticket's mask into a private key and a public locked mask",
         description="Score the kept weights, move the top --ratio of them into a private key and write a public folder "
                     "with the locked ticket (key weights removed). load_with_key() restores the ticket.",
-        dataclass_types=[SplitKeyArgs, OutputArgs])
+        dataclass_types=[SplitKeyArgs, OverwriteArgs, OutputArgs])
     p.add_argument("model_dir", help="a saved sparse model folder")
     p.set_defaults(handler=_split_key)
 
@@ -67,6 +67,7 @@ def _split_key(args: Namespace) -> int:
     options = {k: v for k, v in (("sources", args.sources), ("weights", args.weights)) if v is not None}
     if options and args.score != "betweenness":
         raise ConfigError("--sources and --weights apply to --score betweenness only.")
+    check_out_folder(args.out, args.model_dir, overwrite=args.overwrite)
     report = split_key_folder(args.model_dir, ratio=args.ratio, score=args.score, seed=args.seed,
                               key_out=args.key_out, out_dir=args.out, compact=args.compact, **options)
     if args.json:
