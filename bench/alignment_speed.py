@@ -3,11 +3,14 @@ cifar_resnet50 aligns well under 1 s, the whole verification of such a repo in a
 
 Measures, best of --repeats runs, per architecture:
   * ``make_reference`` (owner side, once) and the reference's size in the key (JSON + tensors);
+  * the liveness analysis of the model's state dict (every verification runs it on the suspect)
+    and the reference's live part (``Reference.live_only``, once per verification);
   * reading it back from the key section (``Reference.from_section``: the declared shapes are
     checked against the architecture before anything is decoded; every verification pays it);
   * ``align_suspect`` on the unmodified model (the common case: the diagonal is checked and
-    accepted), on a permuted copy (full comparisons and assignments), and on a permuted,
-    rescaled and widened copy (duplicates folded);
+    accepted), on a permuted copy (full comparisons and assignments), on a permuted,
+    rescaled and widened copy (duplicates folded), and on a permuted copy whose kernels are
+    all mirrored (the orientation is found from the stem first);
   * ``recover_aligned_masks`` after the unmodified and the permuted alignment;
   * the alignment's confidence on each suspect and on an independently initialised model.
 
@@ -35,7 +38,9 @@ import torch
 
 import hf_lottery_verify as hlv
 from hf_lottery_verify.alignment import Reference, align_suspect, make_reference, recover_aligned_masks
+from hf_lottery_verify.attacks import mirror_attack
 from hf_lottery_verify.attacks.structural import add_dummy_channels, permute_channels, rescale_channels
+from hf_lottery_verify.liveness import liveness
 
 
 def best_of(fn: Any, repeats: int) -> tuple[Any, float, float]:
@@ -62,9 +67,13 @@ def bench_arch(arch: str, args: argparse.Namespace) -> dict[str, Any]:
     reference, t_ref, _ = best_of(lambda: make_reference(model), max(1, args.repeats // 2))
     data, tensors = reference.to_section()
     _, t_load, _ = best_of(lambda: Reference.from_section(data, tensors), args.repeats)
+    _, t_live_ref, _ = best_of(lambda: Reference.from_section(data, tensors).live_only, args.repeats)
+    state = {k: v.detach() for k, v in model.timm_model.state_dict().items()}
+    _, t_live, _ = best_of(lambda: liveness(state, arch=arch), args.repeats)
     row: dict[str, Any] = {
         "arch": arch, "density": round(model.density, 6), "make_reference_s": round(t_ref, 4),
-        "load_reference_s": round(t_load, 4),
+        "load_reference_s": round(t_load, 4), "liveness_s": round(t_live, 4),
+        "reference_live_only_s": round(t_live_ref - t_load, 4),
         "reference_bytes": reference.nbytes(), "reference_json_bytes": len(json.dumps(data)),
         "reference_tensor_bytes": sum(t.numel() * t.element_size() for t in tensors.values()),
     }
@@ -73,6 +82,7 @@ def bench_arch(arch: str, args: argparse.Namespace) -> dict[str, Any]:
         "permuted": permute_channels(model, seed=1),
         "permuted_rescaled_widened": add_dummy_channels(rescale_channels(permute_channels(model, seed=1), seed=2),
                                                         seed=3, per_space=2),
+        "mirrored_permuted": permute_channels(mirror_attack(model, transform="flip_lr", wrap=False), seed=1),
         "unrelated": ticket(arch, args.density, args.seed + 1),
     }
     for label, suspect in suspects.items():
@@ -80,10 +90,11 @@ def bench_arch(arch: str, args: argparse.Namespace) -> dict[str, Any]:
         repeats = args.repeats if label in ("unmodified", "permuted") else 1
         alignment, wall, cpu = best_of(lambda s=state: align_suspect(s, reference), repeats)
         entry = {"align_s": round(wall, 4), "align_cpu_s": round(cpu, 4), "confidence": round(alignment.confidence, 4),
-                 "permuted": alignment.permuted, "rescaled": alignment.rescaled, "widened": alignment.widened}
+                 "permuted": alignment.permuted, "rescaled": alignment.rescaled, "widened": alignment.widened,
+                 "transform": alignment.transform}
         if label != "unrelated":
             masks, t_rec, _ = best_of(lambda a=alignment: recover_aligned_masks(a, reference), 1)
-            exact = all(torch.equal(masks[n], reference.masks[n]) for n in reference.masks)
+            exact = all(torch.equal(masks[n], reference.live_only.masks[n]) for n in reference.masks)
             entry.update(recover_s=round(t_rec, 4), masks_exact=exact)
         row[label] = entry
     return row

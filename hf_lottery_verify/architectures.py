@@ -336,12 +336,14 @@ def _rate(v: Any) -> bool:
 
 MODEL_ARGS: dict[str, Callable[[Any], bool]] = {
     "drop_rate": _rate, "drop_path_rate": _rate, "global_pool": lambda v: v in ("avg", "max", "avgmax"),
+    "zero_init_last": lambda v: type(v) is bool,
     "stem_width": lambda v: type(v) is int and 1 <= v <= 1024,
     "channels": lambda v: isinstance(v, (list, tuple)) and 1 <= len(v) <= 4 and all(
         type(c) is int and 1 <= c <= 1024 for c in v),
 }
 """The only extra ``timm.create_model`` arguments this library passes on (from a config or a key),
-each with the test its value must pass: dropout rates in [0, 1), the head's pooling, and the
+each with the test its value must pass: dropout rates in [0, 1), the head's pooling, timm's zero scale
+of each block's last batch norm (``zero_init_last``), and the
 widths of narrow ResNets (at most 1024 per stage)."""
 _ARCH_NAME = re.compile(r"[A-Za-z0-9_]{1,100}(\.[A-Za-z0-9_-]{1,100})?")
 
@@ -401,7 +403,9 @@ def create_resnet(arch: str, *, num_classes: int = 10, in_chans: int = 3, **mode
         num_classes: Number of output classes.
         in_chans: Number of input channels.
         **model_args: Extra constructor arguments for ``timm.create_model``: only
-            :data:`MODEL_ARGS` (``num_classes``, ``in_chans`` and ``pretrained`` are ignored).
+            :data:`MODEL_ARGS` (``num_classes``, ``in_chans`` and ``pretrained`` are ignored;
+            ``zero_init_last=True`` keeps timm's zero scale in each block's last batch norm, by default
+            every batch norm starts at scale 1).
 
     Returns:
         The model, in training mode, on the CPU.
@@ -416,6 +420,12 @@ def create_resnet(arch: str, *, num_classes: int = 10, in_chans: int = 3, **mode
     model = timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans, **model_args)
     if not isinstance(model, ResNet):
         raise UnsupportedArchitectureError(arch, model_class=type(model).__name__)
+    if not model_args.get("zero_init_last", False):
+        # timm zero-initialises every block's last batch norm: the residual branches then do nothing until training
+        # moves them, and option A's zero-padded channels stay 0 for good (ReLU'(0) = 0 stops their gradient)
+        for block in model.modules():
+            if isinstance(block, (BasicBlock, Bottleneck)):
+                nn.init.ones_((block.bn3 if isinstance(block, Bottleneck) else block.bn2).weight)
     return model
 
 

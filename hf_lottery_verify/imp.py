@@ -2,7 +2,9 @@
 
 Section 4.1 of the paper: train the dense network, keep the weights of an early epoch
 ``k`` (late rewinding), then repeat rounds of *train → global magnitude prune → rewind
-to W_k*. A round whose accuracy falls more than ``ε`` below the dense accuracy is
+to W_k*. Each round also prunes the kept weights that can no longer influence the output
+(:func:`~hf_lottery_verify.liveness.prune_dead`: rows whose channel nothing reads after
+pruning, columns that read only zero channels): density the ticket would not use. A round whose accuracy falls more than ``ε`` below the dense accuracy is
 reverted and the search continues with the next smaller pruning ratio of the schedule
 ``[0.2, 0.1, 0.05, 0.01]``; once even 1% more pruning fails, the last accepted mask is the
 *extreme ticket*.
@@ -42,6 +44,7 @@ from .configs import IMPConfig
 from .configuration_sparse_resnet import SparseResNetConfig
 from .data import DatasetPair, derive_seed
 from .errors import TrainingError
+from .liveness import prune_dead
 from .loading import load_model
 from .masks import MaskDict, count_kept, count_total
 from .modeling_sparse_resnet import SparseResNetForImageClassification
@@ -235,6 +238,9 @@ class _IMPRun:
         _load_into(self.model, self._accepted_path())
         accepted_masks = self._accepted_masks()
         candidate = magnitude_prune(self.model.timm_parameters(), accepted_masks, fraction=ratio, scope=cfg.scope)
+        # and what the pruned ticket cannot use: weights of rows nothing reads any more, or that read only zeros
+        candidate = prune_dead(candidate, self.model.timm_model.state_dict(), arch=self.model.config.arch,
+                               model_args=self.model.config.model_args)
         _load_into(self.model, self.work / "rewind.safetensors")
         self.model.set_masks(candidate)
         accuracy, count = self._train(round_index=st["round"], start_epoch=cfg.rewind_epoch,

@@ -134,12 +134,16 @@ def recover_aligned_masks(alignment: Alignment, reference: Reference, names: Ite
         names (`Iterable[str]`, *optional*): Layers to recover; all masked layers of the
             reference by default.
 
+    Only weights that can influence the output count (:attr:`Reference.live_only`: the
+    alignment zeroed the suspect's function-free ones), so flooding them changes nothing.
+
     Returns:
         Boolean masks by name, shaped like the reference's.
 
     Raises:
         UnknownNameError: A name the reference has no mask for (a ``KeyError``).
     """
+    reference = reference.live_only
     out: MaskDict = {}
     for name in (list(reference.masks) if names is None else list(names)):
         if name not in reference.masks:

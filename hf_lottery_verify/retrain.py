@@ -347,6 +347,12 @@ def retrain(
         logger.warning("The retrained mask differs from the key's signed mask: this model was not signed with this "
                        "key (or signed again afterwards).")
 
+    from .liveness import dead_weights_warning
+
+    dead_text = dead_weights_warning(retrained.timm_model.state_dict(), arch=retrained.config.arch.split(".")[0],
+                                     model_args=retrained.config.model_args)
+    if dead_text:
+        logger.warning("Retrained: %s", dead_text)
     agreement_after = p_after = None
     if triggers is not None:
         agreement_after, p_after = _agreement(retrained, triggers, data.train, alpha)

@@ -43,6 +43,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -118,6 +120,8 @@ class ChannelSpace:
         homogeneous: Every read of the space goes through a positively homogeneous
             activation (ReLU), so a positive per-channel scale can move from the producers'
             batch norms to the consumers.
+        rectified: Every write to the space ends in a ReLU, so a channel whose producers add
+            only constants ``<= 0`` is exactly 0 (:mod:`hf_lottery_verify.liveness`).
     """
 
     name: str
@@ -128,6 +132,7 @@ class ChannelSpace:
     norms: tuple[tuple[str, str], ...] = ()
     injection: Injection | None = None
     homogeneous: bool = False
+    rectified: bool = False
 
     @property
     def fixed(self) -> bool:
@@ -150,6 +155,7 @@ class _Draft:
     norms: list[tuple[str, str]] = field(default_factory=list)
     injection: Injection | None = None
     homogeneous: bool = True
+    rectified: bool = True
 
     def freeze(self) -> ChannelSpace:
         return ChannelSpace(
@@ -161,6 +167,7 @@ class _Draft:
             norms=tuple(self.norms),
             injection=self.injection,
             homogeneous=self.homogeneous and self.kind != "input",
+            rectified=self.rectified and self.kind != "input",
         )
 
 
@@ -201,7 +208,7 @@ class _Walker:
         return isinstance(act, _HOMOGENEOUS)
 
     def produce(self, space: _Draft, conv_name: str, conv: nn.Conv2d, norm_name: str, norm: nn.BatchNorm2d,
-                homogeneous: bool) -> None:
+                homogeneous: bool, act: nn.Module | None = None) -> None:
         if conv.out_channels != space.size or norm.num_features != space.size:
             raise self.fail(conv_name, f"{conv.out_channels} output channels feed a space of {space.size}")
         space.producers.append(f"{conv_name}.weight")
@@ -210,6 +217,7 @@ class _Walker:
         space.producers.extend(f"{norm_name}.{t}" for t in _BN_TENSORS)
         space.norms.append((f"{conv_name}.weight", norm_name))
         space.homogeneous = space.homogeneous and homogeneous
+        space.rectified = space.rectified and isinstance(act, (nn.ReLU, nn.ReLU6))
 
     def consume(self, space: _Draft, conv_name: str, conv: nn.Conv2d) -> None:
         if conv.in_channels != space.size:
@@ -245,7 +253,7 @@ class _Walker:
         for conv_name, conv, norm_name, norm, act in layers:
             self.consume(current, conv_name, conv)
             space = self.new(conv_name, "internal", conv.out_channels)
-            self.produce(space, conv_name, conv, norm_name, norm, self.check_act(f"{conv_name}.act", act))
+            self.produce(space, conv_name, conv, norm_name, norm, self.check_act(f"{conv_name}.act", act), act)
             current = space
         bn1 = self.check_norm("bn1", getattr(net, "bn1", None))
         homogeneous = self.check_act("act1", getattr(net, "act1", None))
@@ -255,7 +263,7 @@ class _Walker:
         conv_name, conv = last_conv
         self.consume(current, conv_name, conv)
         stream = self.new("stem", "stream", conv.out_channels)
-        self.produce(stream, conv_name, conv, "bn1", bn1, homogeneous)
+        self.produce(stream, conv_name, conv, "bn1", bn1, homogeneous, getattr(net, "act1", None))
         return stream
 
     def block(self, prefix: str, block: nn.Module, stream: _Draft) -> _Draft:
@@ -278,7 +286,7 @@ class _Walker:
         for conv_name, conv, norm_name, norm, act in convs[:-1]:
             self.consume(current, conv_name, conv)
             space = self.new(conv_name, "internal", conv.out_channels)
-            self.produce(space, conv_name, conv, norm_name, norm, self.check_act(f"{conv_name}.act", act))
+            self.produce(space, conv_name, conv, norm_name, norm, self.check_act(f"{conv_name}.act", act), act)
             current = space
         conv_name, conv, norm_name, norm, act = convs[-1]
         self.consume(current, conv_name, conv)
@@ -305,10 +313,10 @@ class _Walker:
             self.check_norm(ds_norm_name, ds_norm)
             self.consume(stream, ds_conv_name, ds_conv)
             out = self.new(prefix, "stream", conv.out_channels)
-            self.produce(out, ds_conv_name, ds_conv, ds_norm_name, ds_norm, homogeneous)
+            self.produce(out, ds_conv_name, ds_conv, ds_norm_name, ds_norm, homogeneous, act)
         else:
             raise self.fail(f"{prefix}.downsample", f"shortcut {type(downsample).__name__}")
-        self.produce(out, conv_name, conv, norm_name, norm, homogeneous)
+        self.produce(out, conv_name, conv, norm_name, norm, homogeneous, act)
         return out
 
     def head(self, stream: _Draft) -> None:
@@ -348,6 +356,12 @@ def _spaces_of_module(model: nn.Module) -> list[ChannelSpace]:
 def _structure_of_arch(arch: str, *, in_chans: int, model_args: Mapping[str, Any] | None) -> nn.Module:
     with torch.device("meta"):
         return create_resnet(arch.split(".", 1)[0], num_classes=10, in_chans=in_chans, **dict(model_args or {}))
+
+
+@functools.lru_cache(maxsize=32)
+def _arch_spaces(arch: str, in_chans: int, model_args: str) -> list[ChannelSpace]:
+    """The spaces of an architecture (cached: building even a meta-device ResNet-50 takes a tenth of a second)."""
+    return _spaces_of_module(_structure_of_arch(arch, in_chans=in_chans, model_args=json.loads(model_args)))
 
 
 def _sizes_from_state_dict(spaces: Sequence[ChannelSpace], state_dict: Mapping[str, torch.Tensor], *,
@@ -426,7 +440,7 @@ def channel_spaces(
         if arch is None:
             raise CheckpointError("channel_spaces(state_dict) needs arch=... (the timm architecture it belongs to).")
         state_dict = canonicalize_state_dict(source)
-        spaces = _spaces_of_module(_structure_of_arch(arch, in_chans=in_chans or 3, model_args=model_args))
+        spaces = _arch_spaces(arch, in_chans or 3, json.dumps(dict(model_args or {}), sort_keys=True, default=str))
         return _sizes_from_state_dict(spaces, state_dict, arch=arch)
     raise TypeError(f"channel_spaces() takes a model, a state dict or an architecture name, not {type(source).__name__}.")
 

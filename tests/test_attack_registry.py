@@ -16,7 +16,7 @@ from hf_lottery_verify.errors import DatasetError, UnknownNameError
 from .helpers import make_model, tiny_data
 
 EXPECTED = {"prune", "addon", "finetune", "prune_finetune", "permute", "rescale", "dummy", "densify", "fake1", "fake2",
-            "fake3", "locate_rewrite"}
+            "fake3", "locate_rewrite", "flood_dead", "remove_blocks", "mirror", "combined"}
 # Keep the generic sweep cheap: the key-less search of locate_rewrite only tries QR version 1.
 CHEAP = {"locate_rewrite": {"max_version": 1}, "finetune": {"batch_size": 64}, "prune_finetune": {"batch_size": 64}}
 
@@ -48,10 +48,10 @@ def data():
 def test_every_attack_is_registered_with_its_metadata() -> None:
     assert EXPECTED <= set(list_attacks())
     assert list_attacks() == sorted(list_attacks())
-    assert set(list_attacks(kind="structural")) == {"permute", "rescale", "dummy", "densify"}
+    assert set(list_attacks(kind="structural")) == {"permute", "rescale", "dummy", "densify", "mirror"}
     assert set(list_attacks(kind="forgery")) == {"fake1", "fake2", "fake3"}
     preserving = {n for n in list_attacks() if get_attack(n).function_preserving}
-    assert preserving == {"permute", "rescale", "dummy"}
+    assert preserving == {"permute", "rescale", "dummy", "flood_dead"}
     assert {n for n in list_attacks() if get_attack(n).needs_data} == {"finetune", "prune_finetune"}
     for name in list_attacks():
         spec = get_attack(name)

@@ -11,7 +11,6 @@ from torch import nn
 import hf_lottery_verify as hlv
 from hf_lottery_verify.architectures import ZeroPadShortcut
 from hf_lottery_verify.attacks.structural import (
-    ATTACKS,
     add_dummy_channels,
     densify,
     permute_channels,
@@ -349,7 +348,3 @@ def test_attacks_compose_and_accept_bare_timm_models() -> None:
     assert isinstance(bare, nn.Module) and not hasattr(bare, "masks")
     assert float((_logits(bare, x) - _logits(net, x)).abs().max()) <= 1e-4
 
-
-def test_registry() -> None:
-    assert ATTACKS == {"permute": permute_channels, "rescale": rescale_channels, "dummy": add_dummy_channels,
-                       "densify": densify}

@@ -76,7 +76,7 @@ def test_fifty_null_models_give_no_false_owned(signed) -> None:
     assert dist["v2_p_value"]["count"] == 50 and dist["v2_p_value"]["min"] > report.policy["alpha"]
     assert 0.3 < dist["v2_bit_agreement"]["q50"] < 0.7 and dist["v2_bit_agreement"]["max"] < 0.8
     assert {"init", "pruned", "trained", "signed_other"} <= set(report.distributions)
-    assert report.thresholds["ok"] and report.thresholds["tests_performed"] == [1]
+    assert report.thresholds["ok"] and report.thresholds["tests_performed"] == [8]  # V3 asks 8 orientations
     assert all(r.v2_text is None for r in report.results)
     text = json.dumps(report.to_dict())
     assert "upper_95" in text and "NaN" not in text
@@ -97,8 +97,8 @@ def test_trigger_p_values_and_the_alpha_check() -> None:
     assert v3["count"] == 4 and v3["min"] > 1e-4
     check = report.thresholds
     assert check["ok"] and check["v3_level_is_alpha_over_tests"] and check["v3_decisions_follow_level"]
-    assert check["v3_level"] == pytest.approx(1e-4) and check["v3_margin_log10"] > 0
-    assert all(r.v3_alpha == pytest.approx(1e-4) for r in report.results)
+    assert check["v3_level"] == pytest.approx(1e-4 / 8) and check["v3_margin_log10"] > 0  # 8 orientations
+    assert all(r.v3_alpha == pytest.approx(1e-4 / 8) for r in report.results)
 
 
 def test_calibrate_key_file_returns_json_and_skips_trained_without_data(signed, tmp_path) -> None:

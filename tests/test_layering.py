@@ -29,7 +29,7 @@ PACKAGE = Path(hf_lottery_verify.__file__).parent
 LAYERS: dict[str, int] = {
     "errors": 0, "_version": 0, "atomic": 0, "codecs": 0, "masks": 0, "pruning": 0, "stats": 0, "_registration": 0,
     "architectures": 1, "configuration_sparse_resnet": 1, "configs": 1, "storage": 1, "ownership_key": 1,
-    "spaces": 1, "qr": 1, "key_sections": 1,
+    "spaces": 1, "qr": 1, "key_sections": 1, "symmetry": 0, "liveness": 1,
     "modeling_sparse_resnet": 2,
     "hub": 3, "suspect": 3, "loading": 3, "cards": 3, "localhub": 3, "recovery": 3, "data": 3, "anchors": 3,
     "keymask": 4, "signature": 4, "alignment": 4, "triggers": 4, "training": 4,

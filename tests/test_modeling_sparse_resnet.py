@@ -31,8 +31,12 @@ def test_config_defaults_and_auto_registration() -> None:
 def test_constructor_keeps_timm_initialisation() -> None:
     torch.manual_seed(0)
     model = hlv.SparseResNetForImageClassification(hlv.SparseResNetConfig(arch="cifar_resnet8"))
-    # timm zero-inits the last BN of each block; transformers' generic init would set it to 1
-    assert torch.all(model.timm_model.layer1[0].bn2.weight == 0)
+    # every batch norm starts at scale 1 (timm's zero-initialised last one would leave each residual branch
+    # function-free until training moves it); zero_init_last=True restores timm's
+    assert torch.all(model.timm_model.layer1[0].bn2.weight == 1)
+    zero = hlv.SparseResNetForImageClassification(hlv.SparseResNetConfig(arch="cifar_resnet8",
+                                                                         model_args={"zero_init_last": True}))
+    assert torch.all(zero.timm_model.layer1[0].bn2.weight == 0)
     # kaiming fan_out init: std ~ sqrt(2 / (16*9)) ~ 0.118, far from transformers' 0.02
     assert model.timm_model.layer1[0].conv1.weight.std() > 0.08
 

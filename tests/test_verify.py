@@ -16,6 +16,7 @@ from hf_lottery_verify.attacks.structural import add_dummy_channels, densify, pe
 from hf_lottery_verify.hub import publish_folder
 from hf_lottery_verify.ownership_key import OwnershipKey
 from hf_lottery_verify.signature import embed_signature
+from hf_lottery_verify.symmetry import DIHEDRAL
 from hf_lottery_verify.verify import VerdictPolicy, decide
 
 from .helpers import make_model
@@ -190,3 +191,30 @@ def test_trigger_queries_use_the_published_image_size_not_the_class_default(tmp_
     thief = permute_channels(model, seed=1)  # forces the re-aligned network path
     report = check(thief, tmp_path / "key.json")
     assert report.triggers.agreement > 0.9
+
+
+@pytest.mark.parametrize("served", ["identity", "flip_lr", "rot90"])
+def test_a_black_box_serving_turned_kernels_answers_the_turned_trigger_set(served: str) -> None:
+    """A thief's copy with every kernel turned by g answers g(T) as the owner's answers T: V3 asks all 8
+    orientations (until one is decisive) and counts them in the threshold."""
+    from hf_lottery_verify.symmetry import dihedral
+    from hf_lottery_verify.triggers import add_triggers, triggers_from_key
+
+    key = add_triggers(OwnershipKey(arch="cifar_resnet8", secret="c4" * 32), num_classes=10, n=40, image_size=28,
+                       channels=1)
+    triggers = triggers_from_key(key)
+    expected = dihedral(triggers.images, served)
+    calls = []
+
+    def thief(images: torch.Tensor) -> list[int]:
+        calls.append(len(images))
+        hit = [next((j for j in range(len(expected)) if torch.equal(img, expected[j])), None) for img in images]
+        return [int(triggers.labels[j]) if j is not None else (int(triggers.labels[i]) + 1) % 10
+                for i, j in enumerate(hit)]
+
+    report = hlv.verify_model(thief, key=key, require_anchor=False)
+    assert report.verdict == "owned" and report.tests == 8, report.reasons
+    assert report.triggers.transform == served and report.triggers.matches == 40
+    assert report.triggers.alpha == pytest.approx(1e-12 / 8)
+    assert len(calls) == 1 + DIHEDRAL.index(served)  # stops at the first decisive orientation
+    assert (served != "identity") == ("images " + served in str(report))

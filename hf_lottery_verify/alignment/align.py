@@ -28,7 +28,10 @@ from collections.abc import Mapping
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from ..errors import HfLotteryError
+from ..liveness import liveness, without_dead
 from ..spaces import ChannelSpace, tensor_spaces
+from ..symmetry import inverse, transform_kernels
 from .evidence import (
     RANDOM_PAIRS,
     consumer_evidence,
@@ -39,7 +42,7 @@ from .evidence import (
     producer_evidence,
 )
 from .extras import resolve_extras
-from .layout import suspect_spaces
+from .layout import orientations, restore_blocks, suspect_spaces, unmatched_blocks
 from .reference import Reference
 from .result import Alignment, SpaceAlignment, is_rescaled
 from .scales import finalize_scales, space_scale
@@ -69,6 +72,10 @@ FINGERPRINT_WEIGHT = 0.05
 """Weight of the batch norm fingerprints in the assignment score (a tie-breaker)."""
 HOPELESS = 0.5
 """Below this running confidence the suspect is taken for an unrelated model: undecided channels are not refined."""
+RETRY_BELOW = 0.5
+"""An alignment less confident than this is tried again with the suspect's kernels in the next orientation."""
+UNMATCHED = 0.25
+"""A block whose internal spaces all match with less confidence than this is reported as matching nothing."""
 
 
 class _Aligner:
@@ -448,14 +455,20 @@ class _Aligner:
 # --------------------------------------------------------------------------- helpers
 
 
-def align_suspect(state_dict: Mapping[str, torch.Tensor], reference: Reference) -> Alignment:
+def align_suspect(state_dict: Mapping[str, torch.Tensor], reference: Reference, *, live_only: bool = True
+                  ) -> Alignment:
     """Match a suspect's channels to the owner's reference and bring its tensors into the reference's coordinates.
 
     The suspect is never trusted: only its tensors are read (use
     :func:`~hf_lottery_verify.suspect.read_suspect` for files and repos). Function-preserving
     structural edits — permuted channels, batch-norm- or ReLU-compensated rescaling,
-    duplicated or dummy channels — are undone in the returned state dict (rescaling only in
-    the estimated scales: the state dict computes what the suspect computes).
+    duplicated or dummy channels, kernels flipped or rotated all alike, deleted blocks — are
+    undone in the returned state dict (rescaling only in the estimated scales: the state dict
+    computes what the suspect computes). With ``live_only``, weights that cannot influence the
+    suspect's output (:mod:`hf_lottery_verify.liveness`) are zeroed first and the reference's
+    are left out (:attr:`Reference.live_only`), so a thief's writes there change nothing.
+    The kernel orientation is tried by how well the stem matches, and the next one whenever
+    the alignment's confidence stays below :data:`RETRY_BELOW`.
 
     Args:
         state_dict (`Mapping[str, torch.Tensor]`): The suspect's tensors under timm's names
@@ -463,6 +476,8 @@ def align_suspect(state_dict: Mapping[str, torch.Tensor], reference: Reference) 
             the reference's.
         reference (`Reference`): The owner's reference (:func:`make_reference`,
             :func:`reference_from_key`).
+        live_only (`bool`, *optional*, defaults to `True`): Compare only weights that can
+            influence the output (`False` keeps every weight: restoring a locked ticket needs them).
 
     Returns:
         The :class:`Alignment`: the aligned state dict (loadable into the reference's
@@ -482,8 +497,34 @@ def align_suspect(state_dict: Mapping[str, torch.Tensor], reference: Reference) 
 
     t0 = time.perf_counter()
     tensors = {k: v.detach().cpu() for k, v in canonicalize_state_dict(state_dict).items()}
-    result = _Aligner(tensors, reference).run()
+    tensors, missing = restore_blocks(reference, tensors)
+    gone = dict.fromkeys(missing, "missing")
+    if live_only:
+        reference = reference.live_only
+        try:
+            dead = liveness(tensors, arch=reference.arch, model_args=reference.model_args)
+        except (HfLotteryError, KeyError):  # not the architecture: the aligner says how
+            dead = None
+        if dead is not None:
+            tensors = without_dead(tensors, dead)
+            gone.update({b: "function-free" for b in dead.gone_blocks if b not in gone})
+    result = None
+    for transform in orientations(tensors, reference):
+        tried = _Aligner(transform_kernels(tensors, inverse(transform)), reference).run()
+        tried.transform = transform
+        if result is None or tried.confidence > result.confidence:
+            result = tried
+        if result.confidence >= RETRY_BELOW:
+            break
+    assert result is not None
+    gone.update({b: "matches nothing" for b in unmatched_blocks(result, below=UNMATCHED) if b not in gone})
+    result.gone_blocks = {b: gone[b] for b in sorted(gone, key=_block_order)}
     result.seconds = time.perf_counter() - t0
     logger.info("Aligned suspect: %s", result.summary)
     return result
+
+
+def _block_order(block: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in block.replace("layer", "").split("."))
+
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -118,6 +118,29 @@ class Reference:
     def kept_per_column(self) -> dict[str, torch.Tensor]:
         """Kept weights of each input column of every masked weight (``int64``)."""
         return {n: m.transpose(0, 1).reshape(m.shape[1], -1).sum(1) for n, m in self.masks.items()}
+
+    @cached_property
+    def live_only(self) -> Reference:
+        """This reference without the kept weights that cannot influence the published model's output.
+
+        Verification compares suspects with it (:mod:`hf_lottery_verify.liveness`): a suspect's
+        function-free weights are zeroed before they are compared, so the reference's must not
+        count either. Derived from the committed reference alone, so it is as binding as the
+        reference; ``self`` when nothing is function-free.
+        """
+        from ..liveness import liveness
+
+        state = {**self.masks, **self.tensors}
+        state.update({n: torch.ones(s, dtype=torch.bool) for n, s in self.shapes.items()  # big dense weights: all read
+                      if len(s) >= 2 and n not in state})
+        dead = liveness(state, arch=self.arch, model_args=self.model_args, spaces=self.spaces)
+        masks = {n: m & dead.live[n] if n in dead.dead_nonzero else m for n, m in self.masks.items()}
+        if all(masks[n] is m for n, m in self.masks.items()):
+            return self
+        out = replace(self, masks=masks)
+        out.__dict__.update({k: v for k, v in self.__dict__.items() if k in ("_structure", "spaces", "bn_eps")})
+        out.__dict__["live_only"] = out
+        return out
 
     def nbytes(self) -> int:
         """Size of the reference as stored in a key: tensor bytes plus the section's JSON."""

@@ -101,7 +101,7 @@ def restore_aligned_ticket(
         state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     else:
         state = dict(suspect)
-    alignment = align_suspect(state, reference)
+    alignment = align_suspect(state, reference, live_only=False)  # every weight: the key weights go back in
     model = alignment.to_model()
     params = model.timm_parameters()
     masks = masks_from_weights(params, [*reference.masks, *(n for n in key_masks if n not in reference.masks)])

@@ -124,6 +124,12 @@ class Alignment:
             suspect is not "permuted"; see each space's ``identity``).
         rescaled: Some channel's estimated scale differs from 1.
         widened: Some space of the suspect has more channels than the reference's.
+        transform: How the suspect's k×k kernels were flipped or rotated (one of
+            :data:`~hf_lottery_verify.symmetry.DIHEDRAL`); ``state_dict`` has them turned back.
+        gone_blocks: Residual blocks of the reference that no longer compute anything in the
+            suspect, with why: ``"missing"`` (deleted; read as an identity), ``"function-free"``
+            (an identity, or a branch whose output is multiplied away) or ``"matches nothing"``
+            (re-initialised or retrained: its channels match none of the reference's).
         notes: Notes of the whole alignment.
         seconds: Time taken.
     """
@@ -138,6 +144,8 @@ class Alignment:
     permuted: bool
     rescaled: bool
     widened: bool
+    transform: str = "identity"
+    gone_blocks: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     _recovery: dict[str, torch.Tensor] | None = field(default=None, repr=False)
@@ -181,6 +189,8 @@ class Alignment:
         folded = sum(len(s.folded) for s in movable)
         dropped = sum(len(s.dropped) for s in movable)
         parts = [f"{self.arch}: {len(movable)} channel spaces", f"{permuted} permuted"]
+        if self.transform != "identity":
+            parts.append(f"kernels turned back ({self.transform})")
         if self.rescaled:
             parts.append("rescaled")
         if widened:
@@ -188,13 +198,16 @@ class Alignment:
         low = [s.name for s in movable if s.evidence and s.confidence < 0.5]
         if low:
             parts.append(f"{len(low)} spaces matched poorly ({', '.join(low[:3])}{' ...' if len(low) > 3 else ''})")
+        if self.gone_blocks:
+            parts.append("blocks gone: " + ", ".join(f"{b} ({why})" for b, why in self.gone_blocks.items()))
         return ", ".join(parts) + f"; confidence {self.confidence:.3f} ({self.seconds:.2f} s)"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe report (for :class:`~hf_lottery_verify.verify.report.VerificationReport`)."""
         return {
             "arch": self.arch, "confidence": round(self.confidence, 6), "permuted": self.permuted,
-            "rescaled": self.rescaled, "widened": self.widened, "summary": self.summary,
+            "rescaled": self.rescaled, "widened": self.widened, "transform": self.transform,
+            "gone_blocks": dict(self.gone_blocks), "summary": self.summary,
             "seconds": round(self.seconds, 4), "notes": list(self.notes),
             "spaces": [s.to_dict() for s in self.spaces.values()],
         }

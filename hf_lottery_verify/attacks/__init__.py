@@ -11,6 +11,10 @@
 * :mod:`.structural` — function-preserving channel permutation, rescaling, dummy channels,
   and densification (``permute``, ``rescale``, ``dummy``, ``densify``), one module each:
   :mod:`.permutation`, :mod:`.rescaling`, :mod:`.widening`, :mod:`.densification`;
+* :mod:`.function_free` — weights that do nothing flooded, blocks made identities, deleted or
+  re-initialised (``flood_dead``, ``remove_blocks``);
+* :mod:`.mirror` — kernels flipped or rotated behind an input wrapper (``mirror``), and chains
+  of registered attacks (``combined``);
 * :mod:`.forgery` — the paper's ambiguity attacks (``fake1``, ``fake2``, ``fake3``;
   :func:`forge_signature` returns the thief's key too);
 * :mod:`.locate` / :mod:`.qrsearch` — the key-less search for a decodable QR window and
@@ -29,7 +33,9 @@ from .locate import locate_rewrite_attack
 from .qrsearch import LocatedWindow, locate_windows
 from .registry import AttackSpec, attack_table, get_attack, list_attacks, register_attack, run_attack
 from .removal import addon_attack, prune_attack
-from .structural import ATTACKS, add_dummy_channels, densify, permute_channels, rescale_channels
+from .function_free import flood_dead_attack, remove_blocks_attack
+from .mirror import RECIPES, combined_attack, mirror_attack
+from .structural import add_dummy_channels, densify, permute_channels, rescale_channels
 
 __all__ = [
     "AttackSpec",
@@ -55,5 +61,9 @@ __all__ = [
     "locate_rewrite_attack",
     "locate_windows",
     "LocatedWindow",
-    "ATTACKS",
+    "flood_dead_attack",
+    "remove_blocks_attack",
+    "mirror_attack",
+    "combined_attack",
+    "RECIPES",
 ]

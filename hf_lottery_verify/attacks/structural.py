@@ -23,7 +23,7 @@ bare timm ResNet), returns a new model (a deep copy) and leaves its input untouc
 Attacks compose: ``densify(rescale_channels(permute_channels(m, seed=1), seed=2), seed=3)``.
 Each lives in its own module, all importable from here: :mod:`.permutation`,
 :mod:`.rescaling`, :mod:`.widening` and :mod:`.densification` (shared plumbing in
-:mod:`._structural_common`); this module holds the overview and :data:`ATTACKS`.
+:mod:`._structural_common`); this module holds the overview.
 
 **Masks.** The attacked model's masks describe its own weights, as a thief's re-saved
 checkpoint would: permuted like the weights, unchanged by rescaling (zeros stay zeros),
@@ -48,9 +48,6 @@ the re-aligned reference, or the noise floor as a threshold.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from ._structural_common import SpaceSelection as SpaceSelection
 from .densification import densify
 from .permutation import permute_channels
@@ -62,13 +59,4 @@ __all__ = [
     "rescale_channels",
     "add_dummy_channels",
     "densify",
-    "ATTACKS",
 ]
-
-ATTACKS: dict[str, Callable[..., Any]] = {
-    "permute": permute_channels,
-    "rescale": rescale_channels,
-    "dummy": add_dummy_channels,
-    "densify": densify,
-}
-"""The structural attacks by registry name (the CLI's ``--attack`` values)."""

@@ -14,7 +14,8 @@ import numpy as np
 __all__ = ["combine_copies", "combine_pairs", "pair_error_rate"]
 
 
-def combine_copies(kept: np.ndarray, stream: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+def combine_copies(kept: np.ndarray, stream: np.ndarray, valid: np.ndarray | None = None
+                   ) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
     """Candidate data bits from one or more copies, for the attack models in turn.
 
     Copy ``c`` claims data bit ``kept[c] ^ stream[c]``. Pruning attacks only turn kept
@@ -28,17 +29,21 @@ def combine_copies(kept: np.ndarray, stream: np.ndarray) -> list[tuple[str, np.n
     Args:
         kept (`np.ndarray`): ``(copies, n)`` boolean kernel reads.
         stream (`np.ndarray`): ``(copies, n)`` whitening bits.
+        valid (`np.ndarray`, *optional*): ``(copies, n)``: reads that count (a function-free
+            kernel's read does not: it abstains); all by default.
 
     Returns:
         ``(how, bits, erasures, reliability)`` candidates, in the order to try them.
     """
     votes = kept ^ stream
     copies, n = votes.shape
+    ok = np.ones(votes.shape, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
     if copies == 1:
-        return [("single", votes[0], np.zeros(n, dtype=bool), np.ones(n))]
+        return [("single", votes[0], ~ok[0], ok[0].astype(float))]
     strong = copies + 1
 
     def vote(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        weight = weight * ok
         w1, w0 = (weight * votes).sum(axis=0), (weight * ~votes).sum(axis=0)
         return w1 > w0, w1 == w0, np.abs(w1 - w0).astype(float)
 
@@ -47,10 +52,10 @@ def combine_copies(kept: np.ndarray, stream: np.ndarray) -> list[tuple[str, np.n
                         ("all", np.where(kept, 1, strong))):
         bits, tie, rel = vote(weight)
         out.append((how, bits, tie, rel))
-    disagree = votes.any(axis=0) & ~votes.all(axis=0)
+    disagree = (votes & ok).any(axis=0) & (~votes & ok).any(axis=0) | ~ok.any(axis=0)
     out.append(("erasures", out[0][1], disagree, np.where(disagree, 0.0, 1.0)))
     # each copy alone: survives an attack that destroyed the other copies outright
-    out += [(f"copy{c}", votes[c], np.zeros(n, dtype=bool), np.ones(n)) for c in range(copies)]
+    out += [(f"copy{c}", votes[c], ~ok[c], ok[c].astype(float)) for c in range(copies)]
     return out
 
 
@@ -128,7 +133,7 @@ def combine_pairs(kept: np.ndarray, stream: np.ndarray, valid: np.ndarray, fulln
     for c in np.flatnonzero(~paired):
         for read in (True, False):
             where = kept[c] == read
-            ref = where & sure
+            ref = where & sure & valid[c]
             eps = float(((votes[c] > 0) != (consensus > 0))[ref].mean()) if ref.sum() >= 16 else 0.25
             weights[c, where] = _llr(eps)
     scores = [("weighted", (votes * weights).sum(axis=0)), ("pairs", votes.sum(axis=0))]

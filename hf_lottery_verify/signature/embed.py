@@ -212,9 +212,22 @@ def _embed(model: nn.Module, text: str, *, secret: bytes, seed: int, layers: str
         model.set_masks(new_masks)
     if sum(int(m.sum()) for m in new_masks.values()) != sum(kept_before.values()):  # pragma: no cover - invariant
         raise SignatureError("Internal error: embedding changed the total number of kept weights.")
+    _warn_function_free(model, protected)
     return {"text": text, "widths": widths, "ecc": ecc, "coding": coding, "layers": layers,
             "module_weights": module_weights, "seed": seed, "signed_mask_digest": mask_digest(new_masks),
             "changes": changes, "layer_kept": {n: int(m.sum()) for n, m in new_masks.items()}}
+
+
+def _warn_function_free(model: nn.Module, slots: Mapping[str, torch.Tensor]) -> None:
+    """Warn when much of the signed ticket cannot influence its output (verification reads none of it)."""
+    from ..liveness import dead_weights_warning
+
+    config = getattr(model, "config", None)
+    text = dead_weights_warning(getattr(model, "timm_model", model).state_dict(), marked=slots,
+                                arch=str(getattr(config, "arch", "")).split(".")[0],
+                                model_args=getattr(config, "model_args", None))
+    if text:
+        logger.warning("Signing: %s", text)
 
 
 def _expected_moves(masks: MaskDict, params: Sequence[str], slots: int, module_weights: int) -> float:

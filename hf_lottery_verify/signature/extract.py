@@ -85,9 +85,11 @@ class SignatureEvidence:
 class _CopyRead:
     """One copy as read from the suspect: data bit = ``kept ^ stream`` where ``valid``.
 
-    Single coding: ``kept`` is the module's kernel, always valid. Pair coding: ``kept`` is the
+    Single coding: ``kept`` is the module's kernel, valid unless the kernel is function-free
+    (``erased``: a thief may have written anything there). Pair coding: ``kept`` is the
     first kernel of the pair, valid when the second one reads the opposite (an intact pair);
-    both kept or both pruned is an erasure of this copy's module.
+    both kept or both pruned is an erasure of this copy's module (function-free kernels read
+    as pruned, so a pair never reads intact on a function-free kept kernel).
     """
 
     kept: np.ndarray  # (n,) kernel kept in the suspect
@@ -99,6 +101,7 @@ class _CopyRead:
     null_p: np.ndarray | None = None  # (n,) pair coding: P(an unrelated intact pair reads the target pattern)
     fullness: np.ndarray | None = None  # (n,) pair coding: f_a - f_b, f = min(kept weights, module_weights) / it
     decoys: np.ndarray | None = None  # (DECOYS, n * width) kernel reads at random positions of the same stage
+    erased: np.ndarray | None = None  # (n,) single coding: the module's kernel is function-free (an erasure)
 
 
 def agreement_p_value(agree: int, groups: Sequence[tuple[int, int, float]]) -> float:
@@ -153,13 +156,14 @@ def _decode(reads: list[_CopyRead], *, symbol: qr.QRSymbol) -> tuple[qr.QRDecode
     kept = np.stack([r.kept for r in reads])
     stream = np.stack([r.stream for r in reads])
     paired = np.array([r.valid is not None for r in reads])
+    n = kept.shape[1]
+    valid = np.stack([r.valid if r.valid is not None else ~r.erased if r.erased is not None
+                      else np.ones(n, dtype=bool) for r in reads])
     if paired.any():
-        n = kept.shape[1]
-        valid = np.stack([r.valid if r.valid is not None else np.ones(n, dtype=bool) for r in reads])
         fullness = np.stack([r.fullness if r.fullness is not None else np.zeros(n) for r in reads])
         candidates = combine_pairs(kept, stream, valid, fullness, paired)
     else:
-        candidates = combine_copies(kept, stream)
+        candidates = combine_copies(kept, stream, valid)
     required = MIN_DECODE_SECURITY_BITS + math.log2(len(candidates))
     best = None
     for how, bits, erase, rel in candidates:
@@ -214,9 +218,24 @@ def signature_layout(key: OwnershipKey) -> tuple[SignatureSection, qr.QRSymbol, 
     return section, symbol, slots
 
 
+def _live_weights(weights: Mapping[str, torch.Tensor], key: OwnershipKey
+                  ) -> tuple[Mapping[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    """The weights with every function-free entry zeroed (:mod:`hf_lottery_verify.liveness`) and where the live
+    positions are; unchanged, and ``None``, when the state dict does not hold the whole architecture."""
+    from ..errors import HfLotteryError
+    from ..liveness import liveness, without_dead
+
+    model_args = (key.sections.get("reference") or {}).get("model_args")
+    try:
+        dead = liveness(weights, arch=key.arch.split(".")[0], model_args=model_args)
+    except (HfLotteryError, KeyError):
+        return weights, None
+    return without_dead(weights, dead), dead.live
+
+
 def _read(weights: Mapping[str, torch.Tensor], section: SignatureSection, symbol: qr.QRSymbol, slots: list[Slots],
-          secret: bytes, shapes: Mapping[str, tuple[int, ...]], *, kept: Mapping[str, int] | None
-          ) -> tuple[list[_CopyRead], list[str]]:
+          secret: bytes, shapes: Mapping[str, tuple[int, ...]], *, kept: Mapping[str, int] | None,
+          live: Mapping[str, torch.Tensor] | None = None) -> tuple[list[_CopyRead], list[str]]:
     names = list(dict.fromkeys(name for s in slots for name in s.params))
     for name in names:
         if name not in weights or tuple(weights[name].shape) != tuple(shapes[name]):
@@ -231,9 +250,12 @@ def _read(weights: Mapping[str, torch.Tensor], section: SignatureSection, symbol
     reads = []
     for c, (s, width) in enumerate(zip(slots, section.widths, strict=True)):
         count = np.zeros(n * width, dtype=np.int64)
+        erased = np.zeros(n * width, dtype=bool)
         for name, pos, kernels in s.per_param():
             m = masks[name]
             count[pos] = m.reshape(m.shape[0] * m.shape[1], -1)[torch.from_numpy(kernels)].sum(dim=1).numpy()
+            if live is not None and name in live:
+                erased[pos] = ~live[name][:, :, 0, 0].reshape(-1)[torch.from_numpy(kernels)].numpy()
         kernel_kept = count > 0
         stage_kept = torch.cat([masks[p].reshape(masks[p].shape[0] * masks[p].shape[1], -1).any(dim=1)
                                 for p in s.params]).numpy()
@@ -243,7 +265,7 @@ def _read(weights: Mapping[str, torch.Tensor], section: SignatureSection, symbol
         stream = whitening_stream(secret, c, n)
         if width == 1:
             reads.append(_CopyRead(kept=kernel_kept, stream=stream, layer=layer, layers=list(s.params), info=info,
-                                   decoys=decoys))
+                                   decoys=decoys, erased=erased if erased.any() else None))
             continue
         pair, q = kernel_kept.reshape(n, 2), np.asarray(info["q"])[layer].reshape(n, 2)
         mw = section.module_weights
@@ -329,7 +351,8 @@ def extract_signature(
     suspect = source if isinstance(source, Suspect) else read_suspect(source)
     t0 = time.perf_counter()
     secret = signature_secret(key)
-    reads, defended = _read(suspect.state_dict, section, symbol, slots, secret, _arch_shapes(key.arch), kept=kept)
+    weights, live = _live_weights(suspect.state_dict, key)
+    reads, defended = _read(weights, section, symbol, slots, secret, _arch_shapes(key.arch), kept=kept, live=live)
     expected = symbol.data_bits()
     per_copy = []
     for r in reads:
@@ -344,6 +367,9 @@ def extract_signature(
             values, counts = np.unique(np.round(r.null_p[r.valid], 12), return_counts=True)  # type: ignore[index]
             groups = [(int(k), 0, float(v)) for v, k in zip(values, counts, strict=True)]
             extra["erased"] = float((~r.valid).mean())
+        if r.erased is not None:
+            agree &= ~r.erased
+            extra["erased"] = float(r.erased.mean())
         matches = int(agree.sum())
         p_binomial = agreement_p_value(matches, groups)
         d = r.decoys

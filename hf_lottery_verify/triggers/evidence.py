@@ -41,6 +41,8 @@ class TriggerEvidence:
         positive: ``p_value <= alpha`` (which needs at least ``threshold`` answers).
         failed: Queries that failed (transport or malformed answers).
         reason: Why the evidence is not positive, when it is not.
+        transform: The orientation of the images these answers are for (one of
+            :data:`~hf_lottery_verify.symmetry.DIHEDRAL`; verification asks all and keeps the best).
     """
 
     n: int
@@ -55,6 +57,7 @@ class TriggerEvidence:
     positive: bool
     failed: int = 0
     reason: str | None = None
+    transform: str = "identity"
 
     @property
     def inconclusive(self) -> bool:

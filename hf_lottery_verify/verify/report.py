@@ -99,7 +99,8 @@ class VerificationReport:
         dispute: With several keys: every claim, ranked (matching evidence first, by anchor time).
         key: Public facts of the key used (architecture, schemes, commitment) — no secrets.
         policy: The thresholds used.
-        tests: Number of statistical tests the V3 threshold was corrected for.
+        tests: Number of statistical tests the V3 thresholds were corrected for (the trigger
+            set in each of the 8 orientations of :data:`~hf_lottery_verify.symmetry.DIHEDRAL`).
         notes: What was ignored or could not be done on the way.
         timings: Seconds per stage.
         quick: Only the header claim was read (no weights, no evidence).
@@ -200,7 +201,8 @@ def signature_summary(ev: SignatureEvidence) -> str:
 def trigger_summary(ev: TriggerEvidence) -> str:
     """One line on the V3 evidence."""
     return (f"trigger agreement {ev.matches}/{ev.n} ({ev.agreement:.0%}), p={ev.p_value:.2g}; {ev.answered} answered"
-            + (f", {ev.failed} failed" if ev.failed else ""))
+            + (f", {ev.failed} failed" if ev.failed else "")
+            + (f"; images {ev.transform} (the suspect's kernels are turned)" if ev.transform != "identity" else ""))
 
 
 def _json_safe(obj: Any) -> Any:
@@ -234,7 +236,7 @@ def _evidence_verdict(signature: SignatureEvidence | None, triggers: TriggerEvid
         if t.p_value <= level:
             owned.append(f"the suspect gives the secret trigger labels {t.matches}/{t.n} times (p={t.p_value:.2g} <= "
                          f"{level:.2g})")
-        elif t.p_value <= policy.inconclusive_alpha:
+        elif t.p_value <= policy.inconclusive_alpha / max(1, tests):
             weak.append(f"trigger agreement {t.matches}/{t.n} is significant only at p={t.p_value:.2g} (owned needs "
                         f"{level:.2g})")
         elif t.answered < policy.min_answered * t.n:
