@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> None:
                       weight_decay=args.weight_decay, pad=args.pad, precision=args.precision, seed=args.seed)
     acc = make_accelerator(cfg)
     signed, key, ticket_info, sig_info = signed_ticket(args, data, cfg, acc)
-    from hf_lottery_verify.hub import push_model
+    from hf_lottery_verify.publishing import push_model
 
     hub = LocalHub(port=PORT, sock=reserved_socket(PORT)).start()
     key = push_model(signed, f"{DEFAULT_USER}/attack-matrix", key=key).key  # the publishing commit anchors the key

@@ -71,8 +71,8 @@ def main() -> None:
 
     from hf_lottery_verify import load_model
     from hf_lottery_verify.data import load_image_dataset
-    from hf_lottery_verify.hub import publish_folder, push_model
     from hf_lottery_verify.localhub import LocalHub, reserved_socket
+    from hf_lottery_verify.publishing import publish_folder, push_model
     from hf_lottery_verify.retrain import read_rewind_epoch, retrain
     from hf_lottery_verify.signature import embed_signature
     from hf_lottery_verify.triggers import add_triggers

@@ -40,7 +40,7 @@ _LAZY: dict[str, str] = {
     "split_key_mask": ".keymask",
     "merge_key_mask": ".keymask",
     "lock_model": ".keymask",
-    "load_with_key": ".keymask",
+    "load_with_key": ".loading",
     "embed_signature": ".signature",
     "extract_signature": ".signature",
     "SignatureEvidence": ".signature",
@@ -53,8 +53,8 @@ _LAZY: dict[str, str] = {
     "verify_hub_model": ".verify",
     "VerificationReport": ".verify",
     "VerdictPolicy": ".verify",
-    "push_model": ".hub",
-    "publish_folder": ".hub",
+    "push_model": ".publishing",
+    "publish_folder": ".publishing",
     "run_demo": ".workflows",
 }
 
@@ -76,12 +76,12 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .configuration_sparse_resnet import SparseResNetConfig
-    from .hub import publish_folder, push_model
     from .imp import IMPConfig, find_extreme_ticket
-    from .keymask import load_with_key, lock_model, merge_key_mask, split_key_mask
-    from .loading import load_model
+    from .keymask import lock_model, merge_key_mask, split_key_mask
+    from .loading import load_model, load_with_key
     from .modeling_sparse_resnet import SparseResNetForImageClassification
     from .ownership_key import OwnershipKey
+    from .publishing import publish_folder, push_model
     from .retrain import retrain
     from .signature import SignatureEvidence, embed_signature, extract_signature
     from .suspect import read_suspect

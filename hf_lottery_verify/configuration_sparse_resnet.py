@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from transformers import PretrainedConfig
 
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 from .storage.config import CONFIG_FIELDS
 
-__all__ = ["SparseResNetConfig", "CONFIG_SCHEMA_VERSION", "TIMM_FIELDS"]
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from .storage import CheckpointContents
+
+__all__ = ["SparseResNetConfig", "CONFIG_SCHEMA_VERSION", "TIMM_FIELDS", "config_from_checkpoint"]
 
 CONFIG_SCHEMA_VERSION = 1
 DEFAULT_NUM_LABELS = 10
@@ -151,3 +157,69 @@ def _register_when_complete() -> None:
 
 
 _register_when_complete()
+
+
+def _infer_shape_args(state_dict: Mapping[str, torch.Tensor], arch: str) -> tuple[int | None, int | None]:
+    """(num_labels, in_chans) read off the classifier and stem weights."""
+    import timm
+
+    cfg = timm.get_pretrained_cfg(arch.split(".")[0])
+    first_conv = (cfg.first_conv if cfg else None) or "conv1"
+    classifier = (cfg.classifier if cfg else None) or "fc"
+    first = first_conv if isinstance(first_conv, str) else first_conv[0]
+    head = classifier if isinstance(classifier, str) else classifier[0]
+    stem = state_dict.get(f"{first}.weight")
+    fc = state_dict.get(f"{head}.weight")
+    return (int(fc.shape[0]) if fc is not None else None, int(stem.shape[1]) if stem is not None else None)
+
+
+def config_from_checkpoint(
+    contents: CheckpointContents,
+    *,
+    arch: str | None,
+    num_labels: int | None,
+    in_chans: int | None,
+    model_args: Mapping[str, Any] | None = None,
+) -> SparseResNetConfig:
+    """The configuration of a checkpoint read by :func:`~hf_lottery_verify.storage.read_checkpoint`.
+
+    This library's own ``config.json`` is taken as is; a timm or transformers config gives its
+    architecture, labels and normalisation; the classifier and stem weights give the number of
+    labels and input channels unless ``num_labels``/``in_chans`` are passed.
+
+    Raises:
+        CheckpointError: The architecture cannot be told (pass ``arch``).
+        UnknownArchitectureError, UnsupportedArchitectureError: Not a timm ResNet.
+    """
+    from .architectures import check_architecture
+
+    cfg = dict(contents.config or {})
+    if cfg.get("model_type") == SparseResNetConfig.model_type and arch is None:
+        config = SparseResNetConfig.from_dict(cfg)
+    else:
+        arch = arch or cfg.get("arch") or cfg.get("architecture") or contents.metadata.get("arch")
+        if arch is None:
+            raise CheckpointError(
+                "Cannot tell the architecture of this checkpoint (no config.json with 'architecture'); "
+                "pass arch='resnet18' (or the right timm name).",
+                path=contents.path,
+            )
+        check_architecture(arch)
+        model_args = dict(model_args or cfg.get("model_args") or {})
+        label_names = cfg.get("label_names")
+        kwargs: dict[str, Any] = {}
+        if label_names and (num_labels is None or num_labels == len(label_names)):
+            kwargs["id2label"] = dict(enumerate(label_names))
+        pretrained = cfg.get("pretrained_cfg") or {}  # read_config kept only its checked mean, std and input_size
+        if pretrained.get("mean") and pretrained.get("std"):
+            kwargs.update(image_mean=tuple(pretrained["mean"]), image_std=tuple(pretrained["std"]))
+        config = SparseResNetConfig(arch=arch.split(".")[0], model_args=model_args or None, **kwargs)
+    check_architecture(config.arch)
+    inferred_labels, inferred_chans = _infer_shape_args(contents.state_dict, config.arch)
+    labels = num_labels or inferred_labels
+    if labels is not None and labels != config.num_labels:
+        config.num_labels = labels
+    chans = in_chans or inferred_chans
+    if chans is not None:
+        config.in_chans = chans
+    return config

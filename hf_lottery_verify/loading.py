@@ -1,168 +1,140 @@
-"""``load_model``: any ResNet checkpoint layout (ours, timm, TimmWrapper, state dicts, Hub repos) as our model.
-
-Loading *trusts* the checkpoint (it is for the owner's own files and for models one
-wants to use): checksums and stored masks are checked strictly. Verification reads a
-suspect with :func:`hf_lottery_verify.suspect.read_suspect` instead, which trusts
-nothing; both resolve Hub repo ids with :func:`hf_lottery_verify.suspect.resolve_source`.
+"""Loading a ticket: :func:`load_model` (any ResNet checkpoint layout, defined with the model
+class) and :func:`load_with_key` — Scheme V1's owner side, the full ticket back from a locked
+copy and the private key (:mod:`hf_lottery_verify.keymask`), also from a structurally edited
+copy when the key holds a reference (:func:`~hf_lottery_verify.alignment.restore_aligned_ticket`).
 """
 
 from __future__ import annotations
 
+import copy
+import logging
 import os
-from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 import torch
+from torch import nn
 
-from .architectures import check_architecture
-from .configuration_sparse_resnet import SparseResNetConfig
-from .errors import CheckpointError, MissingWeightsError, ShapeMismatchError, UnexpectedWeightsError
-from .masks import masks_from_weights
-from .modeling_sparse_resnet import SparseResNetForImageClassification
-from .storage import CheckpointContents, read_checkpoint
-from .suspect import resolve_source
+from .alignment import reference_from_key, restore_aligned_ticket
+from .errors import KeyMismatchError, MissingWeightsError, ShapeMismatchError, UnexpectedWeightsError
+from .keymask import KEYMASK_SECTION, key_parts, merge_key_mask
+from .keymask.distribution import _arch
+from .modeling_sparse_resnet import load_model
+from .ownership_key import REFERENCE_SECTION, OwnershipKey, mask_digest
+from .suspect import read_suspect
 
-__all__ = ["load_model"]
+__all__ = ["load_model", "load_with_key"]
 
-
-def _infer_shape_args(state_dict: Mapping[str, torch.Tensor], arch: str) -> tuple[int | None, int | None]:
-    """(num_labels, in_chans) read off the classifier and stem weights."""
-    import timm
-
-    cfg = timm.get_pretrained_cfg(arch.split(".")[0])
-    first_conv = (cfg.first_conv if cfg else None) or "conv1"
-    classifier = (cfg.classifier if cfg else None) or "fc"
-    first = first_conv if isinstance(first_conv, str) else first_conv[0]
-    head = classifier if isinstance(classifier, str) else classifier[0]
-    stem = state_dict.get(f"{first}.weight")
-    fc = state_dict.get(f"{head}.weight")
-    return (int(fc.shape[0]) if fc is not None else None, int(stem.shape[1]) if stem is not None else None)
+logger = logging.getLogger(__name__)
 
 
-def _config_from_contents(
-    contents: CheckpointContents,
-    *,
-    arch: str | None,
-    num_labels: int | None,
-    in_chans: int | None,
-) -> SparseResNetConfig:
-    cfg = dict(contents.config or {})
-    if cfg.get("model_type") == SparseResNetConfig.model_type and arch is None:
-        config = SparseResNetConfig.from_dict(cfg)
-    else:
-        arch = arch or cfg.get("arch") or cfg.get("architecture") or contents.metadata.get("arch")
-        if arch is None:
-            raise CheckpointError(
-                "Cannot tell the architecture of this checkpoint (no config.json with 'architecture'); "
-                "pass arch='resnet18' (or the right timm name).",
-                path=contents.path,
-            )
-        check_architecture(arch)
-        model_args = dict(cfg.get("model_args") or {})
-        label_names = cfg.get("label_names")
-        kwargs: dict[str, Any] = {}
-        if label_names and (num_labels is None or num_labels == len(label_names)):
-            kwargs["id2label"] = dict(enumerate(label_names))
-        pretrained = cfg.get("pretrained_cfg") or {}  # read_config kept only its checked mean, std and input_size
-        if pretrained.get("mean") and pretrained.get("std"):
-            kwargs.update(image_mean=tuple(pretrained["mean"]), image_std=tuple(pretrained["std"]))
-        config = SparseResNetConfig(arch=arch.split(".")[0], model_args=model_args or None, **kwargs)
-    check_architecture(config.arch)
-    inferred_labels, inferred_chans = _infer_shape_args(contents.state_dict, config.arch)
-    labels = num_labels or inferred_labels
-    if labels is not None and labels != config.num_labels:
-        config.num_labels = labels
-    chans = in_chans or inferred_chans
-    if chans is not None:
-        config.in_chans = chans
-    return config
+def load_with_key(
+    folder_or_model: str | os.PathLike | nn.Module,
+    key: OwnershipKey | str | os.PathLike,
+) -> nn.Module:
+    """Rebuild the full ticket ``W ⊙ M`` from a locked model and its key, bit-exactly.
 
-
-def _load_state_strict(model: SparseResNetForImageClassification, state_dict: Mapping[str, torch.Tensor], *, path: str | None) -> None:
-    expected = model.timm_model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    if missing:
-        raise MissingWeightsError(missing, path=path, arch=model.config.arch)
-    unexpected = [k for k in state_dict if k not in expected]
-    if unexpected:
-        raise UnexpectedWeightsError(unexpected, path=path, arch=model.config.arch)
-    for name, ref in expected.items():
-        got = state_dict[name]
-        if tuple(got.shape) != tuple(ref.shape):
-            raise ShapeMismatchError(name, expected=ref.shape, got=got.shape, path=path)
-        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
-            raise CheckpointError(f"'{name}' holds NaN or infinite values; the checkpoint is unusable.", path=path)
-    model.timm_model.load_state_dict(dict(state_dict), strict=True)
-
-
-def load_model(
-    source: str | os.PathLike | Mapping[str, torch.Tensor] | CheckpointContents,
-    *,
-    arch: str | None = None,
-    num_labels: int | None = None,
-    in_chans: int | None = None,
-    masks: Literal["stored", "weights"] = "stored",
-    config: SparseResNetConfig | None = None,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    token: str | bool | None = None,
-    local_files_only: bool = False,
-    force_download: bool = False,
-) -> SparseResNetForImageClassification:
-    """Load any ResNet checkpoint layout as a :class:`SparseResNetForImageClassification`.
-
-    Accepts this library's folders (dense or compact), plain timm folders
-    (``config.json`` with ``architecture``), transformers ``TimmWrapper`` checkpoints
-    (``timm_model.`` prefix), single ``.safetensors`` files, in-memory state dicts and Hub
-    repo ids. Masks come from the file when it stores them; otherwise they are derived
-    from the non-zero weights of the prunable parameters.
+    When the locked model does not fit the key as is — its shapes differ (widened by
+    dummy channels) or its masks do not merge into the ticket's (channels permuted) — and
+    the key holds a reference (:func:`~hf_lottery_verify.alignment.add_reference_to_key`),
+    the model is first aligned to the reference
+    (:func:`~hf_lottery_verify.alignment.align_suspect`) and the key merged in the
+    reference's coordinates, each key value multiplied by the estimated scales of its row
+    and column when the copy was rescaled. The result then computes what the full ticket
+    computes (up to float rounding), in the reference's channel order; its ``alignment``
+    attribute says what was undone.
 
     Args:
-        source: Folder, file, state dict, Hub repo id, or already-read contents.
-        arch: timm architecture; required for bare state dicts and files without a config.
-        num_labels: Number of classes (read off the classifier weight when omitted).
-        in_chans: Input channels (read off the stem weight when omitted).
-        masks: ``"stored"`` uses stored masks when present; ``"weights"`` always derives
-            masks from the non-zero weights (what verification does with a suspect).
-        config: A configuration to use instead of the checkpoint's.
-        revision: Hub revision when ``source`` is a repo id.
-        cache_dir: Hub cache folder.
-        token: Hub token.
-        local_files_only: Do not touch the network.
-        force_download: Download a Hub repo again even when it is cached.
+        folder_or_model: A locked folder (or Hub repo id, or file) or an in-memory locked
+            model (which is copied, not modified).
+        key: The :class:`OwnershipKey`, or the path of its JSON file.
 
     Returns:
-        The model in eval mode, weights and masks loaded.
+        A :class:`~hf_lottery_verify.SparseResNetForImageClassification` with the full masks
+        and the key weights restored.
 
     Raises:
-        PickleRefusedError: Only pickle weights are available.
-        CorruptCheckpointError: Truncated or corrupted safetensors.
-        MissingWeightsError, UnexpectedWeightsError, ShapeMismatchError: The weights do not
-            fit the architecture.
-        UnknownArchitectureError, UnsupportedArchitectureError: Bad ``arch``.
-        HubError: A repo id could not be fetched.
-
-    Example:
-        >>> model = load_model("path/to/folder")            # doctest: +SKIP
-        >>> model = load_model(state_dict, arch="resnet18")  # doctest: +SKIP
+        KeyMismatchError: The key has no ``keymask`` section or does not fit: another
+            architecture, a missing parameter or shape, a key overlapping the locked mask,
+            a mask digest that differs after the merge (also after alignment, when the key
+            has a reference).
+        KeyFileError: ``key`` is a path that cannot be read.
+        CheckpointError: The folder cannot be loaded.
     """
-    if isinstance(source, CheckpointContents):
-        contents = source
-    elif isinstance(source, Mapping):
-        contents = read_checkpoint(source)
-    else:
-        local, _ = resolve_source(source, revision=revision, cache_dir=cache_dir, token=token,
-                                  local_files_only=local_files_only, force_download=force_download)
-        contents = read_checkpoint(local, check_masks=masks == "stored")
-    if config is None:
-        config = _config_from_contents(contents, arch=arch, num_labels=num_labels, in_chans=in_chans)
-    model = SparseResNetForImageClassification(config)
-    _load_state_strict(model, contents.state_dict, path=contents.path)
-    model.ownership_claim = contents.metadata.get("ownership")
-    if contents.masks is not None and masks == "stored":
-        model.set_masks(contents.masks, apply=False)
-    else:
+    if not isinstance(key, OwnershipKey):
+        key = OwnershipKey.load(key)
+    has_reference = REFERENCE_SECTION in key.sections
+
+    def no_fit(message: str) -> KeyMismatchError:
+        """The locked model does not fit the key as is (an aligned copy may)."""
+        error = KeyMismatchError(message)
+        error.fits_as_is = False  # type: ignore[attr-defined]
+        return error
+
+    def merge_as_is(model: nn.Module) -> nn.Module:
+        arch = _arch(model)
+        if key.arch.split(".")[0] != arch.split(".")[0]:
+            raise KeyMismatchError(f"This key was made for architecture '{key.arch}', the model is '{arch}'.")
         params = model.timm_parameters()
-        model.set_masks(masks_from_weights(params, model.prunable_names()), apply=False)
-    model.eval()
+        masks = model.masks
+        for name, info in key.section(KEYMASK_SECTION).get("params", {}).items():
+            if name not in params:
+                raise KeyMismatchError(f"The key holds '{name}', which the model ({arch}) does not have.")
+            if tuple(params[name].shape) != tuple(info["shape"]):
+                raise no_fit(f"The key's '{name}' has shape {tuple(info['shape'])}, the model's "
+                             f"{tuple(params[name].shape)}.")
+            if name not in masks:
+                raise no_fit(f"The model has no mask for '{name}', which the key covers; it is not the locked ticket.")
+        section, key_masks, values = key_parts(key)
+        for name, km in key_masks.items():
+            overlap = int((km & masks[name].cpu()).sum())
+            if overlap:
+                raise no_fit(
+                    f"The key mask of '{name}' overlaps the model's mask in {overlap} entries: this model is not the "
+                    "locked ticket the key was made for (or it is the full ticket already)."
+                )
+        merged = dict(masks)
+        merged.update(merge_key_mask({n: masks[n].cpu() for n in key_masks}, key_masks))
+        if mask_digest(merged) != section.get("mask_digest"):
+            raise no_fit(
+                "After merging the key, the masks differ from the ticket the key was made for (digest mismatch): the "
+                "locked model was pruned, re-masked or belongs to another ticket."
+            )
+        with torch.no_grad():
+            for name, km in key_masks.items():
+                p = params[name]
+                vals = values[name]
+                if vals.dtype != p.dtype:
+                    logger.warning("Key values of '%s' are %s, the model's weights %s; casting (not bit-exact).",
+                                   name, vals.dtype, p.dtype)
+                p[km.to(p.device)] = vals.to(p.device, p.dtype)
+        model.set_masks(merged)
+        return model
+
+    source: Any = folder_or_model
+    first_error: Exception | None = None
+    if isinstance(folder_or_model, nn.Module):
+        model: nn.Module | None = copy.deepcopy(folder_or_model)
+    else:
+        try:
+            model = load_model(folder_or_model)
+        except (ShapeMismatchError, MissingWeightsError, UnexpectedWeightsError) as exc:
+            if not has_reference:
+                raise
+            model, first_error = None, exc
+    if model is not None:
+        try:
+            return merge_as_is(model)
+        except KeyMismatchError as exc:
+            if getattr(exc, "fits_as_is", True) or not has_reference:
+                raise
+            first_error = exc
+    reference = reference_from_key(key)
+    if reference is None:  # pragma: no cover - guarded by has_reference
+        raise KeyMismatchError("The key has no reference to align the locked model to.")
+    key.section(KEYMASK_SECTION)
+    logger.info("The locked model does not fit the key as is (%s); aligning it to the key's reference.", first_error)
+    restored = restore_aligned_ticket(read_suspect(source).state_dict, key, reference)
+    model = load_model(restored.state_dict, arch=reference.arch, model_args=reference.model_args)
+    model.set_masks(restored.masks)
+    model.alignment = restored.alignment  # what was undone, for reports
     return model

@@ -3,7 +3,10 @@
 The wrapped timm model lives in ``model.timm_model``; masks are a dict keyed by timm's
 parameter names (``layer2.0.conv1.weight``) in ``model.masks``. Saving writes this
 library's safetensors layout (:mod:`hf_lottery_verify.storage`); loading
-(:func:`hf_lottery_verify.loading.load_model`) never unpickles. After
+(:func:`load_model`: any ResNet checkpoint layout — ours, timm, TimmWrapper, state dicts,
+Hub repos — as this class) never unpickles; it trusts the checkpoint (checksums and stored
+masks are checked strictly), while verification reads a suspect with
+:func:`hf_lottery_verify.suspect.read_suspect`, which trusts nothing. After
 ``import hf_lottery_verify``, ``AutoConfig`` and ``AutoModelForImageClassification`` load
 saved folders and Hub repos.
 """
@@ -14,28 +17,31 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForImageClassification, PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
+from transformers.utils.hub import convert_file_size_to_int
 
 from .architectures import create_resnet
-from .configuration_sparse_resnet import SparseResNetConfig
-from .errors import SignatureError
+from .configuration_sparse_resnet import SparseResNetConfig, config_from_checkpoint
+from .errors import CheckpointError, MissingWeightsError, ShapeMismatchError, SignatureError, UnexpectedWeightsError
 from .masks import (
     MaskDict,
     apply_masks_,
     check_masks,
     count_kept,
     count_total,
+    masks_from_weights,
     prunable_parameter_names,
 )
 from .pruning import prune
-from .storage import WEIGHTS_NAME, write_checkpoint
+from .storage import WEIGHTS_NAME, CheckpointContents, read_checkpoint, write_checkpoint
+from .suspect import resolve_source
 
-__all__ = ["SparseResNetPreTrainedModel", "SparseResNetForImageClassification"]
+__all__ = ["SparseResNetPreTrainedModel", "SparseResNetForImageClassification", "load_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -285,7 +291,7 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
         folder = Path(save_directory)
         state = self.timm_model.state_dict()
         if max_shard_size is not None:
-            limit = _parse_size(max_shard_size)
+            limit = convert_file_size_to_int(max_shard_size)
             size = sum(t.numel() * t.element_size() for t in state.values())
             if size > limit:
                 raise ValueError(f"The weights take {size} bytes, more than max_shard_size={max_shard_size}; "
@@ -337,7 +343,7 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
     ) -> Any:
         """Publish the model: config, weights, masks, a model card and an ownership badge, in one commit.
 
-        Delegates to :func:`hf_lottery_verify.hub.push_model`, which anchors the key with the
+        Delegates to :func:`hf_lottery_verify.publishing.push_model`, which anchors the key with the
         publishing commit; the private key is never uploaded.
 
         Args:
@@ -355,7 +361,7 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
                 for the card's model-index.
 
         Returns:
-            The :class:`~hf_lottery_verify.hub.Publication` (commit sha, URL, the anchored key).
+            The :class:`~hf_lottery_verify.publishing.Publication` (commit sha, URL, the anchored key).
 
         Raises:
             TypeError: An unsupported keyword argument (``safe_serialization``, ``max_shard_size``, ...).
@@ -363,7 +369,7 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
         """
         if kwargs:
             raise TypeError(f"push_to_hub() got unsupported argument(s) {sorted(kwargs)}.")
-        from .hub import push_model
+        from .publishing import push_model
 
         if signature is not None:
             self._sign_for_saving(signature, Path(repo_id), key, owner)
@@ -422,8 +428,6 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
         if unsupported:
             raise TypeError(f"from_pretrained() does not support {unsupported}: a sparse ticket loads on the CPU "
                             "in its stored dtype; move it with .to(...) afterwards.")
-        from .loading import load_model
-
         model = load_model(pretrained_model_name_or_path, config=config, revision=revision, cache_dir=cache_dir,
                            token=token, local_files_only=local_files_only, force_download=force_download)
         if dtype is not None and dtype != "auto":
@@ -431,17 +435,99 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
         return model
 
 
-def _parse_size(size: int | str) -> int:
-    """``5GB`` / ``500MB`` / ``1000`` → bytes (transformers' max_shard_size notation)."""
-    if isinstance(size, int):
-        return size
-    text = size.strip().upper()
-    for unit, factor in (("GIB", 2**30), ("MIB", 2**20), ("KIB", 2**10), ("GB", 10**9), ("MB", 10**6),
-                         ("KB", 10**3), ("B", 1)):
-        if text.endswith(unit):
-            return int(float(text[: -len(unit)]) * factor)
-    return int(text)
-
-
 AutoConfig.register(SparseResNetConfig.model_type, SparseResNetConfig, exist_ok=True)
 AutoModelForImageClassification.register(SparseResNetConfig, SparseResNetForImageClassification, exist_ok=True)
+
+
+def _load_state_strict(model: SparseResNetForImageClassification, state_dict: Mapping[str, torch.Tensor], *, path: str | None) -> None:
+    expected = model.timm_model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    if missing:
+        raise MissingWeightsError(missing, path=path, arch=model.config.arch)
+    unexpected = [k for k in state_dict if k not in expected]
+    if unexpected:
+        raise UnexpectedWeightsError(unexpected, path=path, arch=model.config.arch)
+    for name, ref in expected.items():
+        got = state_dict[name]
+        if tuple(got.shape) != tuple(ref.shape):
+            raise ShapeMismatchError(name, expected=ref.shape, got=got.shape, path=path)
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            raise CheckpointError(f"'{name}' holds NaN or infinite values; the checkpoint is unusable.", path=path)
+    model.timm_model.load_state_dict(dict(state_dict), strict=True)
+
+
+def load_model(
+    source: str | os.PathLike | Mapping[str, torch.Tensor] | CheckpointContents,
+    *,
+    arch: str | None = None,
+    num_labels: int | None = None,
+    in_chans: int | None = None,
+    model_args: Mapping[str, Any] | None = None,
+    masks: Literal["stored", "weights"] = "stored",
+    config: SparseResNetConfig | None = None,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    token: str | bool | None = None,
+    local_files_only: bool = False,
+    force_download: bool = False,
+) -> SparseResNetForImageClassification:
+    """Load any ResNet checkpoint layout as a :class:`SparseResNetForImageClassification`.
+
+    Accepts this library's folders (dense or compact), plain timm folders
+    (``config.json`` with ``architecture``), transformers ``TimmWrapper`` checkpoints
+    (``timm_model.`` prefix), single ``.safetensors`` files, in-memory state dicts and Hub
+    repo ids. Masks come from the file when it stores them; otherwise they are derived
+    from the non-zero weights of the prunable parameters.
+
+    Args:
+        source: Folder, file, state dict, Hub repo id, or already-read contents.
+        arch: timm architecture; required for bare state dicts and files without a config.
+        num_labels: Number of classes (read off the classifier weight when omitted).
+        in_chans: Input channels (read off the stem weight when omitted).
+        model_args: Extra timm arguments of ``arch`` (narrow widths, say) for a source
+            without a config.
+        masks: ``"stored"`` uses stored masks when present; ``"weights"`` always derives
+            masks from the non-zero weights (what verification does with a suspect).
+        config: A configuration to use instead of the checkpoint's.
+        revision: Hub revision when ``source`` is a repo id.
+        cache_dir: Hub cache folder.
+        token: Hub token.
+        local_files_only: Do not touch the network.
+        force_download: Download a Hub repo again even when it is cached.
+
+    Returns:
+        The model in eval mode, weights and masks loaded.
+
+    Raises:
+        PickleRefusedError: Only pickle weights are available.
+        CorruptCheckpointError: Truncated or corrupted safetensors.
+        MissingWeightsError, UnexpectedWeightsError, ShapeMismatchError: The weights do not
+            fit the architecture.
+        UnknownArchitectureError, UnsupportedArchitectureError: Bad ``arch``.
+        HubError: A repo id could not be fetched.
+
+    Example:
+        >>> model = load_model("path/to/folder")            # doctest: +SKIP
+        >>> model = load_model(state_dict, arch="resnet18")  # doctest: +SKIP
+    """
+    if isinstance(source, CheckpointContents):
+        contents = source
+    elif isinstance(source, Mapping):
+        contents = read_checkpoint(source)
+    else:
+        local, _ = resolve_source(source, revision=revision, cache_dir=cache_dir, token=token,
+                                  local_files_only=local_files_only, force_download=force_download)
+        contents = read_checkpoint(local, check_masks=masks == "stored")
+    if config is None:
+        config = config_from_checkpoint(contents, arch=arch, num_labels=num_labels, in_chans=in_chans,
+                                       model_args=model_args)
+    model = SparseResNetForImageClassification(config)
+    _load_state_strict(model, contents.state_dict, path=contents.path)
+    model.ownership_claim = contents.metadata.get("ownership")
+    if contents.masks is not None and masks == "stored":
+        model.set_masks(contents.masks, apply=False)
+    else:
+        params = model.timm_parameters()
+        model.set_masks(masks_from_weights(params, model.prunable_names()), apply=False)
+    model.eval()
+    return model

@@ -437,8 +437,8 @@ def retrain_folder(
         KeyFileError: The key cannot be read, or lies inside ``out_dir``.
         MaskError, TrainingError, DatasetError: See :func:`retrain` and the dataset loader.
     """
-    from . import load_model
     from .data import load_image_dataset
+    from .loading import load_model
 
     if rewind_epoch is None:
         rewind_epoch = read_rewind_epoch(rewind_dir)

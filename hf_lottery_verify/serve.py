@@ -476,7 +476,7 @@ def serve(
         ConfigError: See :func:`start_server`.
     """
     if not isinstance(model, nn.Module):
-        from . import load_model  # the public loader (any checkpoint layout)
+        from .loading import load_model  # the public loader (any checkpoint layout)
 
         model = load_model(model)
     server = ServerHandle(model, host=host, port=port, allow_remote=allow_remote, id2label=id2label,

@@ -18,10 +18,11 @@ from hf_lottery_verify.alignment import (
     reference_from_key,
     with_reference,
 )
-from hf_lottery_verify.attacks.structural import add_dummy_channels, densify, permute_channels, rescale_channels
 from hf_lottery_verify.alignment.evidence import has_evidence
+from hf_lottery_verify.attacks.structural import add_dummy_channels, densify, permute_channels, rescale_channels
 from hf_lottery_verify.errors import KeyMismatchError
 from hf_lottery_verify.liveness import prune_dead
+from hf_lottery_verify.loading import load_model
 from hf_lottery_verify.ownership_key import OwnershipKey
 from hf_lottery_verify.spaces import channel_spaces
 
@@ -200,6 +201,10 @@ def test_damaged_reference_section_raises() -> None:
         reference_from_key(OwnershipKey(arch="cifar_resnet8", sections=dict(key.sections), tensors=tensors))
 
 
+def _aligned_model(alignment):
+    return load_model(alignment.state_dict, arch=alignment.arch, model_args=alignment.model_args)
+
+
 # --------------------------------------------------------------------------- exact attacks
 
 
@@ -211,7 +216,7 @@ def test_alignment_undoes_structural_attacks(case, attack: str) -> None:
     assert alignment.confidence > 0.95, alignment.summary
     # The aligned tensors have the reference's shapes and compute what the suspect computes.
     assert {n: tuple(t.shape) for n, t in alignment.state_dict.items()} == reference.shapes
-    aligned = alignment.to_model()
+    aligned = _aligned_model(alignment)
     expected = _logits(attacked, x)
     assert float((_logits(aligned, x) - expected).abs().max()) <= 1e-4
     assert float((expected - _logits(model, x)).abs().max()) <= 1e-4
@@ -365,7 +370,7 @@ def test_prefixes_and_missing_batch_counters_are_accepted() -> None:
     state = {f"timm_model.{k}": v for k, v in _state(model).items() if not k.endswith("num_batches_tracked")}
     alignment = align_suspect(state, reference)
     assert alignment.confidence == pytest.approx(1.0)
-    alignment.to_model()  # loads strictly
+    _aligned_model(alignment)  # loads strictly
 
 
 # --------------------------------------------------------------------------- densified suspects
@@ -436,6 +441,6 @@ def test_turned_kernels_are_turned_back(case, transform: str) -> None:
     alignment = align_suspect(_state(attacked), reference)
     assert alignment.transform == transform and alignment.confidence > 0.95, alignment.summary
     assert f"kernels turned back ({transform})" in alignment.summary
-    assert float((_logits(alignment.to_model(), x) - _logits(model, x)).abs().max()) <= 1e-4
+    assert float((_logits(_aligned_model(alignment), x) - _logits(model, x)).abs().max()) <= 1e-4
     masks = recover_aligned_masks(alignment, reference)
     assert all(torch.equal(masks[n], reference.live_only.masks[n]) for n in reference.masks)

@@ -15,7 +15,7 @@ import pytest
 
 import hf_lottery_verify as hlv
 from hf_lottery_verify.attacks import forge_signature, get_attack, list_attacks, run_attack
-from hf_lottery_verify.hub import push_model
+from hf_lottery_verify.publishing import push_model
 from hf_lottery_verify.retrain import retrain
 from hf_lottery_verify.signature import embed_signature
 from hf_lottery_verify.training import evaluate

@@ -20,8 +20,8 @@ from hf_lottery_verify.anchors import anchor_key, check_anchor
 from hf_lottery_verify.attacks import forge_signature
 from hf_lottery_verify.attacks.structural import permute_channels
 from hf_lottery_verify.cli import main
-from hf_lottery_verify.hub import push_model
 from hf_lottery_verify.ownership_key import OwnershipKey
+from hf_lottery_verify.publishing import push_model
 from hf_lottery_verify.signature import embed_signature
 from hf_lottery_verify.stats import trigger_p_value
 from hf_lottery_verify.triggers import TriggerSet, add_triggers, make_trigger_set, predict_labels, triggers_from_key

@@ -83,7 +83,7 @@ def test_find_ticket_command(tmp_path: Path, capsys) -> None:
 
 
 def test_split_key_command(tmp_path: Path, capsys) -> None:
-    from hf_lottery_verify.keymask import load_with_key
+    from hf_lottery_verify.loading import load_with_key
 
     from .helpers import make_model
 

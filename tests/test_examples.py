@@ -61,7 +61,7 @@ def test_find_then_sign_retrain_push_to_a_local_hub_and_verify(found: Path, tmp_
 
 @pytest.mark.slow
 def test_attack_suite_example(tmp_path: Path) -> None:
-    from hf_lottery_verify.hub import publish_folder
+    from hf_lottery_verify.publishing import publish_folder
 
     from .helpers import make_model
 

@@ -1,17 +1,18 @@
-"""The package's layering holds: no module imports (at module level) from a layer above its own.
+"""The package's layering holds: no import from a layer above, no import cycle — every import
+statement counts, function-level and ``TYPE_CHECKING`` ones included.
 
-Layers, bottom to top — each may import from its own layer and the ones below:
+Layers, bottom to top — each module may import from its own layer and the ones below, and the
+modules of one layer import each other without cycles:
 
-0. tensor math and plumbing: errors, atomic, codecs, masks, pruning, stats
-1. formats and structure: architectures, configuration, configs, storage, ownership_key, spaces, qr
-2. the model: modeling_sparse_resnet
-3. I/O: hub, suspect, loading, cards, localhub, recovery, data
-4. schemes and training: keymask, signature, alignment, triggers, training
-5. workflows of one scheme: imp, retrain, attacks, blackbox, serve, calibration
-6. the top: verify, workflows, demo, cli
-
-Function-level imports that delegate *up* (``model.push_to_hub`` → ``hub``) are allowed:
-they run only when called. What must hold at import time is checked in a fresh interpreter.
+0. tensor math and plumbing: errors, atomic, codecs, masks, pruning, stats, qr, key sections, symmetry
+1. formats and structure: architectures, configs, storage, spaces, liveness, ownership_key, data,
+   configuration, cards
+2. the paper's schemes on state dicts and tensors: recovery, alignment, signature, keymask,
+   triggers, training (never the model class, the Hub or a workflow)
+3. Hub I/O: hub, suspect, anchors, localhub, publishing
+4. the model class and loading: modeling_sparse_resnet, loading, image_processing
+5. workflows: imp, retrain, attacks, blackbox, serve, calibration, verify, workflows
+6. the entry points: cli, the package ``__init__``
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -27,60 +29,124 @@ import hf_lottery_verify
 
 PACKAGE = Path(hf_lottery_verify.__file__).parent
 LAYERS: dict[str, int] = {
-    "errors": 0, "_version": 0, "atomic": 0, "codecs": 0, "masks": 0, "pruning": 0, "stats": 0, "_registration": 0,
-    "architectures": 1, "configuration_sparse_resnet": 1, "configs": 1, "storage": 1, "ownership_key": 1,
-    "spaces": 1, "qr": 1, "key_sections": 1, "symmetry": 0, "liveness": 1,
-    "modeling_sparse_resnet": 2,
-    "hub": 3, "suspect": 3, "loading": 3, "cards": 3, "localhub": 3, "recovery": 3, "data": 3, "anchors": 3,
-    "keymask": 4, "signature": 4, "alignment": 4, "triggers": 4, "training": 4,
-    "imp": 5, "retrain": 5, "attacks": 5, "blackbox": 5, "serve": 5, "calibration": 5,
-    "verify": 6, "workflows": 6, "demo": 6, "cli": 6, "__init__": 6,
+    **dict.fromkeys(["errors", "_version", "atomic", "codecs", "masks", "pruning", "stats", "qr", "key_sections",
+                     "symmetry", "_registration"], 0),
+    **dict.fromkeys(["architectures", "configs", "storage", "spaces", "liveness", "ownership_key", "data",
+                     "configuration_sparse_resnet", "cards"], 1),
+    **dict.fromkeys(["recovery", "alignment", "signature", "keymask", "triggers", "training"], 2),
+    **dict.fromkeys(["hub", "suspect", "anchors", "localhub", "publishing"], 3),
+    **dict.fromkeys(["modeling_sparse_resnet", "loading", "image_processing"], 4),
+    **dict.fromkeys(["imp", "retrain", "attacks", "blackbox", "serve", "calibration", "verify", "workflows"], 5),
+    **dict.fromkeys(["cli", "__init__"], 6),
 }
 
 
-def _top(module_path: Path) -> str:
-    rel = module_path.relative_to(PACKAGE).with_suffix("")
-    return rel.parts[0]
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts) or "__init__"
 
 
-def _module_level_imports(path: Path) -> list[str]:
-    """Package-relative targets of the module-level imports of ``path`` (first path component)."""
-    tree = ast.parse(path.read_text())
-    package_parts = path.relative_to(PACKAGE).parent.parts
-    targets = []
-    for node in tree.body:
-        if isinstance(node, ast.If):  # `if TYPE_CHECKING:` blocks are for type checkers only
-            continue
-        if isinstance(node, ast.ImportFrom) and node.level:
-            base = list(package_parts[: len(package_parts) - (node.level - 1)]) if node.level > 1 else list(
-                package_parts)
-            parts = base + (node.module.split(".") if node.module else [])
-            if parts:
-                targets.append(parts[0])
-            else:
-                targets.extend(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("hf_lottery_verify."):
-            targets.append(node.module.split(".")[1])
-    return targets
+MODULES = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def _targets(module: str, node: ast.AST) -> list[str]:
+    """The package modules an import statement loads (deepest existing module of each name)."""
+    if isinstance(node, ast.ImportFrom):
+        if node.level:
+            base = [] if module == "__init__" else module.split(".")
+            if MODULES[module].name != "__init__.py":
+                base = base[:-1]
+            base = base[: len(base) - (node.level - 1)]
+            target = ".".join(base + ([node.module] if node.module else []))
+        elif (node.module or "").startswith("hf_lottery_verify"):
+            target = node.module.removeprefix("hf_lottery_verify").lstrip(".")
+        else:
+            return []
+        names = [f"{target}.{a.name}".lstrip(".") for a in node.names]
+    elif isinstance(node, ast.Import):
+        names = [a.name.removeprefix("hf_lottery_verify.") for a in node.names if a.name.startswith("hf_lottery_verify.")]
+    else:
+        return []
+    out = []
+    for name in names:
+        while name and name not in MODULES:
+            name = name.rpartition(".")[0]
+        out.append(name or "__init__")
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = defaultdict(set)
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            for target in _targets(module, node):
+                if target != module and not module.startswith(target + "."):  # a package's own __init__
+                    graph[module].add(target)
+    return graph
+
+
+def _top(module: str) -> str:
+    return module.split(".")[0]
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one node (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while (w := stack.pop()) != v:
+                component.append(w)
+            if component:
+                found.append(sorted([v, *component]))
+
+    for v in list(graph):
+        if v not in index:
+            visit(v)
+    return found
 
 
 def test_every_module_has_a_layer() -> None:
-    tops = {_top(p) for p in PACKAGE.rglob("*.py")}
+    tops = {_top(m) for m in MODULES}
     assert tops <= set(LAYERS), f"modules without a layer: {sorted(tops - set(LAYERS))}"
 
 
 def test_no_module_imports_from_a_layer_above() -> None:
-    violations = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        own = LAYERS[_top(path)]
-        for target in _module_level_imports(path):
-            if target in LAYERS and LAYERS[target] > own:
-                violations.append(f"{path.relative_to(PACKAGE)} (layer {own}) imports {target} "
-                                  f"(layer {LAYERS[target]})")
+    violations = [f"{m} (layer {LAYERS[_top(m)]}) imports {t} (layer {LAYERS[_top(t)]})"
+                  for m, targets in sorted(_graph().items()) for t in sorted(targets)
+                  if LAYERS[_top(t)] > LAYERS[_top(m)]]
     assert not violations, "\n".join(violations)
 
 
-@pytest.mark.parametrize("module", ["modeling_sparse_resnet", "storage", "masks", "codecs", "pruning"])
+def test_no_import_cycles_between_modules_or_concepts() -> None:
+    graph = _graph()
+    concepts: dict[str, set[str]] = defaultdict(set)
+    for m, targets in graph.items():
+        concepts[_top(m)].update(_top(t) for t in targets if _top(t) != _top(m))
+    assert not _cycles(graph), f"module cycles: {_cycles(graph)}"
+    assert not _cycles(concepts), f"concept cycles: {_cycles(concepts)}"
+
+
+def test_the_layering_check_sees_function_level_and_type_checking_imports() -> None:
+    graph = _graph()
+    assert "suspect" in graph["modeling_sparse_resnet"]  # a module-level import
+    assert "publishing" in graph["modeling_sparse_resnet"]  # inside push_to_hub
+    assert "anchors" in graph["verify.core"] or any(t.startswith("anchors") for t in graph["verify.core"])
+
+
+@pytest.mark.parametrize("module", ["storage", "masks", "codecs", "pruning", "ownership_key"])
 def test_low_modules_load_nothing_from_the_schemes(module: str) -> None:
     code = (f"import sys, hf_lottery_verify.{module}; "
             "print(' '.join(sorted(m for m in sys.modules if m.startswith('hf_lottery_verify.'))))")

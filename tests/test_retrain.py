@@ -178,7 +178,7 @@ def test_retrain_folder(tmp_path: Path) -> None:
     assert report["out_dir"] == str(tmp_path / "out") and report["test_count"] == 64
     loaded = hlv.load_model(tmp_path / "out")
     assert mask_digest(loaded.masks) == key.section("signature")["signed_mask_digest"]
-    assert hlv.extract_signature(tmp_path / "out", key=key_path).text == TEXT
+    assert hlv.extract_signature(hlv.read_suspect(tmp_path / "out"), key=key_path).text == TEXT
     assert key_path.read_bytes() == key_bytes and sorted(p.name for p in key_path.parent.iterdir()) == ["owner.json"]
 
     (tmp_path / "rewind" / "rewind.json").unlink()

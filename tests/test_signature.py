@@ -603,7 +603,7 @@ def test_extraction_from_model_folder_timm_and_wrapper_layouts(tmp_path: Path) -
     wrapper.timm_model.load_state_dict(model.timm_model.state_dict())
     wrapper.save_pretrained(tmp_path / "wrapper")
     for source in (model, wrapper, tmp_path / "ours", tmp_path / "timm", tmp_path / "wrapper"):
-        ev = extract_signature(source, key=tmp_path / "key.json")
+        ev = extract_signature(hlv.read_suspect(source), key=tmp_path / "key.json")
         assert ev.text == TEXT and ev.matches and ev.bit_agreement == 1.0 and ev.image_text == TEXT
         assert ev.p_value < 1e-50
 
@@ -632,7 +632,7 @@ def test_stored_masks_are_never_trusted(tmp_path: Path) -> None:
     sd = thief.timm_model.state_dict()
     masks = {n: sd[n] != 0 for n in model.masks}
     write_checkpoint(tmp_path / "model.safetensors", sd, masks=masks, metadata={"arch": "cifar_resnet20"})
-    ev = extract_signature(tmp_path / "model.safetensors", key=key)
+    ev = extract_signature(hlv.read_suspect(tmp_path / "model.safetensors"), key=key)
     assert not ev.matches and ev.p_value > 0.01
 
 
@@ -706,7 +706,7 @@ def test_save_pretrained_signs_and_keeps_the_key_out(tmp_path: Path) -> None:
     signed = mask_digest(model.masks)
     model.save_pretrained(tmp_path / "pub2")  # re-saving keeps the claim, signs nothing
     assert mask_digest(model.masks) == signed
-    assert extract_signature(tmp_path / "pub", key=tmp_path / "keys" / "k.json").matches
+    assert extract_signature(hlv.read_suspect(tmp_path / "pub"), key=tmp_path / "keys" / "k.json").matches
 
 
 def test_save_pretrained_signs_with_an_existing_key_and_extends_its_file(tmp_path: Path) -> None:
@@ -741,7 +741,7 @@ def test_signing_with_a_key_that_already_holds_a_signature_changes_nothing(tmp_p
     with pytest.raises(hlv.KeyMismatchError, match="already holds a signature"):
         second.save_pretrained(tmp_path / "two", signature="second", key=key_path)
     assert key_path.read_bytes() == before and not (tmp_path / "two").exists()
-    assert extract_signature(tmp_path / "one", key=key_path).matches
+    assert extract_signature(hlv.read_suspect(tmp_path / "one"), key=key_path).matches
     assert mask_digest(second.masks) == digest  # the refused call left the model as it was
 
 

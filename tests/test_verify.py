@@ -13,8 +13,8 @@ import torch
 
 import hf_lottery_verify as hlv
 from hf_lottery_verify.attacks.structural import add_dummy_channels, densify, permute_channels, rescale_channels
-from hf_lottery_verify.hub import publish_folder
 from hf_lottery_verify.ownership_key import OwnershipKey
+from hf_lottery_verify.publishing import publish_folder
 from hf_lottery_verify.signature import embed_signature
 from hf_lottery_verify.symmetry import DIHEDRAL
 from hf_lottery_verify.verify import VerdictPolicy, decide

@@ -9,10 +9,10 @@ model kept in the owner's key:
   reference (masks, per-channel norms, batch norms, stem) in the key's ``reference`` section;
 * :func:`align_suspect` — the suspect's tensors in the reference's shapes and channel order,
   with per-space mappings, estimated scales and a confidence (:class:`Alignment`);
-* :func:`~hf_lottery_verify.recovery.recover_aligned_masks` — the suspect's masks in the
+* :func:`~hf_lottery_verify.alignment.recover_aligned_masks` — the suspect's masks in the
   reference's coordinates, robust to rescaling and densification;
 * :func:`restore_aligned_ticket` — Scheme V1 on an edited copy of the locked model (what
-  :func:`~hf_lottery_verify.keymask.load_with_key` falls back to when the key holds a reference).
+  :func:`~hf_lottery_verify.loading.load_with_key` falls back to when the key holds a reference).
 
 Example:
     >>> reference = make_reference(ticket)                                   # doctest: +SKIP
@@ -22,8 +22,8 @@ Example:
 
 from __future__ import annotations
 
-from ..recovery import recover_aligned_masks
 from .align import align_suspect
+from .recover import recover_aligned_masks
 from .reference import (
     REFERENCE_FORMAT,
     Reference,

@@ -30,7 +30,7 @@ from scipy.optimize import linear_sum_assignment
 
 from ..errors import HfLotteryError
 from ..liveness import liveness, without_dead
-from ..spaces import ChannelSpace, tensor_spaces
+from ..spaces import ChannelSpace
 from ..symmetry import inverse, transform_kernels
 from .evidence import (
     RANDOM_PAIRS,
@@ -42,7 +42,7 @@ from .evidence import (
     producer_evidence,
 )
 from .extras import resolve_extras
-from .layout import orientations, restore_blocks, suspect_spaces, unmatched_blocks
+from .layout import orientations, restore_blocks, unmatched_blocks
 from .reference import Reference
 from .result import Alignment, SpaceAlignment, is_rescaled
 from .scales import finalize_scales, space_scale
@@ -59,6 +59,7 @@ from .scores import (
     weighted,
     without_copies,
 )
+from .state import AlignerState
 
 __all__ = ["align_suspect"]
 
@@ -78,74 +79,8 @@ UNMATCHED = 0.25
 """A block whose internal spaces all match with less confidence than this is reported as matching nothing."""
 
 
-class _Aligner:
-    def __init__(self, state_dict: Mapping[str, torch.Tensor], reference: Reference) -> None:
-        self.ref = reference
-        self.sd = dict(state_dict)
-        self.spaces = reference.spaces
-        self.by_name = {s.name: s for s in self.spaces}
-        self.order = {s.name: i for i, s in enumerate(self.spaces)}
-        self.dims = tensor_spaces(self.spaces)
-        self.sus = suspect_spaces(self.ref, self.sd, self.spaces, self.dims)
-        self.done: dict[str, SpaceAlignment] = {}
-        self.pending: dict[str, torch.Tensor] = {}  # undecided reference channels, kept out of later evidence
-        self.pairs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # per reference channel: similarity, evidence
-        self.alpha: dict[str, torch.Tensor] = {}
-        self.changed: set[str] = set()
-        self.exact = False  # every masked weight has exactly the reference's pattern
-        self.unsure: dict[str, torch.Tensor] = {}  # channels a refinement could not decide
-        self.eps = reference.bn_eps
-        self.notes: list[str] = []
-        self._weights: dict[str, torch.Tensor] = {}
-        self.dependents: dict[str, list[ChannelSpace]] = {}
-        for space in self.spaces:
-            if space.injection is not None:
-                self.dependents.setdefault(space.injection.source, []).append(space)
-
-    # ------------------------------------------------------------------ gathering
-
-    def cols(self, t: torch.Tensor, space: str, *, undo: bool) -> torch.Tensor:
-        """``t`` along dim 1 in the reference's channels of ``space`` (duplicates folded; scales undone if asked)."""
-        st = self.done[space]
-        if not st.trivial:
-            valid = st.mapping >= 0
-            if bool(valid.all()):
-                out = t.index_select(1, st.mapping)
-            else:
-                out = t.new_zeros((t.shape[0], st.size, *t.shape[2:]))
-                out.index_copy_(1, valid.nonzero().flatten(), t.index_select(1, st.mapping[valid]))
-            if st.folded:
-                src = torch.tensor(list(st.folded), dtype=torch.long)
-                dst = torch.tensor([r for r, _ in st.folded.values()], dtype=torch.long)
-                mult = torch.tensor([m for _, m in st.folded.values()], dtype=torch.float64)
-                shape = [1] * t.dim()
-                shape[1] = -1
-                out.index_add_(1, dst, (t[:, src].double() * mult.reshape(shape)).to(t.dtype))
-            t = out
-        if undo and is_rescaled(st.scale, tolerance=1e-6):
-            shape = [1] * t.dim()
-            shape[1] = -1
-            t = t * st.scale.to(t.dtype).reshape(shape)
-        return t
-
-    def rows(self, t: torch.Tensor, space: str, *, fill: float = 0.0) -> torch.Tensor:
-        """``t`` along dim 0 in the reference's channels of ``space`` (``fill`` where the suspect has none)."""
-        st = self.done[space]
-        if st.trivial:
-            return t
-        valid = st.mapping >= 0
-        if bool(valid.all()):
-            return t.index_select(0, st.mapping)
-        out = torch.full((st.size, *t.shape[1:]), fill, dtype=t.dtype)
-        out[valid] = t[st.mapping[valid]]
-        return out
-
-    def bn(self, source: Mapping[str, torch.Tensor], norm: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """A batch norm as ``a * x + b`` (eval mode), float64."""
-        g, beta = source[f"{norm}.weight"].double(), source[f"{norm}.bias"].double()
-        mean, var = source[f"{norm}.running_mean"].double(), source[f"{norm}.running_var"].double()
-        a = g / torch.sqrt(var + self.eps.get(norm, 1e-5))
-        return a, beta - a * mean
+class _Aligner(AlignerState):
+    """The alignment algorithm over :class:`~.state.AlignerState`: scores, assignment, refinement, assembly."""
 
     def scores(self, space: ChannelSpace, evidence: list[Evidence], r_idx: torch.Tensor, s_idx: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -11,7 +11,6 @@ it. A densified suspect's rows lose their noise first (entries near the fitted n
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -20,9 +19,7 @@ from ..spaces import ChannelSpace
 from .reference import Reference
 from .result import SpaceAlignment
 from .scores import Evidence
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .align import _Aligner
+from .state import AlignerState
 
 __all__ = ["producer_evidence", "consumer_evidence", "fingerprints", "denoise", "evidence_weight", "has_evidence",
            "pattern_similarity"]
@@ -37,7 +34,7 @@ RANDOM_PAIRS = 64
 """Random (wrong) pairs sampled per space to estimate the similarity of unrelated channels."""
 
 
-def producer_evidence(al: _Aligner, space: ChannelSpace) -> list[Evidence]:
+def producer_evidence(al: AlignerState, space: ChannelSpace) -> list[Evidence]:
     """The rows of every producer of ``space`` whose input space is aligned (input columns in reference coordinates)."""
     out = []
     for conv in space.producer_convs:
@@ -62,7 +59,7 @@ def producer_evidence(al: _Aligner, space: ChannelSpace) -> list[Evidence]:
             out.append(Evidence(conv, g.reshape(n_sus, -1), dense=ref.reshape(n_ref, -1)))
     return out
 
-def consumer_evidence(al: _Aligner, space: ChannelSpace) -> list[Evidence]:
+def consumer_evidence(al: AlignerState, space: ChannelSpace) -> list[Evidence]:
     """The columns of every consumer of ``space`` whose output space is aligned, as rows (copies folded in)."""
     out = []
     for name in space.consumers:
@@ -91,7 +88,7 @@ def consumer_evidence(al: _Aligner, space: ChannelSpace) -> list[Evidence]:
             out.append(Evidence(name, g.reshape(g.shape[0], -1), dense=ref.reshape(space.size, -1)))
     return out
 
-def fingerprints(al: _Aligner, space: ChannelSpace) -> tuple[torch.Tensor, torch.Tensor] | None:
+def fingerprints(al: AlignerState, space: ChannelSpace) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Scale-invariant batch norm features (``running_mean / sqrt(running_var)``) of reference and suspect channels."""
     ref, sus = [], []
     for _, norm in space.norms:

@@ -15,14 +15,12 @@ same positions wins.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..spaces import ChannelSpace
-    from .align import _Aligner
-    from .result import SpaceAlignment
+from ..spaces import ChannelSpace
+from .result import SpaceAlignment
+from .state import AlignerState
 
 __all__ = ["DUPLICATE_COSINE", "resolve_extras"]
 
@@ -30,7 +28,7 @@ DUPLICATE_COSINE = 0.999
 """Cosine above which an extra channel's folded producer rows count as a duplicate's."""
 
 
-def _effective_rows(al: _Aligner, space: ChannelSpace) -> torch.Tensor:
+def _effective_rows(al: AlignerState, space: ChannelSpace) -> torch.Tensor:
     parts = []
     for conv, norm in space.norms:
         source = al.dims[conv][1]
@@ -42,18 +40,18 @@ def _effective_rows(al: _Aligner, space: ChannelSpace) -> torch.Tensor:
     return torch.cat(parts, 1)
 
 
-def _support_agreement(al: _Aligner, space: ChannelSpace, channel: int, others: torch.Tensor) -> torch.Tensor:
+def _support_agreement(al: AlignerState, space: ChannelSpace, channel: int, others: torch.Tensor) -> torch.Tensor:
     own = torch.cat([(al.sd[n][:, channel] != 0).reshape(-1) for n in space.consumers])
     theirs = torch.cat([(al.sd[n][:, others] != 0).transpose(0, 1).reshape(others.numel(), -1)
                         for n in space.consumers], 1)
     return (theirs & own).sum(1).double() / (theirs | own).sum(1).double().clamp(min=1)
 
 
-def _unread(al: _Aligner, space: ChannelSpace, channel: int) -> bool:
+def _unread(al: AlignerState, space: ChannelSpace, channel: int) -> bool:
     return all(not bool(al.sd[name][:, channel].ne(0).any()) for name in space.consumers)
 
 
-def resolve_extras(al: _Aligner, space: ChannelSpace, st: SpaceAlignment) -> None:
+def resolve_extras(al: AlignerState, space: ChannelSpace, st: SpaceAlignment) -> None:
     """Fill ``st.extra``, ``st.folded`` and ``st.dropped`` (and notes for extras that change the function)."""
     used = set(st.mapping[st.mapping >= 0].tolist())
     st.extra = [s for s in range(st.suspect_size) if s not in used]

@@ -156,7 +156,7 @@ def orientations(tensors: Mapping[str, torch.Tensor], reference: Reference) -> l
         s = dihedral(sus.double() if stem not in reference.masks else (sus != 0).double(), inverse(name)).flatten(1)
         s = s / s.norm(dim=1, keepdim=True).clamp(min=1e-30)
         scores.append(float((ref @ s.T).max(dim=1).values.mean()) if s.numel() else 0.0)
-    return [n for _, n in sorted(zip(scores, DIHEDRAL), key=lambda t: -t[0])]  # stable: identity first among equals
+    return [n for _, n in sorted(zip(scores, DIHEDRAL, strict=True), key=lambda t: -t[0])]  # stable: identity first among equals
 
 
 def unmatched_blocks(result: Alignment, *, below: float) -> list[str]:

@@ -1,6 +1,6 @@
 """Scheme V1 on a structurally edited copy: restore the full ticket from a permuted (rescaled, widened) locked model.
 
-:func:`~hf_lottery_verify.keymask.load_with_key` merges the key weights into the locked
+:func:`~hf_lottery_verify.loading.load_with_key` merges the key weights into the locked
 model directly when it fits; when it does not (its channels were permuted, its shapes
 widened, its rows rescaled) and the key holds a reference, :func:`restore_aligned_ticket`
 aligns the locked model to the reference first and merges the key in the reference's
@@ -13,42 +13,30 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from ..codecs import unpack_bits
-from ..errors import KeyMismatchError, MaskError
+from ..errors import KeyMismatchError
+from ..keymask import key_parts
 from ..masks import masks_from_weights
-from ..ownership_key import KEYMASK_SECTION, OwnershipKey, mask_digest
+from ..ownership_key import OwnershipKey, mask_digest
 from .align import align_suspect
 from .reference import Reference
+from .result import Alignment
 
-__all__ = ["restore_aligned_ticket"]
+__all__ = ["RestoredTicket", "restore_aligned_ticket"]
+
+
+class RestoredTicket(NamedTuple):
+    """The full ticket in the reference's coordinates: timm weights, masks, and the alignment (what was undone)."""
+
+    state_dict: dict[str, torch.Tensor]
+    masks: dict[str, torch.Tensor]
+    alignment: Alignment
 
 logger = logging.getLogger(__name__)
-
-_MASK_TENSOR = "mask."
-_VALUES_TENSOR = "values."
-
-
-def _key_parts(key: OwnershipKey) -> tuple[dict, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    section = key.section(KEYMASK_SECTION)
-    tensors = key.section_tensors(KEYMASK_SECTION)
-    key_masks, values = {}, {}
-    for name, info in section.get("params", {}).items():
-        packed, vals = tensors.get(_MASK_TENSOR + name), tensors.get(_VALUES_TENSOR + name)
-        if packed is None or vals is None:
-            raise KeyMismatchError(f"The key lacks the tensors of '{name}'; the key file is incomplete.")
-        try:
-            km = unpack_bits(packed, tuple(info["shape"]))
-        except MaskError as exc:
-            raise KeyMismatchError(f"The key mask of '{name}' is damaged: {exc}") from exc
-        if vals.dim() != 1 or vals.numel() != int(km.sum()):
-            raise KeyMismatchError(f"The key holds {vals.numel()} values for '{name}' but its mask has {int(km.sum())}.")
-        key_masks[name], values[name] = km, vals
-    return section, key_masks, values
-
 
 def _locked_reference(reference: Reference, key_masks: Mapping[str, torch.Tensor],
                       values: Mapping[str, torch.Tensor]) -> Reference:
@@ -73,7 +61,7 @@ def restore_aligned_ticket(
     suspect: nn.Module | Mapping[str, torch.Tensor],
     key: OwnershipKey,
     reference: Reference,
-) -> nn.Module:
+) -> RestoredTicket:
     """Align a locked model to the key's reference, then merge the key weights in the reference's coordinates.
 
     Args:
@@ -84,16 +72,16 @@ def restore_aligned_ticket(
             the full ticket: then the key weights are taken out of it first).
 
     Returns:
-        A :class:`~hf_lottery_verify.SparseResNetForImageClassification` of the reference's
-        architecture and channel order, with the full masks and the key weights restored
-        (scaled like the suspect's rows and columns, so it computes what the full ticket
-        computes, up to float rounding).
+        The :class:`RestoredTicket`: weights of the reference's architecture and channel order
+        with the key weights restored (scaled like the suspect's rows and columns, so they
+        compute what the full ticket computes, up to float rounding), the full masks, and the
+        alignment.
 
     Raises:
         KeyMismatchError: The suspect is of another architecture, or after alignment and
             merging the masks are not the ticket's (digest mismatch).
     """
-    section, key_masks, values = _key_parts(key)
+    section, key_masks, values = key_parts(key)
     if reference.mask_digest == section.get("mask_digest"):
         reference = _locked_reference(reference, key_masks, values)
     if isinstance(suspect, nn.Module):
@@ -102,8 +90,7 @@ def restore_aligned_ticket(
     else:
         state = dict(suspect)
     alignment = align_suspect(state, reference, live_only=False)  # every weight: the key weights go back in
-    model = alignment.to_model()
-    params = model.timm_parameters()
+    params = {name: value.clone() for name, value in alignment.state_dict.items()}
     masks = masks_from_weights(params, [*reference.masks, *(n for n in key_masks if n not in reference.masks)])
     for name, km in key_masks.items():
         if name not in params or tuple(params[name].shape) != tuple(km.shape):
@@ -132,7 +119,5 @@ def restore_aligned_ticket(
         if not bool(torch.isfinite(vals).all()) or math.isnan(float(vals.sum())):
             raise KeyMismatchError(f"The scales estimated for '{name}' are not finite; cannot restore the ticket.")
         p[km.to(p.device)] = vals.to(p.device, p.dtype)
-    model.set_masks(masks)
     logger.info("Restored the full ticket from an edited locked model: %s", alignment.summary)
-    model.alignment = alignment  # what was undone, for reports
-    return model
+    return RestoredTicket(params, masks, alignment)

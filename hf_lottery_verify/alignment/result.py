@@ -212,32 +212,6 @@ class Alignment:
             "spaces": [s.to_dict() for s in self.spaces.values()],
         }
 
-    def to_model(self, *, num_labels: int | None = None) -> torch.nn.Module:
-        """The aligned suspect as a :class:`~hf_lottery_verify.SparseResNetForImageClassification` of the reference's architecture.
-
-        Masks are the non-zero pattern of the prunable weights (verification recovers them
-        with :func:`~hf_lottery_verify.recovery.recover_aligned_masks` instead).
-
-        Args:
-            num_labels (`int`, *optional*): Classes (read off ``fc.weight`` when omitted).
-
-        Returns:
-            The model, in eval mode.
-        """
-        from ..configuration_sparse_resnet import SparseResNetConfig
-        from ..masks import masks_from_weights
-        from ..modeling_sparse_resnet import SparseResNetForImageClassification
-
-        fc = self.state_dict.get("fc.weight")
-        stem = self.state_dict.get("conv1.weight", self.state_dict.get("conv1.0.weight"))
-        config = SparseResNetConfig(arch=self.arch, model_args=self.model_args,
-                                    num_labels=num_labels or (int(fc.shape[0]) if fc is not None else 10),
-                                    in_chans=int(stem.shape[1]) if stem is not None else 3)
-        model = SparseResNetForImageClassification(config)
-        model.timm_model.load_state_dict(self.state_dict, strict=True)
-        model.set_masks(masks_from_weights(model.timm_parameters(), model.prunable_names()), apply=False)
-        return model.eval()
-
 
 def _log_spread(values: torch.Tensor) -> float:
     values = values[torch.isfinite(values) & (values > 0)]

@@ -15,18 +15,16 @@ from every batch norm after a producer: the suspect's normalised pre-activation
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..spaces import ChannelSpace
-    from .align import _Aligner
+from ..spaces import ChannelSpace
+from .state import AlignerState
 
 __all__ = ["row_scales", "space_scale", "finalize_scales"]
 
 
-def row_scales(al: _Aligner, conv: str, space: ChannelSpace) -> torch.Tensor:
+def row_scales(al: AlignerState, conv: str, space: ChannelSpace) -> torch.Tensor:
     """Row scale of every reference row of ``conv``; NaN where it cannot be told (no kept weight, no suspect row)."""
     st = al.done[space.name]
     source = al.dims[conv][1]
@@ -42,7 +40,7 @@ def row_scales(al: _Aligner, conv: str, space: ChannelSpace) -> torch.Tensor:
     return torch.where(ok, own / ref.clamp(min=1e-300), torch.full_like(own, math.nan))
 
 
-def space_scale(al: _Aligner, space: ChannelSpace) -> torch.Tensor:
+def space_scale(al: AlignerState, space: ChannelSpace) -> torch.Tensor:
     """Activation scale of every reference channel of ``space`` (1 where nothing tells).
 
     Uses the producers whose input space comes before ``space`` (their input scales are
@@ -71,7 +69,7 @@ def space_scale(al: _Aligner, space: ChannelSpace) -> torch.Tensor:
     return torch.where(st.mapping >= 0, scale, torch.ones_like(scale))
 
 
-def finalize_scales(al: _Aligner, dirty: set[str]) -> dict[str, torch.Tensor]:
+def finalize_scales(al: AlignerState, dirty: set[str]) -> dict[str, torch.Tensor]:
     """Final activation scales (forward order, for spaces whose inputs changed) and every convolution's row scales.
 
     Args:

@@ -29,12 +29,12 @@ from . import structural_entries as _structural_entries  # noqa: F401  (register
 from .finetune import finetune_attack, prune_finetune_attack
 from .folder import attack_folder, save_attacked
 from .forgery import fake1_attack, fake2_attack, fake3_attack, forge_signature
+from .function_free import flood_dead_attack, remove_blocks_attack
 from .locate import locate_rewrite_attack
+from .mirror import RECIPES, combined_attack, mirror_attack
 from .qrsearch import LocatedWindow, locate_windows
 from .registry import AttackSpec, attack_table, get_attack, list_attacks, register_attack, run_attack
 from .removal import addon_attack, prune_attack
-from .function_free import flood_dead_attack, remove_blocks_attack
-from .mirror import RECIPES, combined_attack, mirror_attack
 from .structural import add_dummy_channels, densify, permute_channels, rescale_channels
 
 __all__ = [

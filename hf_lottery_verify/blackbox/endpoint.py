@@ -80,7 +80,7 @@ class _EndpointClient:
         self.target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
-        from .. import __version__
+        from .._version import __version__
 
         self.headers = {
             "Content-Type": "image/png",

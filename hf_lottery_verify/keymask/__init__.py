@@ -26,7 +26,8 @@ Workflows on top of them live in :mod:`hf_lottery_verify.workflows`: locking a f
 paper's Figure 2 (:func:`~hf_lottery_verify.workflows.keymask_fidelity`).
 
 Example:
-    >>> from hf_lottery_verify.keymask import lock_model, load_with_key
+    >>> from hf_lottery_verify.keymask import lock_model
+    >>> from hf_lottery_verify.loading import load_with_key
     >>> locked, key = lock_model(model, ratio=0.05, score="ewp")   # doctest: +SKIP
     >>> locked.save_pretrained("public/")                           # doctest: +SKIP
     >>> key.save("~/keys/ticket.key.json")                          # doctest: +SKIP
@@ -35,7 +36,7 @@ Example:
 
 from __future__ import annotations
 
-from .distribution import KEYMASK_SECTION, LockedTicket, load_with_key, lock_model
+from .distribution import KEYMASK_SECTION, LockedTicket, key_parts, lock_model
 from .scorers import (
     Scorer,
     compute_scores,
@@ -66,5 +67,5 @@ __all__ = [
     "fake_key_masks",
     "LockedTicket",
     "lock_model",
-    "load_with_key",
+    "key_parts",
 ]

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from .. import qr
 from ..errors import KeyMismatchError, SignatureError
@@ -21,7 +22,6 @@ from ..masks import squeeze_mask
 from ..ownership_key import OwnershipKey
 from ..recovery import recover_masks
 from ..stats import binomial_log_pmf
-from ..suspect import Suspect, read_suspect
 from .combine import combine_copies, combine_pairs
 from .embed import signature_secret
 from .slots import Slots, derive_slots
@@ -314,6 +314,18 @@ def decoy_p_value(observed: int, decoy_stats: np.ndarray) -> float:
     return 0.5 * math.erfc((observed - mean) / sd / math.sqrt(2))
 
 
+def _weights_of(source: Any) -> Mapping[str, torch.Tensor]:
+    """The timm state dict of a model, a state dict, or a read suspect (its ``state_dict`` mapping)."""
+    if isinstance(source, nn.Module):
+        net = getattr(source, "timm_model", source)
+        return {name: value.detach().cpu() for name, value in net.state_dict().items()}
+    state = source if isinstance(source, Mapping) else getattr(source, "state_dict", None)
+    if not isinstance(state, Mapping):
+        raise TypeError(f"extract_signature() reads weights, not {type(source).__name__}: read a folder, file or "
+                        "Hub repo with hf_lottery_verify.read_suspect(...) first.")
+    return state
+
+
 def extract_signature(
     source: Any,
     *,
@@ -324,11 +336,11 @@ def extract_signature(
     """Read and decode the signature from a suspect model.
 
     Args:
-        source (`Any`): A :class:`~hf_lottery_verify.suspect.Suspect` already read, or anything
-            :func:`~hf_lottery_verify.suspect.read_suspect` accepts (a model, a folder, a file
-            of any supported layout, a state dict — e.g. weights already re-aligned to the
-            key's reference model —, a Hub repo id). Nothing the suspect says about itself
-            is used: the mask comes from its weights.
+        source (`Any`): The suspect's weights: a model, a state dict under timm's names (e.g.
+            weights already re-aligned to the key's reference model), or a
+            :class:`~hf_lottery_verify.suspect.Suspect` — read folders, files of any supported
+            layout and Hub repo ids with :func:`~hf_lottery_verify.suspect.read_suspect` first.
+            Nothing the suspect says about itself is used: the mask comes from its weights.
         key (`OwnershipKey`, `str` or `os.PathLike`): The owner's key (or its path) with a
             ``signature`` section.
         kept (`Mapping[str, int]`, *optional*): The add-on defense: per layer, the kept count
@@ -344,14 +356,15 @@ def extract_signature(
         KeyMismatchError: The key does not fit the suspect (missing layer, other shapes) or
             has no signature section, or its layout is not one the signer writes.
         KeyFileError: ``key`` cannot be read.
+        TypeError: ``source`` is a path or a repo id (read it with ``read_suspect`` first).
     """
     if not isinstance(key, OwnershipKey):
         key = OwnershipKey.load(key)
     section, symbol, slots = signature_layout(key)
-    suspect = source if isinstance(source, Suspect) else read_suspect(source)
+    state = _weights_of(source)
     t0 = time.perf_counter()
     secret = signature_secret(key)
-    weights, live = _live_weights(suspect.state_dict, key)
+    weights, live = _live_weights(state, key)
     reads, defended = _read(weights, section, symbol, slots, secret, _arch_shapes(key.arch), kept=kept, live=live)
     expected = symbol.data_bits()
     per_copy = []

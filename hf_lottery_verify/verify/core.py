@@ -135,7 +135,7 @@ def _signature(weights: Mapping[str, torch.Tensor], key: OwnershipKey, alignment
     about 0.5. There the p-value is the larger of the two (the search is not evidence); a
     decode to the key's text counts from either order.
     """
-    from ..recovery import recover_aligned_masks
+    from ..alignment import recover_aligned_masks
     from ..signature import extract_signature
 
     source: dict[str, torch.Tensor] = dict(weights)
@@ -162,7 +162,8 @@ def _suspect_network(weights: Mapping[str, torch.Tensor], key: OwnershipKey, sus
     """A model of the key's architecture holding the suspect's (aligned) weights, with its normalisation."""
     from ..loading import load_model
 
-    model = alignment.to_model() if alignment is not None else load_model(dict(weights), arch=key.arch)
+    model = (load_model(alignment.state_dict, arch=alignment.arch, model_args=alignment.model_args)
+             if alignment is not None else load_model(dict(weights), arch=key.arch))
     config = (suspect.config if suspect else None) or {}
     published = (key.sections.get("reference") or {}).get("published") or {}
     mean, std = published.get("image_mean"), published.get("image_std")
@@ -209,7 +210,7 @@ def _triggers(suspect: Any, key: OwnershipKey, *, policy: VerdictPolicy, tests: 
 
 
 def _keymask(model: nn.Module, key: OwnershipKey, eval_data: Any) -> dict[str, Any]:
-    from ..keymask import load_with_key
+    from ..loading import load_with_key
     from ..training import evaluate
 
     d: dict[str, Any] = {"note": V1_DISCLAIMER, "accuracy_without_key": evaluate(model, eval_data)["accuracy"]}

@@ -133,8 +133,8 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
     from ..data import derive_seed, load_image_dataset
     from ..errors import ConfigError
     from ..imp import find_extreme_ticket, load_rewind
-    from ..keymask import load_with_key, lock_model
-    from ..loading import load_model
+    from ..keymask import lock_model
+    from ..loading import load_model, load_with_key
     from ..ownership_key import OwnershipKey, mask_digest
     from ..retrain import retrain
     from ..signature import embed_signature, signature_positions
@@ -269,7 +269,7 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
     if user is not None:
         from huggingface_hub import hf_hub_download
 
-        from ..hub import push_model
+        from ..publishing import push_model
 
         dataset_name = re.sub(r"[^A-Za-z0-9_.]+", "-", Path(v["dataset"].split(":")[-1]).name or v["dataset"]).strip("-")
         repo_id = f"{user}/{v['arch']}-{dataset_name or 'data'}-signed"
@@ -283,7 +283,7 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
         say(f"5/8 publish: pushed {repo_id} (commit {pub.commit[:8]}) to the local Hub with card and badge; the "
             f"commit anchors the key (server date {anchor.date})")
     else:
-        from ..hub import publish_folder
+        from ..publishing import publish_folder
 
         target = str(work / "published")
         shutil.rmtree(target, ignore_errors=True)
@@ -317,7 +317,7 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
     thief.ownership_claim = None
     thief_hub = _in_process_hub() if user is not None else None
     if thief_hub is not None:
-        from ..hub import push_model
+        from ..publishing import push_model
 
         thief_repo = f"mallory/{v['arch']}-totally-original"
         push_model(thief, thief_repo, token=thief_hub.add_user("mallory"))  # the thief's own account

@@ -11,7 +11,8 @@ import torch
 
 from ..codecs import unpack_bits
 from ..errors import CheckpointError, KeyFileError
-from ..keymask.distribution import _MASK_TENSOR, load_with_key, lock_model
+from ..keymask.distribution import _MASK_TENSOR, lock_model
+from ..loading import load_with_key
 from ..masks import count_total
 from ..ownership_key import KEYMASK_SECTION, OwnershipKey, check_key_outside
 

@@ -76,11 +76,12 @@ def _extract(args: Namespace) -> int:
     from ...alignment import reference_from_key
     from ...ownership_key import OwnershipKey
     from ...signature import extract_signature
+    from ...suspect import read_suspect
 
     key = OwnershipKey.load(args.key)
     reference = reference_from_key(key)
     kept = {n: int(m.sum()) for n, m in reference.masks.items()} if reference is not None else None
-    ev = extract_signature(args.model, key=key, kept=kept)
+    ev = extract_signature(read_suspect(args.model), key=key, kept=kept)
     if args.json:
         write(json.dumps(ev.to_dict(), indent=2, default=str))
     else:
