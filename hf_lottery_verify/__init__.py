@@ -5,19 +5,23 @@ model type with transformers' Auto classes (as soon as timm or transformers is i
 see :mod:`hf_lottery_verify._registration`). Public names load lazily, so ``import
 hf_lottery_verify`` and the ``hf-lottery`` command start fast.
 
-Main entry points:
+One path per job — :func:`sign`, :func:`publish`, :func:`verify` (the model's
+``save_pretrained(signature=...)`` and ``push_to_hub(...)`` call them) — over these parts:
 
 * :class:`SparseResNetForImageClassification`, :func:`load_model` — sparse timm ResNets as
   transformers models, masks in safetensors, any ResNet checkpoint layout;
 * :func:`find_extreme_ticket` — IMP with late rewinding (Section 4.1);
 * :func:`split_key_mask`, :func:`merge_key_mask`, :func:`lock_model`, :func:`load_with_key` —
   Scheme V1 (key masks);
-* :func:`embed_signature`, :func:`extract_signature` — Scheme V2 (QR signature in the mask);
+* :func:`sign` (:func:`embed_signature` and the claim), :func:`extract_signature` — Scheme V2
+  (QR signature in the mask);
 * :func:`make_trigger_set` — Scheme V3 (trigger sets), :func:`retrain` — retraining a signed
   ticket (with triggers);
 * :class:`OwnershipKey` — the owner's private proof material;
-* :func:`verify_model`, :func:`verify_hub_model` — check a suspect (model, folder, Hub repo,
-  endpoint) against the key; one :class:`VerificationReport` with the verdict.
+* :func:`publish` — a Hub commit that anchors the key (or a folder);
+* :func:`verify` (also named :func:`verify_model`; :func:`verify_hub_model` for a Hub repo) —
+  check a suspect (model, folder, Hub repo, endpoint) against the key; one
+  :class:`VerificationReport` with the verdict.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ _LAZY: dict[str, str] = {
     "retrain": ".retrain",
     "OwnershipKey": ".ownership_key",
     "read_suspect": ".suspect",
+    "sign": ".signature",
+    "publish": ".publishing",
+    "verify": ".verify",
     "verify_model": ".verify",
     "verify_hub_model": ".verify",
     "VerificationReport": ".verify",
@@ -81,13 +88,13 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .loading import load_model, load_with_key
     from .modeling_sparse_resnet import SparseResNetForImageClassification
     from .ownership_key import OwnershipKey
-    from .publishing import publish_folder, push_model
+    from .publishing import publish, publish_folder, push_model
     from .retrain import retrain
-    from .signature import SignatureEvidence, embed_signature, extract_signature
+    from .signature import SignatureEvidence, embed_signature, extract_signature, sign
     from .suspect import read_suspect
     from .training import TrainConfig
     from .triggers import TriggerSet, make_trigger_set
-    from .verify import VerdictPolicy, VerificationReport, verify_hub_model, verify_model
+    from .verify import VerdictPolicy, VerificationReport, verify, verify_hub_model, verify_model
     from .workflows import run_demo
 
 _registration.install_hooks()

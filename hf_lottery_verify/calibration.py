@@ -38,7 +38,7 @@ from torch import nn
 from .architectures import create_resnet
 from .data import DatasetPair, ImageData, derive_seed
 from .errors import DatasetError, UnknownNameError
-from .ownership_key import SIGNATURE_SECTION, TRIGGERS_SECTION, OwnershipKey
+from .ownership_key import SIGNATURE_SECTION, TRIGGERS_SECTION, KeyLike, OwnershipKey, as_key
 from .pruning import top_k_mask
 
 __all__ = ["NULL_KINDS", "NullResult", "CalibrationReport", "calibrate", "calibrate_key_file", "make_null_model",
@@ -316,8 +316,8 @@ def _result(kind: str, index: int, seed: int, report: Any) -> NullResult:
 
 
 def calibrate(
-    key: OwnershipKey | str | os.PathLike,
     *,
+    key: KeyLike,
     n: int = 50,
     kinds: Sequence[str] = NULL_KINDS,
     data: DatasetPair | ImageData | None = None,
@@ -367,7 +367,7 @@ def calibrate(
     from .verify import VerdictPolicy, verify_model
 
     t0 = time.perf_counter()
-    key = key if isinstance(key, OwnershipKey) else OwnershipKey.load(key)
+    key = as_key(key)
     policy = policy or VerdictPolicy()
     notes: list[str] = []
     for kind in list(kinds) + list(counts or {}):
@@ -462,5 +462,5 @@ def calibrate_key_file(
     policy = VerdictPolicy(alpha=alpha if alpha is not None else base.alpha,
                            inconclusive_alpha=inconclusive_alpha if inconclusive_alpha is not None
                            else base.inconclusive_alpha)
-    report = calibrate(key_path, n=n, kinds=kinds, data=data, seed=seed, policy=policy, progress=progress)
+    report = calibrate(key=key_path, n=n, kinds=kinds, data=data, seed=seed, policy=policy, progress=progress)
     return {"key_path": str(key_path), "dataset": dataset, **report.to_dict()}

@@ -19,7 +19,7 @@ from .errors import KeyMismatchError, MissingWeightsError, ShapeMismatchError, U
 from .keymask import KEYMASK_SECTION, key_parts, merge_key_mask
 from .keymask.distribution import _arch
 from .modeling_sparse_resnet import load_model
-from .ownership_key import REFERENCE_SECTION, OwnershipKey, mask_digest
+from .ownership_key import REFERENCE_SECTION, KeyLike, as_key, mask_digest
 from .suspect import read_suspect
 
 __all__ = ["load_model", "load_with_key"]
@@ -29,7 +29,8 @@ logger = logging.getLogger(__name__)
 
 def load_with_key(
     folder_or_model: str | os.PathLike | nn.Module,
-    key: OwnershipKey | str | os.PathLike,
+    *,
+    key: KeyLike,
 ) -> nn.Module:
     """Rebuild the full ticket ``W ⊙ M`` from a locked model and its key, bit-exactly.
 
@@ -60,8 +61,7 @@ def load_with_key(
         KeyFileError: ``key`` is a path that cannot be read.
         CheckpointError: The folder cannot be loaded.
     """
-    if not isinstance(key, OwnershipKey):
-        key = OwnershipKey.load(key)
+    key = as_key(key)
     has_reference = REFERENCE_SECTION in key.sections
 
     def no_fit(message: str) -> KeyMismatchError:

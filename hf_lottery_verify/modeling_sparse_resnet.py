@@ -27,7 +27,7 @@ from transformers.utils.hub import convert_file_size_to_int
 
 from .architectures import create_resnet
 from .configuration_sparse_resnet import SparseResNetConfig, config_from_checkpoint
-from .errors import CheckpointError, MissingWeightsError, ShapeMismatchError, SignatureError, UnexpectedWeightsError
+from .errors import CheckpointError, MissingWeightsError, ShapeMismatchError, UnexpectedWeightsError
 from .masks import (
     MaskDict,
     apply_masks_,
@@ -311,20 +311,13 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
         return folder
 
     def _sign_for_saving(self, text: str, folder: Path, key_path: str | os.PathLike | None, owner: str | None) -> None:
-        from .ownership_key import OwnershipKey, check_key_outside
-        from .signature import embed_signature
+        from .ownership_key import check_key_outside
+        from .signature import sign
 
         if key_path is None:
             raise ValueError("save_pretrained(signature=...) needs key=<path>: the key is the proof of ownership.")
         check_key_outside(key_path, folder)
-        if "V2" in (self.ownership_claim or {}).get("schemes", ()):
-            raise SignatureError("This model already carries a QR signature claim; signing it again would overwrite "
-                                 "parts of the first one. Sign the unsigned ticket instead.")
-        key = OwnershipKey.load(key_path) if Path(key_path).exists() else None
-        key = embed_signature(self, text, key=key)
-        key.save(key_path, extend=True)
-        self.ownership_claim = key.public_claim(owner=owner)
-        logger.info("Signed before saving; key written to %s.", key_path)
+        sign(self, text, key=key_path, owner=owner)
 
     def push_to_hub(
         self,
@@ -343,7 +336,7 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
     ) -> Any:
         """Publish the model: config, weights, masks, a model card and an ownership badge, in one commit.
 
-        Delegates to :func:`hf_lottery_verify.publishing.push_model`, which anchors the key with the
+        Delegates to :func:`hf_lottery_verify.publishing.publish`, which anchors the key with the
         publishing commit; the private key is never uploaded.
 
         Args:
@@ -369,11 +362,11 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
         """
         if kwargs:
             raise TypeError(f"push_to_hub() got unsupported argument(s) {sorted(kwargs)}.")
-        from .publishing import push_model
+        from .publishing import publish
 
         if signature is not None:
             self._sign_for_saving(signature, Path(repo_id), key, owner)
-        return push_model(self, repo_id, key=key, owner=owner, private=private, token=token, revision=revision,
+        return publish(self, repo_id, key=key, owner=owner, private=private, token=token, revision=revision,
                           commit_message=commit_message, card_data=card_data, eval_results=eval_results)
 
     @classmethod

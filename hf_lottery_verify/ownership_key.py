@@ -50,6 +50,8 @@ from .storage import tensor_digest
 
 __all__ = [
     "OwnershipKey",
+    "KeyLike",
+    "as_key",
     "KEY_FORMAT_VERSION",
     "KEYMASK_SECTION",
     "SIGNATURE_SECTION",
@@ -461,3 +463,16 @@ def _file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+KeyLike = OwnershipKey | str | os.PathLike
+"""How every public function takes a key (keyword-only ``key=``): the key itself or the path of its file."""
+
+
+def as_key(key: KeyLike) -> OwnershipKey:
+    """The key itself, or the key file at ``key`` read with :meth:`OwnershipKey.load`.
+
+    Raises:
+        KeyFileError: The file cannot be read (see :meth:`OwnershipKey.load`).
+    """
+    return key if isinstance(key, OwnershipKey) else OwnershipKey.load(key)

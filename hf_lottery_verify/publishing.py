@@ -23,10 +23,10 @@ from .anchors import CLAIM_FILE, record_anchor
 from .cards import render_badge, render_model_card, save_card_files
 from .errors import HubError
 from .hub import _hub_errors, _reachable
-from .ownership_key import REFERENCE_SECTION, OwnershipKey, check_key_outside
+from .ownership_key import REFERENCE_SECTION, KeyLike, OwnershipKey, check_key_outside
 from .storage import WEIGHTS_INDEX_NAME
 
-__all__ = ["Publication", "publish_folder", "push_model"]
+__all__ = ["Publication", "publish", "publish_folder", "push_model"]
 
 @dataclass
 class Publication:
@@ -194,3 +194,28 @@ def push_model(
             anchored.save(key_path, extend=True)
     return Publication(key=anchored, claim=pub.claim, repo_id=repo_id, commit=info.oid,
                        url=str(getattr(info, "commit_url", "") or ""))
+
+
+def publish(model: Any, repo_id: str, *, key: KeyLike | None = None, folder: str | os.PathLike | None = None,
+            owner: str | None = None, **options: Any) -> Publication:
+    """Publish a ticket: one Hub commit that anchors the key, or (with ``folder``) a folder to upload elsewhere.
+
+    The one path behind ``model.push_to_hub``, ``hf-lottery push`` and the demo. Either way
+    the key gains the reference of the published model (recorded once, here); only a Hub
+    commit anchors it (for a folder, run :func:`~hf_lottery_verify.anchors.anchor_key` once
+    it is public).
+
+    Args:
+        model: The ticket to publish.
+        repo_id (`str`): ``owner/name`` (the card and the claim name it).
+        key (`OwnershipKey`, `str` or `os.PathLike`, *optional*): The key or its file (the file gains records).
+        folder (`str` or `os.PathLike`, *optional*): Write this folder instead of pushing.
+        owner (`str`, *optional*): Public owner name for the claim and the card.
+        **options: The other options of :func:`push_model` (or :func:`publish_folder`).
+
+    Returns:
+        The :class:`Publication`.
+    """
+    if folder is not None:
+        return publish_folder(model, folder, repo_id=repo_id, key=key, owner=owner, **options)
+    return push_model(model, repo_id, key=key, owner=owner, **options)

@@ -65,7 +65,7 @@ def test_fifty_null_models_give_no_false_owned(signed) -> None:
     """Acceptance criterion: no null model of the key's architecture and density verifies as owned."""
     model, key = signed
     counts = {"init": 20, "pruned": 22, "trained": 3, "signed_other": 5}
-    report = calibrate(key, counts=counts, data=tiny_data(train_size=128, test_size=16), seed=0,
+    report = calibrate(key=key, counts=counts, data=tiny_data(train_size=128, test_size=16), seed=0,
                        train_epochs=1, train_options={"batch_size": 64})
     assert report.n == 50 and report.counts == counts
     assert report.false_owned == 0, [r for r in report.results if r.verdict == "owned"]
@@ -91,7 +91,7 @@ def test_trigger_p_values_and_the_alpha_check() -> None:
                           key=hlv.OwnershipKey(arch="cifar_resnet8", secret=SECRET), seed=1)
     key = add_triggers(key, num_classes=4, n=100, image_size=8, channels=3)
     policy = hlv.VerdictPolicy(alpha=1e-4, inconclusive_alpha=1e-2)
-    report = calibrate(key, counts={"init": 2, "pruned": 2}, seed=1, policy=policy)
+    report = calibrate(key=key, counts={"init": 2, "pruned": 2}, seed=1, policy=policy)
     assert report.false_owned == 0
     v3 = report.distributions["all"]["v3_p_value"]
     assert v3["count"] == 4 and v3["min"] > 1e-4
@@ -110,6 +110,6 @@ def test_calibrate_key_file_returns_json_and_skips_trained_without_data(signed, 
     assert any("trained" in note for note in out["notes"])
     assert out["key_path"] == str(path)
     with pytest.raises(UnknownNameError):
-        calibrate(key, n=3, kinds=("init", "lucky"))
+        calibrate(key=key, n=3, kinds=("init", "lucky"))
     with pytest.raises(DatasetError):
-        calibrate(key, counts={"trained": 1})
+        calibrate(key=key, counts={"trained": 1})

@@ -94,7 +94,7 @@ def test_split_key_command(tmp_path: Path, capsys) -> None:
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["n"] == round(0.1 * sum(int(m.sum()) for m in model.masks.values()))
-    full = load_with_key(tmp_path / "public", tmp_path / "keys" / "owner.json")
+    full = load_with_key(tmp_path / "public", key=tmp_path / "keys" / "owner.json")
     assert all(torch.equal(full.masks[n], model.masks[n]) for n in model.masks)
     # the key may not be written into the folder that is published
     bad = ["split-key", str(tmp_path / "ticket"), "--ratio", "0.1", "--key-out",

@@ -381,10 +381,10 @@ def test_lock_save_reload_and_restore(tiny_model, tmp_path, compact: bool) -> No
         assert not bool(params[n].detach()[m].ne(0).any())  # no key weight was published
     assert not _state_equal(public, tiny_model)
 
-    restored = load_with_key(tmp_path / "public", tmp_path / "keys" / "ticket.json")
+    restored = load_with_key(tmp_path / "public", key=tmp_path / "keys" / "ticket.json")
     assert _state_equal(restored, tiny_model)
     assert all(torch.equal(restored.masks[n], tiny_model.masks[n]) for n in tiny_model.masks)
-    in_memory = load_with_key(locked_model, key)
+    in_memory = load_with_key(locked_model, key=key)
     assert _state_equal(in_memory, tiny_model)
     assert mask_digest(locked_model.masks) == section["locked_digest"]  # the input was not modified
 
@@ -393,31 +393,31 @@ def test_load_with_key_mismatches(tiny_model) -> None:
     locked_model, key = km.lock_model(tiny_model, ratio=0.1, score="random", seed=4)
     other = OwnershipKey(arch="cifar_resnet20", sections=dict(key.sections), tensors=dict(key.tensors))
     with pytest.raises(KeyMismatchError, match="cifar_resnet20"):
-        load_with_key(locked_model, other)
+        load_with_key(locked_model, key=other)
     with pytest.raises(KeyMismatchError, match="no 'keymask' section"):
-        load_with_key(locked_model, OwnershipKey(arch="cifar_resnet8"))
+        load_with_key(locked_model, key=OwnershipKey(arch="cifar_resnet8"))
     with pytest.raises(KeyMismatchError, match="overlaps"):
-        load_with_key(tiny_model, key)  # the full ticket is not the locked one
+        load_with_key(tiny_model, key=key)  # the full ticket is not the locked one
     name = next(iter(tiny_model.masks))
     missing = OwnershipKey(arch=key.arch, sections=dict(key.sections),
                            tensors={k: v for k, v in key.tensors.items() if k != f"keymask.values.{name}"})
     with pytest.raises(KeyMismatchError, match="lacks"):
-        load_with_key(locked_model, missing)
+        load_with_key(locked_model, key=missing)
     bad_shape = json.loads(json.dumps(key.sections))
     bad_shape["keymask"]["params"][name]["shape"] = [1, 2, 3, 4]
     with pytest.raises(KeyMismatchError, match="shape"):
-        load_with_key(locked_model, OwnershipKey(arch=key.arch, sections=bad_shape, tensors=dict(key.tensors)))
+        load_with_key(locked_model, key=OwnershipKey(arch=key.arch, sections=bad_shape, tensors=dict(key.tensors)))
     unknown = json.loads(json.dumps(key.sections))
     unknown["keymask"]["params"]["layer9.0.conv1.weight"] = {"shape": [1], "key": 0, "locked": 0}
     with pytest.raises(KeyMismatchError, match="does not have"):
-        load_with_key(locked_model, OwnershipKey(arch=key.arch, sections=unknown, tensors=dict(key.tensors)))
+        load_with_key(locked_model, key=OwnershipKey(arch=key.arch, sections=unknown, tensors=dict(key.tensors)))
     # The locked model was pruned further: the merge no longer gives the ticket.
     pruned = locked_model.masks
     kept = torch.nonzero(pruned[name])[0].tolist()
     pruned[name][tuple(kept)] = False
     locked_model.set_masks(pruned)
     with pytest.raises(KeyMismatchError, match="digest"):
-        load_with_key(locked_model, key)
+        load_with_key(locked_model, key=key)
     with pytest.raises(KeyMismatchError, match="cifar_resnet20"):
         km.lock_model(tiny_model, ratio=0.1, key=OwnershipKey(arch="cifar_resnet20"))
 
@@ -483,7 +483,7 @@ def test_lock_model_on_a_signed_key_keeps_every_signature_kernel_public() -> Non
     assert extract_signature(locked, key=key).bit_agreement == 1.0
     unprotected, _ = km.lock_model(model, ratio=0.3, score="omp")  # the same split without the signed key ...
     assert any(not torch.equal(unprotected.masks[n][w], model.masks[n][w]) for n, w in positions.items())  # ... takes some
-    restored = load_with_key(locked, key)  # the key still restores the ticket
+    restored = load_with_key(locked, key=key)  # the key still restores the ticket
     assert all(torch.equal(restored.masks[n], model.masks[n]) for n in model.masks)
     first = next(iter(model.masks))
     both, _ = km.lock_model(model, ratio=0.3, score="omp", key=signed, protect={first: model.masks[first].clone()})
@@ -501,7 +501,7 @@ def test_split_key_folder(tiny_model, tmp_path) -> None:
     assert report["verified"] and report["n"] == round(0.1 * count_kept(tiny_model.masks))
     assert report["density_locked"] + report["density_key"] == pytest.approx(report["density_full"])
     assert math.isclose(report["density_full"], tiny_model.density)
-    restored = load_with_key(tmp_path / "out", tmp_path / "k.json")
+    restored = load_with_key(tmp_path / "out", key=tmp_path / "k.json")
     assert _state_equal(restored, tiny_model)
     with pytest.raises(KeyFileError, match="already holds a key mask"):
         workflows.split_key_folder(tmp_path / "full", ratio=0.1, key_out=tmp_path / "k.json", out_dir=tmp_path / "out2")
@@ -513,7 +513,7 @@ def test_single_weight_key_round_trips_through_files(tiny_model, tmp_path) -> No
     assert key.section("keymask")["n"] == 1
     assert sum(v.numel() for k, v in key.tensors.items() if k.startswith("keymask.values.")) == 1
     key.save(tmp_path / "k.json")
-    restored = load_with_key(locked_model, OwnershipKey.load(tmp_path / "k.json"))
+    restored = load_with_key(locked_model, key=OwnershipKey.load(tmp_path / "k.json"))
     assert _state_equal(restored, tiny_model)
 
 
@@ -552,7 +552,7 @@ def test_load_with_key_restores_a_permuted_rescaled_locked_ticket(reference_of: 
 
     full, locked, key = _locked_with_reference(reference_of=reference_of, random_bn=random_bn)
     stolen = rescale_channels(permute_channels(locked, seed=1), seed=2)
-    restored = load_with_key(stolen, key)
+    restored = load_with_key(stolen, key=key)
     x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     want = _logits(full, x)
     assert float((_logits(restored, x) - want).abs().max()) <= 1e-4 * max(1.0, float(want.abs().max()))
@@ -562,7 +562,7 @@ def test_load_with_key_restores_a_permuted_rescaled_locked_ticket(reference_of: 
     plain = OwnershipKey(arch=key.arch, sections={"keymask": key.sections["keymask"]},
                          tensors={k: v for k, v in key.tensors.items() if k.startswith("keymask.")})
     with pytest.raises(KeyMismatchError, match="overlaps|digest"):
-        load_with_key(stolen, plain)
+        load_with_key(stolen, key=plain)
 
 
 def test_load_with_key_restores_a_widened_copy_from_a_folder(tmp_path) -> None:
@@ -574,7 +574,7 @@ def test_load_with_key_restores_a_widened_copy_from_a_folder(tmp_path) -> None:
     stolen.save_pretrained(tmp_path / "stolen")
     with pytest.raises(hlv.ShapeMismatchError):
         hlv.load_model(tmp_path / "stolen")  # the widened copy does not load as the architecture
-    restored = load_with_key(tmp_path / "stolen", tmp_path / "key.json")
+    restored = load_with_key(tmp_path / "stolen", key=tmp_path / "key.json")
     x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     assert float((_logits(restored, x) - _logits(full, x)).abs().max()) <= 1e-4
     assert restored.alignment.widened
@@ -582,16 +582,16 @@ def test_load_with_key_restores_a_widened_copy_from_a_folder(tmp_path) -> None:
 
 def test_load_with_key_keeps_its_behaviour_for_the_unmodified_copy() -> None:
     full, locked, key = _locked_with_reference()
-    restored = load_with_key(locked, key)
+    restored = load_with_key(locked, key=key)
     assert _state_equal(restored, full)  # bit-exact, no alignment needed
     assert not hasattr(restored, "alignment")
     with pytest.raises(KeyMismatchError, match="overlaps"):
-        load_with_key(full, key)  # the full ticket is not the locked one, also after alignment
+        load_with_key(full, key=key)  # the full ticket is not the locked one, also after alignment
     other = make_model(density=0.2, seed=7)
     with pytest.raises(KeyMismatchError, match="digest|overlaps"):
-        load_with_key(other, key)  # an unrelated model: the merged masks are not the ticket's
+        load_with_key(other, key=key)  # an unrelated model: the merged masks are not the ticket's
     with pytest.raises(KeyMismatchError, match="cifar_resnet20"):
-        load_with_key(make_model("cifar_resnet20", density=0.2), key)
+        load_with_key(make_model("cifar_resnet20", density=0.2), key=key)
 
 
 # --------------------------------------------------------------------------- fidelity (Figure 2 arms)

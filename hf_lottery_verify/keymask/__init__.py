@@ -31,7 +31,7 @@ Example:
     >>> locked, key = lock_model(model, ratio=0.05, score="ewp")   # doctest: +SKIP
     >>> locked.save_pretrained("public/")                           # doctest: +SKIP
     >>> key.save("~/keys/ticket.key.json")                          # doctest: +SKIP
-    >>> full = load_with_key("public/", key)                        # doctest: +SKIP
+    >>> full = load_with_key("public/", key=key)                        # doctest: +SKIP
 """
 
 from __future__ import annotations

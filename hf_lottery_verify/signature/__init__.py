@@ -34,7 +34,7 @@ with :data:`MIN_DECODE_SECURITY_BITS` of margin against chance.
 from __future__ import annotations
 
 from ..ownership_key import SIGNATURE_SECTION
-from .embed import CODINGS, embed_signature, signature_secret
+from .embed import CODINGS, embed_signature, sign, signature_secret
 from .extract import (
     MIN_DECODE_SECURITY_BITS,
     SignatureEvidence,
@@ -54,6 +54,7 @@ __all__ = [
     "SignatureEvidence",
     "agreement_p_value",
     "derive_slots",
+    "sign",
     "embed_signature",
     "extract_signature",
     "signature_layout",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,12 +16,12 @@ from .. import qr
 from ..errors import KeyMismatchError, SignatureError, SignatureTooLargeError
 from ..key_sections import SignatureSection
 from ..masks import MaskDict, timm_parameters
-from ..ownership_key import SIGNATURE_SECTION, OwnershipKey, mask_digest
+from ..ownership_key import SIGNATURE_SECTION, KeyLike, OwnershipKey, as_key, mask_digest
 from .slots import MAX_OCCUPANCY, derive_slots, keyed_capacity, plan_stages, signature_stages, stage_kernels
 from .whitening import whitening_stream
 from .writing import restore_kept_counts, write_kernels
 
-__all__ = ["embed_signature", "CODINGS", "signature_secret"]
+__all__ = ["sign", "embed_signature", "CODINGS", "signature_secret"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,42 @@ single coding, each copy paired where its stage holds the pairs at
 ResNet-20's small ``layer1``, which magnitude pruning spares most), copy by copy while the
 expected moves stay within :data:`HEAVY_SIGNATURE_SHARE` of the ticket (an extreme ticket
 stays single); the key records every copy's width."""
+
+
+def sign(model: nn.Module, text: str, *, key: KeyLike | None = None, owner: str | None = None,
+         **options: Any) -> OwnershipKey:
+    """Sign a ticket (Scheme V2): embed ``text`` into its mask and give it the new key's public claim.
+
+    The one path behind ``save_pretrained(signature=...)``, ``push_to_hub(signature=...)`` and
+    ``hf-lottery sign``: :func:`embed_signature`, then ``model.ownership_claim`` (the key's
+    commitment, written into the weights header when saved). A key *file* only ever grows:
+    it is created, or gains the ``signature`` section.
+
+    Args:
+        model (`nn.Module`): The ticket (masks set), changed in place.
+        text (`str`): The signature.
+        key (`OwnershipKey`, `str` or `os.PathLike`, *optional*): The key, or its file (created
+            when missing, extended otherwise); a fresh key when ``None``.
+        owner (`str`, *optional*): Public owner name for the claim.
+        **options: Keyword options of :func:`embed_signature` (``copies``, ``ecc``, ``seed``, ``rewind``, ...).
+
+    Returns:
+        The new :class:`OwnershipKey` (with its ``signature`` section).
+
+    Raises:
+        SignatureError: The model already carries a signature claim, or the text does not fit.
+        KeyMismatchError: The key already holds a signature or belongs to another architecture.
+    """
+    if "V2" in (getattr(model, "ownership_claim", None) or {}).get("schemes", ()):
+        raise SignatureError("This model already carries a QR signature claim; signing it again would overwrite "
+                             "parts of the first one. Sign the unsigned ticket instead.")
+    path = None if key is None or isinstance(key, OwnershipKey) else Path(key)
+    key = embed_signature(model, text, key=as_key(path) if path is not None and path.exists() else
+                          (None if path is not None else key), **options)
+    if path is not None:
+        key.save(path, extend=True)
+    model.ownership_claim = key.public_claim(owner=owner)
+    return key
 
 
 def signature_secret(key: OwnershipKey) -> bytes:

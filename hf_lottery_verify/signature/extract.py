@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,7 +18,7 @@ from .. import qr
 from ..errors import KeyMismatchError, SignatureError
 from ..key_sections import SignatureSection
 from ..masks import squeeze_mask
-from ..ownership_key import OwnershipKey
+from ..ownership_key import KeyLike, OwnershipKey, as_key
 from ..recovery import recover_masks
 from ..stats import binomial_log_pmf
 from .combine import combine_copies, combine_pairs
@@ -329,7 +328,7 @@ def _weights_of(source: Any) -> Mapping[str, torch.Tensor]:
 def extract_signature(
     source: Any,
     *,
-    key: OwnershipKey | str | os.PathLike,
+    key: KeyLike,
     kept: Mapping[str, int] | None = None,
     cross_check: bool = True,
 ) -> SignatureEvidence:
@@ -358,8 +357,7 @@ def extract_signature(
         KeyFileError: ``key`` cannot be read.
         TypeError: ``source`` is a path or a repo id (read it with ``read_suspect`` first).
     """
-    if not isinstance(key, OwnershipKey):
-        key = OwnershipKey.load(key)
+    key = as_key(key)
     section, symbol, slots = signature_layout(key)
     state = _weights_of(source)
     t0 = time.perf_counter()

@@ -12,8 +12,8 @@
 
 from __future__ import annotations
 
-from .core import quick_check, verify_hub_model, verify_model
+from .core import quick_check, verify, verify_hub_model, verify_model
 from .report import EXIT_CODES, VerdictPolicy, VerificationReport, decide
 
-__all__ = ["verify_model", "verify_hub_model", "quick_check", "VerificationReport", "VerdictPolicy", "decide",
+__all__ = ["verify", "verify_model", "verify_hub_model", "quick_check", "VerificationReport", "VerdictPolicy", "decide",
            "EXIT_CODES"]

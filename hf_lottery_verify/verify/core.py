@@ -31,16 +31,14 @@ from torch import nn
 from .._version import __version__
 from ..anchors import AnchorCheck, Appearance, check_anchor, file_sha256, first_appearance
 from ..errors import HfLotteryError, KeyMismatchError
-from ..ownership_key import KEYMASK_SECTION, SIGNATURE_SECTION, TRIGGERS_SECTION, OwnershipKey
+from ..ownership_key import KEYMASK_SECTION, SIGNATURE_SECTION, TRIGGERS_SECTION, KeyLike, OwnershipKey, as_key
 from ..signature import SignatureEvidence
 from ..suspect import Suspect, read_suspect
 from ..symmetry import DIHEDRAL, dihedral
 from ..triggers import TriggerEvidence
 from .report import VerdictPolicy, VerificationReport, decide
 
-__all__ = ["verify_model", "verify_hub_model", "quick_check"]
-
-KeyLike = OwnershipKey | str | os.PathLike
+__all__ = ["verify", "verify_model", "verify_hub_model", "quick_check"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +46,6 @@ LOW_CONFIDENCE = 0.5
 """Alignment confidence below which the report notes that the suspect does not look like a copy."""
 V1_DISCLAIMER = ("V1 key masks control who can use the ticket; they are not evidence of ownership of a copy "
                  "(a thief can fine-tune the locked ticket back)")
-
-
-def _as_key(key: KeyLike) -> OwnershipKey:
-    return key if isinstance(key, OwnershipKey) else OwnershipKey.load(key)
 
 
 def _key_facts(key: OwnershipKey) -> dict[str, Any]:
@@ -215,7 +209,7 @@ def _keymask(model: nn.Module, key: OwnershipKey, eval_data: Any) -> dict[str, A
 
     d: dict[str, Any] = {"note": V1_DISCLAIMER, "accuracy_without_key": evaluate(model, eval_data)["accuracy"]}
     try:
-        d["accuracy_with_key"] = evaluate(load_with_key(model, key), eval_data)["accuracy"]
+        d["accuracy_with_key"] = evaluate(load_with_key(model, key=key), eval_data)["accuracy"]
     except HfLotteryError as exc:
         d["merge_error"] = str(exc)
     with_key = d.get("accuracy_with_key")
@@ -263,10 +257,12 @@ def _appearance(read: Suspect, *, token: str | bool | None, notes: list[str]) ->
 # --------------------------------------------------------------------------- entry points
 
 
-def verify_model(
+def verify(
     suspect: Any,
     *,
     key: KeyLike | Sequence[KeyLike],
+    quick: bool = False,
+    progress: Callable[[str], None] | None = None,
     eval_data: Any = None,
     policy: VerdictPolicy | None = None,
     require_anchor: bool = True,
@@ -289,6 +285,10 @@ def verify_model(
             key (or its path). With several keys (a dispute) the suspect is read once, every
             key is checked, and the report is the one of the claim that wins: matching
             evidence and the earliest verified anchor; ``report.dispute`` ranks them all.
+        quick (`bool`, *optional*, defaults to `False`): For a Hub repo, only read the public
+            claim from the weights header (range requests; no weights downloaded, no
+            evidence, never ``owned``).
+        progress (`Callable[[str], None]`, *optional*): Receives one line per stage.
         eval_data (`ImageData`, *optional*): A labelled test split; adds the Scheme V1
             accuracies with and without the key (informative).
         policy (`VerdictPolicy`, *optional*): Decision thresholds.
@@ -314,16 +314,23 @@ def verify_model(
         CheckpointError, PickleRefusedError, HubError: The suspect cannot be read at all.
         EndpointError: The endpoint refuses every connection.
     """
-    keys = [_as_key(k) for k in key] if isinstance(key, (list, tuple)) else [_as_key(key)]
+    keys = [as_key(k) for k in key] if isinstance(key, (list, tuple)) else [as_key(key)]
     if not keys:
         raise KeyMismatchError("Pass at least one key.")
+    say = progress or (lambda _line: None)
+    if quick:
+        say(f"reading the claim of {suspect} (header only)")
+        return quick_check(str(suspect), key=keys[0], revision=revision, token=token)
     policy = policy or VerdictPolicy()
     options = {"eval_data": eval_data, "policy": policy, "require_anchor": require_anchor, "label2id": label2id,
                "query": {"timeout": timeout, "retries": retries, "budget": budget}, "token": token}
     black_box = _is_endpoint(suspect) or _is_black_box_callable(suspect)
+    if not black_box and not isinstance(suspect, Suspect):
+        say(f"reading {suspect}" + (f" @ {revision}" if revision else ""))
     read = suspect if black_box or isinstance(suspect, Suspect) else read_suspect(
         suspect, revision=revision, token=token, local_files_only=local_files_only, cache_dir=cache_dir,
         shapes=_reference_shapes(keys[0]))
+    say("checking the evidence")
     notes: list[str] = []
     t = time.perf_counter()
     appearance = None if black_box else _appearance(read, token=token, notes=notes)
@@ -453,7 +460,7 @@ def quick_check(repo_id: str, *, key: KeyLike, revision: str | None = None, toke
     from ..hub import read_remote_claim
 
     t0 = time.perf_counter()
-    key = _as_key(key)
+    key = as_key(key)
     remote = read_remote_claim(repo_id, revision=revision, token=token)
     claim = remote.claim
     matches = None if not claim or not claim.get("key_commitment") else claim["key_commitment"] == key.commitment()
@@ -484,7 +491,7 @@ def verify_hub_model(
     require_anchor: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> VerificationReport:
-    """Pull a Hub repo (or read a local folder or file) and verify it against the owner's key(s).
+    """Pull a Hub repo (or read a local folder or file) and verify it against the owner's key(s): :func:`verify`.
 
     Args:
         repo_id_or_path (`str` or `os.PathLike`): ``owner/name`` on the Hub (or the server in
@@ -515,14 +522,10 @@ def verify_hub_model(
         CheckpointError: No weights; the path does not exist.
         KeyFileError: A key cannot be read.
     """
-    say = progress or (lambda _line: None)
-    if quick:
-        say(f"reading the claim of {repo_id_or_path} (header only)")
-        return quick_check(str(repo_id_or_path), key=key if isinstance(key, (OwnershipKey, str, os.PathLike))
-                           else key[0], revision=revision, token=token)
-    say(f"reading {repo_id_or_path}" + (f" @ {revision}" if revision else ""))
-    suspect = read_suspect(repo_id_or_path, revision=revision, token=token, local_files_only=local_files_only,
-                           cache_dir=cache_dir)
-    say("checking the evidence")
-    return verify_model(suspect, key=key, eval_data=eval_data, policy=policy, require_anchor=require_anchor,
-                        token=token)
+    return verify(repo_id_or_path, key=key, quick=quick, progress=progress, revision=revision, token=token,
+                  eval_data=eval_data, local_files_only=local_files_only, cache_dir=cache_dir, policy=policy,
+                  require_anchor=require_anchor)
+
+
+verify_model = verify
+"""The name of :func:`verify` in the design card (any suspect)."""

@@ -252,7 +252,7 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
     v1_key_path.unlink(missing_ok=True)
     locked.save_pretrained(locked_dir)
     v1_key.save(v1_key_path)
-    restored = load_with_key(locked_dir, v1_key_path)
+    restored = load_with_key(locked_dir, key=v1_key_path)
     steps["keymask"] = {"ratio": config.key_ratio, "score": "omp",
                         "accuracy_locked": evaluate(locked, data.test, accelerator=accelerator)["accuracy"],
                         "accuracy_with_key": evaluate(restored, data.test, accelerator=accelerator)["accuracy"],

@@ -82,7 +82,7 @@ def split_key_folder(
     timings["save_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     published = load_model(out_dir)
-    restored = load_with_key(published, key)
+    restored = load_with_key(published, key=key)
     full_params, restored_params, published_params = (
         model.timm_parameters(), restored.timm_parameters(), published.timm_parameters())
     key_masks = {n: unpack_bits(key.section_tensors(KEYMASK_SECTION)[_MASK_TENSOR + n], info["shape"])
