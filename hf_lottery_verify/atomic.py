@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "write_bytes_atomic", "write_text_atomic", "write_json_atomic"]
+__all__ = ["atomic_path", "write_bytes_atomic", "write_text_atomic", "write_json_atomic", "json_safe"]
 
 
 def _default_mode() -> int:
@@ -75,3 +76,26 @@ def write_text_atomic(path: str | os.PathLike, text: str, *, mode: int | None = 
 def write_json_atomic(path: str | os.PathLike, obj: Any, *, mode: int | None = None) -> Path:
     """Write ``obj`` as indented, key-sorted JSON to ``path`` atomically; returns ``path``."""
     return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", mode=mode)
+
+
+def json_safe(value: Any) -> Any:
+    """A copy of ``value`` that JSON (and YAML) can hold, for every report, card and key section this library writes.
+
+    Mappings get string keys, tuples become lists, numpy scalars plain numbers, non-finite
+    floats their ``str`` (``"nan"``, ``"inf"``), bytes hex, dates ISO 8601, anything else its ``str``.
+    """
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, bytes):
+        return value.hex()
+    if callable(getattr(value, "item", None)) and getattr(value, "ndim", None) == 0:  # numpy / torch scalars
+        return json_safe(value.item())
+    if callable(getattr(value, "isoformat", None)):  # datetime, date
+        return value.isoformat()
+    return str(value)

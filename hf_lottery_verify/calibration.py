@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from .architectures import create_resnet
+from .atomic import json_safe
 from .data import DatasetPair, ImageData, derive_seed
 from .errors import DatasetError, UnknownNameError
 from .ownership_key import SIGNATURE_SECTION, TRIGGERS_SECTION, KeyLike, OwnershipKey, as_key
@@ -131,7 +132,7 @@ class CalibrationReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (non-finite numbers become strings)."""
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
     def to_json(self, *, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
@@ -150,18 +151,6 @@ class CalibrationReport:
         return "\n".join(lines)
 
 
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, (np.floating, np.integer)):
-        return _json_safe(obj.item())
-    return obj
-
-
 # --------------------------------------------------------------------------- null models
 
 
@@ -171,7 +160,7 @@ def _key_density(key: OwnershipKey) -> tuple[dict[str, int] | None, float | None
     if not kept:
         return None, None
     with torch.device("meta"):
-        shapes = {n: p.shape for n, p in create_resnet(key.arch.split(".")[0]).named_parameters()}
+        shapes = {n: p.shape for n, p in create_resnet(key.arch).named_parameters()}
     total = sum(math.prod(shapes[n]) for n in kept if n in shapes)
     return {n: int(v) for n, v in kept.items()}, sum(kept.values()) / max(1, total)
 
@@ -214,7 +203,7 @@ def make_null_model(
     if kind not in NULL_KINDS:
         raise UnknownNameError("null-model kind", kind, available=NULL_KINDS)
     torch.manual_seed(derive_seed(seed, "null-init"))
-    model = SparseResNetForImageClassification(SparseResNetConfig(arch=key.arch.split(".")[0], num_labels=num_labels,
+    model = SparseResNetForImageClassification(SparseResNetConfig(arch=key.arch, num_labels=num_labels,
                                                                   in_chans=in_chans))
     if kind == "init":
         return model.eval()

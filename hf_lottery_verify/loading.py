@@ -72,7 +72,7 @@ def load_with_key(
 
     def merge_as_is(model: nn.Module) -> nn.Module:
         arch = _arch(model)
-        if key.arch.split(".")[0] != arch.split(".")[0]:
+        if key.arch != arch.split(".")[0]:
             raise KeyMismatchError(f"This key was made for architecture '{key.arch}', the model is '{arch}'.")
         params = model.timm_parameters()
         masks = model.masks

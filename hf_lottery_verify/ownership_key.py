@@ -168,6 +168,7 @@ class OwnershipKey:
         if not isinstance(self.arch, str) or not ARCH_RE.match(self.arch):
             raise KeyFileError(f"Invalid architecture name {str(self.arch)[:80]!r} in the key: use a timm name such as "
                                "'resnet18' or 'cifar_resnet20_a'.")
+        self.arch = self.arch.partition(".")[0]  # a pretrained tag names weights, not an architecture
         _hex(self.secret, nbytes=32, what="secret")
         _hex(self.nonce, nbytes=16, what="nonce")
 

@@ -354,7 +354,7 @@ def reference_from_key(key: OwnershipKey) -> Reference | None:
     if REFERENCE_SECTION not in key.sections:
         return None
     reference = Reference.from_section(key.sections[REFERENCE_SECTION], key.section_tensors(REFERENCE_SECTION))
-    if reference.arch != key.arch.split(".")[0]:
+    if reference.arch != key.arch:
         raise KeyMismatchError(f"The key's reference describes a '{reference.arch}', the key a '{key.arch}'.")
     return reference
 
@@ -380,7 +380,7 @@ def with_reference(key: OwnershipKey, model: nn.Module) -> OwnershipKey:
         KeyMismatchError: The key already holds a reference, or belongs to another architecture.
     """
     arch = getattr(getattr(model, "config", None), "arch", None) or key.arch
-    if key.arch.split(".")[0] != str(arch).split(".")[0]:
+    if key.arch != str(arch).split(".")[0]:
         raise KeyMismatchError(f"The key belongs to architecture '{key.arch}', the model is a '{arch}'.")
     data, tensors = make_reference(model, arch=arch, masks=getattr(model, "masks", None) or None).to_section()
     config = getattr(model, "config", None)

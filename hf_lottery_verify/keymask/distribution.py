@@ -104,7 +104,7 @@ def lock_model(
         DensityError, MaskError, UnknownNameError: As in :func:`split_key_mask`.
     """
     arch = _arch(model)
-    if key is not None and key.arch.split(".")[0] != arch.split(".")[0]:
+    if key is not None and key.arch != arch.split(".")[0]:
         raise KeyMismatchError(f"The given key belongs to architecture '{key.arch}', the model is '{arch}'.")
     full = _model_masks(model)
     names = _ordered_names(model, full)

@@ -170,7 +170,7 @@ def embed_signature(
         raise SignatureError(f"Unknown coding {coding!r}: use one of {CODINGS}.")
     arch = getattr(getattr(model, "config", None), "arch", type(model).__name__)
     key = key or OwnershipKey(arch=arch)
-    if key.arch.split(".")[0] != str(arch).split(".")[0]:
+    if key.arch != str(arch).split(".")[0]:
         raise KeyMismatchError(f"The key belongs to architecture '{key.arch}', the model is a '{arch}'.")
     if SIGNATURE_SECTION in key.sections:  # before anything is written into the model
         raise KeyMismatchError("This key already holds a signature; a key signs one ticket. Start a new "

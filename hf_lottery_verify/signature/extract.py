@@ -226,7 +226,7 @@ def _live_weights(weights: Mapping[str, torch.Tensor], key: OwnershipKey
 
     model_args = (key.sections.get("reference") or {}).get("model_args")
     try:
-        dead = liveness(weights, arch=key.arch.split(".")[0], model_args=model_args)
+        dead = liveness(weights, arch=key.arch, model_args=model_args)
     except (HfLotteryError, KeyError):
         return weights, None
     return without_dead(weights, dead), dead.live

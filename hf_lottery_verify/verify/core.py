@@ -73,7 +73,7 @@ def _check_fits(suspect: Suspect, key: OwnershipKey) -> list[str]:
     import timm
 
     with torch.device("meta"):
-        expected = [n for n, p in timm.create_model(key.arch.split(".")[0]).named_parameters()
+        expected = [n for n, p in timm.create_model(key.arch).named_parameters()
                     if p.dim() == 4]
     present = [n for n in expected if n in suspect.state_dict]
     if len(present) < max(1, len(expected) // 2):

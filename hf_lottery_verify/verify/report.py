@@ -31,11 +31,11 @@ copy (a thief can fine-tune the locked ticket back), so its figures are reported
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from ..anchors import AnchorCheck, Appearance
+from ..atomic import json_safe
 from ..signature import SignatureEvidence
 from ..triggers import TriggerEvidence
 
@@ -147,7 +147,7 @@ class VerificationReport:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (infinite or NaN numbers become strings)."""
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
     def to_json(self, *, indent: int | None = 2) -> str:
         """The report as JSON text."""
@@ -203,16 +203,6 @@ def trigger_summary(ev: TriggerEvidence) -> str:
     return (f"trigger agreement {ev.matches}/{ev.n} ({ev.agreement:.0%}), p={ev.p_value:.2g}; {ev.answered} answered"
             + (f", {ev.failed} failed" if ev.failed else "")
             + (f"; images {ev.transform} (the suspect's kernels are turned)" if ev.transform != "identity" else ""))
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    return obj
 
 
 def _evidence_verdict(signature: SignatureEvidence | None, triggers: TriggerEvidence | None, errors: dict[str, str],
