@@ -24,9 +24,7 @@ up there.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +36,7 @@ from .key_sections import Anchor
 from .ownership_key import OwnershipKey
 
 __all__ = ["CLAIM_FILE", "AnchorCheck", "Appearance", "anchor_key", "check_anchor", "record_anchor",
-           "first_appearance", "file_sha256"]
+           "first_appearance"]
 
 CLAIM_FILE = "ownership_claim.json"
 """The public claim, as a file of its own in every published commit: what an anchor check reads."""
@@ -87,15 +85,6 @@ class Appearance:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe fields."""
         return {"time": self.time.isoformat(), "repo_id": self.repo_id, "commit": self.commit, "how": self.how}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes (the Hub's LFS object id)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _api() -> Any:

@@ -9,6 +9,7 @@ atomic on POSIX and Windows file systems.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -17,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "write_bytes_atomic", "write_text_atomic", "write_json_atomic", "json_safe"]
+__all__ = ["atomic_path", "write_bytes_atomic", "write_text_atomic", "write_json_atomic", "json_safe", "file_sha256"]
 
 
 def _default_mode() -> int:
@@ -99,3 +100,9 @@ def json_safe(value: Any) -> Any:
     if callable(getattr(value, "isoformat", None)):  # datetime, date
         return value.isoformat()
     return str(value)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, in hex (the Hub's LFS object id; a key's tensor-file checksum)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

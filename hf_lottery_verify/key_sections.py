@@ -22,8 +22,9 @@ import datetime as _dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Self
 
+from .atomic import json_safe
 from .errors import KeyFileError
 
 __all__ = ["SignatureSection", "TriggerSection", "Anchor", "check_json_shape", "parse_date", "ARCH_RE"]
@@ -115,8 +116,27 @@ def _check(ok: bool, message: str) -> None:
         raise ValueError(message)
 
 
+class _Record:
+    """What every key record shares: JSON-safe fields out, validated fields in."""
+
+    _what: ClassVar[str] = "record"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe fields."""
+        return json_safe(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Self:
+        """Read and validate.
+
+        Raises:
+            KeyFileError: A field is missing, unknown, of the wrong type or out of range.
+        """
+        return _typed(cls, data, what=cls._what)
+
+
 @dataclass(frozen=True)
-class SignatureSection:
+class SignatureSection(_Record):
     """Scheme V2 as the key records it: the text and the signer's choices, nothing the verifier could be fitted with.
 
     The QR symbol (version and mask pattern included), the stage of every copy, the slots and
@@ -139,6 +159,8 @@ class SignatureSection:
             models match it; verification reads kept counts from the committed reference).
         layout_version: Layout version (3).
     """
+
+    _what: ClassVar[str] = "signature section"
 
     text: str
     widths: tuple[int, ...]
@@ -170,18 +192,6 @@ class SignatureSection:
         """Copies of the symbol."""
         return len(self.widths)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe fields."""
-        return {**dataclasses.asdict(self), "widths": list(self.widths)}
-
-    @classmethod
-    def from_dict(cls, data: Any) -> SignatureSection:
-        """Read and validate.
-
-        Raises:
-            KeyFileError: A field is missing, unknown, of the wrong type or out of range.
-        """
-        return _typed(cls, data, what="signature section")
 
 
 MAX_TRIGGER_SIDE = 512
@@ -189,7 +199,7 @@ MAX_TRIGGERS = 10_000
 
 
 @dataclass(frozen=True)
-class TriggerSection:
+class TriggerSection(_Record):
     """Scheme V3 as the key records it: how many trigger images, of which size — never their labels.
 
     Labels are always derived from the key's secret (a claimant cannot label images with a
@@ -207,6 +217,8 @@ class TriggerSection:
         per_batch: Trigger images per 128 training images during retraining.
         format: Section format (2).
     """
+
+    _what: ClassVar[str] = "triggers section"
 
     n: int
     num_classes: int
@@ -228,25 +240,13 @@ class TriggerSection:
         _check(1 <= self.per_batch <= 128, "per_batch must lie in 1..128")
         _check(self.format == 2, f"trigger format {self.format} is not read by this version")
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe fields."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> TriggerSection:
-        """Read and validate.
-
-        Raises:
-            KeyFileError: A field is missing, unknown, of the wrong type or out of range.
-        """
-        return _typed(cls, data, what="triggers section")
 
 
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 
 
 @dataclass(frozen=True)
-class Anchor:
+class Anchor(_Record):
     """A public, dated record of the key's commitment: a Hub commit the claimant cannot backdate.
 
     The verifier does not trust these fields: it reads the commit back from the Hub, checks
@@ -261,6 +261,8 @@ class Anchor:
         commitment: The key commitment the commit publishes.
         kind: ``model`` (the commit that published the model) or ``record`` (a claim file only).
     """
+
+    _what: ClassVar[str] = "anchor"
 
     repo_id: str
     commit: str
@@ -284,15 +286,3 @@ class Anchor:
         """The anchor's time: the commit's date, never earlier than the repo's creation."""
         return max(parse_date(self.date, what="anchor date"), parse_date(self.repo_created, what="repo date"))
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe fields."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> Anchor:
-        """Read and validate.
-
-        Raises:
-            KeyFileError: A field is missing, unknown, of the wrong type or out of range.
-        """
-        return _typed(cls, data, what="anchor")

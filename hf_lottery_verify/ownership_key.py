@@ -43,7 +43,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ._version import __version__
-from .atomic import atomic_path, write_text_atomic
+from .atomic import atomic_path, file_sha256, write_text_atomic
 from .errors import KeyFileError, KeyFileNotFoundError, KeyMismatchError
 from .key_sections import ARCH_RE, Anchor, SignatureSection, TriggerSection, check_json_shape
 from .storage import tensor_digest
@@ -307,7 +307,7 @@ class OwnershipKey:
             tpath = path.with_name(tname)
             with atomic_path(tpath, mode=0o600) as tmp:
                 save_file(dict(self.tensors), str(tmp), metadata={"format": "pt"})
-            manifest["tensors"] = {"file": tname, "sha256": _file_sha256(tpath)}
+            manifest["tensors"] = {"file": tname, "sha256": file_sha256(tpath)}
         write_text_atomic(path, json.dumps(manifest, indent=2, sort_keys=True), mode=0o600)
         if old_tensor_file and old_tensor_file != tname and "/" not in old_tensor_file:
             path.with_name(old_tensor_file).unlink(missing_ok=True)
@@ -448,7 +448,7 @@ def _load_tensor_file(info: Any, path: Path) -> dict[str, torch.Tensor]:
     if not tpath.is_file():
         raise KeyFileNotFoundError(f"The key's tensor file {tpath} is missing; keep it next to {path.name} (copy both "
                                    "files together), or restore it from your backup of the key.", path=str(tpath))
-    if tpath.stat().st_size > _MAX_TENSOR_FILE or _file_sha256(tpath) != info.get("sha256"):
+    if tpath.stat().st_size > _MAX_TENSOR_FILE or file_sha256(tpath) != info.get("sha256"):
         raise KeyFileError(f"The key's tensor file {tpath} was altered or damaged (checksum mismatch): restore both "
                            f"{path.name} and {tpath.name} from your backup of the key.", path=str(tpath))
     try:
@@ -456,14 +456,6 @@ def _load_tensor_file(info: Any, path: Path) -> dict[str, torch.Tensor]:
     except (SafetensorError, OSError) as exc:
         raise KeyFileError(f"Cannot read {tpath}: {exc}. Restore the key's files from your backup.",
                            path=str(tpath)) from exc
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 KeyLike = OwnershipKey | str | os.PathLike

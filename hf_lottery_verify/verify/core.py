@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from ..anchors import AnchorCheck, Appearance, check_anchor, file_sha256, first_appearance
+from ..anchors import AnchorCheck, Appearance, check_anchor, first_appearance
+from ..atomic import file_sha256
 from ..errors import HfLotteryError, KeyMismatchError
 from ..ownership_key import KEYMASK_SECTION, SIGNATURE_SECTION, TRIGGERS_SECTION, KeyLike, OwnershipKey, as_key
 from ..signature import SignatureEvidence
