@@ -148,15 +148,6 @@ class SparseResNetConfig(PretrainedConfig):
         return self._with_timm_fields(super().to_diff_dict())
 
 
-def _register_when_complete() -> None:
-    # transformers was imported at the top of this module, before SparseResNetConfig existed, so
-    # the import hook could not register then; now it can (see hf_lottery_verify._registration).
-    from . import _registration
-
-    _registration.install_hooks()
-
-
-_register_when_complete()
 
 
 def _infer_shape_args(state_dict: Mapping[str, torch.Tensor], arch: str) -> tuple[int | None, int | None]:
@@ -223,3 +214,14 @@ def config_from_checkpoint(
     if chans is not None:
         config.in_chans = chans
     return config
+
+
+def _register_when_complete() -> None:
+    # transformers was imported at the top of this module, before SparseResNetConfig existed, so
+    # the import hook could not register then; now it can (see hf_lottery_verify._registration).
+    from . import _registration
+
+    _registration.install_hooks()
+
+
+_register_when_complete()

@@ -673,7 +673,7 @@ def test_a_tampered_header_does_not_block_verification(tmp_path: Path) -> None:
         out = tmp_path / name.replace(" ", "_")
         out.mkdir()
         save_file(tens, out / "model.safetensors", metadata={"format": "pt", "hf_lottery_verify": json.dumps(head)})
-        ev = extract_signature(out, key=key)
+        ev = extract_signature(hlv.read_suspect(out), key=key)
         assert ev.matches, name
 
 
