@@ -23,7 +23,8 @@ from hf_lottery_verify.triggers import add_triggers
 
 from .helpers import make_model, tiny_data, tiny_train_config
 
-CHEAP = {"locate_rewrite": {"max_version": 1}, "finetune": {"batch_size": 64}, "prune_finetune": {"batch_size": 64}}
+CHEAP = {"locate_rewrite": {"max_version": 1}, "finetune": {"batch_size": 64}, "prune_finetune": {"batch_size": 64},
+         "distill": {"batch_size": 64}}
 TOLERANCE = 5.0  # accuracy points (Lukas et al., S&P 2022)
 
 
@@ -68,12 +69,16 @@ KNOWN = {
     ("fake3", "", None): "ResNet-8's stages are small: the thief's paired QR (and its count restoration) switches on "
                          "37-40% of the owner's pruned pair kernels and clears kept ones; 26 wrong bits remain",
     ("fake3", "finetuned", None): "as fake3",
+    # Expected, not a bug: a distilled student copies no weight, so no mask, QR or (mostly) trigger (the threat model
+    # in README.md; bench/results/distillation_cpu.md: 6/50 triggers, 12% of the mask on Fashion-MNIST ResNet-20).
+    ("distill", "soft", 2): "distillation is not protected (README threat model)",
+    ("distill", "labels", 2): "distillation is not protected (README threat model)",
 }
 # ResNet-20's first two stages are small too: the thief's paired QR erases 65-70% of the owner's layer1 pairs and
 # half of layer2's; measured over 4 owner secrets (key format 3) the owner's QR still decoded with the required
 # margin for 1, and with 20-39 of the 42.8 bits for the others; the modules still agree at p ~ 1e-87, so the verdict
 # is 'inconclusive', never 'not_owned', and a dispute on the Hub orders the two claims (tests/test_claims.py).
-KNOWN_R20 = {("fake3", "", None): KNOWN[("fake3", "", None)], ("fake3", "finetuned", None): "as fake3"}
+KNOWN_R20 = dict(KNOWN)
 
 
 def _case(arch: str, name: str, variant: str, params: dict):
