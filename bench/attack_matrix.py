@@ -261,8 +261,9 @@ def write_markdown(path: Path, meta: dict, rows: list[dict]) -> None:
              f"most {SUCCESS_DROP:g} points (Lukas et al., S&P 2022).", ""]
     for label, sel in (("Unexplained successful attacks", [r for r in rows if r.get("success") and "expected" not in r]),
                        ("Expected removals (not protected)", [r for r in rows if "expected" in r])):
-        lines.append(f"**{label}: {len(sel)} of {len(rows)} rows**  "
-                     + (": " + ", ".join(f"{r['attack']}/{r['variant']}@{r['strength']}" for r in sel) if sel else ".  "))
+        lines.append(f"**{label}: {len(sel)} of {len(rows)} rows**"
+                     + (": " + ", ".join(f"{r['attack']}/{r['variant']}@{r['strength']}" for r in sel) if sel else ".")
+                     + "  ")
     lines += [f"- `{name}`: {why}" for name, why in EXPECTED_REMOVALS.items() if any(r["attack"] == name for r in rows)]
     lines += ["", "| attack | variant | strength | accuracy | drop | QR decodes | bit agreement | V2 p | trigger agr. | "
               "V3 p | verdict | evidence removed within 5 pts | s |", "|" + " --- |" * 13]
