@@ -14,7 +14,7 @@ import functools
 import pytest
 
 import hf_lottery_verify as hlv
-from hf_lottery_verify.attacks import forge_signature, get_attack, list_attacks, run_attack
+from hf_lottery_verify.attacks import forge_signature, get_attack, list_attacks, run_attack, save_attacked
 from hf_lottery_verify.hub import push_model
 from hf_lottery_verify.retrain import retrain
 from hf_lottery_verify.signature import embed_signature
@@ -99,6 +99,25 @@ def test_an_attack_that_keeps_the_accuracy_leaves_the_verdict_owned(arch: str, n
     attacked = run_attack(name, signed, data=data if spec.accepts_data else None, seed=0, **params)
     accuracy = evaluate(attacked, data.test)["accuracy"]
     report = hlv.verify_model(attacked, key=key)
+    assert accuracy < base - TOLERANCE or report.verdict == "owned", (
+        f"accuracy {accuracy:.1f} (base {base:.1f}) but {report.verdict}: {report.reasons}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "params"), [
+    ("mirror", {"transform": "flip_lr"}), ("mirror", {"transform": "flip_ud"}), ("mirror", {"transform": "rot180"}),
+    ("combined", {"recipe": "identity+finetune+flood+mirror+permute"}),
+    ("combined", {"recipe": "delete+finetune+flood+rot180+permute"})], ids=lambda v: v if isinstance(v, str) else
+    next(iter(v.values())))
+def test_a_published_copy_stays_owned_when_reloaded_from_its_folder(name: str, params: dict, tmp_path,
+                                                                   local_hub) -> None:
+    """What a thief publishes: the attacked weights in a folder (an input wrapper is code, not saved there)."""
+    signed, key, data, base = _owner("cifar_resnet20")
+    extra = {"data": data, "batch_size": 64} if get_attack(name).accepts_data else {}
+    attacked = run_attack(name, signed, seed=0, **params, **extra)
+    save_attacked(attacked, tmp_path / "stolen")
+    accuracy = evaluate(attacked, data.test)["accuracy"]
+    report = hlv.verify_model(tmp_path / "stolen", key=key)
     assert accuracy < base - TOLERANCE or report.verdict == "owned", (
         f"accuracy {accuracy:.1f} (base {base:.1f}) but {report.verdict}: {report.reasons}")
 
