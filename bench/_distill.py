@@ -1,9 +1,9 @@
 """Distillation of a (sparse) victim into a fresh ticket, and the plain training loop that the
 thief's students, the owner's surrogates/references and the null models all share.
 
-Written so it can move into ``hf_lottery_verify.attacks`` as a ``distill`` attack: pure
-functions, seeded, typed. Only the library's public pieces are used (models, data
-augmentation and normalisation, the learning-rate schedule, the mask enforcer, evaluation).
+The registry's ``distill`` attack (:mod:`hf_lottery_verify.attacks.distill`) is this recipe on the
+library's Trainer; this file stays as the loop that produced ``bench/results/distillation_cpu.*``
+(its own seeded data order, so the cached students and nulls there keep reproducing).
 
 The thief's recipe (issue 17): label the thief's own images once with the victim's output
 probabilities (one query per image, as an endpoint returning scores allows), train a fresh

@@ -51,10 +51,15 @@ import torch  # noqa: E402
 import hf_lottery_verify as hlv  # noqa: E402
 from hf_lottery_verify.attacks import forge_signature, get_attack, list_attacks, run_attack  # noqa: E402
 from hf_lottery_verify.data import derive_seed, load_image_dataset  # noqa: E402
+from hf_lottery_verify.errors import KeyMismatchError  # noqa: E402
 from hf_lottery_verify.signature import embed_signature, signature_layout  # noqa: E402
 from hf_lottery_verify.training import TrainConfig, Trainer, evaluate, make_accelerator  # noqa: E402
 
 SUCCESS_DROP = 5.0  # accuracy points (Lukas et al.)
+# Removals the threat model (README.md) says the library does not withstand: such a row is an *expected* success,
+# listed apart; any other success is unexplained and a bug.
+EXPECTED_REMOVALS = {"distill": "distillation copies no weight: not protected (README threat model; "
+                                "bench/results/distillation_cpu.md)"}
 
 
 # --------------------------------------------------------------------------- the signed ticket
@@ -169,6 +174,9 @@ def settings(args, key, data) -> list[tuple[str, str, dict]]:
                  "train_size": args.attack_train_limit or 4000, "test_size": 16}
         rows += [("finetune", "cross:synthetic", {"mode": "masked", "dataset": "synthetic", "dataset_options": cross,
                                                   "epochs": e}) for e in (1, 2) if e <= args.max_finetune_epochs]
+    if "distill" in names and "resnet20" in args.arch:  # a smaller student, pruned to the ticket's total kept count
+        small = args.arch.replace("resnet20", "resnet8")
+        rows.append(("distill", f"soft:{small}", {"arch": small, "epochs": 2}))
     return rows
 
 
@@ -209,17 +217,24 @@ def run_row(args, name, variant, params, signed, key, data, baseline) -> dict[st
         row["accuracy"] = evaluate(attacked, data.test)["accuracy"]
         row["accuracy_drop"] = baseline - row["accuracy"]
         row["density"] = float(attacked.density) if attacked.masks else 1.0
-        report = hlv.verify_model(attacked, key=key)  # the anchor is required, as for any copy
+        try:
+            report = hlv.verify_model(attacked, key=key)  # the anchor is required, as for any copy
+        except KeyMismatchError:  # another architecture (a smaller distilled student): the key reads nothing
+            report = None
     except Exception as exc:  # noqa: BLE001 - a failing attack is a row, not the end of the run
         row["error"] = f"{type(exc).__name__}: {exc}"
         return row
-    v2, v3 = report.signature, report.triggers
-    row.update(verdict=report.verdict, qr_decodes=bool(v2 and v2.matches), qr_text=v2 and v2.text,
+    v2, v3 = (report.signature, report.triggers) if report else (None, None)
+    row.update(verdict=report.verdict if report else "refused: another architecture",
+               qr_decodes=bool(v2 and v2.matches), qr_text=v2 and v2.text,
                bit_agreement=v2 and v2.bit_agreement, v2_p=v2 and v2.p_value,
                trigger_agreement=v3 and v3.agreement, v3_p=v3 and v3.p_value,
-               alignment=(report.alignment or {}).get("summary"), seconds=round(time.perf_counter() - t0, 2))
-    row["evidence_removed"] = report.verdict != "owned"
+               alignment=((report and report.alignment) or {}).get("summary"),
+               seconds=round(time.perf_counter() - t0, 2))
+    row["evidence_removed"] = row["verdict"] != "owned"
     row["success"] = bool(row["evidence_removed"] and row["accuracy_drop"] <= SUCCESS_DROP)
+    if row["success"] and name in EXPECTED_REMOVALS:
+        row["expected"] = EXPECTED_REMOVALS[name]
     return row
 
 
@@ -244,10 +259,12 @@ def write_markdown(path: Path, meta: dict, rows: list[dict]) -> None:
              f"{'no' if meta['no_triggers'] else 'yes'} (agreement {_fmt(meta['signature'].get('trigger_agreement'))}).",
              "", f"An attack succeeds (last column) when the verdict is no longer `owned` and the accuracy drops by at "
              f"most {SUCCESS_DROP:g} points (Lukas et al., S&P 2022).", ""]
-    succeeded = [r for r in rows if r.get("success")]
-    lines.append(f"**Successful attacks: {len(succeeded)} of {len(rows)} rows**"
-                 + (": " + ", ".join(f"{r['attack']}/{r['variant']}@{r['strength']}" for r in succeeded)
-                    if succeeded else "."))
+    for label, sel in (("Unexplained successful attacks", [r for r in rows if r.get("success") and "expected" not in r]),
+                       ("Expected removals (not protected)", [r for r in rows if "expected" in r])):
+        lines.append(f"**{label}: {len(sel)} of {len(rows)} rows**"
+                     + (": " + ", ".join(f"{r['attack']}/{r['variant']}@{r['strength']}" for r in sel) if sel else ".")
+                     + "  ")
+    lines += [f"- `{name}`: {why}" for name, why in EXPECTED_REMOVALS.items() if any(r["attack"] == name for r in rows)]
     lines += ["", "| attack | variant | strength | accuracy | drop | QR decodes | bit agreement | V2 p | trigger agr. | "
               "V3 p | verdict | evidence removed within 5 pts | s |", "|" + " --- |" * 13]
     for r in rows:
@@ -259,7 +276,7 @@ def write_markdown(path: Path, meta: dict, rows: list[dict]) -> None:
         lines.append(f"| {r['attack']} | {r['variant']} | {_fmt(r['strength'], 'g')} | {r['accuracy']:.2f} | "
                      f"{r['accuracy_drop']:+.2f} | {'yes' if r['qr_decodes'] else 'no'} | {_fmt(r['bit_agreement'])} | "
                      f"{_fmt(r['v2_p'], 'p')} | {_fmt(r['trigger_agreement'], '.2f')} | {_fmt(r['v3_p'], 'p')} | "
-                     f"{verdict} | {'**yes**' if r['success'] else 'no'} | {r['seconds']:.0f} |")
+                     f"{verdict} | {('expected' if 'expected' in r else '**yes**') if r['success'] else 'no'} | {r['seconds']:.0f} |")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -383,14 +400,15 @@ def main(argv: list[str] | None = None) -> None:
         row = run_row(args, name, variant, params, signed, key, data, baseline)
         rows.append(row)
         print(f"{name:15s} {variant:18s} {str(row.get('strength')):>8s}  acc {row.get('accuracy', float('nan')):6.2f}  "
-              f"{row.get('verdict', row.get('error', ''))}" + ("  SUCCESS" if row.get("success") else ""), flush=True)
+              f"{row.get('verdict', row.get('error', ''))}" + ("  EXPECTED" if "expected" in row else "  SUCCESS" if row.get("success") else ""), flush=True)
     meta["seconds"] = time.perf_counter() - t_start
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str) + "\n")
     write_markdown(args.out.with_suffix(".md"), meta, rows)
     write_figure(args.out.with_suffix(".png"), meta, rows)
-    print(f"baseline {baseline:.2f}% ({base_report.verdict}); {sum(r.get('success', False) for r in rows)} successful "
-          f"attack rows of {len(rows)}; wrote {args.out}.{{json,md,png}} in {meta['seconds']:.0f} s")
+    print(f"baseline {baseline:.2f}% ({base_report.verdict}); "
+          f"{sum(r.get('success', False) and 'expected' not in r for r in rows)} unexplained successful attack rows "
+          f"({sum('expected' in r for r in rows)} expected) of {len(rows)}; wrote {args.out}.{{json,md,png}} in {meta['seconds']:.0f} s")
     hub.stop()
 
 

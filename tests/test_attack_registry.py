@@ -16,9 +16,10 @@ from hf_lottery_verify.errors import DatasetError, UnknownNameError
 from .helpers import make_model, tiny_data
 
 EXPECTED = {"prune", "addon", "finetune", "prune_finetune", "permute", "rescale", "dummy", "densify", "fake1", "fake2",
-            "fake3", "locate_rewrite", "flood_dead", "remove_blocks", "mirror", "combined"}
+            "fake3", "locate_rewrite", "flood_dead", "remove_blocks", "mirror", "combined", "distill"}
 # Keep the generic sweep cheap: the key-less search of locate_rewrite only tries QR version 1.
-CHEAP = {"locate_rewrite": {"max_version": 1}, "finetune": {"batch_size": 64}, "prune_finetune": {"batch_size": 64}}
+CHEAP = {"locate_rewrite": {"max_version": 1}, "finetune": {"batch_size": 64}, "prune_finetune": {"batch_size": 64},
+         "distill": {"batch_size": 64}}
 
 
 def _with_random_batch_norms(model: hlv.SparseResNetForImageClassification) -> hlv.SparseResNetForImageClassification:
@@ -52,7 +53,7 @@ def test_every_attack_is_registered_with_its_metadata() -> None:
     assert set(list_attacks(kind="forgery")) == {"fake1", "fake2", "fake3"}
     preserving = {n for n in list_attacks() if get_attack(n).function_preserving}
     assert preserving == {"permute", "rescale", "dummy", "flood_dead"}
-    assert {n for n in list_attacks() if get_attack(n).needs_data} == {"finetune", "prune_finetune"}
+    assert {n for n in list_attacks() if get_attack(n).needs_data} == {"finetune", "prune_finetune", "distill"}
     for name in list_attacks():
         spec = get_attack(name)
         assert spec.settings(), name

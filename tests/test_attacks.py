@@ -8,6 +8,7 @@ import torch
 import hf_lottery_verify as hlv
 from hf_lottery_verify.attacks import (
     addon_attack,
+    distill_attack,
     fake1_attack,
     fake2_attack,
     finetune_attack,
@@ -112,6 +113,24 @@ def test_prune_finetune_prunes_then_trains_under_the_pruned_mask() -> None:
     pruned = prune_attack(model, fraction=0.4)
     assert all(torch.equal(attacked.masks[n], pruned.masks[n]) for n in pruned.masks)
     assert count_kept(attacked.masks) == count_kept(model.masks) - round(0.4 * count_kept(model.masks))
+
+
+def test_distill_trains_a_fresh_student_pruned_to_the_victims_counts_from_a_seed() -> None:
+    model = make_model(num_labels=4, density=0.2)
+    data = tiny_data(train_size=128, test_size=32)
+    options = {"data": data, "epochs": 1, "masked_epochs": 1, "batch_size": 64}
+    student = distill_attack(model, seed=3, **options)
+    assert {n: int(m.sum()) for n, m in student.masks.items()} == {n: int(m.sum()) for n, m in model.masks.items()}
+    assert not any(torch.equal(student.masks[n], model.masks[n]) for n in model.masks)  # nothing is copied
+    again = distill_attack(model, seed=3, **options)
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in student.state_dict().items())
+    smaller = distill_attack(model, seed=3, arch="cifar_resnet8_a", hard=True, **options)
+    assert smaller.config.arch == "cifar_resnet8_a" and count_kept(smaller.masks) == count_kept(model.masks)
+    assert not distill_attack(model, seed=3, **{**options, "masked_epochs": 0}).masks  # a dense student
+    with pytest.raises(DatasetError):
+        distill_attack(model, seed=3)
+    with pytest.raises(ValueError, match="temperature"):
+        distill_attack(model, data=data, temperature=0)
 
 
 def test_fake1_switches_on_a_key_sized_set_and_fake2_keeps_the_mask() -> None:

@@ -15,6 +15,8 @@
   re-initialised (``flood_dead``, ``remove_blocks``);
 * :mod:`.mirror` — kernels flipped or rotated behind an input wrapper (``mirror``), and chains
   of registered attacks (``combined``);
+* :mod:`.distill` — a fresh ticket trained on the victim's probabilities, pruned to its kept
+  counts (``distill``; removes the evidence: not protected);
 * :mod:`.forgery` — the paper's ambiguity attacks (``fake1``, ``fake2``, ``fake3``;
   :func:`forge_signature` returns the thief's key too);
 * :mod:`.locate` / :mod:`.qrsearch` — the key-less search for a decodable QR window and
@@ -26,6 +28,7 @@
 from __future__ import annotations
 
 from . import structural_entries as _structural_entries  # noqa: F401  (registers permute/rescale/dummy/densify)
+from .distill import distill_attack
 from .finetune import finetune_attack, prune_finetune_attack
 from .folder import attack_folder, save_attacked
 from .forgery import fake1_attack, fake2_attack, fake3_attack, forge_signature
@@ -65,5 +68,6 @@ __all__ = [
     "remove_blocks_attack",
     "mirror_attack",
     "combined_attack",
+    "distill_attack",
     "RECIPES",
 ]

@@ -18,7 +18,8 @@ class ImageData:
 
     Attributes:
         images: ``uint8`` tensor ``N×C×H×W``.
-        labels: ``int64`` tensor ``N``.
+        labels: ``int64`` tensor ``N``, or ``float32`` ``N×K`` class probabilities (a teacher's
+            soft labels: the trainer's cross-entropy reads either).
         num_classes: Number of classes.
         mean, std: Per-channel normalisation constants (fractions of 255).
         name: Dataset name, for logs and model cards.
@@ -36,9 +37,9 @@ class ImageData:
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
             raise DatasetError(f"images must be a uint8 N×C×H×W tensor, got {self.images.dtype} {tuple(self.images.shape)}.")
-        if self.labels.dim() != 1 or len(self.labels) != len(self.images):
+        if self.labels.dim() not in (1, 2) or len(self.labels) != len(self.images):
             raise DatasetError(f"{len(self.labels)} labels for {len(self.images)} images.")
-        self.labels = self.labels.long()
+        self.labels = self.labels.long() if self.labels.dim() == 1 else self.labels.float()
         if len(self.mean) != self.images.shape[1] or len(self.std) != self.images.shape[1]:
             raise DatasetError(f"mean/std need {self.images.shape[1]} channel values.")
 
