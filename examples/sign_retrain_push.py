@@ -99,8 +99,6 @@ def main() -> None:
                       f"trigger agreement {result.trigger_agreement_after}")
     if accelerator.is_main_process:
         model = result.model
-        model.config.image_size = data.train.image_size
-        model.config.image_mean, model.config.image_std = tuple(data.train.mean), tuple(data.train.std)
         key.save(args.key_out)  # refuses to overwrite an existing key
         evaluated = {"accuracy": result.accuracy_retrained, "dataset": args.dataset}
         # the folder first (the key file gains the model's reference), then the commit that anchors the key

@@ -40,7 +40,7 @@ import torch
 from .atomic import write_json_atomic
 from .configs import IMPConfig
 from .configuration_sparse_resnet import SparseResNetConfig
-from .data import DatasetPair, derive_seed
+from .data import DatasetPair, derive_seed, record_data_statistics
 from .errors import TrainingError
 from .loading import load_model
 from .masks import MaskDict, count_kept, count_total
@@ -298,7 +298,8 @@ def find_extreme_ticket(
     Args:
         model: A dense :class:`SparseResNetForImageClassification`, or a timm architecture
             name (the model is then built with ``config.init_seed``, the data's label count
-            and input channels).
+            and input channels). Its config records the data's statistics, image size and
+            class names unless it has statistics already (so do the ticket and rewind folders).
         data: Train and test splits.
         out_dir: Folder for the results and the resume state; re-running with the same
             folder and settings resumes.
@@ -320,8 +321,8 @@ def find_extreme_ticket(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.init_seed)
             model = SparseResNetForImageClassification(SparseResNetConfig(
-                arch=model, num_labels=data.num_classes, in_chans=data.train.in_chans,
-                image_size=data.train.image_size))
+                arch=model, num_labels=data.num_classes, in_chans=data.train.in_chans))
+    record_data_statistics(model, data.train)  # the ticket's config carries the data's normalisation and class names
     accelerator = accelerator or make_accelerator(config.train)
     run = _IMPRun(model, data, config, out, accelerator, progress)
     run._load_or_init_state()

@@ -1,4 +1,5 @@
-"""Images for a model or an endpoint: input spec, normalisation constants, PNG encoding, decoded-image adaptation.
+"""Images for a model or an endpoint: input spec, PNG encoding, decoded-image adaptation (normalisation: the
+model's own, :func:`~hf_lottery_verify.data.resolve_normalization`).
 
 Shared by the query client (:mod:`.query`) and the server (:mod:`hf_lottery_verify.serve`), so
 both preprocess an image the same way.
@@ -7,7 +8,6 @@ both preprocess an image the same way.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -15,17 +15,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-__all__ = [
-    "DEFAULT_IMAGE_MEAN",
-    "DEFAULT_IMAGE_STD",
-    "encode_png",
-    "model_input_spec",
-    "pil_to_model_input",
-    "resolve_normalization",
-]
+from ..data import resolve_normalization
 
-DEFAULT_IMAGE_MEAN = 0.5
-DEFAULT_IMAGE_STD = 0.5
+__all__ = ["encode_png", "model_input_spec", "pil_to_model_input", "resolve_normalization"]
 
 
 def _config(model: nn.Module) -> Any:
@@ -58,50 +50,6 @@ def model_input_spec(model: nn.Module) -> tuple[int, int | None]:
             conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
             in_chans = conv.in_channels if conv is not None else 3
     return int(in_chans), (int(size) if size else None)
-
-
-def resolve_normalization(
-    model: nn.Module | None,
-    image_mean: float | Sequence[float] | None = None,
-    image_std: float | Sequence[float] | None = None,
-    *,
-    in_chans: int,
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel normalisation constants (fractions of 255) for a model's inputs.
-
-    Args:
-        model (`nn.Module`, *optional*): Read ``model.config.image_mean`` / ``image_std`` from it
-            when the arguments are not given.
-        image_mean (`float` or `Sequence[float]`, *optional*):
-            Mean per channel (one value is repeated); defaults to the config's, else 0.5.
-        image_std (`float` or `Sequence[float]`, *optional*):
-            Standard deviation per channel; defaults to the config's, else 0.5.
-        in_chans (`int`): Number of input channels.
-
-    Returns:
-        `tuple[tuple[float, ...], tuple[float, ...]]`: ``(mean, std)``, ``in_chans`` values each.
-
-    Raises:
-        ValueError: Wrong number of values, or a non-positive standard deviation.
-    """
-    cfg = _config(model) if model is not None else None
-
-    def pick(given: Any, attr: str, default: float) -> tuple[float, ...]:
-        value = given if given is not None else getattr(cfg, attr, None)
-        if value is None:
-            value = default
-        values = (float(value),) if isinstance(value, (int, float)) else tuple(float(v) for v in value)
-        if len(values) == 1:
-            values = values * in_chans
-        if len(values) != in_chans:
-            raise ValueError(f"{attr} has {len(values)} values for a model with {in_chans} input channels.")
-        return values
-
-    mean = pick(image_mean, "image_mean", DEFAULT_IMAGE_MEAN)
-    std = pick(image_std, "image_std", DEFAULT_IMAGE_STD)
-    if any(not s > 0 for s in std):
-        raise ValueError(f"image_std must be positive, got {std}.")
-    return mean, std
 
 
 def _tensor_to_pil(image: torch.Tensor) -> Image.Image:

@@ -67,9 +67,10 @@ def query_labels(
             below ``max(label2id.values()) + 1``.
         image_mean (`float` or `Sequence[float]`, *optional*):
             Per-channel mean (fraction of 255) for ``nn.Module`` suspects; defaults to
-            ``model.config.image_mean``, else 0.5.
+            ``model.config.image_mean`` (no default: see
+            :func:`~hf_lottery_verify.data.resolve_normalization`).
         image_std (`float` or `Sequence[float]`, *optional*):
-            Per-channel standard deviation; defaults to ``model.config.image_std``, else 0.5.
+            Per-channel standard deviation; defaults to ``model.config.image_std``.
         batch_size (`int`, *optional*, defaults to 64):
             Images per forward pass or call (models and callables).
         timeout (`float`, *optional*, defaults to 10.0):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import TrainConfig
-from ..data import DeviceBatches, ImageData
+from ..data import DeviceBatches, ImageData, normalized_for, record_data_statistics
 from ..errors import TrainingError
 from .evaluation import evaluate
 from .masking import MaskEnforcer
@@ -92,6 +92,9 @@ class Trainer:
         context: TrainingContext | None = None,
     ) -> None:
         cfg = config if config is not None else TrainConfig()
+        record_data_statistics(model, train_data)  # a model's first training fixes how it reads its inputs
+        train_data = normalized_for(train_data, model)
+        test_data = None if test_data is None else normalized_for(test_data, model)
         self.model = model
         self.train_data = train_data
         self.config = cfg
@@ -118,10 +121,11 @@ class Trainer:
             lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
         self.prepared_model, self.optimizer = acc.prepare(model, optimizer)
         self.forward = torch.compile(self.prepared_model, mode=cfg.compile_mode) if cfg.compile else self.prepared_model
+        uploaded = self.context.device_data(train_data, self.device)
         self.batches = DeviceBatches(
-            train_data, cfg.batch_size, device=self.device, seed=cfg.seed, augment=cfg.augment, pad=cfg.pad,
+            uploaded.data, cfg.batch_size, device=self.device, seed=cfg.seed, augment=cfg.augment, pad=cfg.pad,
             flip=cfg.flip, channels_last=self.channels_last, shard=acc.process_index, num_shards=acc.num_processes,
-            uploaded=self.context.device_data(train_data, self.device))
+            uploaded=uploaded)
         if len(self.batches) == 0:
             raise TrainingError(
                 f"{len(train_data)} training samples make no full batch of {cfg.batch_size}×{acc.num_processes}; "
