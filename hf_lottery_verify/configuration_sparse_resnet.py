@@ -111,7 +111,8 @@ class SparseResNetConfig(PretrainedConfig):
         return fields
 
     def _with_timm_fields(self, out: dict[str, Any]) -> dict[str, Any]:
-        out.update(self.timm_fields())
+        out.update(self.timm_fields(), image_processor_type="SparseResNetImageProcessor")  # transformers reads a
+        # local folder's processor from config.json when it looks like timm's (it has a pretrained_cfg)
         out["model_args"] = {**(self.model_args or {}), "in_chans": self.in_chans}
         return out
 

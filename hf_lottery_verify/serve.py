@@ -51,8 +51,8 @@ from PIL import Image
 from torch import nn
 
 from ._version import __version__
-from .blackbox.images import pil_to_model_input
 from .blackbox.runner import _ModelRunner
+from .data import pil_to_model_input
 from .errors import ConfigError
 
 __all__ = ["ServerHandle", "start_server", "serve", "DEFAULT_MAX_BODY_BYTES", "DEFAULT_IMAGE_SIZE",

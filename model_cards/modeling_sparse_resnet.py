@@ -10,13 +10,13 @@ The pruned weights are stored as zeros, so the dense network computes the ticket
 
 import numpy as np
 import timm
-import torch
 import torch.nn.functional as F
 from PIL import Image
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
+from transformers.image_transforms import to_pil_image
 from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
 
 # CIFAR ResNets: a 3x3 stride-1 stem, no max-pool; names ending in "_a" use parameter-free
@@ -88,26 +88,24 @@ class SparseResNetForImageClassification(PreTrainedModel):
 
 
 class SparseResNetImageProcessor(BaseImageProcessor):
-    """Grayscale or RGB, bilinear resize, then (pixel - 255 * mean) / (255 * std) per channel."""
+    """Grayscale or RGB (PIL's conversion), a bilinear resize to the trained size, then (pixel - 255 * mean) /
+    (255 * std) per channel in float32: hf_lottery_verify's own evaluation, bit for bit."""
 
     model_input_names = ["pixel_values"]
 
-    def __init__(self, in_chans=3, image_size=32, image_mean=(0.5,), image_std=(0.5,), **kwargs):
-        super().__init__(**kwargs)
-        self.in_chans, self.image_size = in_chans, image_size
+    def __init__(self, in_chans=3, image_size=32, image_mean=None, image_std=None, **kwargs):
+        super().__init__()  # a folder's config.json read as processor config brings the model's fields too
+        self.in_chans, self.image_size = int(in_chans), int(image_size)
         self.image_mean, self.image_std = list(image_mean), list(image_std)
 
     def preprocess(self, images, return_tensors=None, **kwargs):
-        images = images if isinstance(images, (list, tuple)) else [images]
         arrays = []
-        for image in images:
-            if not isinstance(image, Image.Image):
-                image = Image.fromarray(np.asarray(image))
-            image = image.convert("L" if self.in_chans == 1 else "RGB")
+        for image in images if isinstance(images, (list, tuple)) else [images]:
+            image = to_pil_image(image).convert("L" if self.in_chans == 1 else "RGB")
             if image.size != (self.image_size, self.image_size):
                 image = image.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
-            arrays.append(np.asarray(image, dtype=np.float32).reshape(self.image_size, self.image_size, -1))
+            arrays.append(np.asarray(image, dtype=np.uint8).reshape(image.size[1], image.size[0], -1))
         mean = np.asarray(self.image_mean, dtype=np.float32) * 255
         std = np.asarray(self.image_std, dtype=np.float32) * 255
-        pixels = ((np.stack(arrays) - mean) / std).transpose(0, 3, 1, 2)
+        pixels = ((np.stack(arrays) - mean) / std).astype(np.float32).transpose(0, 3, 1, 2)
         return BatchFeature({"pixel_values": pixels}, tensor_type=return_tensors)

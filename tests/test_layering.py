@@ -5,7 +5,7 @@ Layers, bottom to top — each may import from its own layer and the ones below:
 0. tensor math and plumbing: errors, atomic, codecs, masks, pruning, stats
 1. formats and structure: architectures, configuration, configs, storage, ownership_key, spaces, qr
 2. the model: modeling_sparse_resnet
-3. I/O: hub, suspect, loading, cards, localhub, recovery, data
+3. I/O: hub, suspect, loading, cards, localhub, recovery, data, image_processing
 4. schemes and training: keymask, signature, alignment, triggers, training
 5. workflows of one scheme: imp, retrain, attacks, blackbox, serve, calibration
 6. the top: verify, workflows, demo, cli
@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "spaces": 1, "qr": 1, "key_sections": 1,
     "modeling_sparse_resnet": 2,
     "hub": 3, "suspect": 3, "loading": 3, "cards": 3, "localhub": 3, "recovery": 3, "data": 3, "anchors": 3,
+    "image_processing": 3,
     "keymask": 4, "signature": 4, "alignment": 4, "triggers": 4, "training": 4,
     "imp": 5, "retrain": 5, "attacks": 5, "blackbox": 5, "serve": 5, "calibration": 5,
     "verify": 6, "workflows": 6, "demo": 6, "cli": 6, "__init__": 6,

@@ -10,12 +10,11 @@ from __future__ import annotations
 import io
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
-from ..data import resolve_normalization
+from ..data import pil_to_model_input, resolve_normalization
 
 __all__ = ["encode_png", "model_input_spec", "pil_to_model_input", "resolve_normalization"]
 
@@ -77,33 +76,3 @@ def encode_png(image: torch.Tensor) -> bytes:
     buf = io.BytesIO()
     _tensor_to_pil(image).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
-
-
-def pil_to_model_input(image: Image.Image, *, in_chans: int, image_size: int | None) -> torch.Tensor:
-    """A decoded image as the uint8 ``C×H×W`` tensor a model takes (shared by server and client).
-
-    Converts to ``L`` or ``RGB`` (PIL's conversion), then resizes bilinearly to
-    ``image_size × image_size`` only when the size differs.
-
-    Args:
-        image (`PIL.Image.Image`): The decoded image, any mode PIL can convert.
-        in_chans (`int`): 1 (grayscale) or 3 (RGB).
-        image_size (`int`, *optional*): Side to resize to; ``None`` keeps the size.
-
-    Returns:
-        `torch.Tensor`: ``uint8`` ``in_chans × H × W``.
-
-    Raises:
-        ValueError: ``in_chans`` is neither 1 nor 3.
-    """
-    if in_chans not in (1, 3):
-        raise ValueError(f"Only 1- or 3-channel models can take decoded images, got in_chans={in_chans}.")
-    mode = "L" if in_chans == 1 else "RGB"
-    if image.mode != mode:
-        image = image.convert(mode)
-    if image_size is not None and image.size != (image_size, image_size):
-        image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
-    array = np.asarray(image, dtype=np.uint8)
-    if array.ndim == 2:
-        array = array[:, :, None]
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()

@@ -44,7 +44,14 @@ from .hf_datasets import CIFAR100_MEAN as CIFAR100_MEAN
 from .hf_datasets import CIFAR100_STD as CIFAR100_STD
 from .hf_datasets import HUB_IDS, hf_pair, hf_to_image_data
 from .image_data import DatasetPair, ImageData
-from .normalization import Normalizer, normalize, normalized_for, record_data_statistics, resolve_normalization
+from .normalization import (
+    Normalizer,
+    normalize,
+    normalized_for,
+    pil_to_model_input,
+    record_data_statistics,
+    resolve_normalization,
+)
 from .registry import list_datasets, load_image_dataset, register_dataset
 from .seeding import derive_seed
 from .synthetic import make_synthetic
@@ -68,6 +75,7 @@ __all__ = [
     "resolve_normalization",
     "record_data_statistics",
     "normalized_for",
+    "pil_to_model_input",
     "derive_seed",
     "FASHION_MNIST_DIR",
 ]

@@ -1,7 +1,8 @@
 """Normalisation of uint8 images: :func:`normalize`, the :class:`Normalizer` that keeps its
 constants on each device once, and where the constants come from — a model's config
 (:func:`resolve_normalization`), written there from the training data
-(:func:`record_data_statistics`)."""
+(:func:`record_data_statistics`) — and :func:`pil_to_model_input`, a decoded image as a model reads it
+(the server, the black-box runner and the image processor share it)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
 from ..errors import ConfigError
 
-__all__ = ["normalize", "Normalizer", "resolve_normalization", "record_data_statistics", "normalized_for"]
+__all__ = ["normalize", "Normalizer", "resolve_normalization", "record_data_statistics", "normalized_for",
+           "pil_to_model_input"]
 
 
 def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], *,
@@ -155,3 +159,33 @@ def normalized_for(data: Any, model: Any) -> Any:
     if (mean, std) == (tuple(data.mean), tuple(data.std)):
         return data
     return dataclasses.replace(data, mean=mean, std=std)
+
+
+def pil_to_model_input(image: Image.Image, *, in_chans: int, image_size: int | None) -> torch.Tensor:
+    """A decoded image as the uint8 ``C×H×W`` tensor a model takes (shared by server and client).
+
+    Converts to ``L`` or ``RGB`` (PIL's conversion), then resizes bilinearly to
+    ``image_size × image_size`` only when the size differs.
+
+    Args:
+        image (`PIL.Image.Image`): The decoded image, any mode PIL can convert.
+        in_chans (`int`): 1 (grayscale) or 3 (RGB).
+        image_size (`int`, *optional*): Side to resize to; ``None`` keeps the size.
+
+    Returns:
+        `torch.Tensor`: ``uint8`` ``in_chans × H × W``.
+
+    Raises:
+        ValueError: ``in_chans`` is neither 1 nor 3.
+    """
+    if in_chans not in (1, 3):
+        raise ValueError(f"Only 1- or 3-channel models can take decoded images, got in_chans={in_chans}.")
+    mode = "L" if in_chans == 1 else "RGB"
+    if image.mode != mode:
+        image = image.convert(mode)
+    if image_size is not None and image.size != (image_size, image_size):
+        image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    array = np.asarray(image, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
