@@ -383,7 +383,7 @@ def publish_folder(
     repo_id: str,
     key: Any = None,
     owner: str | None = None,
-    eval_results: Mapping[str, Any] | None = None,
+    eval_results: Any = None,
     card_data: Mapping[str, Any] | None = None,
     compact: bool = False,
 ) -> Publication:
@@ -436,13 +436,25 @@ def publish_folder(
     model.save_pretrained(folder, compact=compact)
     if claim is not None:
         (folder / CLAIM_FILE).write_text(json.dumps(claim, indent=2, sort_keys=True))
-    eval_results = dict(eval_results or {})
-    card = render_model_card(
-        repo_id=repo_id, arch=model.config.arch, num_labels=model.config.num_labels, density=model.density,
-        accuracy=None if eval_results.get("accuracy") is None else float(eval_results["accuracy"]) / 100.0,
-        dataset=eval_results.get("dataset"), claim=claim, card_data=dict(card_data or {}))
+    card = render_model_card(repo_id=repo_id, arch=model.config.arch, num_labels=model.config.num_labels,
+                             density=model.density, claim=claim, card_data=dict(card_data or {}),
+                             remote_code=not compact, **_card_results(eval_results))
     save_card_files(folder, card, render_badge(status="protected" if claim else "unverified"))
     return Publication(key=key, claim=claim, folder=folder, repo_id=repo_id)
+
+
+def _card_results(results: Any) -> dict[str, Any]:
+    """The card's accuracy (a fraction), dataset (Hub id when known), its name and split, from a
+    :class:`~hf_lottery_verify.retrain.RetrainResult` or a mapping (``accuracy`` in percent, ``dataset``, ``split``)."""
+    from .data import HUB_IDS
+
+    if hasattr(results, "accuracy_retrained"):
+        results = {"accuracy": results.accuracy_retrained, "dataset": results.dataset, "split": "test"}
+    results = dict(results or {})
+    name, accuracy = results.get("dataset"), results.get("accuracy")
+    return {"accuracy": None if accuracy is None else float(accuracy) / 100.0, "dataset_name": name,
+            "dataset": HUB_IDS.get(name, name if name and "/" in name and ":" not in name else None),
+            "dataset_split": results.get("split")}
 
 
 def push_model(
@@ -456,7 +468,7 @@ def push_model(
     revision: str | None = None,
     commit_message: str | None = None,
     card_data: Mapping[str, Any] | None = None,
-    eval_results: Mapping[str, Any] | None = None,
+    eval_results: Any = None,
     compact: bool = False,
 ) -> Publication:
     """Publish a :class:`~hf_lottery_verify.SparseResNetForImageClassification` in one commit, and anchor the key.
@@ -482,8 +494,10 @@ def push_model(
             when missing).
         commit_message (`str`, *optional*): Commit title.
         card_data (`Mapping[str, Any]`, *optional*): Extra model-card metadata.
-        eval_results (`Mapping[str, Any]`, *optional*): ``accuracy`` (percent) and ``dataset``
-            for the card's model-index.
+        eval_results (`RetrainResult` or `Mapping[str, Any]`, *optional*): What the card's model-index
+            reports: the result of :func:`~hf_lottery_verify.retrain.retrain` (its test accuracy and data), or
+            ``accuracy`` (percent, as :func:`~hf_lottery_verify.training.evaluate` returns it), ``dataset``
+            (a built-in name such as ``fashion_mnist`` or a Hub dataset id) and ``split`` (``"test"``).
         compact (`bool`, *optional*, defaults to `False`): Publish the compact layout
             (smaller; not loadable by plain timm).
 

@@ -365,7 +365,7 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
         revision: str | None = None,
         commit_message: str | None = None,
         card_data: Mapping[str, Any] | None = None,
-        eval_results: Mapping[str, Any] | None = None,
+        eval_results: Any = None,
         **kwargs: Any,
     ) -> Any:
         """Publish the model: config, weights, masks, a model card and an ownership badge, in one commit.
@@ -384,8 +384,8 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
             revision (`str`, *optional*): Branch to commit to.
             commit_message (`str`, *optional*): Commit title.
             card_data (`Mapping[str, Any]`, *optional*): Extra model-card metadata.
-            eval_results (`Mapping[str, Any]`, *optional*): ``{"accuracy": float, "dataset": str}``
-                for the card's model-index.
+            eval_results (`RetrainResult` or `Mapping[str, Any]`, *optional*): The card's model-index,
+                as in :func:`~hf_lottery_verify.hub.push_model`.
 
         Returns:
             The :class:`~hf_lottery_verify.hub.Publication` (commit sha, URL, the anchored key).

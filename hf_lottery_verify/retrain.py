@@ -70,6 +70,7 @@ class RetrainResult:
         accuracy_signed: The signed ticket as given, before retraining.
         accuracy_retrained: The retrained ticket.
         test_count: Test samples behind each accuracy.
+        dataset: Name of the data (``fashion_mnist``, ...): a model card lists it with the accuracy.
         density_before: Kept fraction of the masked weights before retraining.
         density_after: The same after retraining (always equal; :func:`retrain` raises otherwise).
         mask_digest: :func:`~hf_lottery_verify.ownership_key.mask_digest` of the retrained mask.
@@ -114,6 +115,7 @@ class RetrainResult:
     trigger_p_value_after: float | None = None
     trigger_threshold: int | None = None
     alpha: float = DEFAULT_ALPHA
+    dataset: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -379,6 +381,7 @@ def retrain(
         trigger_threshold=None if triggers is None else binomial_threshold(len(triggers), 1.0 / triggers.num_classes,
                                                                            alpha),
         alpha=float(alpha),
+        dataset=data.test.name,
         history=[asdict(r) for r in history],
         seconds=round(time.perf_counter() - t0, 3),
     )

@@ -258,7 +258,7 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
 
     # 5-6. publish and verify -----------------------------------------------------------------
     hub = None
-    eval_results = {"accuracy": published_acc, "dataset": v["dataset"]}
+    eval_results = {"accuracy": published_acc, "dataset": v["dataset"], "split": "test"}
     published.ownership_claim = None
     if config.hub == "local" and user is None:
         say("   huggingface_hub was imported pointing at a real Hub before the demo started: publishing to a folder")
