@@ -227,13 +227,14 @@ def _cli(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Comp
 
 def test_failures_are_typed_errors_and_exit_2(signed, fresh_hub, hub_repo_id, tmp_path) -> None:
     from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
     model, key, _ = signed
     api = HfApi()
     cases: dict[str, tuple[str, type[Exception], str]] = {}
-    cases["missing repo"] = (hub_repo_id + "-absent", hlv.HubError, "not found")
+    cases["missing repo"] = (hub_repo_id + "-absent", RepositoryNotFoundError, "not found")  # the client's own type
     model.push_to_hub(hub_repo_id)
-    cases["missing revision"] = (hub_repo_id, hlv.HubError, "Revision")
+    cases["missing revision"] = (hub_repo_id, RevisionNotFoundError, "Revision")
     empty = hub_repo_id + "-empty"
     api.create_repo(empty)
     api.upload_file(path_or_fileobj=b"{}", path_in_repo="config.json", repo_id=empty)
@@ -256,8 +257,9 @@ def test_failures_are_typed_errors_and_exit_2(signed, fresh_hub, hub_repo_id, tm
     cases["not a ResNet"] = (vit_repo, hlv.KeyMismatchError, "not a cifar_resnet20")
     for name, (repo, error, message) in cases.items():
         revision = "no-such-branch" if name == "missing revision" else None
-        with pytest.raises(error, match=message):
+        with pytest.raises(error, match=message) as caught:
             hlv.verify_hub_model(repo, key=key, revision=revision)
+        assert isinstance(caught.value, hlv.HfLotteryError)
         args = ["verify", repo, "--key", str(key)] + (["--revision", revision] if revision else [])
         workdir = tmp_path / name.replace(" ", "_")
         workdir.mkdir()
