@@ -429,7 +429,7 @@ def publish_folder(
 
     from .alignment import with_reference
     from .anchors import CLAIM_FILE
-    from .cards import render_badge, render_model_card, save_card_files
+    from .cards import card_results, render_badge, render_model_card, save_card_files
     from .ownership_key import REFERENCE_SECTION, check_key_outside
 
     key, key_path = _key_and_path(key)
@@ -450,23 +450,9 @@ def publish_folder(
         (folder / CLAIM_FILE).write_text(json.dumps(claim, indent=2, sort_keys=True))
     card = render_model_card(repo_id=repo_id, arch=model.config.arch, num_labels=model.config.num_labels,
                              density=model.density, claim=claim, card_data=dict(card_data or {}),
-                             remote_code=not compact, **_card_results(eval_results))
+                             remote_code=not compact, **card_results(eval_results))
     save_card_files(folder, card, render_badge(status="protected" if claim else "unverified"))
     return Publication(key=key, claim=claim, folder=folder, repo_id=repo_id)
-
-
-def _card_results(results: Any) -> dict[str, Any]:
-    """The card's accuracy (a fraction), dataset (Hub id when known), its name and split, from a
-    :class:`~hf_lottery_verify.retrain.RetrainResult` or a mapping (``accuracy`` in percent, ``dataset``, ``split``)."""
-    from .data import HUB_IDS
-
-    if hasattr(results, "accuracy_retrained"):
-        results = {"accuracy": results.accuracy_retrained, "dataset": results.dataset, "split": "test"}
-    results = dict(results or {})
-    name, accuracy = results.get("dataset"), results.get("accuracy")
-    return {"accuracy": None if accuracy is None else float(accuracy) / 100.0, "dataset_name": name,
-            "dataset": HUB_IDS.get(name, name if name and "/" in name and ":" not in name else None),
-            "dataset_split": results.get("split")}
 
 
 def push_model(

@@ -14,9 +14,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..data import pil_to_model_input, resolve_normalization
-
-__all__ = ["encode_png", "model_input_spec", "pil_to_model_input", "resolve_normalization"]
+__all__ = ["encode_png", "model_input_spec"]
 
 
 def _config(model: nn.Module) -> Any:

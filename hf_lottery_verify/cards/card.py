@@ -24,7 +24,7 @@ from .robustness import measured_robustness
 from .templates import CARD_TEMPLATE_NAME, _read_asset
 from .text import _md, _percent
 
-__all__ = ["CARD_TAGS", "library_name_for", "render_model_card"]
+__all__ = ["CARD_TAGS", "library_name_for", "render_model_card", "card_results"]
 
 logger = logging.getLogger(__name__)
 
@@ -397,3 +397,26 @@ def _badge_markdown(badge_filename: str | None, *, has_claim: bool) -> str | Non
         alt = "ownership: unverified. No ownership claim is published with this model"
     return f"![{_md(alt)}]({badge_filename})"
 
+
+def card_results(results: Any) -> dict[str, Any]:
+    """The keyword arguments of :func:`render_model_card` that state a result: ``accuracy`` (a fraction),
+    ``dataset`` (its Hub id when known), ``dataset_name`` and ``dataset_split``.
+
+    Args:
+        results (`RetrainResult` or `Mapping[str, Any]`, *optional*): A
+            :class:`~hf_lottery_verify.retrain.RetrainResult` (its test accuracy and data), or ``accuracy`` in
+            percent (as :func:`~hf_lottery_verify.training.evaluate` gives it), ``dataset`` (a built-in name such
+            as ``fashion_mnist``, or a Hub dataset id) and ``split``.
+
+    Returns:
+        `dict`: The four keyword arguments (``None`` where unknown).
+    """
+    from ..data import HUB_IDS
+
+    if hasattr(results, "accuracy_retrained"):
+        results = {"accuracy": results.accuracy_retrained, "dataset": results.dataset, "split": "test"}
+    results = dict(results or {})
+    name, accuracy = results.get("dataset"), results.get("accuracy")
+    return {"accuracy": None if accuracy is None else float(accuracy) / 100.0, "dataset_name": name,
+            "dataset": HUB_IDS.get(name, name if name and "/" in name and ":" not in name else None),
+            "dataset_split": results.get("split")}
