@@ -98,7 +98,8 @@ class SparseResNetConfig(PretrainedConfig):
                 "interpolation": "bilinear",
                 "crop_pct": 1.0,
                 "crop_mode": "center",
-                **({} if self.image_mean is None else {"mean": list(self.image_mean), "std": list(self.image_std)}),
+                **({} if self.image_mean is None or self.image_std is None
+                   else {"mean": list(self.image_mean), "std": list(self.image_std)}),
                 "num_classes": self.num_labels,
                 "first_conv": "conv1",
                 "classifier": "fc",

@@ -330,7 +330,7 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
         from .cards.templates import _read_asset
         from .image_processing import SparseResNetImageProcessor
 
-        if self.config.image_mean is not None:
+        if self.config.image_mean is not None and self.config.image_std is not None:
             processor = SparseResNetImageProcessor.from_model_config(self.config).to_dict()
             auto_map = {} if compact else {"auto_map": {"AutoImageProcessor": REMOTE_CODE_AUTO_MAP["AutoImageProcessor"]}}
             write_json_atomic(folder / PROCESSOR_NAME, {**processor, **auto_map})
