@@ -406,6 +406,12 @@ def main(argv: list[str] | None = None) -> None:
     args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str) + "\n")
     write_markdown(args.out.with_suffix(".md"), meta, rows)
     write_figure(args.out.with_suffix(".png"), meta, rows)
+    if args.out.resolve() == (Path(__file__).parent / "results" / "attack_matrix_cpu").resolve():
+        from hf_lottery_verify.cards.robustness import ROBUSTNESS_NAME, summarize_attack_matrix
+
+        # the published matrix: model cards copy their robustness section from this summary
+        summary = json.dumps(summarize_attack_matrix({"meta": meta, "rows": rows}), indent=1, default=str)
+        (Path(__file__).parents[1] / "model_cards" / ROBUSTNESS_NAME).write_text(summary + "\n")
     print(f"baseline {baseline:.2f}% ({base_report.verdict}); "
           f"{sum(r.get('success', False) and 'expected' not in r for r in rows)} unexplained successful attack rows "
           f"({sum('expected' in r for r in rows)} expected) of {len(rows)}; wrote {args.out}.{{json,md,png}} in {meta['seconds']:.0f} s")

@@ -144,8 +144,6 @@ def main() -> None:  # noqa: C901, PLR0915
     t0 = time.perf_counter()
     imp = find_extreme_ticket(args.arch, data, out_dir=out / "imp", config=imp_config, accelerator=accelerator)
     ticket, rewind = hlv.load_model(imp.ticket_dir), load_rewind(out / "imp")
-    ticket.config.image_size = data.train.image_size
-    ticket.config.image_mean, ticket.config.image_std = tuple(data.train.mean), tuple(data.train.std)
     k = imp_config.rewind_epoch
     results["stages"]["ticket"] = {"dense_accuracy": imp.dense_accuracy, "ticket_accuracy": imp.ticket_accuracy,
                                    "density": imp.ticket_density, "rounds": [asdict(r) for r in imp.rounds]}
@@ -184,8 +182,6 @@ def main() -> None:  # noqa: C901, PLR0915
                                channels=data.train.in_chans, per_batch=args.triggers_per_batch)
         rr = retrain(signed, rewind=rewind, data=data, config=train, rewind_epoch=k, key=key, accelerator=accelerator,
                      unsigned_accuracy=imp.ticket_accuracy)
-        rr.model.config.image_size, rr.model.config.image_mean = ticket.config.image_size, ticket.config.image_mean
-        rr.model.config.image_std = ticket.config.image_std
         signed_models[with_triggers] = (rr.model.eval(), key)
         results["stages"][stage] = {"unsigned": imp.ticket_accuracy, "signed_before_retraining": signed_acc,
                                     "retrained": rr.accuracy_retrained,

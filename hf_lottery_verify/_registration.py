@@ -39,6 +39,7 @@ def register() -> None:
         try:
             importlib.import_module("hf_lottery_verify.architectures")
             importlib.import_module("hf_lottery_verify.modeling_sparse_resnet")
+            importlib.import_module("hf_lottery_verify.image_processing")
             _state["done"] = True
         finally:
             _state["running"] = False

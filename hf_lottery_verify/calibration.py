@@ -379,6 +379,11 @@ def calibrate(
               or triggers.get("num_classes") or 10)
     chans = (in_chans or (train.in_chans if train is not None else None) or published.get("in_chans")
              or triggers.get("channels") or 3)
+    # how an untrained null reads its inputs: as the owner's published model, else as the data says (any
+    # normalisation is as good for a model trained on nothing; 0.5 then)
+    stats = next(s for s in ((published.get("image_mean"), published.get("image_std")),
+                             (train.mean, train.std) if train is not None else (None, None),
+                             ((0.5,) * int(chans), (0.5,) * int(chans))) if s[0] is not None and s[1] is not None)
 
     results: list[NullResult] = []
     for kind, count in counts.items():
@@ -386,6 +391,8 @@ def calibrate(
             s = derive_seed(seed, kind, i)
             model = make_null_model(key, kind, seed=s, num_labels=int(labels), in_chans=int(chans), data=data,
                                     train_epochs=train_epochs, train_options=train_options)
+            if model.config.image_mean is None:
+                model.config.image_mean, model.config.image_std = stats
             report = verify_model(model, key=key, policy=policy, require_anchor=False)  # nulls test the evidence
             results.append(_result(kind, i, s, report))
             if progress is not None:

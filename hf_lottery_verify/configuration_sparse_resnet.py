@@ -37,8 +37,9 @@ class SparseResNetConfig(PretrainedConfig):
         model_args (`dict`, *optional*):
             Extra keyword arguments for ``timm.create_model`` (``drop_rate``, ...).
         image_mean (`tuple[float, ...]`, *optional*):
-            Per-channel normalisation mean of the inputs (fractions of 255); the
-            architecture's default (CIFAR-10's) when ``None``.
+            Per-channel normalisation mean of the inputs (fractions of 255): the training
+            data's, recorded by the first training (IMP, retraining); ``None`` until then.
+            Every consumer reads it through :func:`~hf_lottery_verify.data.resolve_normalization`.
         image_std (`tuple[float, ...]`, *optional*):
             Per-channel normalisation standard deviation; as ``image_mean``.
         density (`float`, *optional*):
@@ -79,23 +80,6 @@ class SparseResNetConfig(PretrainedConfig):
             kwargs["num_labels"] = DEFAULT_NUM_LABELS  # CIFAR-10 / Fashion-MNIST, not transformers' 2
         super().__post_init__(**kwargs)
 
-    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """``(mean, std)`` per input channel: the configured ones, else the architecture's default.
-
-        Returns:
-            Two tuples of ``in_chans`` floats (fractions of 255).
-        """
-        if self.image_mean is not None and self.image_std is not None:
-            return tuple(self.image_mean), tuple(self.image_std)
-        import timm
-
-        cfg = timm.get_pretrained_cfg(self.arch.split(".")[0])
-        mean = tuple(getattr(cfg, "mean", None) or (0.5,) * 3)
-        std = tuple(getattr(cfg, "std", None) or (0.5,) * 3)
-        if len(mean) != self.in_chans:  # e.g. a 1-channel model of a 3-channel architecture
-            mean, std = (sum(mean) / len(mean),) * self.in_chans, (sum(std) / len(std),) * self.in_chans
-        return mean, std
-
     def timm_fields(self, *, num_features: int | None = None) -> dict[str, Any]:
         """timm's view of this model, as written into ``config.json`` next to transformers' fields.
 
@@ -110,7 +94,6 @@ class SparseResNetConfig(PretrainedConfig):
             ``model_args`` and ``pretrained_cfg`` (input size, mean, std, classifier, ...),
             plus ``label_names``.
         """
-        mean, std = self.normalization()
         fields: dict[str, Any] = {
             "architecture": self.arch,
             "num_classes": self.num_labels,
@@ -121,8 +104,8 @@ class SparseResNetConfig(PretrainedConfig):
                 "interpolation": "bilinear",
                 "crop_pct": 1.0,
                 "crop_mode": "center",
-                "mean": list(mean),
-                "std": list(std),
+                **({} if self.image_mean is None or self.image_std is None
+                   else {"mean": list(self.image_mean), "std": list(self.image_std)}),
                 "num_classes": self.num_labels,
                 "first_conv": "conv1",
                 "classifier": "fc",
@@ -135,7 +118,8 @@ class SparseResNetConfig(PretrainedConfig):
         return fields
 
     def _with_timm_fields(self, out: dict[str, Any]) -> dict[str, Any]:
-        out.update(self.timm_fields())
+        out.update(self.timm_fields(), image_processor_type="SparseResNetImageProcessor")  # transformers reads a
+        # local folder's processor from config.json when it looks like timm's (it has a pretrained_cfg)
         out["model_args"] = {**(self.model_args or {}), "in_chans": self.in_chans}
         return out
 

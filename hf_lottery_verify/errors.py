@@ -9,6 +9,9 @@ and a message that says what to do next.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
+
+from huggingface_hub import errors as hub_errors
 
 __all__ = [
     "HfLotteryError",
@@ -42,6 +45,11 @@ __all__ = [
     "DatasetError",
     "TrainingError",
     "HubError",
+    "HubRepoNotFoundError",
+    "HubGatedRepoError",
+    "HubRevisionNotFoundError",
+    "HubEntryNotFoundError",
+    "HubHTTPError",
     # black-box queries and model cards
     "EndpointError",
     "CardError",
@@ -326,7 +334,37 @@ class TrainingError(HfLotteryError, RuntimeError):
 
 
 class HubError(HfLotteryError, OSError):
-    """A Hub operation failed (network, missing repo or revision, refused upload)."""
+    """A Hub operation failed (network, missing repo or revision, refused upload).
+
+    Where huggingface_hub has an error of the same kind, the subclass below is that error too, so a
+    caller's ``except RepositoryNotFoundError`` (``GatedRepoError``, ``RevisionNotFoundError``,
+    ``EntryNotFoundError``, ``HfHubHTTPError``) catches it.
+    """
+
+
+class _HubHTTPError(HubError):
+    def __init__(self, message: str, *, response: Any) -> None:
+        hub_errors.HfHubHTTPError.__init__(self, message, response=response)
+
+
+class HubRepoNotFoundError(_HubHTTPError, hub_errors.RepositoryNotFoundError):
+    """The Hub repo does not exist, or is private and no token with access was given."""
+
+
+class HubGatedRepoError(_HubHTTPError, hub_errors.GatedRepoError):
+    """The Hub repo is gated: accept its terms and pass a token."""
+
+
+class HubRevisionNotFoundError(_HubHTTPError, hub_errors.RevisionNotFoundError):
+    """The branch, tag or commit does not exist in the Hub repo."""
+
+
+class HubHTTPError(_HubHTTPError, hub_errors.HfHubHTTPError):
+    """Another HTTP error of the Hub."""
+
+
+class HubEntryNotFoundError(HubError, hub_errors.EntryNotFoundError):
+    """A file of the Hub repo is missing."""
 
 
 # --------------------------------------------------------------------------- black-box queries, model cards

@@ -23,7 +23,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import CheckpointError, HubError, PickleRefusedError
+from .errors import (
+    CheckpointError,
+    HubEntryNotFoundError,
+    HubError,
+    HubGatedRepoError,
+    HubHTTPError,
+    HubRepoNotFoundError,
+    HubRevisionNotFoundError,
+    PickleRefusedError,
+)
 from .storage import MASKS_NAME, METADATA_KEY, PICKLE_SUFFIXES, WEIGHTS_NAME, name_some
 
 __all__ = [
@@ -163,18 +172,21 @@ def _hub_errors(repo_id: str, revision: str | None) -> Iterator[None]:
     except (HubError, CheckpointError):
         raise
     except GatedRepoError as exc:
-        raise HubError(f"Hub repo '{repo_id}' is gated; accept its terms and pass token=...") from exc
+        raise HubGatedRepoError(f"Hub repo '{repo_id}' is gated; accept its terms and pass token=...",
+                                response=exc.response) from exc
     except RepositoryNotFoundError as exc:
-        raise HubError(f"Hub repo '{repo_id}' not found (or private: pass token=...).") from exc
+        raise HubRepoNotFoundError(f"Hub repo '{repo_id}' not found (or private: pass token=...).",
+                                   response=exc.response) from exc
     except RevisionNotFoundError as exc:
-        raise HubError(f"Revision '{revision}' not found in Hub repo '{repo_id}'.") from exc
+        raise HubRevisionNotFoundError(f"Revision '{revision}' not found in Hub repo '{repo_id}'.",
+                                       response=exc.response) from exc
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
         raise HubError(f"'{repo_id}' is not in the local Hub cache (offline mode); run once with network access "
                        f"or drop --local-files-only / HF_HUB_OFFLINE. ({exc})") from exc
     except EntryNotFoundError as exc:
-        raise HubError(f"A file of '{repo_id}' is missing on the Hub: {exc}") from exc
+        raise HubEntryNotFoundError(f"A file of '{repo_id}' is missing on the Hub: {exc}") from exc
     except HfHubHTTPError as exc:
-        raise HubError(f"Hub request for '{repo_id}' failed: {exc}") from exc
+        raise HubHTTPError(f"Hub request for '{repo_id}' failed: {exc}", response=exc.response) from exc
     except Exception as exc:
         # huggingface_hub 2.x raises its HTTP stack's own errors (httpx2) for refused or
         # dropped connections; OSError covers disk problems in the cache.

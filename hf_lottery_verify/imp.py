@@ -42,7 +42,7 @@ import torch
 from .atomic import write_json_atomic
 from .configs import IMPConfig
 from .configuration_sparse_resnet import SparseResNetConfig
-from .data import DatasetPair, derive_seed
+from .data import DatasetPair, derive_seed, record_data_statistics
 from .errors import TrainingError
 from .liveness import prune_dead
 from .loading import load_model
@@ -220,7 +220,7 @@ class _IMPRun:
         _load_into(self.model, self.work / "init.safetensors")
         if k == 0 and self.acc.is_main_process:
             _save_state_dict(rewind_path, self.model, None)
-        acc, count = self._train(round_index=0, start_epoch=0, desc="dense", on_epoch_end=capture)
+        acc, count = self._train(round_index=0, start_epoch=0, desc="IMP dense", on_epoch_end=capture)
         self._barrier()
         self._save_accepted(self.model, None)
         self.rounds.append(RoundRecord(round=0, ratio=0.0, density=1.0, accuracy=acc, gap=0.0, accepted=True,
@@ -244,7 +244,7 @@ class _IMPRun:
         _load_into(self.model, self.work / "rewind.safetensors")
         self.model.set_masks(candidate)
         accuracy, count = self._train(round_index=st["round"], start_epoch=cfg.rewind_epoch,
-                               desc=f"round {st['round']} ({ratio:.0%})")
+                                      desc=f"IMP round {st['round']} (prune {ratio:.0%})")
         density = count_kept(candidate) / count_total(candidate)
         gap = st["dense_accuracy"] - accuracy
         ok = gap <= cfg.epsilon
@@ -304,13 +304,14 @@ def find_extreme_ticket(
     Args:
         model: A dense :class:`SparseResNetForImageClassification`, or a timm architecture
             name (the model is then built with ``config.init_seed``, the data's label count
-            and input channels).
+            and input channels). Its config records the data's statistics, image size and
+            class names unless it has statistics already (so do the ticket and rewind folders).
         data: Train and test splits.
         out_dir: Folder for the results and the resume state; re-running with the same
             folder and settings resumes.
         config: Search settings (defaults: the paper's).
         accelerator: Shared ``accelerate.Accelerator`` (made from ``config.train`` when ``None``).
-        progress: Show round and epoch progress bars.
+        progress: Show one progress bar per round's training (on a terminal only).
 
     Returns:
         The ticket's location, accuracies, density and the round log.
@@ -326,22 +327,15 @@ def find_extreme_ticket(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.init_seed)
             model = SparseResNetForImageClassification(SparseResNetConfig(
-                arch=model, num_labels=data.num_classes, in_chans=data.train.in_chans,
-                image_size=data.train.image_size))
+                arch=model, num_labels=data.num_classes, in_chans=data.train.in_chans))
+    record_data_statistics(model, data.train)  # the ticket's config carries the data's normalisation and class names
     accelerator = accelerator or make_accelerator(config.train)
     run = _IMPRun(model, data, config, out, accelerator, progress)
     run._load_or_init_state()
     elapsed_before = run.state.get("elapsed", 0.0)
-    bar = None
-    if run.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(desc="IMP rounds", unit="round", initial=len(run.rounds))
-    try:
+    try:  # progress: each round's training shows one bar, labelled with the round
         if run.state["phase"] == "dense":
             run.run_dense()
-            if bar is not None:
-                bar.update(1)
         pruned_rounds = sum(1 for r in run.rounds if r.kind == "prune")
         while run.state["phase"] == "prune":
             if config.max_rounds is not None and pruned_rounds >= config.max_rounds:
@@ -350,14 +344,7 @@ def find_extreme_ticket(
             pruned_rounds += 1
             run.state["elapsed"] = elapsed_before + time.perf_counter() - t_start
             run._commit()
-            if bar is not None:
-                last = run.rounds[-1]
-                bar.update(1)
-                bar.set_postfix(density=f"{run.state['density']:.4f}", acc=f"{last.accuracy:.2f}",
-                                last="ok" if last.accepted else "reverted")
     finally:
-        if bar is not None:
-            bar.close()
         run.context.close()
     run.finish()
     run._barrier()

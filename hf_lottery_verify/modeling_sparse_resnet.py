@@ -41,7 +41,18 @@ from .pruning import prune
 from .storage import WEIGHTS_NAME, CheckpointContents, read_checkpoint, write_checkpoint
 from .suspect import resolve_source
 
-__all__ = ["SparseResNetPreTrainedModel", "SparseResNetForImageClassification", "load_model"]
+__all__ = ["SparseResNetPreTrainedModel", "SparseResNetForImageClassification", "REMOTE_CODE_NAME", "load_model"]
+
+REMOTE_CODE_NAME = "modeling_sparse_resnet.py"
+"""The self-contained modeling file (``model_cards/``) saved beside dense weights: plain torch, timm and
+transformers load the folder with ``trust_remote_code=True``; this library never runs it."""
+PROCESSOR_NAME = "preprocessor_config.json"
+REMOTE_CODE_AUTO_MAP: dict[str, Any] = {
+    "AutoConfig": "modeling_sparse_resnet.SparseResNetConfig",
+    "AutoModelForImageClassification": "modeling_sparse_resnet.SparseResNetForImageClassification",
+    # [PIL, torchvision] form: the pipeline's optional video-processor lookup then fails quietly instead of
+    # asking whether to run a "SparseResNetVideoProcessor" that does not exist
+    "AutoImageProcessor": ["modeling_sparse_resnet.SparseResNetImageProcessor", None]}
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +254,10 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
         push_to_hub: bool = False,
         **kwargs: Any,
     ) -> Path:
-        """Save ``config.json``, ``model.safetensors`` (timm weights only) and ``masks.safetensors``.
+        """Save ``config.json``, ``model.safetensors`` (timm weights only) and ``masks.safetensors``, plus what
+        other loaders need: ``preprocessor_config.json`` (the image processor, once the config
+        carries its normalisation) and, for the dense layout, the self-contained
+        ``modeling_sparse_resnet.py`` that ``auto_map`` names (loaded only with ``trust_remote_code=True``).
 
         With ``signature``, the QR signature (Scheme V2) is embedded first
         (:func:`~hf_lottery_verify.signature.embed_signature`) and the private ownership key
@@ -303,12 +317,31 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
         folder.mkdir(parents=True, exist_ok=True)
         self.config.density = round(self.density, 8) if self._masks else None
         self.config.architectures = [type(self).__name__]
+        if compact:  # the compact layout is readable by this library only
+            vars(self.config).pop("auto_map", None)
+        else:
+            self.config.auto_map = dict(REMOTE_CODE_AUTO_MAP)
         self.config.save_pretrained(folder)
         metadata: dict[str, Any] = {"arch": self.config.arch}
         if self.ownership_claim:
             metadata["ownership"] = dict(self.ownership_claim)
         write_checkpoint(folder / WEIGHTS_NAME, state, masks=self._masks, compact=compact, metadata=metadata)
+        self._save_loaders(folder, compact=compact)
         return folder
+
+    def _save_loaders(self, folder: Path, *, compact: bool) -> None:
+        """``preprocessor_config.json`` (when the config knows its normalisation) and, for the dense layout, the
+        self-contained modeling file that ``trust_remote_code=True`` loads without this library."""
+        from .atomic import write_json_atomic, write_text_atomic
+        from .cards.templates import _read_asset
+        from .image_processing import SparseResNetImageProcessor
+
+        if self.config.image_mean is not None and self.config.image_std is not None:
+            processor = SparseResNetImageProcessor.from_model_config(self.config).to_dict()
+            auto_map = {} if compact else {"auto_map": {"AutoImageProcessor": REMOTE_CODE_AUTO_MAP["AutoImageProcessor"]}}
+            write_json_atomic(folder / PROCESSOR_NAME, {**processor, **auto_map})
+        if not compact:
+            write_text_atomic(folder / REMOTE_CODE_NAME, _read_asset(REMOTE_CODE_NAME))
 
     def _sign_for_saving(self, text: str, folder: Path, key_path: str | os.PathLike | None, owner: str | None) -> None:
         from .ownership_key import check_key_outside
@@ -331,7 +364,7 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
         revision: str | None = None,
         commit_message: str | None = None,
         card_data: Mapping[str, Any] | None = None,
-        eval_results: Mapping[str, Any] | None = None,
+        eval_results: Any = None,
         **kwargs: Any,
     ) -> Any:
         """Publish the model: config, weights, masks, a model card and an ownership badge, in one commit.
@@ -350,8 +383,8 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
             revision (`str`, *optional*): Branch to commit to.
             commit_message (`str`, *optional*): Commit title.
             card_data (`Mapping[str, Any]`, *optional*): Extra model-card metadata.
-            eval_results (`Mapping[str, Any]`, *optional*): ``{"accuracy": float, "dataset": str}``
-                for the card's model-index.
+            eval_results (`RetrainResult` or `Mapping[str, Any]`, *optional*): The card's model-index,
+                as in :func:`~hf_lottery_verify.hub.push_model`.
 
         Returns:
             The :class:`~hf_lottery_verify.publishing.Publication` (commit sha, URL, the anchored key).

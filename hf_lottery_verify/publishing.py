@@ -20,7 +20,7 @@ from typing import Any
 
 from .alignment import with_reference
 from .anchors import CLAIM_FILE, record_anchor
-from .cards import render_badge, render_model_card, save_card_files
+from .cards import card_results, render_badge, render_model_card, save_card_files
 from .errors import HubError
 from .hub import _hub_errors, _reachable
 from .ownership_key import REFERENCE_SECTION, KeyLike, OwnershipKey, check_key_outside
@@ -63,7 +63,7 @@ def publish_folder(
     repo_id: str,
     key: Any = None,
     owner: str | None = None,
-    eval_results: Mapping[str, Any] | None = None,
+    eval_results: Any = None,
     card_data: Mapping[str, Any] | None = None,
     compact: bool = False,
 ) -> Publication:
@@ -109,11 +109,9 @@ def publish_folder(
     model.save_pretrained(folder, compact=compact)
     if claim is not None:
         (folder / CLAIM_FILE).write_text(json.dumps(claim, indent=2, sort_keys=True))
-    eval_results = dict(eval_results or {})
-    card = render_model_card(
-        repo_id=repo_id, arch=model.config.arch, num_labels=model.config.num_labels, density=model.density,
-        accuracy=None if eval_results.get("accuracy") is None else float(eval_results["accuracy"]) / 100.0,
-        dataset=eval_results.get("dataset"), claim=claim, card_data=dict(card_data or {}))
+    card = render_model_card(repo_id=repo_id, arch=model.config.arch, num_labels=model.config.num_labels,
+                             density=model.density, claim=claim, card_data=dict(card_data or {}),
+                             remote_code=not compact, **card_results(eval_results))
     save_card_files(folder, card, render_badge(status="protected" if claim else "unverified"))
     return Publication(key=key, claim=claim, folder=folder, repo_id=repo_id)
 
@@ -129,7 +127,7 @@ def push_model(
     revision: str | None = None,
     commit_message: str | None = None,
     card_data: Mapping[str, Any] | None = None,
-    eval_results: Mapping[str, Any] | None = None,
+    eval_results: Any = None,
     compact: bool = False,
 ) -> Publication:
     """Publish a :class:`~hf_lottery_verify.SparseResNetForImageClassification` in one commit, and anchor the key.
@@ -155,8 +153,10 @@ def push_model(
             when missing).
         commit_message (`str`, *optional*): Commit title.
         card_data (`Mapping[str, Any]`, *optional*): Extra model-card metadata.
-        eval_results (`Mapping[str, Any]`, *optional*): ``accuracy`` (percent) and ``dataset``
-            for the card's model-index.
+        eval_results (`RetrainResult` or `Mapping[str, Any]`, *optional*): What the card's model-index
+            reports: the result of :func:`~hf_lottery_verify.retrain.retrain` (its test accuracy and data), or
+            ``accuracy`` (percent, as :func:`~hf_lottery_verify.training.evaluate` returns it), ``dataset``
+            (a built-in name such as ``fashion_mnist`` or a Hub dataset id) and ``split`` (``"test"``).
         compact (`bool`, *optional*, defaults to `False`): Publish the compact layout
             (smaller; not loadable by plain timm).
 

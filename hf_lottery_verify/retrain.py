@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data import DatasetPair, ImageData, derive_seed
+from .data import DatasetPair, ImageData, derive_seed, normalized_for, record_data_statistics
 from .errors import CheckpointError, KeyMismatchError, MaskError
 from .masks import masks_from_weights, timm_parameters
 from .ownership_key import OwnershipKey, check_key_outside, mask_digest
@@ -70,6 +70,7 @@ class RetrainResult:
         accuracy_signed: The signed ticket as given, before retraining.
         accuracy_retrained: The retrained ticket.
         test_count: Test samples behind each accuracy.
+        dataset: Name of the data (``fashion_mnist``, ...): a model card lists it with the accuracy.
         density_before: Kept fraction of the masked weights before retraining.
         density_after: The same after retraining (always equal; :func:`retrain` raises otherwise).
         mask_digest: :func:`~hf_lottery_verify.ownership_key.mask_digest` of the retrained mask.
@@ -114,6 +115,7 @@ class RetrainResult:
     trigger_p_value_after: float | None = None
     trigger_threshold: int | None = None
     alpha: float = DEFAULT_ALPHA
+    dataset: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -290,17 +292,20 @@ def retrain(
 
     acc = accelerator or make_accelerator(config)
 
+    retrained = copy.deepcopy(model)
+    record_data_statistics(retrained, data.train)  # the config carries the training data's normalisation and names
+    train = normalized_for(data.train, retrained)
+
     # ---------------------------------------------------------------- before: the signed ticket as given
-    signed = copy.deepcopy(model).to(acc.device)
+    signed = copy.deepcopy(retrained).to(acc.device)
     density_before = float(signed.density) if hasattr(signed, "density") else None
     before_metrics = evaluate(signed, data.test, accelerator=acc, batch_size=config.eval_batch_size)
     agreement_before = p_before = None
     if triggers is not None:
-        agreement_before, p_before = _agreement(signed, triggers, data.train, alpha)
+        agreement_before, p_before = _agreement(signed, triggers, train, alpha)
     del signed
 
     # ---------------------------------------------------------------- W_k ⊙ M, trained from epoch k
-    retrained = copy.deepcopy(model)
     state = _rewind_state(rewind)
     try:
         target = retrained.timm_model if hasattr(retrained, "timm_model") else retrained
@@ -310,7 +315,7 @@ def retrain(
     retrained.set_masks(masks)  # zero W_k outside the signed mask
     mixer = None
     if triggers is not None:
-        mixer = MixInSamples(_trigger_data(triggers, data.train), per_batch=per_batch,
+        mixer = MixInSamples(_trigger_data(triggers, train), per_batch=per_batch,
                              seed=derive_seed(config.seed, "retrain-triggers"))
     trainer = Trainer(retrained, data.train, config, test_data=data.test, accelerator=acc, mixer=mixer,
                       progress=progress, desc="retrain" + (" +triggers" if mixer else ""))
@@ -355,7 +360,7 @@ def retrain(
         logger.warning("Retrained: %s", dead_text)
     agreement_after = p_after = None
     if triggers is not None:
-        agreement_after, p_after = _agreement(retrained, triggers, data.train, alpha)
+        agreement_after, p_after = _agreement(retrained, triggers, train, alpha)
     result = RetrainResult(
         model=retrained,
         rewind_epoch=int(rewind_epoch),
@@ -382,6 +387,7 @@ def retrain(
         trigger_threshold=None if triggers is None else binomial_threshold(len(triggers), 1.0 / triggers.num_classes,
                                                                            alpha),
         alpha=float(alpha),
+        dataset=data.test.name,
         history=[asdict(r) for r in history],
         seconds=round(time.perf_counter() - t0, 3),
     )

@@ -51,8 +51,8 @@ from PIL import Image
 from torch import nn
 
 from ._version import __version__
-from .blackbox.images import pil_to_model_input
 from .blackbox.runner import _ModelRunner
+from .data import pil_to_model_input
 from .errors import ConfigError
 
 __all__ = ["ServerHandle", "start_server", "serve", "DEFAULT_MAX_BODY_BYTES", "DEFAULT_IMAGE_SIZE",
@@ -388,9 +388,9 @@ def start_server(
         id2label (`Mapping[int, str]`, *optional*):
             Class names; defaults to ``model.config.id2label``, else ``"LABEL_<i>"``.
         image_mean (`float` or `Sequence[float]`, *optional*):
-            Per-channel mean (fraction of 255); defaults to ``model.config.image_mean``, else 0.5.
+            Per-channel mean (fraction of 255); defaults to ``model.config.image_mean`` (no default).
         image_std (`float` or `Sequence[float]`, *optional*):
-            Per-channel standard deviation; defaults to ``model.config.image_std``, else 0.5.
+            Per-channel standard deviation; defaults to ``model.config.image_std``.
         image_size (`int`, *optional*):
             Side the images are resized to (bilinear, only when different); defaults to
             ``model.config.image_size``, else 32.

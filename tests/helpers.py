@@ -9,10 +9,11 @@ import hf_lottery_verify as hlv
 
 def make_model(arch: str = "cifar_resnet8", *, num_labels: int = 10, in_chans: int = 3, seed: int = 0,
                density: float | None = None) -> hlv.SparseResNetForImageClassification:
-    """A randomly initialised sparse ResNet (pruned by global magnitude when density is given)."""
+    """A randomly initialised sparse ResNet (pruned by global magnitude when density is given) that declares
+    input statistics of 0.5 per channel, as a trained one would."""
     torch.manual_seed(seed)
-    model = hlv.SparseResNetForImageClassification(
-        hlv.SparseResNetConfig(arch=arch, num_labels=num_labels, in_chans=in_chans))
+    model = hlv.SparseResNetForImageClassification(hlv.SparseResNetConfig(
+        arch=arch, num_labels=num_labels, in_chans=in_chans, image_mean=(0.5,) * in_chans, image_std=(0.5,) * in_chans))
     if density is not None:
         model.prune_(density=density)
     return model
@@ -57,3 +58,17 @@ def launch_cpu_processes(fn, args=(), num_processes: int = 2) -> None:
     ):
         # spawn, not fork: forking a process whose OpenMP threads are running can deadlock
         start_processes(PrepareForLaunch(fn, debug=True), args=args, nprocs=num_processes, start_method="spawn")
+
+
+def named_dataset(*, n: int = 160, size: int = 8, names=("sock", "boot", "hat", "scarf"), seed: int = 0,
+                  image_column: str = "image", label_column: str = "label"):
+    """A learnable grayscale ``datasets.Dataset`` with ``ClassLabel`` names (each class a brightness band)."""
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    labels = [i % len(names) for i in range(n)]
+    images = [Image.fromarray((rng.random((size, size)) * 40 + 50 * y).astype("uint8"), mode="L") for y in labels]
+    features = datasets.Features({image_column: datasets.Image(), label_column: datasets.ClassLabel(names=list(names))})
+    return datasets.Dataset.from_dict({image_column: images, label_column: labels}, features=features)

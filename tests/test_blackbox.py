@@ -32,7 +32,8 @@ def _diverse_model(*, in_chans: int = 3, id2label: dict[int, str] | None = None,
     torch.manual_seed(seed)
     kwargs = {"id2label": id2label} if id2label else {"num_labels": 10}
     model = hlv.SparseResNetForImageClassification(
-        hlv.SparseResNetConfig(arch="cifar_resnet8", in_chans=in_chans, **kwargs)).eval()
+        hlv.SparseResNetConfig(arch="cifar_resnet8", in_chans=in_chans, image_mean=(0.5,) * in_chans,
+                               image_std=(0.5,) * in_chans, **kwargs)).eval()
     probe = _images(32, in_chans=in_chans, seed=seed + 1)
     with torch.no_grad():
         tm = model.timm_model

@@ -113,3 +113,20 @@ def test_calibrate_key_file_returns_json_and_skips_trained_without_data(signed, 
         calibrate(key=key, n=3, kinds=("init", "lucky"))
     with pytest.raises(DatasetError):
         calibrate(key=key, counts={"trained": 1})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("arch", "in_chans"), [("cifar_resnet8_a", 1), ("cifar_resnet8", 3)])
+def test_the_readme_calibrate_line_runs_on_the_workflows_keys(arch, in_chans, tmp_path, capsys) -> None:
+    """README: ``hf-lottery calibrate --key keys/alice.json --n 50`` on the key of a published 1-channel option-A
+    (Fashion-MNIST) or 3-channel option-B ticket; one null model per default kind keeps it short."""
+    from hf_lottery_verify.cli import main
+    from hf_lottery_verify.publishing import publish_folder
+
+    model = make_model(arch, in_chans=in_chans, density=0.2)
+    model.config.image_size = 28 if in_chans == 1 else 32
+    path = embed_signature(model, "alice 2026", layers="all", seed=0).save(tmp_path / "alice.json")
+    publish_folder(model, tmp_path / "published", repo_id="alice/r20-fmnist", key=path)  # the key gains the reference
+    assert main(["calibrate", "--key", str(path), "--n", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n"] == 3 and out["false_owned"] == 0 and sorted(out["counts"]) == ["init", "pruned", "signed_other"]

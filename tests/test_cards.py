@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import xml.etree.ElementTree as ET
@@ -23,6 +24,7 @@ from hf_lottery_verify.cards import (
     sanitize_claim,
     save_card_files,
 )
+from hf_lottery_verify.cards.robustness import measured_robustness, summarize_attack_matrix
 from hf_lottery_verify.errors import HfLotteryError, UnknownNameError
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -153,6 +155,19 @@ def test_card_body_has_the_required_sections() -> None:
     assert "| Owner | alice |" in text
     assert "2026-11-30T12:00:00+00:00" in text
     assert COMMITMENT in text
+
+
+def test_robustness_is_copied_from_the_measured_attack_matrix() -> None:
+    matrix = json.loads((Path(__file__).parents[1] / "bench" / "results" / "attack_matrix_cpu.json").read_text())
+    summary = measured_robustness()
+    assert summary == json.loads(json.dumps(summarize_attack_matrix(matrix), default=str))  # re-run: re-copied
+    text = _card().text
+    assert f"**{summary['successful']} of {summary['rows']}** attacks" in text
+    lines = text.splitlines()
+    for attack in summary["attacks"]:  # each measured attack, with every verdict it got, and nothing else claimed
+        (row,) = [line for line in lines if line.startswith(f"| {attack['attack']} | {attack['variant']} | ")]
+        assert all(f"`{verdict}` ×{n}" in row for verdict, n in attack["verdicts"].items())
+        assert all(str(strength) in row for strength in attack["strengths"])
 
 
 def test_badge_can_be_left_out() -> None:

@@ -18,7 +18,11 @@ from hf_lottery_verify.data import (
     load_image_dataset,
     make_synthetic,
     read_idx,
+    record_data_statistics,
+    resolve_normalization,
 )
+
+from .helpers import make_model, named_dataset
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
@@ -83,6 +87,42 @@ def test_image_folder(tmp_path: Path) -> None:
     pair = load_image_dataset(f"imagefolder:{tmp_path}", image_size=16)
     assert len(pair.train) + len(pair.test) == 20 and pair.num_classes == 2
     assert pair.train.images.shape[1:] == (3, 16, 16)
+
+
+def test_datasets_objects_load_with_their_columns_and_class_names() -> None:
+    ds = named_dataset(image_column="picture", label_column="kind")
+    pair = load_image_dataset(ds, image_column="picture", label_column="kind", test_fraction=0.25, seed=1)
+    assert (len(pair.train), len(pair.test)) == (120, 40) and pair.num_classes == 4
+    assert pair.train.class_names == pair.test.class_names == ["sock", "boot", "hat", "scarf"]
+    assert torch.bincount(pair.test.labels).tolist() == [10] * 4  # stratified by the ClassLabel
+    pixels = pair.train.images.float() / 255  # the training split's own statistics, carried by both splits
+    assert pair.train.mean == pytest.approx((pixels.mean().item(),)) and pair.test.mean == pair.train.mean
+    assert pair.train.std == pytest.approx((pixels.std().item(),), rel=1e-4)
+    as_dict = ds.train_test_split(test_size=0.5, seed=0)
+    pair = load_image_dataset(as_dict, image_column="picture", label_column="kind", image_size=4, test_limit=5)
+    assert pair.train.images.shape[1:] == (1, 4, 4) and len(pair.test) == 5
+    with pytest.raises(hlv.DatasetError, match="no column 'label'"):
+        load_image_dataset(ds, image_column="picture")
+    with pytest.raises(hlv.DatasetError, match="needs 'train' and 'test'"):
+        load_image_dataset(type(as_dict)({"only": ds}), image_column="picture", label_column="kind")
+    with pytest.raises(hlv.DatasetError, match="datasets.Dataset"):
+        load_image_dataset(42)
+
+
+def test_normalisation_comes_from_the_config_only() -> None:
+    model = make_model(in_chans=1, num_labels=4)
+    model.config.image_mean = model.config.image_std = None
+    with pytest.raises(hlv.ConfigError, match="declares no input normalisation"):
+        resolve_normalization(model)
+    assert resolve_normalization(model, 0.2, [0.3], in_chans=1) == ((0.2,), (0.3,))
+    data = load_image_dataset(named_dataset(), seed=0).train
+    record_data_statistics(model, data)  # a model's first training: the data's statistics, size and names
+    assert resolve_normalization(model) == (data.mean, data.std) and model.config.image_size == 8
+    assert model.config.id2label == {0: "sock", 1: "boot", 2: "hat", 3: "scarf"} and model.config.label2id["hat"] == 2
+    record_data_statistics(model, ImageData(data.images, data.labels, 4, (0.9,), (0.1,), "other"))
+    assert resolve_normalization(model) == (data.mean, data.std)  # later data never changes them
+    with pytest.raises(hlv.ConfigError, match="2 values for a model with 1"):
+        resolve_normalization(model, [0.1, 0.2], [0.3, 0.3], in_chans=1)
 
 
 def test_unknown_and_unreachable_datasets(monkeypatch) -> None:

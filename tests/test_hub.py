@@ -24,7 +24,7 @@ from hf_lottery_verify.cli import main
 from hf_lottery_verify.localhub.store import Blob
 from hf_lottery_verify.ownership_key import OwnershipKey
 
-from .helpers import make_model
+from .helpers import make_model, tiny_data, tiny_train_config
 
 TEXT = "alice@example.org 2026"
 
@@ -90,6 +90,32 @@ def test_card_badge_and_plain_timm_weights(signed, fresh_hub, hub_repo_id) -> No
 
     plain = timm.create_model("cifar_resnet20", num_classes=10)
     plain.load_state_dict(weights, strict=True)
+
+
+def test_the_card_states_the_retraining_result_and_the_hub_validates_it(fresh_hub, hub_repo_id, tmp_path) -> None:
+    from huggingface_hub import ModelCard, RepoCard
+
+    from hf_lottery_verify.retrain import retrain
+
+    rewind, ticket = make_model(num_labels=4), make_model(num_labels=4, density=0.2)
+    key = hlv.embed_signature(ticket, TEXT, rewind=rewind, layers="all", seed=0)
+    result = retrain(ticket, rewind=rewind, data=tiny_data(), config=tiny_train_config(epochs=2), rewind_epoch=1,
+                     key=key, progress=False)
+    hlv.push_model(result.model, hub_repo_id, key=key, eval_results=result)
+    card = ModelCard.load(hub_repo_id)
+    card.validate()  # the Hub's check of the metadata (the local Hub reads the model-index as huggingface_hub does)
+    accuracy, density = card.data.eval_results
+    assert (accuracy.metric_type, accuracy.metric_value) == ("accuracy", round(result.accuracy_retrained / 100, 6))
+    assert (accuracy.dataset_name, accuracy.dataset_split) == ("synthetic", "test") and card.data.datasets is None
+    assert density.metric_value == pytest.approx(result.model.density, abs=1e-6)
+    assert card.data.to_dict()["lottery_ticket"]["schemes"] == ["V2"]
+    published = hub.publish_folder(result.model, tmp_path / "f", repo_id=hub_repo_id,
+                                   eval_results={"accuracy": 81.5, "dataset": "fashion_mnist", "split": "test"})
+    data = ModelCard.load(published.folder / "README.md").data
+    assert data.datasets == ["zalando-datasets/fashion_mnist"] and data.eval_results[0].metric_value == 0.815
+    broken = str(card).replace("type: accuracy", "typo: accuracy", 1)
+    with pytest.raises(ValueError, match="Invalid metadata"):
+        RepoCard(broken).validate(repo_type="model")  # a generic card keeps the model-index as text: the Hub reads it
 
 
 @pytest.mark.slow
@@ -201,13 +227,14 @@ def _cli(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Comp
 
 def test_failures_are_typed_errors_and_exit_2(signed, fresh_hub, hub_repo_id, tmp_path) -> None:
     from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
     model, key, _ = signed
     api = HfApi()
     cases: dict[str, tuple[str, type[Exception], str]] = {}
-    cases["missing repo"] = (hub_repo_id + "-absent", hlv.HubError, "not found")
+    cases["missing repo"] = (hub_repo_id + "-absent", RepositoryNotFoundError, "not found")  # the client's own type
     model.push_to_hub(hub_repo_id)
-    cases["missing revision"] = (hub_repo_id, hlv.HubError, "Revision")
+    cases["missing revision"] = (hub_repo_id, RevisionNotFoundError, "Revision")
     empty = hub_repo_id + "-empty"
     api.create_repo(empty)
     api.upload_file(path_or_fileobj=b"{}", path_in_repo="config.json", repo_id=empty)
@@ -230,8 +257,9 @@ def test_failures_are_typed_errors_and_exit_2(signed, fresh_hub, hub_repo_id, tm
     cases["not a ResNet"] = (vit_repo, hlv.KeyMismatchError, "not a cifar_resnet20")
     for name, (repo, error, message) in cases.items():
         revision = "no-such-branch" if name == "missing revision" else None
-        with pytest.raises(error, match=message):
+        with pytest.raises(error, match=message) as caught:
             hlv.verify_hub_model(repo, key=key, revision=revision)
+        assert isinstance(caught.value, hlv.HfLotteryError)
         args = ["verify", repo, "--key", str(key)] + (["--revision", revision] if revision else [])
         workdir = tmp_path / name.replace(" ", "_")
         workdir.mkdir()

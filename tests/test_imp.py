@@ -10,7 +10,7 @@ import hf_lottery_verify as hlv
 from hf_lottery_verify import imp as imp_module
 from hf_lottery_verify.imp import IMPConfig, find_extreme_ticket
 
-from .helpers import launch_cpu_processes, tiny_data, tiny_train_config
+from .helpers import launch_cpu_processes, named_dataset, tiny_data, tiny_train_config
 
 
 def _config(**overrides) -> IMPConfig:
@@ -76,6 +76,29 @@ def test_real_search_on_tiny_data_and_output_folder(tmp_path: Path) -> None:
         assert r.density == pytest.approx(kept * (1 - r.ratio), abs=1e-3)
         if r.accepted:
             kept = r.density
+
+
+@pytest.mark.slow
+def test_ticket_and_retrained_configs_carry_the_data_statistics_and_class_names(tmp_path: Path) -> None:
+    """The README workflow without manual patches: find, sign, retrain, save — the config says how to read inputs."""
+    from hf_lottery_verify.data import load_image_dataset
+    from hf_lottery_verify.imp import load_rewind
+    from hf_lottery_verify.retrain import retrain
+
+    data = load_image_dataset(named_dataset(), seed=0)
+    found = find_extreme_ticket("cifar_resnet8_a", data, out_dir=tmp_path / "run", config=_config(max_rounds=1),
+                                progress=False)
+    ticket, rewind = hlv.load_model(found.ticket_dir), load_rewind(tmp_path / "run")
+    for config in (ticket.config, rewind.config):
+        assert (config.image_mean, config.image_std) == (data.train.mean, data.train.std)
+        assert config.image_size == 8 and config.in_chans == 1
+        assert [config.id2label[i] for i in range(4)] == ["sock", "boot", "hat", "scarf"]
+    key = hlv.embed_signature(ticket, "hlv", rewind=rewind, layers="all")
+    result = retrain(ticket, rewind=rewind, data=data, config=_config().train, rewind_epoch=1, key=key, progress=False)
+    result.model.save_pretrained(tmp_path / "final")
+    final = hlv.load_model(tmp_path / "final").config
+    assert (final.image_mean, final.image_std, final.image_size) == (data.train.mean, data.train.std, 8)
+    assert final.label2id == {"sock": 0, "boot": 1, "hat": 2, "scarf": 3}
 
 
 def test_interrupted_search_resumes_to_the_same_ticket(tmp_path: Path, monkeypatch) -> None:

@@ -165,7 +165,9 @@ def model_dir(model, tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("flags", [["--host", "0.0.0.0"], ["--port", "70000"], ["--top-k", "0"], "taken"])
+@pytest.mark.parametrize("flags", [["--host", "0.0.0.0"], ["--port", "70000"], ["--top-k", "0"], "taken",
+                                   ["--workers", "0"], ["--request-timeout", "0"], ["--max-pixels", "0"],
+                                   ["--max-body-bytes", "-1"]])
 def test_cli_refuses_with_one_line_and_exit_2(model_dir, capsys, flags) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         if flags == "taken":
@@ -173,3 +175,5 @@ def test_cli_refuses_with_one_line_and_exit_2(model_dir, capsys, flags) -> None:
         assert main(["serve", str(model_dir), *flags]) == 2
     err = capsys.readouterr().err
     assert err.startswith("hf-lottery serve: error: ") and err.count("\n") == 1
+    if flags[0] in ("--workers", "--request-timeout", "--max-pixels", "--max-body-bytes"):  # reaches the server
+        assert f"{flags[0][2:].replace('-', '_')} must be positive" in err

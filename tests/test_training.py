@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -333,13 +335,20 @@ def test_no_host_constants_or_copies_inside_an_epoch(monkeypatch) -> None:
     assert made == []
 
 
-def test_progress_shows_batches_with_an_eta_only_when_asked(capsys) -> None:
+def test_progress_is_one_bar_on_a_terminal_and_nothing_in_a_log(monkeypatch) -> None:
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
     data = tiny_data(train_size=64, test_size=8)
-    Trainer(make_model(num_labels=4), data.train, tiny_train_config(epochs=1), progress=True, desc="demo").train()
-    err = capsys.readouterr().err
-    assert "epoch 1/1" in err and "batch" in err and "demo" in err
-    Trainer(make_model(num_labels=4), data.train, tiny_train_config(epochs=1), progress=False).train()
-    assert "batch" not in capsys.readouterr().err
+    for stream, progress, shown in ((Terminal(), True, True), (io.StringIO(), True, False), (Terminal(), False, False)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        Trainer(make_model(num_labels=4), data.train, tiny_train_config(epochs=2), progress=progress, desc="demo").train()
+        text = stream.getvalue()
+        assert ("demo epoch 1/2" in text and "demo epoch 2/2" in text and "batch" in text) == shown, text
+        assert shown or text == ""
 
 
 def test_checkpoints_hold_no_pickle(tmp_path) -> None:

@@ -385,7 +385,7 @@ def with_reference(key: OwnershipKey, model: nn.Module) -> OwnershipKey:
     data, tensors = make_reference(model, arch=arch, masks=getattr(model, "masks", None) or None).to_section()
     config = getattr(model, "config", None)
     if config is not None:
-        mean, std = config.normalization() if hasattr(config, "normalization") else (None, None)
+        mean, std = getattr(config, "image_mean", None), getattr(config, "image_std", None)
         data["published"] = {
             "num_labels": int(config.num_labels), "in_chans": int(getattr(config, "in_chans", 3)),
             "image_size": int(getattr(config, "image_size", 32)),

@@ -33,14 +33,7 @@ Modules, one concept each:
 from __future__ import annotations
 
 from .endpoint import MAX_RESPONSE_BYTES, EndpointError
-from .images import (
-    DEFAULT_IMAGE_MEAN,
-    DEFAULT_IMAGE_STD,
-    encode_png,
-    model_input_spec,
-    pil_to_model_input,
-    resolve_normalization,
-)
+from .images import encode_png, model_input_spec
 from .query import query_labels
 from .result import QueryResult
 
@@ -52,10 +45,6 @@ __all__ = [
     "QueryResult",
     "query_labels",
     "encode_png",
-    "pil_to_model_input",
     "model_input_spec",
-    "resolve_normalization",
-    "DEFAULT_IMAGE_MEAN",
-    "DEFAULT_IMAGE_STD",
     "MAX_RESPONSE_BYTES",
 ]

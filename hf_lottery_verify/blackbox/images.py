@@ -1,4 +1,5 @@
-"""Images for a model or an endpoint: input spec, normalisation constants, PNG encoding, decoded-image adaptation.
+"""Images for a model or an endpoint: input spec, PNG encoding, decoded-image adaptation (normalisation: the
+model's own, :func:`~hf_lottery_verify.data.resolve_normalization`).
 
 Shared by the query client (:mod:`.query`) and the server (:mod:`hf_lottery_verify.serve`), so
 both preprocess an image the same way.
@@ -7,25 +8,13 @@ both preprocess an image the same way.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
-__all__ = [
-    "DEFAULT_IMAGE_MEAN",
-    "DEFAULT_IMAGE_STD",
-    "encode_png",
-    "model_input_spec",
-    "pil_to_model_input",
-    "resolve_normalization",
-]
-
-DEFAULT_IMAGE_MEAN = 0.5
-DEFAULT_IMAGE_STD = 0.5
+__all__ = ["encode_png", "model_input_spec"]
 
 
 def _config(model: nn.Module) -> Any:
@@ -60,50 +49,6 @@ def model_input_spec(model: nn.Module) -> tuple[int, int | None]:
     return int(in_chans), (int(size) if size else None)
 
 
-def resolve_normalization(
-    model: nn.Module | None,
-    image_mean: float | Sequence[float] | None = None,
-    image_std: float | Sequence[float] | None = None,
-    *,
-    in_chans: int,
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel normalisation constants (fractions of 255) for a model's inputs.
-
-    Args:
-        model (`nn.Module`, *optional*): Read ``model.config.image_mean`` / ``image_std`` from it
-            when the arguments are not given.
-        image_mean (`float` or `Sequence[float]`, *optional*):
-            Mean per channel (one value is repeated); defaults to the config's, else 0.5.
-        image_std (`float` or `Sequence[float]`, *optional*):
-            Standard deviation per channel; defaults to the config's, else 0.5.
-        in_chans (`int`): Number of input channels.
-
-    Returns:
-        `tuple[tuple[float, ...], tuple[float, ...]]`: ``(mean, std)``, ``in_chans`` values each.
-
-    Raises:
-        ValueError: Wrong number of values, or a non-positive standard deviation.
-    """
-    cfg = _config(model) if model is not None else None
-
-    def pick(given: Any, attr: str, default: float) -> tuple[float, ...]:
-        value = given if given is not None else getattr(cfg, attr, None)
-        if value is None:
-            value = default
-        values = (float(value),) if isinstance(value, (int, float)) else tuple(float(v) for v in value)
-        if len(values) == 1:
-            values = values * in_chans
-        if len(values) != in_chans:
-            raise ValueError(f"{attr} has {len(values)} values for a model with {in_chans} input channels.")
-        return values
-
-    mean = pick(image_mean, "image_mean", DEFAULT_IMAGE_MEAN)
-    std = pick(image_std, "image_std", DEFAULT_IMAGE_STD)
-    if any(not s > 0 for s in std):
-        raise ValueError(f"image_std must be positive, got {std}.")
-    return mean, std
-
-
 def _tensor_to_pil(image: torch.Tensor) -> Image.Image:
     """One uint8 ``C×H×W`` image (C = 1, 3 or 4) as a PIL image."""
     c = image.shape[0]
@@ -129,33 +74,3 @@ def encode_png(image: torch.Tensor) -> bytes:
     buf = io.BytesIO()
     _tensor_to_pil(image).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
-
-
-def pil_to_model_input(image: Image.Image, *, in_chans: int, image_size: int | None) -> torch.Tensor:
-    """A decoded image as the uint8 ``C×H×W`` tensor a model takes (shared by server and client).
-
-    Converts to ``L`` or ``RGB`` (PIL's conversion), then resizes bilinearly to
-    ``image_size × image_size`` only when the size differs.
-
-    Args:
-        image (`PIL.Image.Image`): The decoded image, any mode PIL can convert.
-        in_chans (`int`): 1 (grayscale) or 3 (RGB).
-        image_size (`int`, *optional*): Side to resize to; ``None`` keeps the size.
-
-    Returns:
-        `torch.Tensor`: ``uint8`` ``in_chans × H × W``.
-
-    Raises:
-        ValueError: ``in_chans`` is neither 1 nor 3.
-    """
-    if in_chans not in (1, 3):
-        raise ValueError(f"Only 1- or 3-channel models can take decoded images, got in_chans={in_chans}.")
-    mode = "L" if in_chans == 1 else "RGB"
-    if image.mode != mode:
-        image = image.convert(mode)
-    if image_size is not None and image.size != (image_size, image_size):
-        image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
-    array = np.asarray(image, dtype=np.uint8)
-    if array.ndim == 2:
-        array = array[:, :, None]
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()

@@ -27,14 +27,6 @@ def _check_images(images: torch.Tensor) -> None:
 
 
 
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def query_labels(
     suspect: nn.Module | Callable[[torch.Tensor], Any] | str,
     images: torch.Tensor,
@@ -67,9 +59,10 @@ def query_labels(
             below ``max(label2id.values()) + 1``.
         image_mean (`float` or `Sequence[float]`, *optional*):
             Per-channel mean (fraction of 255) for ``nn.Module`` suspects; defaults to
-            ``model.config.image_mean``, else 0.5.
+            ``model.config.image_mean`` (no default: see
+            :func:`~hf_lottery_verify.data.resolve_normalization`).
         image_std (`float` or `Sequence[float]`, *optional*):
-            Per-channel standard deviation; defaults to ``model.config.image_std``, else 0.5.
+            Per-channel standard deviation; defaults to ``model.config.image_std``.
         batch_size (`int`, *optional*, defaults to 64):
             Images per forward pass or call (models and callables).
         timeout (`float`, *optional*, defaults to 10.0):
@@ -141,11 +134,9 @@ def query_labels(
     start = time.perf_counter()
     tally = _Tally(len(images), budget)
     mapper = _LabelMapper(label2id)
-    bar: Any = _NoBar()
-    if progress:
-        from tqdm.auto import tqdm
+    from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(images), desc=f"querying {kind}", unit="img", leave=False)
+    bar = tqdm(total=len(images), desc=f"querying {kind}", unit="img", leave=False, disable=None if progress else True)
     try:
         if kind == "model":
             _query_model(suspect, images, tally, image_mean=image_mean, image_std=image_std,  # type: ignore[arg-type]

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import normalize
-from .images import _tensor_to_pil, model_input_spec, pil_to_model_input, resolve_normalization
+from ..data import normalize, pil_to_model_input, resolve_normalization
+from .images import _tensor_to_pil, model_input_spec
 
 
 class _ModelRunner:

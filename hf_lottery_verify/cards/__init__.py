@@ -38,28 +38,12 @@ from __future__ import annotations
 from importlib import resources as resources
 
 from .badge import BADGE_STATUSES, BadgeStyle, list_badge_statuses, render_badge
-from .badge import LABEL_COLOR as LABEL_COLOR
-from .badge import MAX_BADGE_TEXT_CHARS as MAX_BADGE_TEXT_CHARS
-from .card import ACCURACY_METRIC as ACCURACY_METRIC
-from .card import CARD_TAGS, library_name_for, render_model_card
-from .card import CIFAR_ARCH_PREFIX as CIFAR_ARCH_PREFIX
-from .card import CLAIM_METADATA_KEY as CLAIM_METADATA_KEY
-from .card import CLAIM_TAG as CLAIM_TAG
-from .card import DENSITY_METRIC as DENSITY_METRIC
-from .card import METRIC_DECIMALS as METRIC_DECIMALS
-from .card import TASK_NAME as TASK_NAME
-from .card import TASK_TYPE as TASK_TYPE
-from .card import TICKET_METADATA_KEY as TICKET_METADATA_KEY
-from .card import UNKNOWN_DATASET_NAME as UNKNOWN_DATASET_NAME
-from .card import UNKNOWN_DATASET_TYPE as UNKNOWN_DATASET_TYPE
-from .claim import KNOWN_CLAIM_FIELDS as KNOWN_CLAIM_FIELDS
-from .claim import SCHEME_NAMES as SCHEME_NAMES
+from .card import CARD_TAGS, card_results, library_name_for, render_model_card
 from .claim import sanitize_claim
 from .errors import CardError, CardTemplateNotFoundError
 from .files import BADGE_FILENAME, CARD_FILENAME, save_card_files
 from .templates import ASSETS_DIRNAME as ASSETS_DIRNAME
 from .templates import BADGE_TEMPLATE_NAME, CARD_TEMPLATE_NAME
-from .text import MAX_FIELD_CHARS as MAX_FIELD_CHARS
 
 __all__ = [
     "BADGE_FILENAME",
@@ -71,6 +55,7 @@ __all__ = [
     "BadgeStyle",
     "CardError",
     "CardTemplateNotFoundError",
+    "card_results",
     "library_name_for",
     "list_badge_statuses",
     "render_badge",

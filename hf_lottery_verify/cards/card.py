@@ -20,10 +20,11 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from .claim import _claim_rows, sanitize_claim
 from .errors import CardError
 from .files import BADGE_FILENAME, _check_filename
+from .robustness import measured_robustness
 from .templates import CARD_TEMPLATE_NAME, _read_asset
 from .text import _md, _percent
 
-__all__ = ["CARD_TAGS", "library_name_for", "render_model_card"]
+__all__ = ["CARD_TAGS", "library_name_for", "render_model_card", "card_results"]
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +171,7 @@ def render_model_card(
     accuracy: float | None = None,
     dataset: str | None = None,
     dataset_name: str | None = None,
+    dataset_split: str | None = None,
     claim: Mapping[str, Any] | None = None,
     base_model: str | None = None,
     license: str = "apache-2.0",
@@ -178,6 +180,7 @@ def render_model_card(
     num_kept: int | None = None,
     num_prunable: int | None = None,
     badge_filename: str | None = BADGE_FILENAME,
+    remote_code: bool = False,
 ) -> ModelCard:
     """Render the model card (``README.md``) of a sparse ticket pushed to the Hub.
 
@@ -187,7 +190,8 @@ def render_model_card(
     a model-index holding ``accuracy`` (when known) and ``density`` (always) for the dataset
     (``"custom"`` / ``"unspecified dataset"`` when none is known); a ``lottery_ticket`` block
     (architecture, density, kept counts) and, with a claim, ``ownership_claim`` (the output of
-    :func:`sanitize_claim`, so verifiers can read it without parsing the body).
+    :func:`sanitize_claim`, so verifiers can read it without parsing the body). The body's robustness
+    section is copied from the measured attack matrix (:func:`~.robustness.measured_robustness`).
 
     Args:
         repo_id (`str`):
@@ -205,6 +209,8 @@ def render_model_card(
         dataset_name (`str`, *optional*, defaults to `None`):
             Readable dataset name (``"CIFAR-10"``); defaults to ``dataset``. Give it alone for a
             dataset that is not on the Hub.
+        dataset_split (`str`, *optional*, defaults to `None`):
+            The split ``accuracy`` was measured on (``"test"``).
         claim (`Mapping[str, Any]`, *optional*, defaults to `None`):
             The public ownership claim; see :func:`sanitize_claim` for what is kept.
         base_model (`str`, *optional*, defaults to `None`):
@@ -226,6 +232,9 @@ def render_model_card(
             Path, relative to the repo root, of the committed badge shown on the card; `None`
             leaves the badge out. Write the file with :func:`render_badge` (status
             ``"protected"`` with a claim, ``"unverified"`` without) and :func:`save_card_files`.
+        remote_code (`bool`, *optional*, defaults to `False`):
+            The repo carries the self-contained ``modeling_sparse_resnet.py`` (dense layout): the card
+            then shows how transformers loads it without this library (``trust_remote_code=True``).
 
     Returns:
         `huggingface_hub.ModelCard`: The card; ``str(card)`` is the ``README.md`` text.
@@ -272,6 +281,7 @@ def render_model_card(
         "task_name": TASK_NAME,
         "dataset_type": dataset or UNKNOWN_DATASET_TYPE,
         "dataset_name": shown_dataset_name or UNKNOWN_DATASET_NAME,
+        "dataset_split": dataset_split,
     }
     eval_results = []
     if accuracy is not None:
@@ -294,6 +304,8 @@ def render_model_card(
     ticket_meta: dict[str, Any] = {"arch": arch, "density": round(density, METRIC_DECIMALS)}
     if num_kept is not None and num_prunable is not None:
         ticket_meta.update(kept_weights=num_kept, prunable_weights=num_prunable)
+    if public_claim is not None and public_claim.get("schemes"):
+        ticket_meta["schemes"] = list(public_claim["schemes"])  # a copy: YAML would write an alias
 
     tags = [*CARD_TAGS, *([CLAIM_TAG] if public_claim is not None else []), *_tags(extra_tags)]
     ours: dict[str, Any] = {
@@ -335,6 +347,7 @@ def render_model_card(
         "sparsity_pct": _percent(1.0 - density),
         "kept_md": kept_md,
         "accuracy_pct": _percent(accuracy) if accuracy is not None else None,
+        "split_md": _md(dataset_split) if dataset_split else None,
         "dataset_md": dataset_md,
         "base_model_md": f"[{_md(base_model)}](https://huggingface.co/{base_model})" if base_model else None,
         "badge_file": badge_filename,
@@ -342,6 +355,8 @@ def render_model_card(
         "has_claim": public_claim is not None,
         "claim_rows": claim_rows,
         "claim_extra_rows": claim_extra_rows,
+        "remote_code": remote_code,
+        "robustness": measured_robustness(),
     }
     card = ModelCard.from_template(data, template_str=_read_asset(CARD_TEMPLATE_NAME), ticket=ticket)
     card.text = card.text.rstrip("\n") + "\n"  # Jinja2 drops the template's final newline
@@ -382,3 +397,26 @@ def _badge_markdown(badge_filename: str | None, *, has_claim: bool) -> str | Non
         alt = "ownership: unverified. No ownership claim is published with this model"
     return f"![{_md(alt)}]({badge_filename})"
 
+
+def card_results(results: Any) -> dict[str, Any]:
+    """The keyword arguments of :func:`render_model_card` that state a result: ``accuracy`` (a fraction),
+    ``dataset`` (its Hub id when known), ``dataset_name`` and ``dataset_split``.
+
+    Args:
+        results (`RetrainResult` or `Mapping[str, Any]`, *optional*): A
+            :class:`~hf_lottery_verify.retrain.RetrainResult` (its test accuracy and data), or ``accuracy`` in
+            percent (as :func:`~hf_lottery_verify.training.evaluate` gives it), ``dataset`` (a built-in name such
+            as ``fashion_mnist``, or a Hub dataset id) and ``split``.
+
+    Returns:
+        `dict`: The four keyword arguments (``None`` where unknown).
+    """
+    from ..data import HUB_IDS
+
+    if hasattr(results, "accuracy_retrained"):
+        results = {"accuracy": results.accuracy_retrained, "dataset": results.dataset, "split": "test"}
+    results = dict(results or {})
+    name, accuracy = results.get("dataset"), results.get("accuracy")
+    return {"accuracy": None if accuracy is None else float(accuracy) / 100.0, "dataset_name": name,
+            "dataset": HUB_IDS.get(name, name if name and "/" in name and ":" not in name else None),
+            "dataset_split": results.get("split")}

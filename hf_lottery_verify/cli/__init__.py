@@ -102,6 +102,29 @@ def _demo_uses_local_hub(words: Sequence[str]) -> bool:
     return hub == "local"
 
 
+def _check_inputs(args: Any) -> None:
+    """What a command reads must exist and its ``--out`` must be free: checked before torch and transformers
+    are imported, so that a user error answers at once."""
+    import os
+
+    from ..errors import CheckpointNotFoundError, KeyFileNotFoundError
+    from .args import check_out_folder
+
+    for name in ("model_dir", "rewind", "model", "target"):
+        path = getattr(args, name, None)
+        local = name in ("model_dir", "rewind") or str(path).startswith(("/", ".", "~"))  # no repo id starts so
+        if isinstance(path, str) and local and not os.path.lexists(os.path.expanduser(path)):
+            raise CheckpointNotFoundError(f"No such file or folder: {path}. Check the path.", path=path)
+    keys = None if args.command == "triggers" else getattr(args, "key", None)  # triggers creates its key
+    for key in [keys] if isinstance(keys, str) else keys or []:
+        if not os.path.lexists(os.path.expanduser(key)):
+            raise KeyFileNotFoundError(f"No ownership key at {key}. Pass the JSON key file written when the model "
+                                       "was signed (--key-out); keys are never published with a model.", path=key)
+    if getattr(args, "overwrite", None) is not None and getattr(args, "out", None):
+        check_out_folder(args.out, getattr(args, "model_dir", None), getattr(args, "rewind", None),
+                         overwrite=args.overwrite)
+
+
 def _fail(args: Any, message: str) -> int:
     name = getattr(args, "command", None)
     line = " ".join(message.split())[:500]  # one line, whatever the message holds (it may quote hostile input)
@@ -144,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..errors import HfLotteryError
 
     try:
+        _check_inputs(args)
         _registration.register()
         return int(args.handler(args))
     except HfLotteryError as exc:

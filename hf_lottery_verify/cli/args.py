@@ -265,6 +265,12 @@ class ServeArgs:
     host: str = _help("address to listen on", default="127.0.0.1")
     allow_remote: bool = _help("allow a non-loopback --host", default=False)
     top_k: int = _help("labels per answer", default=5)
+    workers: int | None = _help("threads answering requests (default: min(4, CPU cores))", default=None)
+    request_timeout: float | None = _help("seconds a client has to send its whole request (default: 10)",
+                                          default=None)
+    max_pixels: int | None = _help("refuse larger images, read from their header (default: 4096*4096)",
+                                   default=None)
+    max_body_bytes: int | None = _help("refuse larger requests (default: 10 MiB)", default=None)
 
 
 @dataclass

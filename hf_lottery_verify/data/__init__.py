@@ -14,17 +14,20 @@ Names (:func:`list_datasets`):
 * ``fashion_mnist`` — the Debian ``dataset-fashion-mnist`` IDX files under
   ``/usr/share/datasets/fashion-mnist`` when present, else ``zalando-datasets/fashion_mnist``;
 * ``imagefolder:<path>`` — a local folder with one sub-folder per class (HF ``imagefolder``);
-* ``synthetic`` — a seeded, learnable toy dataset for tests and smoke runs.
+* ``synthetic`` — a seeded, learnable toy dataset for tests and smoke runs;
+* a ``datasets.Dataset`` or ``DatasetDict`` the user holds (image and label columns by option).
 
 Modules (one concept each; every name is importable from ``hf_lottery_verify.data``):
 
 * :mod:`.seeding` — :func:`derive_seed`, seeds derived from named parts.
 * :mod:`.image_data` — :class:`ImageData` (one split) and :class:`DatasetPair` (train and test).
 * :mod:`.registry` — :func:`load_image_dataset`, :func:`list_datasets`, :func:`register_dataset`.
-* :mod:`.hf_datasets` — :func:`hf_to_image_data`, CIFAR-10/100 from the Hub, image folders.
+* :mod:`.hf_datasets` — :func:`hf_to_image_data`, :func:`hf_pair` (a user's ``datasets`` objects),
+  CIFAR-10/100 from the Hub, image folders.
 * :mod:`.fashion_mnist` — :func:`read_idx` and Fashion-MNIST from IDX files (:data:`FASHION_MNIST_DIR`).
 * :mod:`.synthetic` — :func:`make_synthetic`, the seeded toy dataset.
-* :mod:`.normalization` — :func:`normalize` and :class:`Normalizer`.
+* :mod:`.normalization` — :func:`normalize`, :class:`Normalizer`, and the model's statistics
+  (:func:`resolve_normalization`, :func:`record_data_statistics`, :func:`normalized_for`).
 * :mod:`.device` — :class:`DeviceData`, :func:`augment_batch` and :class:`DeviceBatches`.
 """
 
@@ -39,9 +42,16 @@ from .hf_datasets import CIFAR10_MEAN as CIFAR10_MEAN
 from .hf_datasets import CIFAR10_STD as CIFAR10_STD
 from .hf_datasets import CIFAR100_MEAN as CIFAR100_MEAN
 from .hf_datasets import CIFAR100_STD as CIFAR100_STD
-from .hf_datasets import hf_to_image_data
+from .hf_datasets import HUB_IDS, hf_pair, hf_to_image_data
 from .image_data import DatasetPair, ImageData
-from .normalization import Normalizer, normalize
+from .normalization import (
+    Normalizer,
+    normalize,
+    normalized_for,
+    pil_to_model_input,
+    record_data_statistics,
+    resolve_normalization,
+)
 from .registry import list_datasets, load_image_dataset, register_dataset
 from .seeding import derive_seed
 from .synthetic import make_synthetic
@@ -53,6 +63,8 @@ __all__ = [
     "list_datasets",
     "register_dataset",
     "hf_to_image_data",
+    "hf_pair",
+    "HUB_IDS",
     "read_idx",
     "make_synthetic",
     "DeviceBatches",
@@ -60,6 +72,10 @@ __all__ = [
     "Normalizer",
     "augment_batch",
     "normalize",
+    "resolve_normalization",
+    "record_data_statistics",
+    "normalized_for",
+    "pil_to_model_input",
     "derive_seed",
     "FASHION_MNIST_DIR",
 ]

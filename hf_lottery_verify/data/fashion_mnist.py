@@ -70,5 +70,5 @@ def _fashion_mnist(*, data_dir=None, seed: int = 0) -> DatasetPair:  # noqa: ANN
             out[split] = ImageData(images, labels, 10, FMNIST_MEAN, FMNIST_STD, "fashion_mnist", FMNIST_CLASSES)
         return DatasetPair(**out)
     logger.info("Fashion-MNIST IDX files not found in %s; trying Hugging Face datasets.", folder)
-    return _hub_pair("zalando-datasets/fashion_mnist", image_column="image", label_column="label",
-                     mean=FMNIST_MEAN, std=FMNIST_STD, name="fashion_mnist", data_dir=data_dir)
+    return _hub_pair("fashion_mnist", image_column="image", label_column="label", mean=FMNIST_MEAN, std=FMNIST_STD,
+                     data_dir=data_dir)

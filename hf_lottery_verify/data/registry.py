@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import UnknownNameError
+from ..errors import DatasetError, UnknownNameError
 from .fashion_mnist import _fashion_mnist
-from .hf_datasets import _cifar10, _cifar100, _load_imagefolder
+from .hf_datasets import _cifar10, _cifar100, _load_imagefolder, hf_pair
 from .image_data import DatasetPair
 from .seeding import derive_seed
 from .synthetic import _synthetic
@@ -46,7 +46,7 @@ def list_datasets() -> list[str]:
 
 
 def load_image_dataset(
-    name: str,
+    name: str | Any,
     *,
     data_dir: str | os.PathLike | None = None,
     seed: int = 0,
@@ -54,16 +54,24 @@ def load_image_dataset(
     test_limit: int | None = None,
     **options: Any,
 ) -> DatasetPair:
-    """Load a dataset by name.
+    """Load a dataset by name, or convert one a user holds.
+
+    Every split carries its normalisation statistics (the dataset's own for the built-in
+    names, else the training split's) and, when the data knows them, its class names: IMP
+    and retraining copy both into the model's config.
 
     Args:
-        name: ``cifar10``, ``cifar100``, ``fashion_mnist``, ``synthetic`` or ``imagefolder:<path>``.
+        name: ``cifar10``, ``cifar100``, ``fashion_mnist``, ``synthetic``, ``imagefolder:<path>``,
+            or a ``datasets.DatasetDict`` (``train`` and ``test`` or ``validation`` splits) or
+            ``datasets.Dataset`` (split here by ``test_fraction``, stratified by a ``ClassLabel``).
         data_dir: Where the dataset's files are (IDX folder for Fashion-MNIST, HF cache for
             Hub datasets); defaults per dataset.
         seed: Seed for synthetic data and for subsetting.
         train_limit: Keep at most this many (seeded random) training samples.
         test_limit: Keep at most this many test samples.
-        **options: Loader-specific options (``image_size`` for imagefolder/synthetic, ...).
+        **options: Loader-specific options: ``image_size`` (imagefolder, synthetic, datasets),
+            ``image_column`` and ``label_column`` (datasets; ``"image"`` and ``"label"`` by
+            default), ``test_fraction`` (imagefolder, a single ``datasets.Dataset``; 0.2).
 
     Returns:
         Train and test splits.
@@ -72,7 +80,12 @@ def load_image_dataset(
         UnknownNameError: Unknown dataset name.
         DatasetError: The dataset cannot be found or read.
     """
-    if name.startswith("imagefolder:"):
+    if not isinstance(name, str):
+        if not hasattr(name, "column_names"):
+            raise DatasetError(f"load_image_dataset takes a name, 'imagefolder:<path>' or a datasets.Dataset / "
+                               f"DatasetDict, got {type(name).__name__}.")
+        pair = hf_pair(name, seed=seed, **options)
+    elif name.startswith("imagefolder:"):
         pair = _load_imagefolder(Path(name.split(":", 1)[1]), **options)
     elif name in _LOADERS:
         pair = _LOADERS[name](data_dir=data_dir, seed=seed, **options)

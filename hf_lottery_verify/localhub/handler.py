@@ -230,10 +230,14 @@ class _Handler(_GuardedHandler):
         self._send_json({})
 
     def _h_validate_yaml(self, groups: Mapping[str, Any]) -> None:
+        from huggingface_hub.repocard_data import model_index_to_eval_results
+
         try:
-            _front_matter(str(self._json().get("content", "")))
-        except yaml.YAMLError as error:
-            self._send_json({"errors": [{"message": f"Invalid YAML: {error}"}], "warnings": []}, 400)
+            metadata = _front_matter(str(self._json().get("content", "")))
+            if isinstance(metadata, dict) and "model-index" in metadata:  # the Hub refuses one it cannot read
+                model_index_to_eval_results(metadata["model-index"])
+        except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as error:
+            self._send_json({"errors": [{"message": f"Invalid metadata: {error!r}"}], "warnings": []}, 400)
             return
         self._send_json({"errors": [], "warnings": []})
 

@@ -54,10 +54,10 @@ class TrainingContext:
     def device_data(self, data: ImageData, device: torch.device | str) -> DeviceData:
         """``data`` on ``device``, uploaded on the first request for this split object and device."""
         dev = _canonical_device(device)
-        key = (id(data), id(data.images), id(data.labels), tuple(data.mean), tuple(data.std), dev)
+        key = (id(data.images), id(data.labels), tuple(data.mean), tuple(data.std), dev)  # views share tensors
         hit = self._uploads.get(key)
         if hit is None:
-            hit = self._uploads[key] = (data, DeviceData(data, dev))  # the reference keeps id(data) unique
+            hit = self._uploads[key] = (data, DeviceData(data, dev))  # the reference keeps the ids unique
         return hit[1]
 
     def trainer(self, model: nn.Module, train_data: ImageData, config: TrainConfig, *,

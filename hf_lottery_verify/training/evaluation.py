@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import DeviceData, ImageData, Normalizer
+from ..data import DeviceData, ImageData, Normalizer, normalized_for
 
 __all__ = ["evaluate"]
 
@@ -23,6 +23,8 @@ def _canonical_device(device: torch.device | str) -> torch.device:
 def evaluate(model: nn.Module, data: ImageData | DeviceData, *, accelerator: Any = None, batch_size: int = 1024,
              channels_last: bool = False, loader: Any = None) -> dict[str, float]:
     """Top-1 accuracy (percent), mean loss and sample count of ``model`` on ``data``.
+
+    Inputs are normalised as the model's config says (:func:`~hf_lottery_verify.data.normalized_for`).
 
     The split is read from the device: uploaded once per call, or not at all when ``data``
     is a :class:`~hf_lottery_verify.data.DeviceData` already there (the :class:`Trainer`
@@ -63,10 +65,11 @@ def evaluate(model: nn.Module, data: ImageData | DeviceData, *, accelerator: Any
         if loader is not None:
             return _evaluate_loader(model, data, loader, device=device, accelerator=accelerator,
                                     channels_last=channels_last)
-        if isinstance(data, DeviceData) and data.device == _canonical_device(device):
+        split = normalized_for(data.data if isinstance(data, DeviceData) else data, model)
+        if isinstance(data, DeviceData) and data.device == _canonical_device(device) and split is data.data:
             on_device = data
         else:
-            on_device = DeviceData(data.data if isinstance(data, DeviceData) else data, device)
+            on_device = DeviceData(split, device)
         start, stop = on_device.shard_bounds(shard, num_shards)
         correct = torch.zeros((), dtype=torch.long, device=on_device.device)
         loss_sum = torch.zeros((), dtype=torch.float64, device=on_device.device)
@@ -92,7 +95,7 @@ def _evaluate_loader(model: nn.Module, data: ImageData | DeviceData, loader: Any
     """:func:`evaluate` over a (prepared) DataLoader of host batches."""
     import contextlib
 
-    split = data.data if isinstance(data, DeviceData) else data
+    split = normalized_for(data.data if isinstance(data, DeviceData) else data, model)
     normalizer = Normalizer(split.mean, split.std)
     gather = accelerator.gather_for_metrics if accelerator is not None else (lambda t: t)
     autocast = accelerator.autocast if accelerator is not None else contextlib.nullcontext

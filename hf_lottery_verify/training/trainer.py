@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import TrainConfig
-from ..data import DeviceBatches, DeviceData, ImageData
+from ..data import DeviceBatches, DeviceData, ImageData, normalized_for, record_data_statistics
 from ..errors import TrainingError
 from .evaluation import _canonical_device, evaluate
 from .masking import MaskEnforcer
@@ -89,6 +89,9 @@ class Trainer:
         context: Any = None,
     ) -> None:
         cfg = config if config is not None else TrainConfig()
+        record_data_statistics(model, train_data)  # a model's first training fixes how it reads its inputs
+        train_data = normalized_for(train_data, model)
+        test_data = None if test_data is None else normalized_for(test_data, model)
         self.model = model
         self.train_data = train_data
         self.config = cfg
@@ -111,10 +114,11 @@ class Trainer:
             lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
         self.prepared_model, self.optimizer = acc.prepare(model, optimizer)
         self.forward = torch.compile(self.prepared_model, mode=cfg.compile_mode) if cfg.compile else self.prepared_model
+        uploaded = self._device_data(train_data)
         self.batches = DeviceBatches(
-            train_data, cfg.batch_size, device=self.device, seed=cfg.seed, augment=cfg.augment, pad=cfg.pad,
+            uploaded.data, cfg.batch_size, device=self.device, seed=cfg.seed, augment=cfg.augment, pad=cfg.pad,
             flip=cfg.flip, channels_last=self.channels_last, shard=acc.process_index, num_shards=acc.num_processes,
-            uploaded=self._device_data(train_data))
+            uploaded=uploaded)
         if len(self.batches) == 0:
             raise TrainingError(
                 f"{len(train_data)} training samples make no full batch of {cfg.batch_size}×{acc.num_processes}; "
@@ -216,18 +220,15 @@ class Trainer:
     def _run_epochs(self, start_epoch: int, end_epoch: int,
                     on_epoch_end: Callable[[int, Trainer], None] | None) -> list[EpochRecord]:
         cfg, acc = self.config, self.accelerator
-        epoch_bar = batch_bar = None
-        if self.progress and acc.is_main_process and end_epoch > start_epoch:
-            from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-            epoch_bar = tqdm(total=end_epoch - start_epoch, desc=self.desc, unit="ep", leave=False)
-            batch_bar = tqdm(total=self.steps_per_epoch, unit="batch", leave=False)
+        # one bar for the whole run, only on a terminal (disable=None): a redirected log gets no bar lines
+        bar = tqdm(total=(end_epoch - start_epoch) * self.steps_per_epoch, unit="batch", leave=False,
+                   disable=None if self.progress and acc.is_main_process else True)
         self.prepared_model.train()
         try:
             for epoch in range(start_epoch, end_epoch):
-                if batch_bar is not None:
-                    batch_bar.reset(total=self.steps_per_epoch)
-                    batch_bar.set_description(f"epoch {epoch + 1}/{end_epoch}")
+                bar.set_description(f"{self.desc} epoch {epoch + 1}/{end_epoch}")
                 t0 = time.perf_counter()
                 loss_sum = torch.zeros((), device=self.device)
                 seen = 0
@@ -247,8 +248,7 @@ class Trainer:
                     self.optimizer.zero_grad(set_to_none=True)
                     loss_sum += loss.detach()
                     seen += y.shape[0]
-                    if batch_bar is not None:
-                        batch_bar.update(1)
+                    bar.update(1)
                 mean_loss = float(loss_sum) / max(1, self.steps_per_epoch)  # the epoch's one host synchronisation
                 if not math.isfinite(mean_loss):
                     raise TrainingError(f"Training diverged at epoch {epoch} (loss {mean_loss}); lower the learning rate.")
@@ -265,14 +265,9 @@ class Trainer:
                 self._save_epoch(epoch)
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, self)
-                if epoch_bar is not None:
-                    epoch_bar.update(1)
-                    epoch_bar.set_postfix(loss=f"{mean_loss:.3f}", acc=record.test_accuracy,
-                                          img_s=f"{record.images_per_s:,.0f}")
+                bar.set_postfix(loss=f"{mean_loss:.3f}", acc=record.test_accuracy, img_s=f"{record.images_per_s:,.0f}")
         finally:
-            for bar in (batch_bar, epoch_bar):
-                if bar is not None:
-                    bar.close()
+            bar.close()
         return self.history
 
     def close(self) -> None:

@@ -155,18 +155,25 @@ def _signature(weights: Mapping[str, torch.Tensor], key: OwnershipKey, alignment
 def _suspect_network(weights: Mapping[str, torch.Tensor], key: OwnershipKey, suspect: Suspect | None,
                      alignment: Any) -> nn.Module:
     """A model of the key's architecture holding the suspect's (aligned) weights, with its normalisation."""
+    import contextlib
+
+    from ..data import resolve_normalization
+    from ..errors import ConfigError
     from ..loading import load_model
 
     model = (load_model(alignment.state_dict, arch=alignment.arch, model_args=alignment.model_args)
              if alignment is not None else load_model(dict(weights), arch=key.arch))
     config = (suspect.config if suspect else None) or {}
     published = (key.sections.get("reference") or {}).get("published") or {}
-    mean, std = published.get("image_mean"), published.get("image_std")
-    if mean is None and isinstance(config.get("pretrained_cfg"), dict):
-        mean, std = config["pretrained_cfg"].get("mean"), config["pretrained_cfg"].get("std")
-    if mean is not None and std is not None and len(mean) == model.config.in_chans:
-        model.config.image_mean, model.config.image_std = tuple(mean), tuple(std)
     pretrained = config.get("pretrained_cfg") if isinstance(config.get("pretrained_cfg"), dict) else {}
+    for mean, std in ((published.get("image_mean"), published.get("image_std")),  # the owner's, else the suspect's
+                      (pretrained.get("mean"), pretrained.get("std"))):
+        with contextlib.suppress(ConfigError):
+            model.config.image_mean, model.config.image_std = resolve_normalization(
+                None, mean, std, in_chans=model.config.in_chans)
+            break
+    else:
+        raise ConfigError("neither the key's reference nor the suspect's config gives the input normalisation")
     input_size = pretrained.get("input_size")
     size = (published.get("image_size") or config.get("image_size")
             or (input_size[-1] if isinstance(input_size, (list, tuple)) and input_size else None))

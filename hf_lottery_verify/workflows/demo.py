@@ -181,8 +181,6 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
                               progress=progress)
     ticket = load_model(imp.ticket_dir)
     rewind = {k: t.detach().cpu().clone() for k, t in load_rewind(work / "imp").timm_model.state_dict().items()}
-    ticket.config.image_size = data.train.image_size
-    ticket.config.image_mean, ticket.config.image_std = tuple(data.train.mean), tuple(data.train.std)
     steps["ticket"] = {"dense_accuracy": imp.dense_accuracy, "ticket_accuracy": imp.ticket_accuracy,
                        "density": imp.ticket_density, "rounds": [r.__dict__ for r in imp.rounds],
                        "seconds": round(imp.seconds, 1)}
@@ -229,8 +227,6 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
         rr = retrain(signed, rewind=rewind, data=data, config=train_cfg, rewind_epoch=v["rewind_epoch"], key=key,
                      accelerator=accelerator, progress=progress, unsigned_accuracy=imp.ticket_accuracy)
         published = rr.model
-        published.config.image_size = data.train.image_size
-        published.config.image_mean, published.config.image_std = tuple(data.train.mean), tuple(data.train.std)
         published.save_pretrained(signed_dir)
         signing = {"sign": {"ecc": sec.ecc, "copies": sec.copies, "widths": list(sec.widths),
                             "accuracy_before_retraining": signed_acc, "options": options,
@@ -262,7 +258,7 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
 
     # 5-6. publish and verify -----------------------------------------------------------------
     hub = None
-    eval_results = {"accuracy": published_acc, "dataset": v["dataset"]}
+    eval_results = {"accuracy": published_acc, "dataset": v["dataset"], "split": "test"}
     published.ownership_claim = None
     if config.hub == "local" and user is None:
         say("   huggingface_hub was imported pointing at a real Hub before the demo started: publishing to a folder")

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import DatasetPair, derive_seed
+from ..data import DatasetPair, derive_seed, normalized_for
 from ..errors import MaskError
 from ..keymask._common import _model_masks, _ordered_names
 from ..keymask.split import fake_key_masks, merge_key_mask, split_key_mask
@@ -357,8 +357,8 @@ def keymask_fidelity(
     def direct(masks: MaskDict) -> dict[str, float]:
         model = copy.deepcopy(ticket)
         model.set_masks(masks)
-        return evaluate(model.to(acc.device), context.device_data(data.test, acc.device), accelerator=acc,
-                        batch_size=train_config.eval_batch_size)
+        test = context.device_data(normalized_for(data.test, model), acc.device)  # the trainers' upload
+        return evaluate(model.to(acc.device), test, accelerator=acc, batch_size=train_config.eval_batch_size)
 
     def arm(name: str, masks: MaskDict) -> dict[str, float]:
         t0 = time.perf_counter()

@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import command
 from .._parsing import write
-from ..args import AttackArgs, CalibrateArgs, DataArgs, OutputArgs, OverwriteArgs, check_out_folder
+from ..args import AttackArgs, CalibrateArgs, DataArgs, OutputArgs, OverwriteArgs
 
 
 def _parse_params(pairs: list[str]) -> dict[str, Any]:
@@ -52,7 +52,6 @@ def _attack(args: Namespace) -> int:
         return 0
     if args.model_dir is None or args.out is None:
         raise ConfigError("attack needs MODEL_DIR and --out OUT_DIR (or NAME 'list').")
-    check_out_folder(args.out, args.model_dir, overwrite=args.overwrite)
     report = attack_folder(args.name, args.model_dir, args.out, params=_parse_params(args.param),
                            dataset=args.dataset if args.dataset else None, data_dir=args.data_dir, seed=args.seed)
     write(json.dumps(report, indent=2, default=str) if args.json else

@@ -169,6 +169,8 @@ def _serve(args: Namespace) -> int:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
+    limits = {k: getattr(args, k) for k in ("workers", "request_timeout", "max_pixels", "max_body_bytes")
+              if getattr(args, k) is not None}  # unset: serve's defaults
     serve(args.model, host=args.host, port=args.port, top_k=args.top_k, allow_remote=args.allow_remote,
-          on_ready=ready)
+          on_ready=ready, **limits)
     return 0

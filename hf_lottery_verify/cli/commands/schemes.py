@@ -20,7 +20,6 @@ from ..args import (
     SignArgs,
     SignatureOptions,
     TriggersArgs,
-    check_out_folder,
 )
 
 
@@ -39,7 +38,6 @@ def _sign_parser(sub: Any) -> None:
 def _sign(args: Namespace) -> int:
     from ...workflows import sign_folder
 
-    check_out_folder(args.out, args.model_dir, args.rewind, overwrite=args.overwrite)
     report = sign_folder(args.model_dir, signature=args.signature, key_out=args.key_out, out_dir=args.out,
                          owner=args.owner, rewind_dir=args.rewind, options=build(SignatureOptions, args).embed_kwargs(),
                          dataset=args.dataset, data_dir=args.data_dir, test_limit=args.test_limit,
@@ -148,7 +146,6 @@ def _retrain(args: Namespace) -> int:
     from ...retrain import retrain_folder
     from ...training import make_accelerator
 
-    check_out_folder(args.out, args.model_dir, args.rewind, overwrite=args.overwrite)
     config = build(TrainConfig, args)
     accelerator = make_accelerator(config, cpu=args.cpu or None)
     report = retrain_folder(args.model_dir, rewind_dir=args.rewind, key_path=args.key, dataset=args.dataset,

@@ -10,7 +10,7 @@ from typing import Any
 from ...configs import IMPConfig, TrainConfig
 from .. import command
 from .._parsing import build, flat, write
-from ..args import DataArgs, FindTicketArgs, OutputArgs, OverwriteArgs, SplitKeyArgs, check_out_folder
+from ..args import DataArgs, FindTicketArgs, OutputArgs, OverwriteArgs, SplitKeyArgs
 
 
 @command("find-ticket")
@@ -67,7 +67,6 @@ def _split_key(args: Namespace) -> int:
     options = {k: v for k, v in (("sources", args.sources), ("weights", args.weights)) if v is not None}
     if options and args.score != "betweenness":
         raise ConfigError("--sources and --weights apply to --score betweenness only.")
-    check_out_folder(args.out, args.model_dir, overwrite=args.overwrite)
     report = split_key_folder(args.model_dir, ratio=args.ratio, score=args.score, seed=args.seed,
                               key_out=args.key_out, out_dir=args.out, compact=args.compact, **options)
     if args.json:
