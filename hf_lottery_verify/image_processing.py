@@ -11,6 +11,7 @@ size when the size differs, then the per-channel normalisation of the model's co
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,10 +19,24 @@ from transformers import AutoImageProcessor
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 from transformers.image_transforms import to_pil_image
 
+from .atomic import write_json_atomic, write_text_atomic
+from .cards.templates import _read_asset
 from .configuration_sparse_resnet import SparseResNetConfig
 from .data import Normalizer, pil_to_model_input, resolve_normalization
 
-__all__ = ["SparseResNetImageProcessor"]
+__all__ = ["SparseResNetImageProcessor", "REMOTE_CODE_NAME", "PROCESSOR_NAME", "save_loaders"]
+
+REMOTE_CODE_NAME = "modeling_sparse_resnet.py"
+"""The self-contained modeling file (``model_cards/``) saved beside dense weights: plain torch, timm and
+transformers load the folder with ``trust_remote_code=True``; this library never runs it."""
+PROCESSOR_NAME = "preprocessor_config.json"
+REMOTE_CODE_AUTO_MAP: dict[str, Any] = {
+    "AutoConfig": "modeling_sparse_resnet.SparseResNetConfig",
+    "AutoModelForImageClassification": "modeling_sparse_resnet.SparseResNetForImageClassification",
+    # [PIL, torchvision] form: the pipeline's optional video-processor lookup then fails quietly instead of
+    # asking whether to run a "SparseResNetVideoProcessor" that does not exist
+    "AutoImageProcessor": ["modeling_sparse_resnet.SparseResNetImageProcessor", None]}
+
 
 
 class SparseResNetImageProcessor(BaseImageProcessor):
@@ -61,6 +76,18 @@ class SparseResNetImageProcessor(BaseImageProcessor):
                                                 image_size=self.image_size) for image in images])
         pixels = Normalizer(self.image_mean, self.image_std)(batch)
         return BatchFeature({"pixel_values": pixels}, tensor_type=return_tensors)
+
+
+def save_loaders(config: SparseResNetConfig, folder: Path, *, compact: bool) -> None:
+    """What other loaders need beside the weights: ``preprocessor_config.json`` (once the config knows its
+    normalisation) and, for the dense layout, the self-contained modeling file ``auto_map`` names, which
+    ``trust_remote_code=True`` loads without this library."""
+    if config.image_mean is not None and config.image_std is not None:
+        processor = SparseResNetImageProcessor.from_model_config(config).to_dict()
+        auto_map = {} if compact else {"auto_map": {"AutoImageProcessor": REMOTE_CODE_AUTO_MAP["AutoImageProcessor"]}}
+        write_json_atomic(folder / PROCESSOR_NAME, {**processor, **auto_map})
+    if not compact:
+        write_text_atomic(folder / REMOTE_CODE_NAME, _read_asset(REMOTE_CODE_NAME))
 
 
 AutoImageProcessor.register(SparseResNetConfig, image_processor_classes={"pil": SparseResNetImageProcessor,

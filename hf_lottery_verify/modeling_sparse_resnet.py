@@ -28,6 +28,7 @@ from transformers.utils.hub import convert_file_size_to_int
 from .architectures import create_resnet
 from .configuration_sparse_resnet import SparseResNetConfig, config_from_checkpoint
 from .errors import CheckpointError, MissingWeightsError, ShapeMismatchError, UnexpectedWeightsError
+from .image_processing import REMOTE_CODE_AUTO_MAP, save_loaders
 from .masks import (
     MaskDict,
     apply_masks_,
@@ -41,18 +42,7 @@ from .pruning import prune
 from .storage import WEIGHTS_NAME, CheckpointContents, read_checkpoint, write_checkpoint
 from .suspect import resolve_source
 
-__all__ = ["SparseResNetPreTrainedModel", "SparseResNetForImageClassification", "REMOTE_CODE_NAME", "load_model"]
-
-REMOTE_CODE_NAME = "modeling_sparse_resnet.py"
-"""The self-contained modeling file (``model_cards/``) saved beside dense weights: plain torch, timm and
-transformers load the folder with ``trust_remote_code=True``; this library never runs it."""
-PROCESSOR_NAME = "preprocessor_config.json"
-REMOTE_CODE_AUTO_MAP: dict[str, Any] = {
-    "AutoConfig": "modeling_sparse_resnet.SparseResNetConfig",
-    "AutoModelForImageClassification": "modeling_sparse_resnet.SparseResNetForImageClassification",
-    # [PIL, torchvision] form: the pipeline's optional video-processor lookup then fails quietly instead of
-    # asking whether to run a "SparseResNetVideoProcessor" that does not exist
-    "AutoImageProcessor": ["modeling_sparse_resnet.SparseResNetImageProcessor", None]}
+__all__ = ["SparseResNetPreTrainedModel", "SparseResNetForImageClassification", "load_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -326,22 +316,8 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
         if self.ownership_claim:
             metadata["ownership"] = dict(self.ownership_claim)
         write_checkpoint(folder / WEIGHTS_NAME, state, masks=self._masks, compact=compact, metadata=metadata)
-        self._save_loaders(folder, compact=compact)
+        save_loaders(self.config, folder, compact=compact)
         return folder
-
-    def _save_loaders(self, folder: Path, *, compact: bool) -> None:
-        """``preprocessor_config.json`` (when the config knows its normalisation) and, for the dense layout, the
-        self-contained modeling file that ``trust_remote_code=True`` loads without this library."""
-        from .atomic import write_json_atomic, write_text_atomic
-        from .cards.templates import _read_asset
-        from .image_processing import SparseResNetImageProcessor
-
-        if self.config.image_mean is not None and self.config.image_std is not None:
-            processor = SparseResNetImageProcessor.from_model_config(self.config).to_dict()
-            auto_map = {} if compact else {"auto_map": {"AutoImageProcessor": REMOTE_CODE_AUTO_MAP["AutoImageProcessor"]}}
-            write_json_atomic(folder / PROCESSOR_NAME, {**processor, **auto_map})
-        if not compact:
-            write_text_atomic(folder / REMOTE_CODE_NAME, _read_asset(REMOTE_CODE_NAME))
 
     def _sign_for_saving(self, text: str, folder: Path, key_path: str | os.PathLike | None, owner: str | None) -> None:
         from .ownership_key import check_key_outside
