@@ -18,7 +18,8 @@ Conventions:
   (`modules[data_map(version)]`).
 
 Encoding is pinned to the [`qrcode`](https://pypi.org/project/qrcode/) package so that a key file
-holding `(text, version, ecc, mask_pattern)` always rebuilds the identical symbol. Decoding does not
+holding `(text, version, ecc, mask_pattern)` always rebuilds the identical symbol; [`restore`] draws
+the function patterns around the data modules with it too. Decoding does not
 depend on `qrcode`'s encoder: [`decode_known`] reads the data modules in the standard placement
 order, removes the mask, de-interleaves the Reed-Solomon blocks and decodes them with `reedsolo`
 (with erasure and generalized-minimum-distance support). [`decode_image`] is an independent
@@ -28,7 +29,6 @@ Modules:
 
 - `errors`: [`QRError`] and its subclasses.
 - `layout`: versions, symbol sizes, function-pattern and data maps, capacity, placement order, masks.
-- `function_patterns`: values of the function modules (finder, timing, alignment, format, version).
 - `symbol`: [`QRSymbol`], [`encode`], [`strip`], [`restore`], [`bit_agreement`].
 - `bitstream`: mode indicators and parsing of the data codewords.
 - `decode`: [`decode_known`] (Reed-Solomon with erasures and GMD) and [`QRDecodeResult`].

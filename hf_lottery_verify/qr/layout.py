@@ -124,10 +124,6 @@ def max_version_for_size(size: int) -> int:
     return min((size - 17) // 4, MAX_VERSION)
 
 
-def _finder_anchor_positions(size: int) -> tuple[tuple[int, int], ...]:
-    return ((0, 0), (0, size - 7), (size - 7, 0))
-
-
 def _alignment_centers(version: int) -> list[tuple[int, int]]:
     """Alignment-pattern centres, excluding the three that would overlap finder patterns."""
     positions = qrcode.util.pattern_position(version)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,6 @@ import qrcode
 import qrcode.util
 
 from .errors import QRCapacityError, QRParameterError
-from .function_patterns import _function_template, _read_format_info
 from .layout import (
     _ECC_FORMAT_BITS,
     MAX_VERSION,
@@ -219,32 +219,39 @@ def encode(
             text_length=n_bytes, version=version, ecc=ecc, capacity=capacity(version or MAX_VERSION, ecc)
         )
 
-    qr = qrcode.QRCode(
-        version=version,
-        error_correction=_ECC_FORMAT_BITS[ecc],
-        box_size=1,
-        border=0,
-        mask_pattern=mask_pattern,
-    )
+    qr = qrcode.QRCode(version=version, error_correction=_ECC_FORMAT_BITS[ecc])
     for seg in segments:
         qr.add_data(seg)
-    qr.make(fit=version is None)
-
-    modules = np.array(qr.modules, dtype=bool)
+    if version is None:
+        qr.best_fit()
+    # what QRCode.make() does, with the chosen mask kept for the key file
+    mask_pattern = qr.best_mask_pattern() if mask_pattern is None else mask_pattern
+    qr.makeImpl(False, mask_pattern)
     used_version = int(qr.version)
-    read_ecc, read_mask, distance = _read_format_info(modules)
-    if distance != 0 or read_ecc != ecc or (mask_pattern is not None and read_mask != mask_pattern):
-        raise RuntimeError(  # pragma: no cover - would mean the pinned encoder changed behaviour
-            f"qrcode produced unexpected format information ({read_ecc}, {read_mask}, distance {distance})."
-        )
     return QRSymbol(
         text=text,
         version=used_version,
         ecc=ecc,
-        mask_pattern=read_mask,
-        modules=modules,
+        mask_pattern=mask_pattern,
+        modules=np.array(qr.modules, dtype=bool),
         data_map=data_map(used_version),
     )
+
+
+@functools.cache
+def _function_template(version: int, ecc: str, mask_pattern: int) -> BoolArray:
+    """Full symbol with every function module drawn by the pinned `qrcode` encoder and every data module light."""
+    n = 17 + 4 * version
+    qr = qrcode.QRCode(version=version, error_correction=_ECC_FORMAT_BITS[ecc])
+    qr.modules_count, qr.modules = n, [[None] * n for _ in range(n)]
+    for row, col in ((0, 0), (n - 7, 0), (0, n - 7)):
+        qr.setup_position_probe_pattern(row, col)
+    qr.setup_position_adjust_pattern()
+    qr.setup_timing_pattern()
+    qr.setup_type_info(False, mask_pattern)  # format information and the dark module
+    if version >= 7:
+        qr.setup_type_number(False)
+    return _readonly(np.array([[cell is True for cell in row] for row in qr.modules], dtype=bool))
 
 
 def strip(symbol: QRSymbol | np.ndarray) -> BoolArray:
