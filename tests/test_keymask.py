@@ -299,7 +299,7 @@ def test_ewp_overflow_is_reported_or_rescaled(caplog) -> None:
     assert max(float(s.max()) for s in scores.values()) > 0
 
 
-@pytest.mark.parametrize("weights", ["abs", "inverse", "none"])
+@pytest.mark.parametrize("weights", ["abs_length", "inverse", "none"])
 def test_betweenness_bridge_scores_highest(weights: str) -> None:
     model = make_model("cifar_resnet8", density=0.3)
     masks = model.masks

@@ -100,11 +100,7 @@ def test_inverse_scores_rise_with_kernel_strength(tiny_model) -> None:
     assert rho["inverse"] > 0.3 and rho["abs_length"] < -0.3
 
 
-def test_abs_is_a_deprecated_alias_of_abs_length(tiny_model) -> None:
-    with pytest.warns(FutureWarning, match="abs_length"):
-        old = km.score_betweenness(tiny_model, tiny_model.masks, weights="abs")
-    new = km.score_betweenness(tiny_model, tiny_model.masks, weights="abs_length")
-    assert all(torch.equal(old[n], new[n]) for n in old)
+def test_unknown_weight_mode_lists_the_valid_ones(tiny_model) -> None:
     with pytest.raises(UnknownNameError, match="neglog"):
         km.score_betweenness(tiny_model, tiny_model.masks, weights="strength")
 

@@ -16,7 +16,7 @@ from hf_lottery_verify.masks import (
     squeeze_mask,
     timm_parameters,
 )
-from hf_lottery_verify.pruning import global_top_k, list_pruners, magnitude_prune, prune, random_prune, top_k_mask
+from hf_lottery_verify.pruning import PRUNING_METHODS, global_top_k, magnitude_prune, prune, random_prune, top_k_mask
 from hf_lottery_verify.training import MaskEnforcer
 
 from .helpers import make_model
@@ -101,7 +101,7 @@ def test_random_pruning_is_seeded() -> None:
 
 def test_prune_registry_and_errors() -> None:
     params, masks = _params_and_masks(make_model())
-    assert set(list_pruners()) == {"global_magnitude", "layer_magnitude", "global_random", "layer_random"}
+    assert set(PRUNING_METHODS) == {"global_magnitude", "layer_magnitude", "global_random", "layer_random"}
     with pytest.raises(hlv.UnknownNameError, match="global_magnitude"):
         prune(params, masks, method="snip", density=0.5)
     with pytest.raises(hlv.DensityError, match="exactly one"):

@@ -5,7 +5,6 @@ magnitude tie-break."""
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Mapping
 from typing import Literal
 
@@ -22,30 +21,14 @@ __all__ = ["score_betweenness", "BETWEENNESS_WEIGHTS"]
 logger = logging.getLogger(__name__)
 
 
-WeightMode = Literal["inverse", "neglog", "none", "abs_length", "abs"]
+WeightMode = Literal["inverse", "neglog", "none", "abs_length"]
 
 BETWEENNESS_WEIGHTS: tuple[str, ...] = ("inverse", "neglog", "none", "abs_length")
-"""Edge-length modes of the ``betweenness`` scorer (``"abs"`` is a deprecated alias of ``"abs_length"``)."""
-
-_DEPRECATED_WEIGHTS = {"abs": ("abs_length", "0.3.0")}
-
-
-def _resolve_weight_mode(mode: str) -> str:
-    if mode in _DEPRECATED_WEIGHTS:
-        new, version = _DEPRECATED_WEIGHTS[mode]
-        warnings.warn(
-            f"betweenness weights='{mode}' is deprecated and will be removed in {version}: it is now called "
-            f"'{new}' (Σ|kernel| used as a shortest-path *length*, so the key prefers the weakest kernels). "
-            "The default is 'inverse' (length 1/Σ|kernel|); pass weights='abs_length' to keep the old scores.",
-            FutureWarning, stacklevel=3)
-        return new
-    if mode not in BETWEENNESS_WEIGHTS:
-        raise UnknownNameError("betweenness weight mode", str(mode), available=BETWEENNESS_WEIGHTS)
-    return mode
+"""Edge-length modes of the ``betweenness`` scorer."""
 
 
 def _edge_lengths(weight: np.ndarray, mode: str) -> np.ndarray | None:
-    """Shortest-path lengths of the channel-graph edges for a (resolved) weight mode.
+    """Shortest-path lengths of the channel-graph edges for a weight mode.
 
     igraph needs strictly positive lengths: a kept kernel whose weights are all exactly 0
     gets half the smallest positive strength, and a ``neglog`` length of 0 (the strongest
@@ -135,7 +118,7 @@ def score_betweenness(
       path of largest strength product;
     * ``"none"``: hop counts (strength ignored, as in the paper's reference code);
     * ``"abs_length"``: length ``Σ|kernel|``, the literal reading of the paper's text and
-      this library's default up to 0.2.0 (deprecated alias ``"abs"``): strong kernels are
+      this library's default up to 0.2.0 (then called ``"abs"``): strong kernels are
       *long*, so shortest paths avoid them and betweenness rises as strength falls.
 
     Why ``"inverse"`` is the default (``bench/results/keymask_scoring_choices_cpu.md``: 8
@@ -182,13 +165,11 @@ def score_betweenness(
     Raises:
         UnknownNameError: Unknown ``weights`` mode.
         DensityError: ``sources`` is not positive.
-
-    Warns:
-        FutureWarning: ``weights="abs"`` (renamed ``"abs_length"``).
     """
-    mode = _resolve_weight_mode(weights)
+    if weights not in BETWEENNESS_WEIGHTS:
+        raise UnknownNameError("betweenness weight mode", str(weights), available=BETWEENNESS_WEIGHTS)
     graph = build_channel_graph(model, masks, include_classifier=include_classifier)
-    lengths = _edge_lengths(graph.weight, mode)
+    lengths = _edge_lengths(graph.weight, weights)
     g = graph.to_igraph(attributes=False)
     if lengths is not None:
         g.es["weight"] = lengths.tolist()
