@@ -1,16 +1,13 @@
 """The training loop: :class:`Trainer` (Accelerate, fixed masks, optional mixed-in
-samples, epoch checkpoints) and the :class:`EpochRecord` it logs per epoch."""
+samples) and the :class:`EpochRecord` it logs per epoch."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -23,7 +20,6 @@ from ..errors import TrainingError
 from .evaluation import _canonical_device, evaluate
 from .masking import MaskEnforcer
 from .mixing import BatchMixer
-from .optimizer_state import load_optimizer_state, save_optimizer_state
 from .schedule import lr_at, make_accelerator
 
 __all__ = ["Trainer", "EpochRecord"]
@@ -67,8 +63,6 @@ class Trainer:
         eval_every: Evaluate every this many epochs (0: only at the end).
         progress: Show progress bars on the main process: epochs, and the batches of the
             current epoch with their rate and ETA.
-        checkpoint_dir: When set, the state after each epoch is saved there and a new
-            Trainer with the same folder resumes from it.
         desc: Label of the progress bar.
         context: A :class:`~.context.TrainingContext` whose uploaded splits to share (default: upload here).
     """
@@ -84,7 +78,6 @@ class Trainer:
         mixer: BatchMixer | None = None,
         eval_every: int = 0,
         progress: bool = True,
-        checkpoint_dir: str | os.PathLike | None = None,
         desc: str = "train",
         context: Any = None,
     ) -> None:
@@ -96,7 +89,6 @@ class Trainer:
         self.mixer = mixer
         self.eval_every = eval_every
         self.progress = progress
-        self.checkpoint_dir = checkpoint_dir
         self.desc = desc
         self.context = context  # a TrainingContext shares device copies of the splits; without one, upload here
         self.accelerator = acc = accelerator if accelerator is not None else make_accelerator(cfg)
@@ -180,16 +172,14 @@ class Trainer:
         return evaluate(self.prepared_model, split, accelerator=self.accelerator, batch_size=self.config.eval_batch_size,
                         channels_last=self.channels_last)
 
-    def train(self, *, start_epoch: int = 0, end_epoch: int | None = None,
-              on_epoch_end: Callable[[int, Trainer], None] | None = None) -> list[EpochRecord]:
-        """Train epochs ``[start_epoch, end_epoch)`` of the schedule.
+    def train(self, *, start_epoch: int = 0, on_epoch_end: Callable[[int, Trainer], None] | None = None) -> list[EpochRecord]:
+        """Train epochs ``[start_epoch, config.epochs)`` of the schedule.
 
         The schedule is positioned by epoch, so ``start_epoch=3`` continues a run rewound
         to epoch 3 exactly as the paper's late rewinding does.
 
         Args:
             start_epoch: First epoch to run (the lr schedule starts there).
-            end_epoch: Epoch to stop before (``config.epochs`` by default).
             on_epoch_end: Called with ``(epoch, trainer)`` after each finished epoch
                 (IMP captures the rewind weights with it).
 
@@ -199,8 +189,6 @@ class Trainer:
         Raises:
             TrainingError: The loss became NaN or infinite.
         """
-        end_epoch = self.config.epochs if end_epoch is None else end_epoch
-        start_epoch = self._maybe_resume(start_epoch)
         masks = getattr(self.model, "masks", None)
         enforcer = None
         if masks:
@@ -208,7 +196,7 @@ class Trainer:
             enforcer = MaskEnforcer(self.model.timm_parameters(), masks)
             enforcer.attach(self.optimizer)
         try:
-            return self._run_epochs(start_epoch, end_epoch, on_epoch_end)
+            return self._run_epochs(start_epoch, self.config.epochs, on_epoch_end)
         finally:
             if enforcer is not None:
                 enforcer.remove()
@@ -262,7 +250,6 @@ class Trainer:
                     record.test_count = metrics["count"]
                     self.prepared_model.train()
                 self.history.append(record)
-                self._save_epoch(epoch)
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, self)
                 if epoch_bar is not None:
@@ -282,41 +269,3 @@ class Trainer:
     def unwrapped(self) -> nn.Module:
         """The model without DDP/compile wrappers."""
         return self.accelerator.unwrap_model(self.prepared_model)
-
-    # ------------------------------------------------------------------ epoch checkpoints
-
-    def _ckpt(self) -> Path | None:
-        return Path(self.checkpoint_dir) if self.checkpoint_dir else None
-
-    def _save_epoch(self, epoch: int) -> None:
-        folder = self._ckpt()
-        if folder is None or not self.accelerator.is_main_process:
-            return
-        folder.mkdir(parents=True, exist_ok=True)
-        from safetensors.torch import save_file
-
-        tmp = folder / "state.safetensors.tmp"
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.unwrapped().state_dict().items()}, str(tmp))
-        save_optimizer_state(self.optimizer, folder / "optimizer.safetensors.tmp")
-        os.replace(folder / "optimizer.safetensors.tmp", folder / "optimizer.safetensors")
-        os.replace(tmp, folder / "state.safetensors")
-        progress = folder / "progress.json.tmp"
-        progress.write_text(json.dumps({"epoch": epoch, "history": [asdict(r) for r in self.history]}))
-        os.replace(progress, folder / "progress.json")
-
-    def _maybe_resume(self, start_epoch: int) -> int:
-        folder = self._ckpt()
-        if folder is None or not (folder / "progress.json").is_file():
-            return start_epoch
-        from safetensors.torch import load_file
-
-        if not (folder / "optimizer.safetensors").is_file():
-            raise TrainingError(f"{folder} holds no optimizer.safetensors (it was written by an older version, which "
-                                "pickled the optimizer state); delete the folder to start the run over.")
-        progress = json.loads((folder / "progress.json").read_text())
-        state = load_file(str(folder / "state.safetensors"))
-        self.unwrapped().load_state_dict(state, strict=True)
-        load_optimizer_state(self.optimizer, folder / "optimizer.safetensors")
-        self.history = [EpochRecord(**r) for r in progress["history"]]
-        logger.info("Resuming training from %s after epoch %d.", folder, progress["epoch"])
-        return max(start_epoch, progress["epoch"] + 1)
