@@ -252,7 +252,9 @@ def test_reset_trainer_equals_a_new_trainer() -> None:
 
     reused = Trainer(start, data.train, cfg, test_data=data.test, progress=False)
     reused.train()  # a first run moves weights and fills momentum buffers
-    reused.reset(state_dict=init, masks=other_masks, seed=7)
+    start.load_state_dict(init, strict=True)
+    start.set_masks(other_masks)
+    reused.reset(seed=7)
     assert reused.history == [] and not reused.optimizer.state
     reused.train()
     assert [(r.train_loss, r.test_accuracy) for r in reused.history] == [

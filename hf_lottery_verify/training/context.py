@@ -62,7 +62,7 @@ class TrainingContext:
 
     def trainer(self, model: nn.Module, train_data: ImageData, config: TrainConfig, *,
                 test_data: ImageData | None = None, accelerator: Any = None, mixer: BatchMixer | None = None,
-                eval_every: int = 0, progress: bool = True, desc: str = "train") -> Trainer:
+                progress: bool = True, desc: str = "train") -> Trainer:
         """A trainer for ``model``: the previous one reset when everything but the seed matches, else a new one.
 
         Args: as for :class:`Trainer` (``config.seed`` may differ between calls).
@@ -70,15 +70,14 @@ class TrainingContext:
         Returns:
             A :class:`Trainer` ready to :meth:`~Trainer.train` from the model's current weights and masks.
         """
-        key = (id(model), id(train_data), id(test_data), id(accelerator), id(mixer), eval_every,
-               replace(config, seed=0))
+        key = (id(model), id(train_data), id(test_data), id(accelerator), id(mixer), replace(config, seed=0))
         if self._trainer is not None and key == self._trainer_key:
             self._trainer.reset(seed=config.seed, desc=desc, progress=progress)
             return self._trainer
         if self._trainer is not None:
             self._trainer.close()
         self._trainer = Trainer(model, train_data, config, test_data=test_data, accelerator=accelerator, mixer=mixer,
-                                eval_every=eval_every, progress=progress, desc=desc, context=self)
+                                progress=progress, desc=desc, context=self)
         self._trainer_key = key
         self._trainer_refs = (model, train_data, test_data, accelerator, mixer)  # keep the ids in the key unique
         return self._trainer

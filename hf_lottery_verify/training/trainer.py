@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -57,10 +57,9 @@ class Trainer:
             are enforced) or any module returning logits.
         train_data: Training split.
         config: Hyper-parameters (defaults: :class:`TrainConfig`'s).
-        test_data: Evaluated after every ``eval_every`` epochs and at the end.
+        test_data: Evaluated after the last epoch.
         accelerator: Shared accelerator; one is made from ``config`` when ``None``.
         mixer: Optional :class:`BatchMixer` (trigger-set mixing).
-        eval_every: Evaluate every this many epochs (0: only at the end).
         progress: Show progress bars on the main process: epochs, and the batches of the
             current epoch with their rate and ETA.
         desc: Label of the progress bar.
@@ -76,7 +75,6 @@ class Trainer:
         test_data: ImageData | None = None,
         accelerator: Any = None,
         mixer: BatchMixer | None = None,
-        eval_every: int = 0,
         progress: bool = True,
         desc: str = "train",
         context: Any = None,
@@ -87,7 +85,6 @@ class Trainer:
         self.config = cfg
         self.test_data = test_data
         self.mixer = mixer
-        self.eval_every = eval_every
         self.progress = progress
         self.desc = desc
         self.context = context  # a TrainingContext shares device copies of the splits; without one, upload here
@@ -130,26 +127,19 @@ class Trainer:
     def _inner_optimizer(self) -> torch.optim.Optimizer:
         return getattr(self.optimizer, "optimizer", self.optimizer)
 
-    def reset(self, *, state_dict: Mapping[str, torch.Tensor] | None = None,
-              masks: Mapping[str, torch.Tensor] | None = None, seed: int | None = None, desc: str | None = None,
-              progress: bool | None = None) -> None:
+    def reset(self, *, seed: int | None = None, desc: str | None = None, progress: bool | None = None) -> None:
         """Start another run on the same model, data and settings, keeping the prepared and
         compiled model and the uploaded data.
 
         The optimizer state (momentum) and the history are cleared, so the next :meth:`train`
-        gives exactly what a new ``Trainer`` with the same weights, masks and seed gives.
+        gives exactly what a new ``Trainer`` with the model's current weights and masks and
+        the same seed gives (load other weights or set other masks on the model first).
 
         Args:
-            state_dict: Weights (and buffers) to load into the model, by the model's own names.
-            masks: New masks (``model.set_masks``; pruned weights are zeroed).
             seed: New ``config.seed`` (data order and augmentation).
             desc: New label of the progress bar.
             progress: Show progress bars or not from now on.
         """
-        if state_dict is not None:
-            self.model.load_state_dict(state_dict, strict=True)
-        if masks is not None:
-            self.model.set_masks(masks)
         self._inner_optimizer.state.clear()
         self.optimizer.zero_grad(set_to_none=True)
         self.history = []
@@ -163,16 +153,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ running
 
-    def evaluate(self, data: ImageData | None = None) -> dict[str, float]:
-        """Evaluate on ``data`` (the test split by default, read from its copy on the device)."""
-        data = data or self.test_data
-        if data is None:
-            raise TrainingError("No evaluation data: pass test_data to the Trainer or data to evaluate().")
-        split = self._test_on_device if data is self.test_data else data
-        return evaluate(self.prepared_model, split, accelerator=self.accelerator, batch_size=self.config.eval_batch_size,
+    def evaluate(self) -> dict[str, float]:
+        """Evaluate on the test split (read from its copy on the device)."""
+        if self._test_on_device is None:
+            raise TrainingError("No evaluation data: pass test_data to the Trainer.")
+        return evaluate(self.prepared_model, self._test_on_device, accelerator=self.accelerator, batch_size=self.config.eval_batch_size,
                         channels_last=self.channels_last)
 
-    def train(self, *, start_epoch: int = 0, on_epoch_end: Callable[[int, Trainer], None] | None = None) -> list[EpochRecord]:
+    def train(self, *, start_epoch: int = 0,
+              on_epoch_end: Callable[[int, Trainer], None] | None = None) -> list[EpochRecord]:
         """Train epochs ``[start_epoch, config.epochs)`` of the schedule.
 
         The schedule is positioned by epoch, so ``start_epoch=3`` continues a run rewound
@@ -196,14 +185,13 @@ class Trainer:
             enforcer = MaskEnforcer(self.model.timm_parameters(), masks)
             enforcer.attach(self.optimizer)
         try:
-            return self._run_epochs(start_epoch, self.config.epochs, on_epoch_end)
+            return self._run_epochs(start_epoch, on_epoch_end)
         finally:
             if enforcer is not None:
                 enforcer.remove()
 
-    def _run_epochs(self, start_epoch: int, end_epoch: int,
-                    on_epoch_end: Callable[[int, Trainer], None] | None) -> list[EpochRecord]:
-        cfg, acc = self.config, self.accelerator
+    def _run_epochs(self, start_epoch: int, on_epoch_end: Callable[[int, Trainer], None] | None) -> list[EpochRecord]:
+        cfg, acc, end_epoch = self.config, self.accelerator, self.config.epochs
         epoch_bar = batch_bar = None
         if self.progress and acc.is_main_process and end_epoch > start_epoch:
             from tqdm.auto import tqdm
@@ -243,8 +231,7 @@ class Trainer:
                 secs = time.perf_counter() - t0
                 record = EpochRecord(epoch=epoch, lr=lr_at(cfg, epoch * self.steps_per_epoch, self.total_steps),
                                      train_loss=mean_loss, images_per_s=seen * acc.num_processes / secs, seconds=secs)
-                last = epoch == end_epoch - 1
-                if self.test_data is not None and (last or (self.eval_every and (epoch + 1) % self.eval_every == 0)):
+                if self.test_data is not None and epoch == end_epoch - 1:
                     metrics = self.evaluate()
                     record.test_accuracy, record.test_loss = metrics["accuracy"], metrics["loss"]
                     record.test_count = metrics["count"]
