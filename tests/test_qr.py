@@ -121,13 +121,6 @@ def test_function_pattern_map_layout() -> None:
 
 
 @pytest.mark.parametrize(
-    ("size", "expected"), [(0, 0), (20, 0), (21, 1), (24, 1), (25, 2), (57, 10), (177, 40), (1000, 40)]
-)
-def test_max_version_for_size(size: int, expected: int) -> None:
-    assert qr.max_version_for_size(size) == expected
-
-
-@pytest.mark.parametrize(
     ("version", "ecc", "expected"),
     [
         (1, "L", 17),

@@ -109,11 +109,6 @@ class ChannelGraph:
         """Number of edges."""
         return int(self.src.shape[0])
 
-    def node_point(self) -> np.ndarray:
-        """Index of the activation point of every node (``int64``, length ``num_nodes``)."""
-        counts = np.diff(self.point_offsets)
-        return np.repeat(np.arange(len(self.point_names), dtype=np.int64), counts)
-
     def nodes_of(self, point: str) -> np.ndarray:
         """Node ids of one activation point.
 

@@ -54,7 +54,6 @@ from .layout import (
     capacity,
     data_map,
     function_pattern_map,
-    max_version_for_size,
     num_data_modules,
     symbol_size,
 )
@@ -78,7 +77,6 @@ __all__ = [
     "decode_security_bits",
     "encode",
     "function_pattern_map",
-    "max_version_for_size",
     "num_data_modules",
     "render",
     "restore",

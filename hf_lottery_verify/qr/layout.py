@@ -25,7 +25,6 @@ __all__ = [
     "capacity",
     "data_map",
     "function_pattern_map",
-    "max_version_for_size",
     "num_data_modules",
     "symbol_size",
 ]
@@ -106,22 +105,6 @@ def symbol_size(version: int) -> int:
         [`InvalidVersionError`]: If `version` is not in 1..40.
     """
     return 17 + 4 * _check_version(version)
-
-
-def max_version_for_size(size: int) -> int:
-    """Largest QR version whose symbol fits in a `size x size` grid.
-
-    Args:
-        size (`int`): Available side length in modules.
-
-    Returns:
-        `int`: The largest version `v` with `17 + 4 * v <= size` (capped at 40), or 0 if even a
-        version-1 symbol (21 x 21) does not fit.
-    """
-    size = operator.index(size)
-    if size < 21:
-        return 0
-    return min((size - 17) // 4, MAX_VERSION)
 
 
 def _alignment_centers(version: int) -> list[tuple[int, int]]:
