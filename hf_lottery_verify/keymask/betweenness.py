@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import DensityError, UnknownNameError
-from ._common import _weights
+from ..masks import timm_parameters
 from .graph import EDGE_WEIGHT, ChannelGraph, build_channel_graph
 
 __all__ = ["score_betweenness", "BETWEENNESS_WEIGHTS"]
@@ -191,7 +191,7 @@ def score_betweenness(
         distinct = np.unique(bc[is_weight])
         gaps = np.diff(distinct)
         delta = float(gaps.min()) / 4 if gaps.size else 1.0
-    params = _weights(model)
+    params = timm_parameters(model, detach=True)
     # Largest kept |w| (pruned entries do not count: the scores depend on W ⊙ M only).
     max_abs = max((float(params[n].abs()[masks[n].to(params[n].device, torch.bool)].max())
                    for n in masks if bool(masks[n].any())), default=0.0) or 1.0

@@ -209,50 +209,30 @@ def _resolve_split(
     full: MaskDict,
     *,
     key_masks: Mapping[str, torch.Tensor] | None,
-    locked_masks: Mapping[str, torch.Tensor] | None,
     ratio: float | None,
     score: str,
     seed: int,
     score_options: Mapping[str, Any],
 ) -> tuple[MaskDict, MaskDict]:
-    """``(key, locked)`` on the CPU, computed (``ratio``) or completed from the given half."""
-    given = key_masks is not None or locked_masks is not None
-    if given and ratio is not None:
-        raise MaskError("Pass either a precomputed split (key_masks and/or locked_masks) or ratio to compute one, "
-                        "not both.")
-    if not given:
-        if ratio is None:
-            raise MaskError("No split to verify: pass ratio (and score) to compute one, or key_masks/locked_masks.")
+    """``(key, locked)`` on the CPU: computed from ``ratio``, or the given key and the rest of the ticket's mask."""
+    if (key_masks is None) == (ratio is None):
+        raise MaskError("No split to verify: pass ratio (and score) to compute one, or key_masks." if key_masks is None
+                        else "Pass either a precomputed split (key_masks) or ratio to compute one, not both.")
+    if key_masks is None:
         key, locked = split_key_mask(ticket, ratio=ratio, score=score, seed=seed, **score_options)
         return {n: m.cpu() for n, m in key.items()}, {n: m.cpu() for n, m in locked.items()}
-
-    def cpu(masks: Mapping[str, torch.Tensor]) -> MaskDict:
-        if set(masks) != set(full):
-            diff = sorted(set(masks) ^ set(full))
-            raise MaskError(f"The split covers other parameters than the ticket's masks: {diff[:4]}.",
-                            param_name=diff[0])
-        return {n: masks[n].detach().cpu() for n in full}
-
-    key = cpu(key_masks) if key_masks is not None else None
-    locked = cpu(locked_masks) if locked_masks is not None else None
+    if set(key_masks) != set(full):
+        diff = sorted(set(key_masks) ^ set(full))
+        raise MaskError(f"The split covers other parameters than the ticket's masks: {diff[:4]}.", param_name=diff[0])
+    key = {n: key_masks[n].detach().cpu() for n in full}
     for name, m in full.items():
-        part = key if key is not None else locked
-        if part[name].dtype != torch.bool or tuple(part[name].shape) != tuple(m.shape):
+        if key[name].dtype != torch.bool or tuple(key[name].shape) != tuple(m.shape):
             raise MaskError(f"The given mask of '{name}' must be torch.bool of shape {tuple(m.shape)}.",
                             param_name=name)
-        if bool((part[name] & ~m).any()):
+        if bool((key[name] & ~m).any()):
             raise MaskError(f"The given mask of '{name}' keeps weights the ticket prunes; it is not part of this "
                             "ticket's mask.", param_name=name)
-    if key is None:
-        key = {n: full[n] & ~locked[n] for n in full}
-    if locked is None:
-        locked = {n: full[n] & ~key[n] for n in full}
-    merged = merge_key_mask(locked, key)
-    for name, m in full.items():
-        if not torch.equal(merged[name], m):
-            raise MaskError(f"key ∪ locked differs from the ticket's mask of '{name}': the split belongs to another "
-                            "ticket.", param_name=name)
-    return key, locked
+    return key, {n: full[n] & ~key[n] for n in full}
 
 
 def keymask_fidelity(
@@ -263,7 +243,6 @@ def keymask_fidelity(
     train_config: TrainConfig,
     rewind_epoch: int,
     key_masks: Mapping[str, torch.Tensor] | None = None,
-    locked_masks: Mapping[str, torch.Tensor] | None = None,
     ratio: float | None = None,
     score: str = "omp",
     seed: int = 0,
@@ -286,8 +265,8 @@ def keymask_fidelity(
     (c) fake1: ``M_l ∪ M_s'`` with ``M_s'`` a random key of the same size ``n``
         (:func:`~hf_lottery_verify.keymask.fake_key_masks`), ``fake_trials`` times.
 
-    The split is either given (``key_masks`` and/or ``locked_masks``; the missing half is
-    the rest of the ticket's mask) or computed with
+    The split is either given (``key_masks``; the locked mask is the rest of the ticket's
+    mask) or computed with
     :func:`~hf_lottery_verify.keymask.split_key_mask` from ``ratio`` and ``score`` on the
     ticket's weights.
 
@@ -300,7 +279,6 @@ def keymask_fidelity(
         train_config (`TrainConfig`): The training schedule, shared by all arms.
         rewind_epoch (`int`): Epoch ``k`` of the schedule to restart from (paper: 3).
         key_masks (`Mapping[str, torch.Tensor]`, *optional*): Precomputed key masks ``M_s``.
-        locked_masks (`Mapping[str, torch.Tensor]`, *optional*): Precomputed locked masks ``M_l``.
         ratio (`float`, *optional*): Key share of the kept weights, to compute the split.
         score (`str`, *optional*, defaults to `"omp"`): Scorer of the computed split.
         seed (`int`, *optional*, defaults to 0): Seed of the scorer and of the fake keys
@@ -344,9 +322,9 @@ def keymask_fidelity(
         raise ValueError(f"rewind_epoch must lie in [0, epochs={train_config.epochs}), got {rewind_epoch}.")
     masks = _model_masks(ticket)
     full = {name: masks[name].cpu() for name in _ordered_names(ticket, masks)}
-    key, locked = _resolve_split(ticket, full, key_masks=key_masks, locked_masks=locked_masks, ratio=ratio,
-                                 score=score, seed=seed, score_options=score_options)
-    computed = key_masks is None and locked_masks is None
+    key, locked = _resolve_split(ticket, full, key_masks=key_masks, ratio=ratio, score=score, seed=seed,
+                                 score_options=score_options)
+    computed = key_masks is None
     n = count_kept(key)
     acc = accelerator or make_accelerator(train_config)
     seconds: dict[str, float] = {}
