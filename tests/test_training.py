@@ -220,20 +220,22 @@ def test_mixed_samples_are_normalised_like_the_batches() -> None:
     assert torch.equal(ys[2:], data.test.labels[taken])
 
 
-def test_evaluate_reads_the_split_on_the_device_and_matches_a_dataloader() -> None:
-    from torch.utils.data import DataLoader, TensorDataset
+def test_evaluate_reads_the_split_on_the_device_and_matches_one_big_batch() -> None:
+    import torch.nn.functional as F
 
-    from hf_lottery_verify.data import DeviceData
+    from hf_lottery_verify.data import DeviceData, normalize
 
     data = tiny_data(train_size=16, test_size=45)
     model = make_model(num_labels=4).train()
     on_device = DeviceData(data.test, "cpu")
     direct = evaluate(model, on_device, batch_size=16)
     assert model.training  # the mode is restored
-    loader = DataLoader(TensorDataset(data.test.images, data.test.labels), batch_size=16)
-    legacy = evaluate(model, data.test, batch_size=16, loader=loader)
-    assert direct["count"] == legacy["count"] == 45 and direct["accuracy"] == legacy["accuracy"]
-    assert direct["loss"] == pytest.approx(legacy["loss"], rel=1e-9)
+    with torch.no_grad():
+        logits = model.eval()(normalize(data.test.images, data.test.mean, data.test.std)).logits
+    model.train()
+    correct = int((logits.argmax(1) == data.test.labels).sum())
+    assert direct["count"] == 45 and direct["accuracy"] == pytest.approx(100.0 * correct / 45)
+    assert direct["loss"] == pytest.approx(float(F.cross_entropy(logits, data.test.labels)), rel=1e-6)
     assert evaluate(model, data.test, batch_size=7) == pytest.approx(direct)
 
 
