@@ -185,9 +185,6 @@ class _IMPRun:
             _save_state_dict(self.work / name, model, masks)
         self.state["accepted"] = name
 
-    def _barrier(self) -> None:
-        self.acc.wait_for_everyone()
-
     # -------------------------------------------------------------- training
 
     def _train(self, *, round_index: int, start_epoch: int, desc: str,
@@ -216,19 +213,19 @@ class _IMPRun:
                 _save_state_dict(rewind_path, trainer.unwrapped(), None)
 
         t0 = time.perf_counter()
-        self._barrier()
+        self.acc.wait_for_everyone()
         _load_into(self.model, self.work / "init.safetensors")
         if k == 0 and self.acc.is_main_process:
             _save_state_dict(rewind_path, self.model, None)
         acc, count = self._train(round_index=0, start_epoch=0, desc="dense", on_epoch_end=capture)
-        self._barrier()
+        self.acc.wait_for_everyone()
         self._save_accepted(self.model, None)
         self.rounds.append(RoundRecord(round=0, ratio=0.0, density=1.0, accuracy=acc, gap=0.0, accepted=True,
                                        seconds=time.perf_counter() - t0, kind="dense", test_count=count))
         self.state.update(phase="prune", dense_accuracy=acc, best_accuracy=acc, round=1, ratio_index=0,
                           density=1.0)
         self._commit()
-        self._barrier()
+        self.acc.wait_for_everyone()
 
     def run_round(self) -> bool:
         """One pruning round; returns False when the search is over."""
@@ -250,7 +247,7 @@ class _IMPRun:
         ok = gap <= cfg.epsilon
         self.rounds.append(RoundRecord(round=st["round"], ratio=ratio, density=density, accuracy=accuracy, gap=gap,
                                        accepted=ok, seconds=time.perf_counter() - t0, test_count=count))
-        self._barrier()
+        self.acc.wait_for_everyone()
         if ok:
             self._save_accepted(self.model, candidate)
             st.update(density=density, best_accuracy=accuracy)
@@ -261,7 +258,7 @@ class _IMPRun:
         if done:
             st["phase"] = "done"
         self._commit()
-        self._barrier()
+        self.acc.wait_for_everyone()
         logger.info("round %d: ratio %.2f density %.4f acc %.2f gap %.2f -> %s", st["round"] - 1, ratio, density,
                     accuracy, gap, "accepted" if ok else "reverted")
         return not done
@@ -360,7 +357,7 @@ def find_extreme_ticket(
             bar.close()
         run.context.close()
     run.finish()
-    run._barrier()
+    run.acc.wait_for_everyone()
     accepted = [r for r in run.rounds if r.accepted]
     return IMPResult(
         ticket_dir=out / "ticket",

@@ -97,7 +97,6 @@ def score_betweenness(
     seed: int = 0,
     weights: WeightMode = "inverse",
     sources: int | None = None,
-    include_classifier: bool = False,
     tiebreak: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Edge betweenness centrality of the channel graph (python-igraph).
@@ -155,8 +154,6 @@ def score_betweenness(
         weights (`str`, *optional*, defaults to `"inverse"`): Edge-length mode: ``"inverse"``,
             ``"neglog"``, ``"none"`` or ``"abs_length"`` (see above).
         sources (`int`, *optional*): Number of sampled sources; ``None`` computes exact betweenness.
-        include_classifier (`bool`, *optional*, defaults to `False`): Add the logits and
-            the classifier's kernels to the graph.
         tiebreak (`bool`, *optional*, defaults to `True`): Add the in-kernel magnitude tie-break.
 
     Returns:
@@ -168,7 +165,7 @@ def score_betweenness(
     """
     if weights not in BETWEENNESS_WEIGHTS:
         raise UnknownNameError("betweenness weight mode", str(weights), available=BETWEENNESS_WEIGHTS)
-    graph = build_channel_graph(model, masks, include_classifier=include_classifier)
+    graph = build_channel_graph(model, masks)
     lengths = _edge_lengths(graph.weight, weights)
     g = graph.to_igraph(attributes=False)
     if lengths is not None:
