@@ -167,7 +167,7 @@ def score_betweenness(
         raise UnknownNameError("betweenness weight mode", str(weights), available=BETWEENNESS_WEIGHTS)
     graph = build_channel_graph(model, masks)
     lengths = _edge_lengths(graph.weight, weights)
-    g = graph.to_igraph(attributes=False)
+    g = graph.to_igraph()
     if lengths is not None:
         g.es["weight"] = lengths.tolist()
     w_arg = "weight" if lengths is not None else None

@@ -142,11 +142,9 @@ class ChannelGraph:
             raise KeyError(f"Parameter '{param_name}' has no edges in this graph.")
         return np.flatnonzero(self.param == self.param_names.index(param_name))
 
-    def to_igraph(self, *, attributes: bool = True) -> igraph.Graph:
-        """The graph as a directed :class:`igraph.Graph` (edge ``e`` keeps id ``e``).
-
-        Args:
-            attributes: Also attach the edge attributes ``weight``, ``param`` and ``kind``.
+    def to_igraph(self) -> igraph.Graph:
+        """The graph's topology as a directed :class:`igraph.Graph` (edge ``e`` keeps id ``e``; the
+        edge arrays stay here, index them by edge id).
 
         Returns:
             The igraph graph.
@@ -155,10 +153,6 @@ class ChannelGraph:
 
         g = igraph.Graph(n=self.num_nodes, directed=True)
         g.add_edges(np.column_stack([self.src, self.dst]).astype(np.int64, copy=False))
-        if attributes:
-            g.es["weight"] = self.weight.tolist()
-            g.es["param"] = self.param.tolist()
-            g.es["kind"] = self.kind.tolist()
         return g
 
 

@@ -26,7 +26,7 @@ from ..errors import MaskError
 from ..keymask._common import _model_masks, _ordered_names
 from ..keymask.split import fake_key_masks, merge_key_mask, split_key_mask
 from ..masks import MaskDict, count_kept, count_total
-from ..training import TrainConfig, Trainer, TrainingContext, evaluate, make_accelerator
+from ..training import TrainConfig, TrainingContext, evaluate, make_accelerator
 
 __all__ = ["KeymaskFidelity", "keymask_fidelity", "retrain_from_rewind"]
 
@@ -132,9 +132,8 @@ class KeymaskFidelity:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of the fields and the derived figures."""
         d = asdict(self)
-        for name in ("rspar_key", "density_full", "density_locked", "density_key", "locked_drop", "fake_accuracy",
-                     "fake_drop", "key_needed", "fake1_succeeds"):
-            d[name] = getattr(self, name)
+        d.update({name: getattr(self, name) for name, value in vars(KeymaskFidelity).items()
+                  if isinstance(value, property)})
         return d
 
 
@@ -183,24 +182,20 @@ def retrain_from_rewind(
     """
     if not 0 <= rewind_epoch < train_config.epochs:
         raise ValueError(f"rewind_epoch must lie in [0, epochs={train_config.epochs}), got {rewind_epoch}.")
-    if context is None:
-        model = copy.deepcopy(rewind)
-        model.set_masks({name: m.detach().cpu() for name, m in masks.items()})
-        trainer = Trainer(model, data.train, train_config, test_data=data.test, accelerator=accelerator,
-                          progress=progress, desc=desc)
-    else:
+    own_context = context is None
+    context = TrainingContext() if own_context else context
+    try:
         model = context.working_copy(rewind)
         model.set_masks({name: m.detach() for name, m in masks.items()})
         trainer = context.trainer(model, data.train, train_config, test_data=data.test, accelerator=accelerator,
                                   progress=progress, desc=desc)
-    try:
         trainer.train(start_epoch=rewind_epoch)
         last = trainer.history[-1]
         metrics = {"accuracy": float(last.test_accuracy), "loss": float(last.test_loss),
                    "count": int(last.test_count)}
     finally:
-        if context is None:
-            trainer.close()
+        if own_context:
+            context.close()
     return model, metrics
 
 
