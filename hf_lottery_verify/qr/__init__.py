@@ -32,7 +32,7 @@ Modules:
 - `symbol`: [`QRSymbol`], [`encode`], [`strip`], [`restore`], [`bit_agreement`].
 - `bitstream`: mode indicators and parsing of the data codewords.
 - `decode`: [`decode_known`] (Reed-Solomon with erasures and GMD) and [`QRDecodeResult`].
-- `image`: [`render`] and [`decode_image`] (ZBar).
+- `image`: [`decode_image`] (ZBar).
 
 Everything public is re-exported here; import it from `hf_lottery_verify.qr`.
 """
@@ -48,7 +48,7 @@ from .errors import (
     QRError,
     QRParameterError,
 )
-from .image import decode_image, render
+from .image import decode_image
 from .layout import (
     ECC_LEVELS,
     capacity,
@@ -78,7 +78,6 @@ __all__ = [
     "encode",
     "function_pattern_map",
     "num_data_modules",
-    "render",
     "restore",
     "strip",
     "symbol_size",

@@ -317,29 +317,22 @@ def restore(data: np.ndarray, *, version: int, ecc: str, mask_pattern: int) -> B
 # --------------------------------------------------------------------------------------------
 
 
-def bit_agreement(a: np.ndarray, b: np.ndarray, *, where: np.ndarray | None = None) -> float:
+def bit_agreement(a: np.ndarray, b: np.ndarray) -> float:
     """Fraction of positions where two bit arrays agree.
 
     Args:
         a (`np.ndarray`): Bit array (non-bool values are interpreted as `value != 0`).
         b (`np.ndarray`): Bit array of the same shape.
-        where (`np.ndarray`, *optional*): Bool mask of the same shape selecting the positions.
 
     Returns:
         `float`: Agreement in [0, 1].
 
     Raises:
-        [`QRParameterError`]: If the shapes differ or no position is selected.
+        [`QRParameterError`]: If the shapes differ or the arrays are empty.
     """
     a_arr, b_arr = np.asarray(a) != 0, np.asarray(b) != 0
     if a_arr.shape != b_arr.shape:
         raise QRParameterError(f"Shapes differ: {a_arr.shape} vs {b_arr.shape}.")
-    equal = a_arr == b_arr
-    if where is not None:
-        mask = np.asarray(where, dtype=bool)
-        if mask.shape != a_arr.shape:
-            raise QRParameterError(f"`where` has shape {mask.shape}, expected {a_arr.shape}.")
-        equal = equal[mask]
-    if equal.size == 0:
+    if a_arr.size == 0:
         raise QRParameterError("No positions to compare.")
-    return float(np.count_nonzero(equal)) / float(equal.size)
+    return float(np.count_nonzero(a_arr == b_arr)) / float(a_arr.size)
