@@ -52,7 +52,7 @@ from .pruning import magnitude_prune
 from .storage import read_checkpoint, write_checkpoint
 from .training import Trainer, TrainingContext, make_accelerator
 
-__all__ = ["IMPConfig", "IMPResult", "RoundRecord", "find_extreme_ticket"]
+__all__ = ["IMPConfig", "IMPResult", "RoundRecord", "find_extreme_ticket", "schedule_step"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +90,23 @@ class IMPResult:
         d = asdict(self)
         d["ticket_dir"], d["rewind_dir"] = str(self.ticket_dir), str(self.rewind_dir)
         return d
+
+
+def schedule_step(ratio_index: int, *, gap: float, epsilon: float) -> tuple[bool, int]:
+    """The ratio schedule of the search, one pruning round at a time.
+
+    Args:
+        ratio_index (`int`): Index of the round's ratio in ``IMPConfig.ratios``.
+        gap (`float`): Dense accuracy minus the round's accuracy, in points.
+        epsilon (`float`): The largest gap a round may have and be accepted.
+
+    Returns:
+        ``(accepted, next_ratio_index)``: an accepted round keeps its ratio for the next round, a
+        reverted one moves on to the next (smaller) ratio; the search is over once the index
+        passes the last ratio.
+    """
+    accepted = gap <= epsilon
+    return accepted, ratio_index if accepted else ratio_index + 1
 
 
 # --------------------------------------------------------------------------- small file helpers
@@ -244,15 +261,14 @@ class _IMPRun:
                                desc=f"round {st['round']} ({ratio:.0%})")
         density = count_kept(candidate) / count_total(candidate)
         gap = st["dense_accuracy"] - accuracy
-        ok = gap <= cfg.epsilon
+        ok, next_index = schedule_step(st["ratio_index"], gap=gap, epsilon=cfg.epsilon)
         self.rounds.append(RoundRecord(round=st["round"], ratio=ratio, density=density, accuracy=accuracy, gap=gap,
                                        accepted=ok, seconds=time.perf_counter() - t0, test_count=count))
         self.acc.wait_for_everyone()
         if ok:
             self._save_accepted(self.model, candidate)
             st.update(density=density, best_accuracy=accuracy)
-        else:
-            st["ratio_index"] += 1
+        st["ratio_index"] = next_index
         st["round"] += 1
         done = st["ratio_index"] >= len(cfg.ratios)
         if done:
