@@ -263,28 +263,6 @@ def test_symbol_arrays_are_read_only() -> None:
     assert "QRSymbol(text='read only', version=2" in repr(symbol)
 
 
-def test_symbol_rejects_inconsistent_arrays() -> None:
-    symbol = qr.encode("consistent", version=3, ecc="L")
-    with pytest.raises(qr.QRParameterError, match="data-module map"):
-        qr.QRSymbol(
-            text=symbol.text,
-            version=3,
-            ecc="L",
-            mask_pattern=symbol.mask_pattern,
-            modules=symbol.modules,
-            data_map=~symbol.data_map,
-        )
-    with pytest.raises(qr.QRParameterError, match="needs"):
-        qr.QRSymbol(
-            text=symbol.text,
-            version=4,
-            ecc="L",
-            mask_pattern=symbol.mask_pattern,
-            modules=symbol.modules,
-            data_map=symbol.data_map,
-        )
-
-
 def test_from_dict_missing_key() -> None:
     with pytest.raises(qr.QRParameterError, match="mask_pattern"):
         qr.QRSymbol.from_dict({"text": "a", "version": 1, "ecc": "H"})

@@ -39,8 +39,6 @@ from ..errors import MaskError, UnknownNameError
 from ..masks import timm_parameters
 from ._common import _model_masks, _ordered_names, _scoring_model
 from .betweenness import BETWEENNESS_WEIGHTS, score_betweenness
-from .betweenness import WeightMode as WeightMode
-from .betweenness import _edge_lengths as _edge_lengths  # tests check the edge-length modes here
 from .ewp import score_ewp
 
 __all__ = [

@@ -43,7 +43,8 @@ class QRSymbol:
         modules (`np.ndarray`): Full symbol, bool `(size, size)`, `True` = dark, no quiet zone.
         data_map (`np.ndarray`): Bool `(size, size)`, `True` at data modules.
 
-    Arrays are stored as read-only copies. Equality compares the parameters and the modules.
+    Build symbols with [`encode`] (or [`QRSymbol.from_dict`]), which checks the parameters; arrays
+    are stored as read-only copies. Equality compares the parameters and the modules.
     """
 
     text: str
@@ -54,24 +55,8 @@ class QRSymbol:
     data_map: np.ndarray
 
     def __post_init__(self) -> None:
-        version = _check_version(self.version)
-        ecc = _check_ecc(self.ecc)
-        mask = _check_mask_pattern(self.mask_pattern)
-        n = 17 + 4 * version
-        modules = np.array(self.modules, dtype=bool)
-        dmap = np.array(self.data_map, dtype=bool)
-        if modules.shape != (n, n) or dmap.shape != (n, n):
-            raise QRParameterError(
-                f"A version-{version} symbol needs ({n}, {n}) arrays, got modules {modules.shape} "
-                f"and data_map {dmap.shape}."
-            )
-        if not np.array_equal(dmap, data_map(version)):
-            raise QRParameterError(f"`data_map` is not the data-module map of a version-{version} symbol.")
-        object.__setattr__(self, "version", version)
-        object.__setattr__(self, "ecc", ecc)
-        object.__setattr__(self, "mask_pattern", mask)
-        object.__setattr__(self, "modules", _readonly(modules))
-        object.__setattr__(self, "data_map", _readonly(dmap))
+        object.__setattr__(self, "modules", _readonly(np.array(self.modules, dtype=bool)))
+        object.__setattr__(self, "data_map", _readonly(np.array(self.data_map, dtype=bool)))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, QRSymbol):
