@@ -164,12 +164,6 @@ def timm_resnet(model: nn.Module) -> nn.Module:
     return getattr(model, "timm_model", model)
 
 
-def _masks_of(model: nn.Module, masks: Mapping[str, torch.Tensor] | None) -> Mapping[str, torch.Tensor]:
-    if masks is not None:
-        return masks
-    return getattr(model, "masks", None) or {}
-
-
 def _unsupported(net: nn.Module) -> UnsupportedArchitectureError:
     cfg = getattr(net, "pretrained_cfg", None) or {}
     return UnsupportedArchitectureError(str(cfg.get("architecture", "?")), model_class=type(net).__name__)
@@ -318,7 +312,7 @@ def build_channel_graph(
         MaskError: A mask does not fit its parameter.
     """
     net = timm_resnet(model)
-    masks = _masks_of(model, masks)
+    masks = masks if masks is not None else (getattr(model, "masks", None) or {})
     b = _Builder(masks)
 
     stem = getattr(net, "conv1", None)
