@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +19,13 @@ def _num(value: Any) -> str:
     return "—" if value is None else f"{float(value):.3g}"
 
 
-@contextlib.contextmanager
-def _figure(path: Path) -> Iterator[Any]:
-    """The axes of a 5.5×3.6-inch figure that is saved to ``path`` (and closed) on exit."""
+def _plot_imp(rounds: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=100)
-    try:
-        yield ax
-        fig.tight_layout()
-        fig.savefig(path)
-    finally:
-        plt.close(fig)
-
-
-def _plot_imp(rounds: list[dict[str, Any]], ax: Any) -> None:
     for accepted, marker, label in ((True, "o", "accepted"), (False, "x", "rejected (gap > ε)")):
         pts = [(r["density"] * 100, r["accuracy"]) for r in rounds if bool(r["accepted"]) == accepted]
         if pts:
@@ -52,9 +39,18 @@ def _plot_imp(rounds: list[dict[str, Any]], ax: Any) -> None:
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("IMP with late rewinding")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
-def _plot_sweep(sweep: list[dict[str, Any]], ax: Any) -> None:
+def _plot_sweep(sweep: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=100)
     x = [r["fraction"] * 100 for r in sweep]
     ax.plot(x, [r["accuracy"] for r in sweep], "o-", label="test accuracy (%)")
     ax.plot(x, [100 * (r["v2_bit_agreement"] or 0) for r in sweep], "s--", label="V2 bit agreement (%)")
@@ -66,6 +62,9 @@ def _plot_sweep(sweep: list[dict[str, Any]], ax: Any) -> None:
     ax.set_ylim(0, 105)
     ax.set_title("Removal attack strength")
     ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def _summary(report: dict[str, Any]) -> str:
@@ -115,9 +114,7 @@ def write_report(out: Path, report: dict[str, Any]) -> list[Path]:
     written = [out / "report.json", out / "summary.md"]
     written[0].write_text(json.dumps(report, indent=2, default=str))
     written[1].write_text(_summary(report))
-    with _figure(out / PLOTS[0]) as ax:
-        _plot_imp(report["steps"]["ticket"]["rounds"], ax)
-    with _figure(out / PLOTS[1]) as ax:
-        _plot_sweep(report["steps"]["prune_sweep"], ax)
+    _plot_imp(report["steps"]["ticket"]["rounds"], out / PLOTS[0])
+    _plot_sweep(report["steps"]["prune_sweep"], out / PLOTS[1])
     written += [out / p for p in PLOTS]
     return written
