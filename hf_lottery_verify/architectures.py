@@ -215,20 +215,20 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
     }
 
 
+_NARROW = (16, 32, 64)
+_WIDE = (64, 128, 256, 512)
+_NARROW_DEPTHS = {"cifar_resnet8": 1, "cifar_resnet20": 3, "cifar_resnet32": 5, "cifar_resnet56": 9}
+# The constructor arguments of every registered name (the table in the module docstring).
+_VARIANTS: dict[str, dict[str, Any]] = {
+    **{name: dict(block=BasicBlock, layers=(n,) * 3, channels=_NARROW) for name, n in _NARROW_DEPTHS.items()},
+    **{f"{name}_a": dict(block=BasicBlock, layers=(n,) * 3, channels=_NARROW, shortcut="zero_pad")
+       for name, n in _NARROW_DEPTHS.items()},
+    "cifar_resnet18": dict(block=BasicBlock, layers=(2, 2, 2, 2), channels=_WIDE),
+    "cifar_resnet50": dict(block=Bottleneck, layers=(3, 4, 6, 3), channels=_WIDE),
+}
+
 default_cfgs = generate_default_cfgs(
-    {
-        "cifar_resnet8": _cfg(),
-        "cifar_resnet20": _cfg(),
-        "cifar_resnet32": _cfg(),
-        "cifar_resnet56": _cfg(),
-        "cifar_resnet8_a": _cfg(),
-        "cifar_resnet20_a": _cfg(),
-        "cifar_resnet32_a": _cfg(),
-        "cifar_resnet56_a": _cfg(),
-        "cifar_resnet18": _cfg(pool_size=(4, 4)),
-        "cifar_resnet50": _cfg(pool_size=(4, 4)),
-    }
-)
+    {name: _cfg(pool_size=(4, 4) if spec["channels"] == _WIDE else (8, 8)) for name, spec in _VARIANTS.items()})
 
 
 def _create(variant: str, pretrained: bool, **kwargs: Any) -> CifarResNet:
@@ -246,88 +246,19 @@ def _create(variant: str, pretrained: bool, **kwargs: Any) -> CifarResNet:
     return build_model_with_cfg(CifarResNet, variant, pretrained, **kwargs)
 
 
-_NARROW = (16, 32, 64)
-_WIDE = (64, 128, 256, 512)
+def _entrypoint(name: str) -> Callable[..., CifarResNet]:
+    def entrypoint(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+        return _create(name, pretrained, **_VARIANTS[name], **kwargs)
+
+    entrypoint.__name__ = entrypoint.__qualname__ = name  # timm registers the function under its name
+    entrypoint.__doc__ = f"Build ``{name}`` (see the table in :mod:`hf_lottery_verify.architectures`)."
+    return entrypoint
 
 
-@register_model
-def cifar_resnet8(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    """ResNet-8 for CIFAR (one BasicBlock per stage): the library's test-size network."""
-    return _create("cifar_resnet8", pretrained, **dict(block=BasicBlock, layers=(1, 1, 1), channels=_NARROW), **kwargs)
+for _name in _VARIANTS:
+    globals()[_name] = register_model(_entrypoint(_name))
 
-
-@register_model
-def cifar_resnet20(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    """ResNet-20 for CIFAR (He et al. 2016, Section 4.2) with 1×1-conv shortcuts (option B; not the paper's:
-    see :func:`cifar_resnet20_a`)."""
-    return _create("cifar_resnet20", pretrained, **dict(block=BasicBlock, layers=(3, 3, 3), channels=_NARROW), **kwargs)
-
-
-@register_model
-def cifar_resnet32(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    """ResNet-32 for CIFAR."""
-    return _create("cifar_resnet32", pretrained, **dict(block=BasicBlock, layers=(5, 5, 5), channels=_NARROW), **kwargs)
-
-
-@register_model
-def cifar_resnet56(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    """ResNet-56 for CIFAR."""
-    return _create("cifar_resnet56", pretrained, **dict(block=BasicBlock, layers=(9, 9, 9), channels=_NARROW), **kwargs)
-
-
-@register_model
-def cifar_resnet8_a(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    """ResNet-8 for CIFAR with parameter-free zero-padding shortcuts (option A): 75,290 parameters."""
-    return _create("cifar_resnet8_a", pretrained,
-                   **dict(block=BasicBlock, layers=(1, 1, 1), channels=_NARROW, shortcut="zero_pad"), **kwargs)
-
-
-@register_model
-def cifar_resnet20_a(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    """The paper's ResNet-20 (He et al. 2016, Section 4.2; the reference code's ``res20s``): zero-padding
-    shortcuts (option A), 269,722 parameters with 10 classes."""
-    return _create("cifar_resnet20_a", pretrained,
-                   **dict(block=BasicBlock, layers=(3, 3, 3), channels=_NARROW, shortcut="zero_pad"), **kwargs)
-
-
-@register_model
-def cifar_resnet32_a(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    """ResNet-32 for CIFAR with zero-padding shortcuts (option A): 464,154 parameters."""
-    return _create("cifar_resnet32_a", pretrained,
-                   **dict(block=BasicBlock, layers=(5, 5, 5), channels=_NARROW, shortcut="zero_pad"), **kwargs)
-
-
-@register_model
-def cifar_resnet56_a(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    """ResNet-56 for CIFAR with zero-padding shortcuts (option A): 853,018 parameters."""
-    return _create("cifar_resnet56_a", pretrained,
-                   **dict(block=BasicBlock, layers=(9, 9, 9), channels=_NARROW, shortcut="zero_pad"), **kwargs)
-
-
-@register_model
-def cifar_resnet18(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    """ResNet-18 with a CIFAR stem (3×3 stride-1 conv, no max-pool)."""
-    return _create("cifar_resnet18", pretrained, **dict(block=BasicBlock, layers=(2, 2, 2, 2), channels=_WIDE), **kwargs)
-
-
-@register_model
-def cifar_resnet50(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    """ResNet-50 with a CIFAR stem (3×3 stride-1 conv, no max-pool)."""
-    return _create("cifar_resnet50", pretrained, **dict(block=Bottleneck, layers=(3, 4, 6, 3), channels=_WIDE), **kwargs)
-
-
-CIFAR_ARCHS: tuple[str, ...] = (
-    "cifar_resnet8",
-    "cifar_resnet20",
-    "cifar_resnet32",
-    "cifar_resnet56",
-    "cifar_resnet8_a",
-    "cifar_resnet20_a",
-    "cifar_resnet32_a",
-    "cifar_resnet56_a",
-    "cifar_resnet18",
-    "cifar_resnet50",
-)
+CIFAR_ARCHS: tuple[str, ...] = tuple(_VARIANTS)
 
 
 def _rate(v: Any) -> bool:

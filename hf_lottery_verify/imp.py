@@ -52,7 +52,7 @@ from .pruning import magnitude_prune
 from .storage import read_checkpoint, write_checkpoint
 from .training import Trainer, TrainingContext, make_accelerator
 
-__all__ = ["IMPConfig", "IMPResult", "RoundRecord", "find_extreme_ticket"]
+__all__ = ["IMPConfig", "IMPResult", "RoundRecord", "find_extreme_ticket", "schedule_step"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +90,23 @@ class IMPResult:
         d = asdict(self)
         d["ticket_dir"], d["rewind_dir"] = str(self.ticket_dir), str(self.rewind_dir)
         return d
+
+
+def schedule_step(ratio_index: int, *, gap: float, epsilon: float) -> tuple[bool, int]:
+    """The ratio schedule of the search, one pruning round at a time.
+
+    Args:
+        ratio_index (`int`): Index of the round's ratio in ``IMPConfig.ratios``.
+        gap (`float`): Dense accuracy minus the round's accuracy, in points.
+        epsilon (`float`): The largest gap a round may have and be accepted.
+
+    Returns:
+        ``(accepted, next_ratio_index)``: an accepted round keeps its ratio for the next round, a
+        reverted one moves on to the next (smaller) ratio; the search is over once the index
+        passes the last ratio.
+    """
+    accepted = gap <= epsilon
+    return accepted, ratio_index if accepted else ratio_index + 1
 
 
 # --------------------------------------------------------------------------- small file helpers
@@ -185,9 +202,6 @@ class _IMPRun:
             _save_state_dict(self.work / name, model, masks)
         self.state["accepted"] = name
 
-    def _barrier(self) -> None:
-        self.acc.wait_for_everyone()
-
     # -------------------------------------------------------------- training
 
     def _train(self, *, round_index: int, start_epoch: int, desc: str,
@@ -216,19 +230,19 @@ class _IMPRun:
                 _save_state_dict(rewind_path, trainer.unwrapped(), None)
 
         t0 = time.perf_counter()
-        self._barrier()
+        self.acc.wait_for_everyone()
         _load_into(self.model, self.work / "init.safetensors")
         if k == 0 and self.acc.is_main_process:
             _save_state_dict(rewind_path, self.model, None)
         acc, count = self._train(round_index=0, start_epoch=0, desc="IMP dense", on_epoch_end=capture)
-        self._barrier()
+        self.acc.wait_for_everyone()
         self._save_accepted(self.model, None)
         self.rounds.append(RoundRecord(round=0, ratio=0.0, density=1.0, accuracy=acc, gap=0.0, accepted=True,
                                        seconds=time.perf_counter() - t0, kind="dense", test_count=count))
         self.state.update(phase="prune", dense_accuracy=acc, best_accuracy=acc, round=1, ratio_index=0,
                           density=1.0)
         self._commit()
-        self._barrier()
+        self.acc.wait_for_everyone()
 
     def run_round(self) -> bool:
         """One pruning round; returns False when the search is over."""
@@ -247,21 +261,20 @@ class _IMPRun:
                                       desc=f"IMP round {st['round']} (prune {ratio:.0%})")
         density = count_kept(candidate) / count_total(candidate)
         gap = st["dense_accuracy"] - accuracy
-        ok = gap <= cfg.epsilon
+        ok, next_index = schedule_step(st["ratio_index"], gap=gap, epsilon=cfg.epsilon)
         self.rounds.append(RoundRecord(round=st["round"], ratio=ratio, density=density, accuracy=accuracy, gap=gap,
                                        accepted=ok, seconds=time.perf_counter() - t0, test_count=count))
-        self._barrier()
+        self.acc.wait_for_everyone()
         if ok:
             self._save_accepted(self.model, candidate)
             st.update(density=density, best_accuracy=accuracy)
-        else:
-            st["ratio_index"] += 1
+        st["ratio_index"] = next_index
         st["round"] += 1
         done = st["ratio_index"] >= len(cfg.ratios)
         if done:
             st["phase"] = "done"
         self._commit()
-        self._barrier()
+        self.acc.wait_for_everyone()
         logger.info("round %d: ratio %.2f density %.4f acc %.2f gap %.2f -> %s", st["round"] - 1, ratio, density,
                     accuracy, gap, "accepted" if ok else "reverted")
         return not done
@@ -347,7 +360,7 @@ def find_extreme_ticket(
     finally:
         run.context.close()
     run.finish()
-    run._barrier()
+    run.acc.wait_for_everyone()
     accepted = [r for r in run.rounds if r.accepted]
     return IMPResult(
         ticket_dir=out / "ticket",

@@ -5,7 +5,7 @@ A *mask dict* maps a parameter name (timm's own, e.g. ``layer2.0.conv1.weight``)
 are not in the dict are dense. Everything here is a pure function of tensors.
 
 Paper terms: the paper's ``spar(M)`` is :func:`density` (the fraction of kept entries)
-and ``rspar(M1, M2) = spar(M1) / (spar(M2) + eps)`` is :func:`relative_density`; the
+and ``rspar(M1, M2)`` is ``density(M1) / density(M2)``; the
 4-D→2-D *squeeze* (:func:`squeeze_mask`) marks a kernel ``(out, in)`` as kept when any of
 its weights is. Pruning lives in :mod:`hf_lottery_verify.pruning`, bit encodings in
 :mod:`hf_lottery_verify.codecs`, and keeping pruned weights at zero during training in
@@ -26,11 +26,9 @@ __all__ = [
     "TIMM_PREFIX",
     "timm_parameters",
     "prunable_parameter_names",
-    "ones_masks",
     "masks_from_weights",
     "check_masks",
     "density",
-    "relative_density",
     "count_kept",
     "count_total",
     "squeeze_mask",
@@ -94,7 +92,6 @@ def prunable_parameter_names(
     *,
     include_stem: bool = False,
     include_classifier: bool = False,
-    include_shortcuts: bool = True,
 ) -> list[str]:
     """Names of the weights that pruning touches, in ``named_parameters`` order.
 
@@ -105,7 +102,6 @@ def prunable_parameter_names(
         model: A timm ResNet (or anything with 4-D conv weights).
         include_stem: Also prune the first convolution (timm's ``first_conv``).
         include_classifier: Also prune the classifier weight (timm's ``classifier``).
-        include_shortcuts: Prune the 1×1 shortcut (``downsample``) convolutions too.
 
     Returns:
         Parameter names.
@@ -123,25 +119,10 @@ def prunable_parameter_names(
         if isinstance(module, nn.Conv2d):
             if name in first_convs and not include_stem:
                 continue
-            if "downsample" in name.split(".") and not include_shortcuts:
-                continue
             names.append(f"{name}.weight")
         elif isinstance(module, nn.Linear) and name in classifiers and include_classifier:
             names.append(f"{name}.weight")
     return names
-
-
-def ones_masks(params: Mapping[str, torch.Tensor], names: Iterable[str]) -> MaskDict:
-    """All-kept masks for ``names``.
-
-    Args:
-        params: Parameter tensors by name (``dict(model.named_parameters())``).
-        names: Which parameters get a mask.
-
-    Returns:
-        A mask dict of ``True`` tensors on the parameters' devices.
-    """
-    return {n: torch.ones_like(params[n], dtype=torch.bool) for n in names}
 
 
 def masks_from_weights(params: Mapping[str, torch.Tensor], names: Iterable[str]) -> MaskDict:
@@ -217,19 +198,6 @@ def density(masks: Mapping[str, torch.Tensor] | torch.Tensor) -> float:
     """
     total = count_total(masks)
     return count_kept(masks) / total if total else 0.0
-
-
-def relative_density(
-    m1: Mapping[str, torch.Tensor] | torch.Tensor,
-    m2: Mapping[str, torch.Tensor] | torch.Tensor,
-    *,
-    eps: float = 1e-12,
-) -> float:
-    """The paper's relative sparsity ``rspar(M1, M2) = density(M1) / (density(M2) + eps)``."""
-    return density(m1) / (density(m2) + eps)
-
-
-# --------------------------------------------------------------------------- shapes and encodings
 
 
 def squeeze_mask(mask: torch.Tensor) -> torch.Tensor:

@@ -1,14 +1,14 @@
-"""Pruning: choose which kept weights to remove (magnitude, random), and the pruner registry.
+"""Pruning: choose which kept weights to remove (magnitude, random), globally or per layer.
 
-All functions are pure: they take weights and masks and return *new* masks. The pruner
-registry maps the CLI's ``--method`` values (``global_magnitude``, ``layer_magnitude``,
-``global_random``, ``layer_random``) to functions.
+All functions are pure: they take weights and masks and return *new* masks. :func:`prune`
+takes the CLI's ``--method`` values (``global_magnitude``, ``layer_magnitude``,
+``global_random``, ``layer_random``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Literal
 
 import torch
@@ -22,7 +22,7 @@ __all__ = [
     "magnitude_prune",
     "random_prune",
     "prune",
-    "list_pruners",
+    "PRUNING_METHODS",
 ]
 
 Scope = Literal["global", "layer"]
@@ -202,40 +202,8 @@ def random_prune(
     return _prune_by_scores(scores, masks, density=density, fraction=fraction, scope=scope)
 
 
-_PRUNERS: dict[str, Callable[..., MaskDict]] = {}
-
-
-def _register_pruner(name: str) -> Callable[[Callable[..., MaskDict]], Callable[..., MaskDict]]:
-    def deco(fn: Callable[..., MaskDict]) -> Callable[..., MaskDict]:
-        _PRUNERS[name] = fn
-        return fn
-
-    return deco
-
-
-@_register_pruner("global_magnitude")
-def _global_magnitude(params, masks, *, density=None, fraction=None, seed=0):  # noqa: ANN001, ANN202
-    return magnitude_prune(params, masks, density=density, fraction=fraction, scope="global")
-
-
-@_register_pruner("layer_magnitude")
-def _layer_magnitude(params, masks, *, density=None, fraction=None, seed=0):  # noqa: ANN001, ANN202
-    return magnitude_prune(params, masks, density=density, fraction=fraction, scope="layer")
-
-
-@_register_pruner("global_random")
-def _global_random(params, masks, *, density=None, fraction=None, seed=0):  # noqa: ANN001, ANN202
-    return random_prune(masks, density=density, fraction=fraction, scope="global", seed=seed)
-
-
-@_register_pruner("layer_random")
-def _layer_random(params, masks, *, density=None, fraction=None, seed=0):  # noqa: ANN001, ANN202
-    return random_prune(masks, density=density, fraction=fraction, scope="layer", seed=seed)
-
-
-def list_pruners() -> list[str]:
-    """Names accepted by :func:`prune`."""
-    return sorted(_PRUNERS)
+PRUNING_METHODS: tuple[str, ...] = ("global_magnitude", "layer_magnitude", "global_random", "layer_random")
+"""The values of the CLI's ``--method``: ``<scope>_<criterion>``."""
 
 
 def prune(
@@ -253,7 +221,7 @@ def prune(
     Args:
         params: Weights by name.
         masks: Current masks.
-        method: A name from :func:`list_pruners`.
+        method: A name from :data:`PRUNING_METHODS`.
         density: Target kept fraction of the masked weights.
         fraction: Alternatively, share of the kept weights to remove.
         seed: Seed for random methods.
@@ -264,6 +232,9 @@ def prune(
     Raises:
         UnknownNameError: ``method`` is not registered.
     """
-    if method not in _PRUNERS:
-        raise UnknownNameError("pruning method", method, available=_PRUNERS)
-    return _PRUNERS[method](params, masks, density=density, fraction=fraction, seed=seed)
+    if method not in PRUNING_METHODS:
+        raise UnknownNameError("pruning method", method, available=PRUNING_METHODS)
+    scope, criterion = method.split("_")
+    if criterion == "random":
+        return random_prune(masks, density=density, fraction=fraction, scope=scope, seed=seed)
+    return magnitude_prune(params, masks, density=density, fraction=fraction, scope=scope)

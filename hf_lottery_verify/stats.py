@@ -5,7 +5,8 @@ Every number a verdict rests on is a p-value under an explicit null model:
 * QR modules (Scheme V2): an unrelated mask of the same density switches each kernel on
   independently with probability ``q``; agreeing with a target bit ``b`` then has
   probability ``q`` when ``b = 1`` and ``1 − q`` when ``b = 0``, so the number of agreeing
-  data modules is a sum of two binomials (:func:`module_agreement_p_value`).
+  data modules is a sum of binomials, one pair per layer
+  (:func:`hf_lottery_verify.signature.extract.agreement_p_value`, built on :func:`binomial_log_pmf`).
 * Trigger sets (Scheme V3): an unrelated model matches a random label with probability
   ``1/C`` (:func:`binomial_tail`).
 
@@ -22,7 +23,6 @@ import numpy as np
 __all__ = [
     "binomial_log_pmf",
     "binomial_tail",
-    "module_agreement_p_value",
     "binomial_threshold",
     "trigger_p_value",
 ]
@@ -77,31 +77,6 @@ def binomial_tail(k: int, n: int, p: float) -> float:
     if not 0 <= p <= 1:
         raise ValueError(f"p must lie in [0, 1], got {p}.")
     return math.exp(_log_tail(binomial_log_pmf(n, p), k))
-
-
-def module_agreement_p_value(agree: int, *, ones: int, zeros: int, q: float) -> float:
-    """P-value of ``agree`` matching modules under the null of an unrelated mask of density ``q``.
-
-    ``X = Bin(ones, q) + Bin(zeros, 1 − q)``; returns ``P(X >= agree)``.
-
-    Args:
-        agree: Observed number of data modules that match the signature.
-        ones: Number of target modules equal to 1 (kernel kept).
-        zeros: Number of target modules equal to 0.
-        q: Probability that an unrelated mask keeps a kernel (the suspect layer's squeezed
-            density); clipped to ``[1e-9, 1 − 1e-9]``.
-
-    Returns:
-        The one-sided p-value.
-    """
-    q = min(max(q, 1e-9), 1 - 1e-9)
-    a, b = binomial_log_pmf(ones, q), binomial_log_pmf(zeros, 1 - q)
-    # log-space convolution of the two pmfs
-    ma, mb = a.max(), b.max()
-    conv = np.convolve(np.exp(a - ma), np.exp(b - mb))
-    with np.errstate(divide="ignore"):
-        log_conv = np.log(conv) + ma + mb
-    return min(1.0, math.exp(_log_tail(log_conv, agree)))
 
 
 def binomial_threshold(n: int, p: float, alpha: float) -> int:

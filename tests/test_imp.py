@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import hf_lottery_verify as hlv
-from hf_lottery_verify import imp as imp_module
-from hf_lottery_verify.imp import IMPConfig, find_extreme_ticket
+from hf_lottery_verify import training
+from hf_lottery_verify.imp import IMPConfig, find_extreme_ticket, schedule_step
 
 from .helpers import launch_cpu_processes, named_dataset, tiny_data, tiny_train_config
 
@@ -19,41 +19,24 @@ def _config(**overrides) -> IMPConfig:
     return IMPConfig(**base)
 
 
-def test_schedule_accepts_reverts_and_stops_at_the_extreme_ticket(tmp_path: Path, monkeypatch) -> None:
+def test_schedule_accepts_reverts_and_stops_at_the_extreme_ticket() -> None:
     """Scripted accuracies drive the ratio schedule through every branch."""
-    script = iter([90.0,  # dense
-                   89.5, 89.2,  # 0.2 twice: accepted
+    ratios = (0.2, 0.1, 0.05, 0.01)
+    script = iter([89.5, 89.2,  # 0.2 twice: accepted
                    88.0,  # 0.2 fails -> 0.1
                    89.1,  # 0.1 accepted
                    88.5,  # 0.1 fails -> 0.05
                    89.0,  # 0.05 accepted
                    88.9,  # 0.05 fails -> 0.01
                    88.95])  # 0.01 fails -> done
-
-    def fake_train(self, *, round_index, start_epoch, desc, on_epoch_end=None):
-        gen = torch.Generator().manual_seed(round_index)
-        with torch.no_grad():  # stand-in for training: move the weights, keep masks exact
-            for p in self.model.parameters():
-                p.add_(0.01 * torch.randn(p.shape, generator=gen))
-            self.model.apply_masks()
-        if on_epoch_end is not None:
-            on_epoch_end(0, type("T", (), {"unwrapped": lambda _s: self.model})())
-        return next(script), len(self.data.test)
-
-    monkeypatch.setattr(imp_module._IMPRun, "_train", fake_train)
-    cfg = _config(ratios=(0.2, 0.1, 0.05, 0.01), epsilon=1.0)
-    result = find_extreme_ticket("cifar_resnet8", tiny_data(), out_dir=tmp_path, config=cfg, progress=False)
-    prune_rounds = [r for r in result.rounds if r.kind == "prune"]
-    assert [r.ratio for r in prune_rounds] == [0.2, 0.2, 0.2, 0.1, 0.1, 0.05, 0.05, 0.01]
-    assert [r.accepted for r in prune_rounds] == [True, True, False, True, False, True, False, False]
-    expected = [0.8, 0.64, 0.512, 0.576, 0.5184, 0.5472, 0.51984, 0.541728]
-    assert [r.density for r in prune_rounds] == pytest.approx(expected, abs=1e-4)
-    assert result.finished and result.ticket_density == pytest.approx(0.5472, abs=1e-4)
-    assert result.dense_accuracy == 90.0 and result.ticket_accuracy == 89.0
-    ticket = hlv.load_model(result.ticket_dir)
-    assert ticket.density == pytest.approx(0.5472, abs=1e-4)
-    log = json.loads((tmp_path / "rounds.json").read_text())
-    assert len(log) == 9 and log[3]["accepted"] is False and log[3]["gap"] == pytest.approx(2.0)
+    index, tried, accepted = 0, [], []
+    while index < len(ratios):
+        tried.append(ratios[index])
+        ok, index = schedule_step(index, gap=90.0 - next(script), epsilon=1.0)
+        accepted.append(ok)
+    assert tried == [0.2, 0.2, 0.2, 0.1, 0.1, 0.05, 0.05, 0.01]
+    assert accepted == [True, True, False, True, False, True, False, False]
+    assert schedule_step(2, gap=1.0, epsilon=1.0) == (True, 2)  # a gap of exactly epsilon is accepted
 
 
 def test_real_search_on_tiny_data_and_output_folder(tmp_path: Path) -> None:
@@ -70,6 +53,8 @@ def test_real_search_on_tiny_data_and_output_folder(tmp_path: Path) -> None:
     assert rewind.density == 1.0 or rewind.density > 0.99
     rounds = [r for r in result.rounds if r.kind == "prune"]
     assert len(rounds) == 3 and all(r.test_count == 100 for r in result.rounds)
+    assert all(r.gap == pytest.approx(result.dense_accuracy - r.accuracy) for r in rounds)
+    assert json.loads((tmp_path / "rounds.json").read_text()) == [r.__dict__ for r in result.rounds]
     # densities follow the schedule: each accepted round removes `ratio` of what was kept
     kept = 1.0
     for r in rounds:
@@ -106,20 +91,20 @@ def test_interrupted_search_resumes_to_the_same_ticket(tmp_path: Path, monkeypat
     cfg = _config(max_rounds=3)
     straight = find_extreme_ticket("cifar_resnet8", data, out_dir=tmp_path / "a", config=cfg, progress=False)
 
-    original = imp_module._IMPRun.run_round
+    original = training.Trainer.train
     calls = {"n": 0}
 
-    def crash_in_second_round(self):
+    def killed_in_round_2(self, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt  # killed in the middle of round 2
-        return original(self)
+        if calls["n"] == 3:  # the dense run, round 1, then round 2
+            raise KeyboardInterrupt
+        return original(self, **kwargs)
 
-    monkeypatch.setattr(imp_module._IMPRun, "run_round", crash_in_second_round)
+    monkeypatch.setattr(training.Trainer, "train", killed_in_round_2)
     with pytest.raises(KeyboardInterrupt):
         find_extreme_ticket("cifar_resnet8", data, out_dir=tmp_path / "b", config=cfg, progress=False)
     assert len(json.loads((tmp_path / "b" / "rounds.json").read_text())) == 2  # dense + round 1
-    monkeypatch.setattr(imp_module._IMPRun, "run_round", original)
+    monkeypatch.setattr(training.Trainer, "train", original)
     resumed = find_extreme_ticket("cifar_resnet8", data, out_dir=tmp_path / "b", config=cfg, progress=False)
 
     assert [(r.ratio, r.accepted, r.accuracy) for r in resumed.rounds] == [
@@ -184,7 +169,6 @@ def test_resume_refuses_other_data_or_architecture(tmp_path: Path) -> None:
 
 def test_search_prepares_compiles_and_uploads_once_and_leaves_global_rng_alone(tmp_path: Path, monkeypatch) -> None:
     from hf_lottery_verify import data as data_module
-    from hf_lottery_verify import training
 
     compiled, uploads, prepared = [], [], []
     monkeypatch.setattr(torch, "compile", lambda module, mode=None: (compiled.append(module), module)[1])

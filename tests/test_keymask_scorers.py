@@ -16,6 +16,7 @@ import torch
 
 from hf_lottery_verify import keymask as km
 from hf_lottery_verify.errors import MaskError, MissingWeightsError, ShapeMismatchError, UnknownNameError
+from hf_lottery_verify.keymask.betweenness import _edge_lengths
 from hf_lottery_verify.keymask.graph import build_channel_graph
 from hf_lottery_verify.masks import count_kept
 
@@ -100,25 +101,21 @@ def test_inverse_scores_rise_with_kernel_strength(tiny_model) -> None:
     assert rho["inverse"] > 0.3 and rho["abs_length"] < -0.3
 
 
-def test_abs_is_a_deprecated_alias_of_abs_length(tiny_model) -> None:
-    with pytest.warns(FutureWarning, match="abs_length"):
-        old = km.score_betweenness(tiny_model, tiny_model.masks, weights="abs")
-    new = km.score_betweenness(tiny_model, tiny_model.masks, weights="abs_length")
-    assert all(torch.equal(old[n], new[n]) for n in old)
+def test_unknown_weight_mode_lists_the_valid_ones(tiny_model) -> None:
     with pytest.raises(UnknownNameError, match="neglog"):
         km.score_betweenness(tiny_model, tiny_model.masks, weights="strength")
 
 
 def test_neglog_lengths_are_positive_and_monotone() -> None:
     strength = np.array([0.0, 0.25, 1.0, 4.0, 4.0])
-    length = km.scorers._edge_lengths(strength, "neglog")
+    length = _edge_lengths(strength, "neglog")
     assert bool((length > 0).all())
     assert bool((np.diff(length[1:4]) < 0).all())  # stronger → shorter
     assert length[3] == length[4]
     np.testing.assert_allclose(length[1:3], np.log(4.0) - np.log(strength[1:3]))
-    np.testing.assert_allclose(km.scorers._edge_lengths(strength, "inverse")[2:], 1 / strength[2:])
-    np.testing.assert_array_equal(km.scorers._edge_lengths(np.ones(3), "neglog"), np.ones(3))  # all equal: hops
-    assert km.scorers._edge_lengths(strength, "none") is None
+    np.testing.assert_allclose(_edge_lengths(strength, "inverse")[2:], 1 / strength[2:])
+    np.testing.assert_array_equal(_edge_lengths(np.ones(3), "neglog"), np.ones(3))  # all equal: hops
+    assert _edge_lengths(strength, "none") is None
 
 
 # --------------------------------------------------------------------------- scoring other weights (rewind)

@@ -34,7 +34,6 @@ from hf_lottery_verify.signature import (
 from hf_lottery_verify.signature.combine import combine_copies
 from hf_lottery_verify.signature.slots import keyed_capacity
 from hf_lottery_verify.signature.whitening import keyed_sample
-from hf_lottery_verify.stats import module_agreement_p_value
 from hf_lottery_verify.training import Trainer
 
 from .helpers import make_model, tiny_data, tiny_train_config
@@ -554,11 +553,9 @@ def test_copy_combination_trusts_kept_reads_against_pruning() -> None:
 
 
 def test_grouped_p_value_matches_the_single_layer_statistic() -> None:
-    for agree, ones, zeros, q in ((300, 250, 300, 0.3), (10, 20, 30, 0.5), (0, 5, 5, 0.1)):
-        assert agreement_p_value(agree, [(ones, zeros, q)]) == pytest.approx(
-            module_agreement_p_value(agree, ones=ones, zeros=zeros, q=q), rel=1e-9)
     split = agreement_p_value(300, [(100, 150, 0.3), (150, 150, 0.3)])
-    assert split == pytest.approx(module_agreement_p_value(300, ones=250, zeros=300, q=0.3), rel=1e-9)
+    assert split == pytest.approx(agreement_p_value(300, [(250, 300, 0.3)]), rel=1e-9)
+    assert agreement_p_value(0, [(5, 5, 0.1)]) == 1.0
 
 
 def test_a_key_ground_after_the_fact_is_no_evidence() -> None:

@@ -5,13 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from hf_lottery_verify.stats import (
-    binomial_log_pmf,
-    binomial_tail,
-    binomial_threshold,
-    module_agreement_p_value,
-    trigger_p_value,
-)
+from hf_lottery_verify.signature.extract import agreement_p_value
+from hf_lottery_verify.stats import binomial_log_pmf, binomial_tail, binomial_threshold, trigger_p_value
 
 
 def test_binomial_pmf_sums_to_one_and_matches_math_comb() -> None:
@@ -36,12 +31,12 @@ def test_module_agreement_matches_brute_force_convolution() -> None:
             dist[a + b] += math.comb(ones, a) * q**a * (1 - q) ** (ones - a) * math.comb(zeros, b) * (1 - q) ** b * q ** (
                 zeros - b)
     for k in (0, 5, 10, 16):
-        assert module_agreement_p_value(k, ones=ones, zeros=zeros, q=q) == pytest.approx(dist[k:].sum(), rel=1e-9)
+        assert agreement_p_value(k, [(ones, zeros, q)]) == pytest.approx(dist[k:].sum(), rel=1e-9)
 
 
 def test_module_agreement_is_tiny_for_a_perfect_match_and_large_for_chance() -> None:
-    assert module_agreement_p_value(567, ones=280, zeros=287, q=0.5) < 1e-150
-    assert module_agreement_p_value(284, ones=280, zeros=287, q=0.5) > 0.4
+    assert agreement_p_value(567, [(280, 287, 0.5)]) < 1e-150
+    assert agreement_p_value(284, [(280, 287, 0.5)]) > 0.4
 
 
 def test_binomial_threshold_for_100_triggers_over_10_classes() -> None:

@@ -36,11 +36,6 @@ def _model_masks(model: nn.Module) -> MaskDict:
     return dict(masks)
 
 
-def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Detached timm parameters; kept for ``scorers.py``, new code calls :func:`masks.timm_parameters`."""
-    return timm_parameters(model, detach=True)
-
-
 def _scoring_model(
     model: nn.Module, score_weights: nn.Module | Mapping[str, torch.Tensor] | None
 ) -> nn.Module:

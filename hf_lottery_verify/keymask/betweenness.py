@@ -5,7 +5,6 @@ magnitude tie-break."""
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Mapping
 from typing import Literal
 
@@ -14,7 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import DensityError, UnknownNameError
-from ._common import _weights
+from ..masks import timm_parameters
 from .graph import EDGE_WEIGHT, ChannelGraph, build_channel_graph
 
 __all__ = ["score_betweenness", "BETWEENNESS_WEIGHTS"]
@@ -22,30 +21,14 @@ __all__ = ["score_betweenness", "BETWEENNESS_WEIGHTS"]
 logger = logging.getLogger(__name__)
 
 
-WeightMode = Literal["inverse", "neglog", "none", "abs_length", "abs"]
+WeightMode = Literal["inverse", "neglog", "none", "abs_length"]
 
 BETWEENNESS_WEIGHTS: tuple[str, ...] = ("inverse", "neglog", "none", "abs_length")
-"""Edge-length modes of the ``betweenness`` scorer (``"abs"`` is a deprecated alias of ``"abs_length"``)."""
-
-_DEPRECATED_WEIGHTS = {"abs": ("abs_length", "0.3.0")}
-
-
-def _resolve_weight_mode(mode: str) -> str:
-    if mode in _DEPRECATED_WEIGHTS:
-        new, version = _DEPRECATED_WEIGHTS[mode]
-        warnings.warn(
-            f"betweenness weights='{mode}' is deprecated and will be removed in {version}: it is now called "
-            f"'{new}' (Σ|kernel| used as a shortest-path *length*, so the key prefers the weakest kernels). "
-            "The default is 'inverse' (length 1/Σ|kernel|); pass weights='abs_length' to keep the old scores.",
-            FutureWarning, stacklevel=3)
-        return new
-    if mode not in BETWEENNESS_WEIGHTS:
-        raise UnknownNameError("betweenness weight mode", str(mode), available=BETWEENNESS_WEIGHTS)
-    return mode
+"""Edge-length modes of the ``betweenness`` scorer."""
 
 
 def _edge_lengths(weight: np.ndarray, mode: str) -> np.ndarray | None:
-    """Shortest-path lengths of the channel-graph edges for a (resolved) weight mode.
+    """Shortest-path lengths of the channel-graph edges for a weight mode.
 
     igraph needs strictly positive lengths: a kept kernel whose weights are all exactly 0
     gets half the smallest positive strength, and a ``neglog`` length of 0 (the strongest
@@ -114,7 +97,6 @@ def score_betweenness(
     seed: int = 0,
     weights: WeightMode = "inverse",
     sources: int | None = None,
-    include_classifier: bool = False,
     tiebreak: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Edge betweenness centrality of the channel graph (python-igraph).
@@ -135,7 +117,7 @@ def score_betweenness(
       path of largest strength product;
     * ``"none"``: hop counts (strength ignored, as in the paper's reference code);
     * ``"abs_length"``: length ``Σ|kernel|``, the literal reading of the paper's text and
-      this library's default up to 0.2.0 (deprecated alias ``"abs"``): strong kernels are
+      this library's default up to 0.2.0 (then called ``"abs"``): strong kernels are
       *long*, so shortest paths avoid them and betweenness rises as strength falls.
 
     Why ``"inverse"`` is the default (``bench/results/keymask_scoring_choices_cpu.md``: 8
@@ -172,8 +154,6 @@ def score_betweenness(
         weights (`str`, *optional*, defaults to `"inverse"`): Edge-length mode: ``"inverse"``,
             ``"neglog"``, ``"none"`` or ``"abs_length"`` (see above).
         sources (`int`, *optional*): Number of sampled sources; ``None`` computes exact betweenness.
-        include_classifier (`bool`, *optional*, defaults to `False`): Add the logits and
-            the classifier's kernels to the graph.
         tiebreak (`bool`, *optional*, defaults to `True`): Add the in-kernel magnitude tie-break.
 
     Returns:
@@ -182,14 +162,12 @@ def score_betweenness(
     Raises:
         UnknownNameError: Unknown ``weights`` mode.
         DensityError: ``sources`` is not positive.
-
-    Warns:
-        FutureWarning: ``weights="abs"`` (renamed ``"abs_length"``).
     """
-    mode = _resolve_weight_mode(weights)
-    graph = build_channel_graph(model, masks, include_classifier=include_classifier)
-    lengths = _edge_lengths(graph.weight, mode)
-    g = graph.to_igraph(attributes=False)
+    if weights not in BETWEENNESS_WEIGHTS:
+        raise UnknownNameError("betweenness weight mode", str(weights), available=BETWEENNESS_WEIGHTS)
+    graph = build_channel_graph(model, masks)
+    lengths = _edge_lengths(graph.weight, weights)
+    g = graph.to_igraph()
     if lengths is not None:
         g.es["weight"] = lengths.tolist()
     w_arg = "weight" if lengths is not None else None
@@ -210,7 +188,7 @@ def score_betweenness(
         distinct = np.unique(bc[is_weight])
         gaps = np.diff(distinct)
         delta = float(gaps.min()) / 4 if gaps.size else 1.0
-    params = _weights(model)
+    params = timm_parameters(model, detach=True)
     # Largest kept |w| (pruned entries do not count: the scores depend on W ⊙ M only).
     max_abs = max((float(params[n].abs()[masks[n].to(params[n].device, torch.bool)].max())
                    for n in masks if bool(masks[n].any())), default=0.0) or 1.0

@@ -109,11 +109,6 @@ class ChannelGraph:
         """Number of edges."""
         return int(self.src.shape[0])
 
-    def node_point(self) -> np.ndarray:
-        """Index of the activation point of every node (``int64``, length ``num_nodes``)."""
-        counts = np.diff(self.point_offsets)
-        return np.repeat(np.arange(len(self.point_names), dtype=np.int64), counts)
-
     def nodes_of(self, point: str) -> np.ndarray:
         """Node ids of one activation point.
 
@@ -147,11 +142,9 @@ class ChannelGraph:
             raise KeyError(f"Parameter '{param_name}' has no edges in this graph.")
         return np.flatnonzero(self.param == self.param_names.index(param_name))
 
-    def to_igraph(self, *, attributes: bool = True) -> igraph.Graph:
-        """The graph as a directed :class:`igraph.Graph` (edge ``e`` keeps id ``e``).
-
-        Args:
-            attributes: Also attach the edge attributes ``weight``, ``param`` and ``kind``.
+    def to_igraph(self) -> igraph.Graph:
+        """The graph's topology as a directed :class:`igraph.Graph` (edge ``e`` keeps id ``e``; the
+        edge arrays stay here, index them by edge id).
 
         Returns:
             The igraph graph.
@@ -160,10 +153,6 @@ class ChannelGraph:
 
         g = igraph.Graph(n=self.num_nodes, directed=True)
         g.add_edges(np.column_stack([self.src, self.dst]).astype(np.int64, copy=False))
-        if attributes:
-            g.es["weight"] = self.weight.tolist()
-            g.es["param"] = self.param.tolist()
-            g.es["kind"] = self.kind.tolist()
         return g
 
 
@@ -173,12 +162,6 @@ class ChannelGraph:
 def timm_resnet(model: nn.Module) -> nn.Module:
     """The timm ResNet inside ``model`` (a :class:`SparseResNetForImageClassification` or the ResNet itself)."""
     return getattr(model, "timm_model", model)
-
-
-def _masks_of(model: nn.Module, masks: Mapping[str, torch.Tensor] | None) -> Mapping[str, torch.Tensor]:
-    if masks is not None:
-        return masks
-    return getattr(model, "masks", None) or {}
 
 
 def _unsupported(net: nn.Module) -> UnsupportedArchitectureError:
@@ -329,7 +312,7 @@ def build_channel_graph(
         MaskError: A mask does not fit its parameter.
     """
     net = timm_resnet(model)
-    masks = _masks_of(model, masks)
+    masks = masks if masks is not None else (getattr(model, "masks", None) or {})
     b = _Builder(masks)
 
     stem = getattr(net, "conv1", None)

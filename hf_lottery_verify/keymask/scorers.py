@@ -36,10 +36,9 @@ import torch
 from torch import nn
 
 from ..errors import MaskError, UnknownNameError
-from ._common import _model_masks, _ordered_names, _scoring_model, _weights
+from ..masks import timm_parameters
+from ._common import _model_masks, _ordered_names, _scoring_model
 from .betweenness import BETWEENNESS_WEIGHTS, score_betweenness
-from .betweenness import WeightMode as WeightMode
-from .betweenness import _edge_lengths as _edge_lengths  # tests check the edge-length modes here
 from .ewp import score_ewp
 
 __all__ = [
@@ -188,7 +187,7 @@ def score_magnitude(model: nn.Module, masks: Mapping[str, torch.Tensor], *, seed
     Returns:
         ``float64`` scores by parameter name.
     """
-    params = _weights(model)
+    params = timm_parameters(model, detach=True)
     return {n: params[n].to("cpu", torch.float64).abs() for n in masks}
 
 

@@ -8,7 +8,6 @@ import hmac
 import json
 import re
 import socket
-import time
 import traceback
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -168,8 +167,6 @@ class _Handler(_GuardedHandler):
         raise HubError(501, f"Not implemented by the local hub: {self.command} {raw_path}")
 
     def _answer_fault(self, fault: _Fault) -> None:
-        if fault.delay:
-            time.sleep(fault.delay)
         if fault.status is None:
             self._log(0, 0)
             self.close_connection = True

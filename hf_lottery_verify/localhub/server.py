@@ -223,15 +223,14 @@ class LocalHub:
             return list(self._errors)
 
     def inject_fault(self, times: int = 1, *, status: int | None = 500, body: bytes = b"Internal Server Error",
-                     path_contains: str | None = None, delay: float = 0.0) -> None:
+                     path_contains: str | None = None) -> None:
         """Answer the next ``times`` matching requests with ``status`` and a non-JSON ``body``.
 
-        ``status=None`` closes the connection without any answer instead. ``delay`` seconds are waited
-        first (a hung server, to test client timeouts). ``path_contains`` restricts the fault to requests
-        whose decoded path contains that string.
+        ``status=None`` closes the connection without any answer instead. ``path_contains`` restricts the
+        fault to requests whose decoded path contains that string.
         """
         with self._lock:
-            self._faults.append(_Fault(times, status, body, path_contains, delay))
+            self._faults.append(_Fault(times, status, body, path_contains))
 
     def clear_faults(self) -> None:
         """Cancel pending injected faults."""

@@ -117,6 +117,5 @@ class _Fault:
     status: int | None
     body: bytes
     path_contains: str | None
-    delay: float
 
 

@@ -18,7 +18,8 @@ Conventions:
   (`modules[data_map(version)]`).
 
 Encoding is pinned to the [`qrcode`](https://pypi.org/project/qrcode/) package so that a key file
-holding `(text, version, ecc, mask_pattern)` always rebuilds the identical symbol. Decoding does not
+holding `(text, version, ecc, mask_pattern)` always rebuilds the identical symbol; [`restore`] draws
+the function patterns around the data modules with it too. Decoding does not
 depend on `qrcode`'s encoder: [`decode_known`] reads the data modules in the standard placement
 order, removes the mask, de-interleaves the Reed-Solomon blocks and decodes them with `reedsolo`
 (with erasure and generalized-minimum-distance support). [`decode_image`] is an independent
@@ -28,11 +29,10 @@ Modules:
 
 - `errors`: [`QRError`] and its subclasses.
 - `layout`: versions, symbol sizes, function-pattern and data maps, capacity, placement order, masks.
-- `function_patterns`: values of the function modules (finder, timing, alignment, format, version).
 - `symbol`: [`QRSymbol`], [`encode`], [`strip`], [`restore`], [`bit_agreement`].
 - `bitstream`: mode indicators and parsing of the data codewords.
 - `decode`: [`decode_known`] (Reed-Solomon with erasures and GMD) and [`QRDecodeResult`].
-- `image`: [`render`] and [`decode_image`] (ZBar).
+- `image`: [`decode_image`] (ZBar).
 
 Everything public is re-exported here; import it from `hf_lottery_verify.qr`.
 """
@@ -48,13 +48,12 @@ from .errors import (
     QRError,
     QRParameterError,
 )
-from .image import decode_image, render
+from .image import decode_image
 from .layout import (
     ECC_LEVELS,
     capacity,
     data_map,
     function_pattern_map,
-    max_version_for_size,
     num_data_modules,
     symbol_size,
 )
@@ -78,9 +77,7 @@ __all__ = [
     "decode_security_bits",
     "encode",
     "function_pattern_map",
-    "max_version_for_size",
     "num_data_modules",
-    "render",
     "restore",
     "strip",
     "symbol_size",

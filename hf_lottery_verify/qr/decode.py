@@ -180,10 +180,6 @@ def _gmd_candidates(
             yield decoded
 
 
-def _try_parse(decodes: list[_BlockDecode], version: int, *, strict_utf8: bool) -> str | None:
-    return _parse_or_reason(decodes, version, strict_utf8=strict_utf8)[0]
-
-
 def _parse_or_reason(decodes: list[_BlockDecode], version: int, *, strict_utf8: bool) -> tuple[str | None, str | None]:
     """`(text, None)` when the data codewords parse, else `(None, why)`."""
     try:
@@ -343,14 +339,10 @@ def _search_gmd(
         if chosen is None:  # pragma: no cover - every failed block is a suspect with candidates
             return None
         current.append(chosen)
-    text = _try_parse(current, version, strict_utf8=True)
-    if text is not None:
-        return _success(text, current)
-    for b in suspects:
-        for alternative in candidates[b][1:]:
-            trial = list(current)
-            trial[b] = alternative
-            text = _try_parse(trial, version, strict_utf8=True)
-            if text is not None:
-                return _success(text, trial)
+    trials = [current] + [[*current[:b], alternative, *current[b + 1:]]
+                          for b in suspects for alternative in candidates[b][1:]]
+    for trial in trials:
+        text, _ = _parse_or_reason(trial, version, strict_utf8=True)
+        if text is not None:
+            return _success(text, trial)
     return None

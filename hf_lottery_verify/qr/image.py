@@ -1,66 +1,38 @@
-"""Rendering module matrices as images and decoding them with ZBar (an independent cross-check)."""
+"""Decoding module matrices as images with ZBar (an independent cross-check)."""
 
 from __future__ import annotations
 
-import operator
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from .errors import QRParameterError
 from .layout import _as_square_modules
 
-__all__ = ["decode_image", "render"]
+__all__ = ["decode_image"]
 
 
-def render(modules: np.ndarray, *, border: int = 4, scale: int = 4) -> Image.Image:
-    """Render a module matrix as a black-on-white grayscale image.
-
-    Args:
-        modules (`np.ndarray`): Square bool matrix, `True` = dark.
-        border (`int`, *optional*, defaults to 4): Quiet zone width in modules.
-        scale (`int`, *optional*, defaults to 4): Pixels per module.
-
-    Returns:
-        `PIL.Image.Image`: Mode "L" image of side `(size + 2 * border) * scale`.
-
-    Raises:
-        [`QRParameterError`]: If `modules` is not square, `border < 0` or `scale < 1`.
-    """
-    grid = _as_square_modules(modules)
-    border = operator.index(border)
-    scale = operator.index(scale)
-    if border < 0 or scale < 1:
-        raise QRParameterError(f"Need border >= 0 and scale >= 1, got border={border}, scale={scale}.")
-    padded = np.pad(grid, border, constant_values=False)
-    pixels = np.where(padded, 0, 255).astype(np.uint8)
-    pixels = np.repeat(np.repeat(pixels, scale, axis=0), scale, axis=1)
-    return Image.fromarray(pixels)
-
-
-def decode_image(modules: np.ndarray, *, border: int = 4, scale: int = 4) -> str | None:
+def decode_image(modules: np.ndarray) -> str | None:
     """Decode a module matrix with the ZBar image decoder (independent cross-check).
 
-    The matrix is rendered with [`render`] and scanned by ZBar through `pyzbar`'s ctypes
-    bindings with only the QR symbology enabled. Where the ZBar library supports it (0.23+), the
+    The matrix is rendered black on white (a 4-module quiet zone, 4 pixels per module) and scanned
+    by ZBar through `pyzbar`'s ctypes bindings with only the QR symbology enabled. Where the ZBar library supports it (0.23+), the
     scanner runs in binary mode so the payload bytes come back unconverted and are decoded as
     UTF-8 (Latin-1 fallback); otherwise ZBar's own character-set guess is used, which can
     misread short non-ASCII UTF-8 payloads as Shift-JIS.
 
     Args:
         modules (`np.ndarray`): Full square bool matrix, `True` = dark, without quiet zone.
-        border (`int`, *optional*, defaults to 4): Quiet zone width in modules.
-        scale (`int`, *optional*, defaults to 4): Pixels per module.
 
     Returns:
         `str` or `None`: The decoded text, or `None` if ZBar finds no QR code.
 
     Raises:
         `ImportError`: If `pyzbar` or the ZBar system library is missing.
-        [`QRParameterError`]: If `modules` is not square, `border < 0` or `scale < 1`.
+        [`QRParameterError`]: If `modules` is not square.
     """
-    image = render(modules, border=border, scale=scale)
+    pixels = np.where(np.pad(_as_square_modules(modules), 4, constant_values=False), 0, 255).astype(np.uint8)
+    image = Image.fromarray(np.repeat(np.repeat(pixels, 4, axis=0), 4, axis=1))
     try:
         from pyzbar import wrapper as zbar
     except ImportError as exc:

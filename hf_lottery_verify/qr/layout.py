@@ -25,7 +25,6 @@ __all__ = [
     "capacity",
     "data_map",
     "function_pattern_map",
-    "max_version_for_size",
     "num_data_modules",
     "symbol_size",
 ]
@@ -53,16 +52,20 @@ _ECC_FORMAT_BITS: dict[str, int] = {
 # --------------------------------------------------------------------------------------------
 
 
-def _check_version(version: Any) -> int:
-    if isinstance(version, bool):
-        raise InvalidVersionError(f"QR version must be an integer in 1..40, got {version!r}.")
+def _check_int(value: Any, lo: int, hi: int, error: type[QRParameterError], what: str) -> int:
     try:
-        value = operator.index(version)
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)
     except TypeError:
-        raise InvalidVersionError(f"QR version must be an integer in 1..40, got {version!r}.") from None
-    if not MIN_VERSION <= value <= MAX_VERSION:
-        raise InvalidVersionError(f"QR version must be in 1..40, got {value}.")
-    return value
+        raise error(f"{what} must be an integer in {lo}..{hi}, got {value!r}.") from None
+    if not lo <= number <= hi:
+        raise error(f"{what} must be in {lo}..{hi}, got {number}.")
+    return number
+
+
+def _check_version(version: Any) -> int:
+    return _check_int(version, MIN_VERSION, MAX_VERSION, InvalidVersionError, "QR version")
 
 
 def _check_ecc(ecc: Any) -> str:
@@ -72,15 +75,7 @@ def _check_ecc(ecc: Any) -> str:
 
 
 def _check_mask_pattern(mask_pattern: Any) -> int:
-    if isinstance(mask_pattern, bool):
-        raise InvalidMaskPatternError(f"Mask pattern must be an integer in 0..7, got {mask_pattern!r}.")
-    try:
-        value = operator.index(mask_pattern)
-    except TypeError:
-        raise InvalidMaskPatternError(f"Mask pattern must be an integer in 0..7, got {mask_pattern!r}.") from None
-    if not 0 <= value <= 7:
-        raise InvalidMaskPatternError(f"Mask pattern must be in 0..7, got {value}.")
-    return value
+    return _check_int(mask_pattern, 0, 7, InvalidMaskPatternError, "Mask pattern")
 
 
 def _readonly(array: np.ndarray) -> np.ndarray:
@@ -106,26 +101,6 @@ def symbol_size(version: int) -> int:
         [`InvalidVersionError`]: If `version` is not in 1..40.
     """
     return 17 + 4 * _check_version(version)
-
-
-def max_version_for_size(size: int) -> int:
-    """Largest QR version whose symbol fits in a `size x size` grid.
-
-    Args:
-        size (`int`): Available side length in modules.
-
-    Returns:
-        `int`: The largest version `v` with `17 + 4 * v <= size` (capped at 40), or 0 if even a
-        version-1 symbol (21 x 21) does not fit.
-    """
-    size = operator.index(size)
-    if size < 21:
-        return 0
-    return min((size - 17) // 4, MAX_VERSION)
-
-
-def _finder_anchor_positions(size: int) -> tuple[tuple[int, int], ...]:
-    return ((0, 0), (0, size - 7), (size - 7, 0))
 
 
 def _alignment_centers(version: int) -> list[tuple[int, int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,6 @@ import qrcode
 import qrcode.util
 
 from .errors import QRCapacityError, QRParameterError
-from .function_patterns import _function_template, _read_format_info
 from .layout import (
     _ECC_FORMAT_BITS,
     MAX_VERSION,
@@ -43,7 +43,8 @@ class QRSymbol:
         modules (`np.ndarray`): Full symbol, bool `(size, size)`, `True` = dark, no quiet zone.
         data_map (`np.ndarray`): Bool `(size, size)`, `True` at data modules.
 
-    Arrays are stored as read-only copies. Equality compares the parameters and the modules.
+    Build symbols with [`encode`] (or [`QRSymbol.from_dict`]), which checks the parameters; arrays
+    are stored as read-only copies. Equality compares the parameters and the modules.
     """
 
     text: str
@@ -54,24 +55,8 @@ class QRSymbol:
     data_map: np.ndarray
 
     def __post_init__(self) -> None:
-        version = _check_version(self.version)
-        ecc = _check_ecc(self.ecc)
-        mask = _check_mask_pattern(self.mask_pattern)
-        n = 17 + 4 * version
-        modules = np.array(self.modules, dtype=bool)
-        dmap = np.array(self.data_map, dtype=bool)
-        if modules.shape != (n, n) or dmap.shape != (n, n):
-            raise QRParameterError(
-                f"A version-{version} symbol needs ({n}, {n}) arrays, got modules {modules.shape} "
-                f"and data_map {dmap.shape}."
-            )
-        if not np.array_equal(dmap, data_map(version)):
-            raise QRParameterError(f"`data_map` is not the data-module map of a version-{version} symbol.")
-        object.__setattr__(self, "version", version)
-        object.__setattr__(self, "ecc", ecc)
-        object.__setattr__(self, "mask_pattern", mask)
-        object.__setattr__(self, "modules", _readonly(modules))
-        object.__setattr__(self, "data_map", _readonly(dmap))
+        object.__setattr__(self, "modules", _readonly(np.array(self.modules, dtype=bool)))
+        object.__setattr__(self, "data_map", _readonly(np.array(self.data_map, dtype=bool)))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, QRSymbol):
@@ -219,32 +204,39 @@ def encode(
             text_length=n_bytes, version=version, ecc=ecc, capacity=capacity(version or MAX_VERSION, ecc)
         )
 
-    qr = qrcode.QRCode(
-        version=version,
-        error_correction=_ECC_FORMAT_BITS[ecc],
-        box_size=1,
-        border=0,
-        mask_pattern=mask_pattern,
-    )
+    qr = qrcode.QRCode(version=version, error_correction=_ECC_FORMAT_BITS[ecc])
     for seg in segments:
         qr.add_data(seg)
-    qr.make(fit=version is None)
-
-    modules = np.array(qr.modules, dtype=bool)
+    if version is None:
+        qr.best_fit()
+    # what QRCode.make() does, with the chosen mask kept for the key file
+    mask_pattern = qr.best_mask_pattern() if mask_pattern is None else mask_pattern
+    qr.makeImpl(False, mask_pattern)
     used_version = int(qr.version)
-    read_ecc, read_mask, distance = _read_format_info(modules)
-    if distance != 0 or read_ecc != ecc or (mask_pattern is not None and read_mask != mask_pattern):
-        raise RuntimeError(  # pragma: no cover - would mean the pinned encoder changed behaviour
-            f"qrcode produced unexpected format information ({read_ecc}, {read_mask}, distance {distance})."
-        )
     return QRSymbol(
         text=text,
         version=used_version,
         ecc=ecc,
-        mask_pattern=read_mask,
-        modules=modules,
+        mask_pattern=mask_pattern,
+        modules=np.array(qr.modules, dtype=bool),
         data_map=data_map(used_version),
     )
+
+
+@functools.cache
+def _function_template(version: int, ecc: str, mask_pattern: int) -> BoolArray:
+    """Full symbol with every function module drawn by the pinned `qrcode` encoder and every data module light."""
+    n = 17 + 4 * version
+    qr = qrcode.QRCode(version=version, error_correction=_ECC_FORMAT_BITS[ecc])
+    qr.modules_count, qr.modules = n, [[None] * n for _ in range(n)]
+    for row, col in ((0, 0), (n - 7, 0), (0, n - 7)):
+        qr.setup_position_probe_pattern(row, col)
+    qr.setup_position_adjust_pattern()
+    qr.setup_timing_pattern()
+    qr.setup_type_info(False, mask_pattern)  # format information and the dark module
+    if version >= 7:
+        qr.setup_type_number(False)
+    return _readonly(np.array([[cell is True for cell in row] for row in qr.modules], dtype=bool))
 
 
 def strip(symbol: QRSymbol | np.ndarray) -> BoolArray:
@@ -310,29 +302,22 @@ def restore(data: np.ndarray, *, version: int, ecc: str, mask_pattern: int) -> B
 # --------------------------------------------------------------------------------------------
 
 
-def bit_agreement(a: np.ndarray, b: np.ndarray, *, where: np.ndarray | None = None) -> float:
+def bit_agreement(a: np.ndarray, b: np.ndarray) -> float:
     """Fraction of positions where two bit arrays agree.
 
     Args:
         a (`np.ndarray`): Bit array (non-bool values are interpreted as `value != 0`).
         b (`np.ndarray`): Bit array of the same shape.
-        where (`np.ndarray`, *optional*): Bool mask of the same shape selecting the positions.
 
     Returns:
         `float`: Agreement in [0, 1].
 
     Raises:
-        [`QRParameterError`]: If the shapes differ or no position is selected.
+        [`QRParameterError`]: If the shapes differ or the arrays are empty.
     """
     a_arr, b_arr = np.asarray(a) != 0, np.asarray(b) != 0
     if a_arr.shape != b_arr.shape:
         raise QRParameterError(f"Shapes differ: {a_arr.shape} vs {b_arr.shape}.")
-    equal = a_arr == b_arr
-    if where is not None:
-        mask = np.asarray(where, dtype=bool)
-        if mask.shape != a_arr.shape:
-            raise QRParameterError(f"`where` has shape {mask.shape}, expected {a_arr.shape}.")
-        equal = equal[mask]
-    if equal.size == 0:
+    if a_arr.size == 0:
         raise QRParameterError("No positions to compare.")
-    return float(np.count_nonzero(equal)) / float(equal.size)
+    return float(np.count_nonzero(a_arr == b_arr)) / float(a_arr.size)

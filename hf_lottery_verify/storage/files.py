@@ -100,16 +100,17 @@ def load_json(data: bytes | str, *, where: str, path: str | None = None) -> Any:
         raise CorruptCheckpointError(f"Malformed JSON in {where} ({reason}).", path=path) from exc
 
 
-def read_json(path: str | os.PathLike, *, limit: int = MAX_JSON_BYTES) -> Any:
-    """Read a JSON file of at most ``limit`` bytes (see :func:`open_regular` and :func:`load_json`).
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file of at most :data:`MAX_JSON_BYTES` bytes (see :func:`open_regular` and :func:`load_json`).
 
     Raises:
         CheckpointError: The file is not a regular file, too large or not JSON.
     """
     with open_regular(path) as fh:
-        data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise CorruptCheckpointError(f"{path} is larger than {limit:,} bytes; not parsing it.", path=str(path))
+        data = fh.read(MAX_JSON_BYTES + 1)
+    if len(data) > MAX_JSON_BYTES:
+        raise CorruptCheckpointError(f"{path} is larger than {MAX_JSON_BYTES:,} bytes; not parsing it.",
+                                     path=str(path))
     return load_json(data, where=str(path), path=str(path))
 
 

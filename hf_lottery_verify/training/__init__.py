@@ -22,7 +22,6 @@ Modules (one concept each; every name is importable from ``hf_lottery_verify.tra
 * :mod:`.schedule` — :func:`lr_at` (learning rate per step) and :func:`make_accelerator`.
 * :mod:`.mixing` — :class:`BatchMixer` and :class:`MixInSamples` (extra samples in each batch).
 * :mod:`.evaluation` — :func:`evaluate` (accuracy, loss and count on a split).
-* :mod:`.optimizer_state` — :func:`save_optimizer_state` / :func:`load_optimizer_state` (safetensors).
 * :mod:`.trainer` — :class:`Trainer` and its per-epoch :class:`EpochRecord`.
 * :mod:`.context` — :class:`TrainingContext`, what many trainings on one dataset share.
 """
@@ -34,7 +33,6 @@ from .context import TrainingContext
 from .evaluation import evaluate
 from .masking import MaskEnforcer
 from .mixing import BatchMixer, MixInSamples
-from .optimizer_state import load_optimizer_state, save_optimizer_state
 from .schedule import lr_at, make_accelerator
 from .trainer import EpochRecord, Trainer
 
@@ -49,6 +47,4 @@ __all__ = [
     "lr_at",
     "MaskEnforcer",
     "TrainingContext",
-    "save_optimizer_state",
-    "load_optimizer_state",
 ]

@@ -13,7 +13,6 @@ from torch import nn
 from ..configs import TrainConfig
 from ..data import DeviceData, ImageData
 from .evaluation import _canonical_device
-from .mixing import BatchMixer
 from .trainer import Trainer
 
 __all__ = ["TrainingContext"]
@@ -31,7 +30,7 @@ class TrainingContext:
     again and again, differing only in weights, masks and seed. Through a context they
     upload each split once and prepare and ``torch.compile`` the model once: :meth:`trainer`
     hands back the previous trainer, :meth:`Trainer.reset`, when the model object, the data,
-    the accelerator, the mixer and every setting but ``seed`` are the same, and a new one
+    the accelerator and every setting but ``seed`` are the same, and a new one
     otherwise. Results are those of fresh trainers (the reset clears the optimizer state).
 
     Example:
@@ -61,8 +60,8 @@ class TrainingContext:
         return hit[1]
 
     def trainer(self, model: nn.Module, train_data: ImageData, config: TrainConfig, *,
-                test_data: ImageData | None = None, accelerator: Any = None, mixer: BatchMixer | None = None,
-                eval_every: int = 0, progress: bool = True, desc: str = "train") -> Trainer:
+                test_data: ImageData | None = None, accelerator: Any = None, progress: bool = True,
+                desc: str = "train") -> Trainer:
         """A trainer for ``model``: the previous one reset when everything but the seed matches, else a new one.
 
         Args: as for :class:`Trainer` (``config.seed`` may differ between calls).
@@ -70,17 +69,16 @@ class TrainingContext:
         Returns:
             A :class:`Trainer` ready to :meth:`~Trainer.train` from the model's current weights and masks.
         """
-        key = (id(model), id(train_data), id(test_data), id(accelerator), id(mixer), eval_every,
-               replace(config, seed=0))
+        key = (id(model), id(train_data), id(test_data), id(accelerator), replace(config, seed=0))
         if self._trainer is not None and key == self._trainer_key:
             self._trainer.reset(seed=config.seed, desc=desc, progress=progress)
             return self._trainer
         if self._trainer is not None:
             self._trainer.close()
-        self._trainer = Trainer(model, train_data, config, test_data=test_data, accelerator=accelerator, mixer=mixer,
-                                eval_every=eval_every, progress=progress, desc=desc, context=self)
+        self._trainer = Trainer(model, train_data, config, test_data=test_data, accelerator=accelerator,
+                                progress=progress, desc=desc, context=self)
         self._trainer_key = key
-        self._trainer_refs = (model, train_data, test_data, accelerator, mixer)  # keep the ids in the key unique
+        self._trainer_refs = (model, train_data, test_data, accelerator)  # keep the ids in the key unique
         return self._trainer
 
     def working_copy(self, source: nn.Module) -> nn.Module:

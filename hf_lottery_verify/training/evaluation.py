@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import DeviceData, ImageData, Normalizer, normalized_for
+from ..data import DeviceData, ImageData, normalized_for
 
 __all__ = ["evaluate"]
 
@@ -21,7 +21,7 @@ def _canonical_device(device: torch.device | str) -> torch.device:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: ImageData | DeviceData, *, accelerator: Any = None, batch_size: int = 1024,
-             channels_last: bool = False, loader: Any = None) -> dict[str, float]:
+             channels_last: bool = False) -> dict[str, float]:
     """Top-1 accuracy (percent), mean loss and sample count of ``model`` on ``data``.
 
     Inputs are normalised as the model's config says (:func:`~hf_lottery_verify.data.normalized_for`).
@@ -42,8 +42,6 @@ def evaluate(model: nn.Module, data: ImageData | DeviceData, *, accelerator: Any
             device in this process.
         batch_size: Evaluation batch size per process.
         channels_last: Feed channels-last tensors.
-        loader: A DataLoader already prepared by ``accelerator``; when given, it is
-            iterated instead (host batches, ``gather_for_metrics`` per batch).
 
     Returns:
         ``{"accuracy": %, "loss": mean cross-entropy, "count": samples seen}``.
@@ -62,9 +60,6 @@ def evaluate(model: nn.Module, data: ImageData | DeviceData, *, accelerator: Any
     was_training = model.training
     model.eval()
     try:
-        if loader is not None:
-            return _evaluate_loader(model, data, loader, device=device, accelerator=accelerator,
-                                    channels_last=channels_last)
         split = normalized_for(data.data if isinstance(data, DeviceData) else data, model)
         if isinstance(data, DeviceData) and data.device == _canonical_device(device) and split is data.data:
             on_device = data
@@ -88,28 +83,3 @@ def evaluate(model: nn.Module, data: ImageData | DeviceData, *, accelerator: Any
         model.train(was_training)
     n = int(round(count))
     return {"accuracy": 100.0 * int(round(n_correct)) / max(1, n), "loss": loss_total / max(1, n), "count": n}
-
-
-def _evaluate_loader(model: nn.Module, data: ImageData | DeviceData, loader: Any, *, device: torch.device,
-                     accelerator: Any, channels_last: bool) -> dict[str, float]:
-    """:func:`evaluate` over a (prepared) DataLoader of host batches."""
-    import contextlib
-
-    split = normalized_for(data.data if isinstance(data, DeviceData) else data, model)
-    normalizer = Normalizer(split.mean, split.std)
-    gather = accelerator.gather_for_metrics if accelerator is not None else (lambda t: t)
-    autocast = accelerator.autocast if accelerator is not None else contextlib.nullcontext
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    count = torch.zeros((), dtype=torch.long, device=device)
-    for images, labels in loader:
-        x = normalizer(images.to(device), channels_last=channels_last)
-        with autocast():
-            out = model(x)
-        logits = getattr(out, "logits", out).float()
-        logits, labels = gather((logits, labels.to(device)))
-        correct += (logits.argmax(1) == labels).sum()
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
-        count += labels.numel()
-    n = int(count)
-    return {"accuracy": 100.0 * int(correct) / max(1, n), "loss": float(loss_sum) / max(1, n), "count": n}

@@ -85,22 +85,20 @@ class MaskEnforcer:
         torch._foreach_mul_(self._params, self._keep)
         torch._foreach_add_(self._params, 0.0)
 
-    def attach(self, optimizer: torch.optim.Optimizer, *, mask_weights_after_step: bool | None = None) -> None:
-        """Guard every ``optimizer.step()`` from now on.
+    def attach(self, optimizer: torch.optim.Optimizer) -> None:
+        """Guard every ``optimizer.step()`` from now on (and re-mask the weights after each step
+        for optimizers outside the element-wise family listed above).
 
         Args:
             optimizer: A torch optimizer (or an object wrapping one in ``.optimizer``,
                 like Accelerate's ``AcceleratedOptimizer``).
-            mask_weights_after_step: Also re-mask the weights after each step. Default:
-                only for optimizers outside the element-wise family listed above.
         """
         inner = getattr(optimizer, "optimizer", optimizer)
-        if mask_weights_after_step is None:
-            mask_weights_after_step = type(inner) not in _ELEMENTWISE_OPTIMIZERS
         self._handles.append(inner.register_step_pre_hook(lambda *_: self.mask_gradients()))
-        if mask_weights_after_step:
+        self.guard = "gradients"
+        if type(inner) not in _ELEMENTWISE_OPTIMIZERS:
             self._handles.append(inner.register_step_post_hook(lambda *_: self.mask_weights()))
-        self.guard = "gradients+weights" if mask_weights_after_step else "gradients"
+            self.guard = "gradients+weights"
 
     def remove(self) -> None:
         """Remove every hook this enforcer registered."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
 
 from ..configs import TrainConfig
 
@@ -42,7 +41,7 @@ def lr_at(config: TrainConfig, step: int, total_steps: int) -> float:
     return config.lr * max(0.0, (1 - frac) / (1 - w))
 
 
-def make_accelerator(config: TrainConfig, *, cpu: bool | None = None, project_dir: str | None = None):  # noqa: ANN201
+def make_accelerator(config: TrainConfig, *, cpu: bool | None = None):  # noqa: ANN201
     """Build (or reuse) the process's ``accelerate.Accelerator`` for ``config``.
 
     Accelerate keeps one process-wide state; asking for a different precision in the same
@@ -51,7 +50,6 @@ def make_accelerator(config: TrainConfig, *, cpu: bool | None = None, project_di
     Args:
         config: Gives the mixed-precision mode.
         cpu: Force the CPU (default: use an accelerator when one is visible).
-        project_dir: Accelerate project folder.
 
     Returns:
         An ``accelerate.Accelerator``.
@@ -66,7 +64,4 @@ def make_accelerator(config: TrainConfig, *, cpu: bool | None = None, project_di
             logger.warning("Accelerate is already initialised with mixed_precision=%s; keeping it (asked: %s).",
                            current, mp)
             mp = current
-    kwargs: dict[str, Any] = {"mixed_precision": mp, "project_dir": project_dir}
-    if cpu:
-        kwargs["cpu"] = True
-    return Accelerator(**kwargs)
+    return Accelerator(mixed_precision=mp, cpu=bool(cpu))

@@ -1,16 +1,13 @@
 """The training loop: :class:`Trainer` (Accelerate, fixed masks, optional mixed-in
-samples, epoch checkpoints) and the :class:`EpochRecord` it logs per epoch."""
+samples) and the :class:`EpochRecord` it logs per epoch."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -23,7 +20,6 @@ from ..errors import TrainingError
 from .evaluation import _canonical_device, evaluate
 from .masking import MaskEnforcer
 from .mixing import BatchMixer
-from .optimizer_state import load_optimizer_state, save_optimizer_state
 from .schedule import lr_at, make_accelerator
 
 __all__ = ["Trainer", "EpochRecord"]
@@ -61,14 +57,11 @@ class Trainer:
             are enforced) or any module returning logits.
         train_data: Training split.
         config: Hyper-parameters (defaults: :class:`TrainConfig`'s).
-        test_data: Evaluated after every ``eval_every`` epochs and at the end.
+        test_data: Evaluated after the last epoch.
         accelerator: Shared accelerator; one is made from ``config`` when ``None``.
         mixer: Optional :class:`BatchMixer` (trigger-set mixing).
-        eval_every: Evaluate every this many epochs (0: only at the end).
         progress: Show progress bars on the main process: epochs, and the batches of the
             current epoch with their rate and ETA.
-        checkpoint_dir: When set, the state after each epoch is saved there and a new
-            Trainer with the same folder resumes from it.
         desc: Label of the progress bar.
         context: A :class:`~.context.TrainingContext` whose uploaded splits to share (default: upload here).
     """
@@ -82,9 +75,7 @@ class Trainer:
         test_data: ImageData | None = None,
         accelerator: Any = None,
         mixer: BatchMixer | None = None,
-        eval_every: int = 0,
         progress: bool = True,
-        checkpoint_dir: str | os.PathLike | None = None,
         desc: str = "train",
         context: Any = None,
     ) -> None:
@@ -97,9 +88,7 @@ class Trainer:
         self.config = cfg
         self.test_data = test_data
         self.mixer = mixer
-        self.eval_every = eval_every
         self.progress = progress
-        self.checkpoint_dir = checkpoint_dir
         self.desc = desc
         self.context = context  # a TrainingContext shares device copies of the splits; without one, upload here
         self.accelerator = acc = accelerator if accelerator is not None else make_accelerator(cfg)
@@ -142,26 +131,19 @@ class Trainer:
     def _inner_optimizer(self) -> torch.optim.Optimizer:
         return getattr(self.optimizer, "optimizer", self.optimizer)
 
-    def reset(self, *, state_dict: Mapping[str, torch.Tensor] | None = None,
-              masks: Mapping[str, torch.Tensor] | None = None, seed: int | None = None, desc: str | None = None,
-              progress: bool | None = None) -> None:
+    def reset(self, *, seed: int | None = None, desc: str | None = None, progress: bool | None = None) -> None:
         """Start another run on the same model, data and settings, keeping the prepared and
         compiled model and the uploaded data.
 
         The optimizer state (momentum) and the history are cleared, so the next :meth:`train`
-        gives exactly what a new ``Trainer`` with the same weights, masks and seed gives.
+        gives exactly what a new ``Trainer`` with the model's current weights and masks and
+        the same seed gives (load other weights or set other masks on the model first).
 
         Args:
-            state_dict: Weights (and buffers) to load into the model, by the model's own names.
-            masks: New masks (``model.set_masks``; pruned weights are zeroed).
             seed: New ``config.seed`` (data order and augmentation).
             desc: New label of the progress bar.
             progress: Show progress bars or not from now on.
         """
-        if state_dict is not None:
-            self.model.load_state_dict(state_dict, strict=True)
-        if masks is not None:
-            self.model.set_masks(masks)
         self._inner_optimizer.state.clear()
         self.optimizer.zero_grad(set_to_none=True)
         self.history = []
@@ -175,25 +157,22 @@ class Trainer:
 
     # ------------------------------------------------------------------ running
 
-    def evaluate(self, data: ImageData | None = None) -> dict[str, float]:
-        """Evaluate on ``data`` (the test split by default, read from its copy on the device)."""
-        data = data or self.test_data
-        if data is None:
-            raise TrainingError("No evaluation data: pass test_data to the Trainer or data to evaluate().")
-        split = self._test_on_device if data is self.test_data else data
-        return evaluate(self.prepared_model, split, accelerator=self.accelerator, batch_size=self.config.eval_batch_size,
+    def evaluate(self) -> dict[str, float]:
+        """Evaluate on the test split (read from its copy on the device)."""
+        if self._test_on_device is None:
+            raise TrainingError("No evaluation data: pass test_data to the Trainer.")
+        return evaluate(self.prepared_model, self._test_on_device, accelerator=self.accelerator, batch_size=self.config.eval_batch_size,
                         channels_last=self.channels_last)
 
-    def train(self, *, start_epoch: int = 0, end_epoch: int | None = None,
+    def train(self, *, start_epoch: int = 0,
               on_epoch_end: Callable[[int, Trainer], None] | None = None) -> list[EpochRecord]:
-        """Train epochs ``[start_epoch, end_epoch)`` of the schedule.
+        """Train epochs ``[start_epoch, config.epochs)`` of the schedule.
 
         The schedule is positioned by epoch, so ``start_epoch=3`` continues a run rewound
         to epoch 3 exactly as the paper's late rewinding does.
 
         Args:
             start_epoch: First epoch to run (the lr schedule starts there).
-            end_epoch: Epoch to stop before (``config.epochs`` by default).
             on_epoch_end: Called with ``(epoch, trainer)`` after each finished epoch
                 (IMP captures the rewind weights with it).
 
@@ -203,8 +182,6 @@ class Trainer:
         Raises:
             TrainingError: The loss became NaN or infinite.
         """
-        end_epoch = self.config.epochs if end_epoch is None else end_epoch
-        start_epoch = self._maybe_resume(start_epoch)
         masks = getattr(self.model, "masks", None)
         enforcer = None
         if masks:
@@ -212,14 +189,13 @@ class Trainer:
             enforcer = MaskEnforcer(self.model.timm_parameters(), masks)
             enforcer.attach(self.optimizer)
         try:
-            return self._run_epochs(start_epoch, end_epoch, on_epoch_end)
+            return self._run_epochs(start_epoch, on_epoch_end)
         finally:
             if enforcer is not None:
                 enforcer.remove()
 
-    def _run_epochs(self, start_epoch: int, end_epoch: int,
-                    on_epoch_end: Callable[[int, Trainer], None] | None) -> list[EpochRecord]:
-        cfg, acc = self.config, self.accelerator
+    def _run_epochs(self, start_epoch: int, on_epoch_end: Callable[[int, Trainer], None] | None) -> list[EpochRecord]:
+        cfg, acc, end_epoch = self.config, self.accelerator, self.config.epochs
         from tqdm.auto import tqdm
 
         # one bar for the whole run, only on a terminal (disable=None): a redirected log gets no bar lines
@@ -255,14 +231,12 @@ class Trainer:
                 secs = time.perf_counter() - t0
                 record = EpochRecord(epoch=epoch, lr=lr_at(cfg, epoch * self.steps_per_epoch, self.total_steps),
                                      train_loss=mean_loss, images_per_s=seen * acc.num_processes / secs, seconds=secs)
-                last = epoch == end_epoch - 1
-                if self.test_data is not None and (last or (self.eval_every and (epoch + 1) % self.eval_every == 0)):
+                if self.test_data is not None and epoch == end_epoch - 1:
                     metrics = self.evaluate()
                     record.test_accuracy, record.test_loss = metrics["accuracy"], metrics["loss"]
                     record.test_count = metrics["count"]
                     self.prepared_model.train()
                 self.history.append(record)
-                self._save_epoch(epoch)
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, self)
                 bar.set_postfix(loss=f"{mean_loss:.3f}", acc=record.test_accuracy, img_s=f"{record.images_per_s:,.0f}")
@@ -277,41 +251,3 @@ class Trainer:
     def unwrapped(self) -> nn.Module:
         """The model without DDP/compile wrappers."""
         return self.accelerator.unwrap_model(self.prepared_model)
-
-    # ------------------------------------------------------------------ epoch checkpoints
-
-    def _ckpt(self) -> Path | None:
-        return Path(self.checkpoint_dir) if self.checkpoint_dir else None
-
-    def _save_epoch(self, epoch: int) -> None:
-        folder = self._ckpt()
-        if folder is None or not self.accelerator.is_main_process:
-            return
-        folder.mkdir(parents=True, exist_ok=True)
-        from safetensors.torch import save_file
-
-        tmp = folder / "state.safetensors.tmp"
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.unwrapped().state_dict().items()}, str(tmp))
-        save_optimizer_state(self.optimizer, folder / "optimizer.safetensors.tmp")
-        os.replace(folder / "optimizer.safetensors.tmp", folder / "optimizer.safetensors")
-        os.replace(tmp, folder / "state.safetensors")
-        progress = folder / "progress.json.tmp"
-        progress.write_text(json.dumps({"epoch": epoch, "history": [asdict(r) for r in self.history]}))
-        os.replace(progress, folder / "progress.json")
-
-    def _maybe_resume(self, start_epoch: int) -> int:
-        folder = self._ckpt()
-        if folder is None or not (folder / "progress.json").is_file():
-            return start_epoch
-        from safetensors.torch import load_file
-
-        if not (folder / "optimizer.safetensors").is_file():
-            raise TrainingError(f"{folder} holds no optimizer.safetensors (it was written by an older version, which "
-                                "pickled the optimizer state); delete the folder to start the run over.")
-        progress = json.loads((folder / "progress.json").read_text())
-        state = load_file(str(folder / "state.safetensors"))
-        self.unwrapped().load_state_dict(state, strict=True)
-        load_optimizer_state(self.optimizer, folder / "optimizer.safetensors")
-        self.history = [EpochRecord(**r) for r in progress["history"]]
-        logger.info("Resuming training from %s after epoch %d.", folder, progress["epoch"])
-        return max(start_epoch, progress["epoch"] + 1)

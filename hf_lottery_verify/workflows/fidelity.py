@@ -26,7 +26,7 @@ from ..errors import MaskError
 from ..keymask._common import _model_masks, _ordered_names
 from ..keymask.split import fake_key_masks, merge_key_mask, split_key_mask
 from ..masks import MaskDict, count_kept, count_total
-from ..training import TrainConfig, Trainer, TrainingContext, evaluate, make_accelerator
+from ..training import TrainConfig, TrainingContext, evaluate, make_accelerator
 
 __all__ = ["KeymaskFidelity", "keymask_fidelity", "retrain_from_rewind"]
 
@@ -132,9 +132,8 @@ class KeymaskFidelity:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of the fields and the derived figures."""
         d = asdict(self)
-        for name in ("rspar_key", "density_full", "density_locked", "density_key", "locked_drop", "fake_accuracy",
-                     "fake_drop", "key_needed", "fake1_succeeds"):
-            d[name] = getattr(self, name)
+        d.update({name: getattr(self, name) for name, value in vars(KeymaskFidelity).items()
+                  if isinstance(value, property)})
         return d
 
 
@@ -183,24 +182,20 @@ def retrain_from_rewind(
     """
     if not 0 <= rewind_epoch < train_config.epochs:
         raise ValueError(f"rewind_epoch must lie in [0, epochs={train_config.epochs}), got {rewind_epoch}.")
-    if context is None:
-        model = copy.deepcopy(rewind)
-        model.set_masks({name: m.detach().cpu() for name, m in masks.items()})
-        trainer = Trainer(model, data.train, train_config, test_data=data.test, accelerator=accelerator,
-                          progress=progress, desc=desc)
-    else:
+    own_context = context is None
+    context = TrainingContext() if own_context else context
+    try:
         model = context.working_copy(rewind)
         model.set_masks({name: m.detach() for name, m in masks.items()})
         trainer = context.trainer(model, data.train, train_config, test_data=data.test, accelerator=accelerator,
                                   progress=progress, desc=desc)
-    try:
         trainer.train(start_epoch=rewind_epoch)
         last = trainer.history[-1]
         metrics = {"accuracy": float(last.test_accuracy), "loss": float(last.test_loss),
                    "count": int(last.test_count)}
     finally:
-        if context is None:
-            trainer.close()
+        if own_context:
+            context.close()
     return model, metrics
 
 
@@ -209,50 +204,30 @@ def _resolve_split(
     full: MaskDict,
     *,
     key_masks: Mapping[str, torch.Tensor] | None,
-    locked_masks: Mapping[str, torch.Tensor] | None,
     ratio: float | None,
     score: str,
     seed: int,
     score_options: Mapping[str, Any],
 ) -> tuple[MaskDict, MaskDict]:
-    """``(key, locked)`` on the CPU, computed (``ratio``) or completed from the given half."""
-    given = key_masks is not None or locked_masks is not None
-    if given and ratio is not None:
-        raise MaskError("Pass either a precomputed split (key_masks and/or locked_masks) or ratio to compute one, "
-                        "not both.")
-    if not given:
-        if ratio is None:
-            raise MaskError("No split to verify: pass ratio (and score) to compute one, or key_masks/locked_masks.")
+    """``(key, locked)`` on the CPU: computed from ``ratio``, or the given key and the rest of the ticket's mask."""
+    if (key_masks is None) == (ratio is None):
+        raise MaskError("No split to verify: pass ratio (and score) to compute one, or key_masks." if key_masks is None
+                        else "Pass either a precomputed split (key_masks) or ratio to compute one, not both.")
+    if key_masks is None:
         key, locked = split_key_mask(ticket, ratio=ratio, score=score, seed=seed, **score_options)
         return {n: m.cpu() for n, m in key.items()}, {n: m.cpu() for n, m in locked.items()}
-
-    def cpu(masks: Mapping[str, torch.Tensor]) -> MaskDict:
-        if set(masks) != set(full):
-            diff = sorted(set(masks) ^ set(full))
-            raise MaskError(f"The split covers other parameters than the ticket's masks: {diff[:4]}.",
-                            param_name=diff[0])
-        return {n: masks[n].detach().cpu() for n in full}
-
-    key = cpu(key_masks) if key_masks is not None else None
-    locked = cpu(locked_masks) if locked_masks is not None else None
+    if set(key_masks) != set(full):
+        diff = sorted(set(key_masks) ^ set(full))
+        raise MaskError(f"The split covers other parameters than the ticket's masks: {diff[:4]}.", param_name=diff[0])
+    key = {n: key_masks[n].detach().cpu() for n in full}
     for name, m in full.items():
-        part = key if key is not None else locked
-        if part[name].dtype != torch.bool or tuple(part[name].shape) != tuple(m.shape):
+        if key[name].dtype != torch.bool or tuple(key[name].shape) != tuple(m.shape):
             raise MaskError(f"The given mask of '{name}' must be torch.bool of shape {tuple(m.shape)}.",
                             param_name=name)
-        if bool((part[name] & ~m).any()):
+        if bool((key[name] & ~m).any()):
             raise MaskError(f"The given mask of '{name}' keeps weights the ticket prunes; it is not part of this "
                             "ticket's mask.", param_name=name)
-    if key is None:
-        key = {n: full[n] & ~locked[n] for n in full}
-    if locked is None:
-        locked = {n: full[n] & ~key[n] for n in full}
-    merged = merge_key_mask(locked, key)
-    for name, m in full.items():
-        if not torch.equal(merged[name], m):
-            raise MaskError(f"key ∪ locked differs from the ticket's mask of '{name}': the split belongs to another "
-                            "ticket.", param_name=name)
-    return key, locked
+    return key, {n: full[n] & ~key[n] for n in full}
 
 
 def keymask_fidelity(
@@ -263,7 +238,6 @@ def keymask_fidelity(
     train_config: TrainConfig,
     rewind_epoch: int,
     key_masks: Mapping[str, torch.Tensor] | None = None,
-    locked_masks: Mapping[str, torch.Tensor] | None = None,
     ratio: float | None = None,
     score: str = "omp",
     seed: int = 0,
@@ -286,8 +260,8 @@ def keymask_fidelity(
     (c) fake1: ``M_l ∪ M_s'`` with ``M_s'`` a random key of the same size ``n``
         (:func:`~hf_lottery_verify.keymask.fake_key_masks`), ``fake_trials`` times.
 
-    The split is either given (``key_masks`` and/or ``locked_masks``; the missing half is
-    the rest of the ticket's mask) or computed with
+    The split is either given (``key_masks``; the locked mask is the rest of the ticket's
+    mask) or computed with
     :func:`~hf_lottery_verify.keymask.split_key_mask` from ``ratio`` and ``score`` on the
     ticket's weights.
 
@@ -300,7 +274,6 @@ def keymask_fidelity(
         train_config (`TrainConfig`): The training schedule, shared by all arms.
         rewind_epoch (`int`): Epoch ``k`` of the schedule to restart from (paper: 3).
         key_masks (`Mapping[str, torch.Tensor]`, *optional*): Precomputed key masks ``M_s``.
-        locked_masks (`Mapping[str, torch.Tensor]`, *optional*): Precomputed locked masks ``M_l``.
         ratio (`float`, *optional*): Key share of the kept weights, to compute the split.
         score (`str`, *optional*, defaults to `"omp"`): Scorer of the computed split.
         seed (`int`, *optional*, defaults to 0): Seed of the scorer and of the fake keys
@@ -344,9 +317,9 @@ def keymask_fidelity(
         raise ValueError(f"rewind_epoch must lie in [0, epochs={train_config.epochs}), got {rewind_epoch}.")
     masks = _model_masks(ticket)
     full = {name: masks[name].cpu() for name in _ordered_names(ticket, masks)}
-    key, locked = _resolve_split(ticket, full, key_masks=key_masks, locked_masks=locked_masks, ratio=ratio,
-                                 score=score, seed=seed, score_options=score_options)
-    computed = key_masks is None and locked_masks is None
+    key, locked = _resolve_split(ticket, full, key_masks=key_masks, ratio=ratio, score=score, seed=seed,
+                                 score_options=score_options)
+    computed = key_masks is None
     n = count_kept(key)
     acc = accelerator or make_accelerator(train_config)
     seconds: dict[str, float] = {}

@@ -9,9 +9,8 @@ from typing import Any
 
 import torch
 
-from ..codecs import unpack_bits
 from ..errors import CheckpointError, KeyFileError
-from ..keymask.distribution import _MASK_TENSOR, lock_model
+from ..keymask.distribution import key_parts, lock_model
 from ..loading import load_with_key
 from ..masks import count_total
 from ..ownership_key import KEYMASK_SECTION, OwnershipKey, check_key_outside
@@ -85,8 +84,7 @@ def split_key_folder(
     restored = load_with_key(published, key=key)
     full_params, restored_params, published_params = (
         model.timm_parameters(), restored.timm_parameters(), published.timm_parameters())
-    key_masks = {n: unpack_bits(key.section_tensors(KEYMASK_SECTION)[_MASK_TENSOR + n], info["shape"])
-                 for n, info in key.section(KEYMASK_SECTION)["params"].items()}
+    section, key_masks, _ = key_parts(key)
     no_key_weights = all(
         not bool(published_params[n].detach().cpu()[km].ne(0).any()) for n, km in key_masks.items())
     bit_exact = all(torch.equal(full_params[n].detach(), restored_params[n].detach()) for n in full_params) and all(
@@ -96,9 +94,7 @@ def split_key_folder(
         raise CheckpointError("Verification of the split failed: the locked folder and key do not restore the ticket "
                               f"(no key weights published: {no_key_weights}, bit-exact: {bit_exact}).",
                               path=str(out_dir))
-    section = key.section(KEYMASK_SECTION)
-    full = model.masks
-    total = count_total(full)
+    total = count_total(model.masks)
     return {
         "model_dir": str(model_dir),
         "out_dir": str(out_dir),
