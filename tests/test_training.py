@@ -225,15 +225,16 @@ def test_mixed_samples_are_normalised_like_the_batches() -> None:
 def test_evaluate_reads_the_split_on_the_device_and_matches_one_big_batch() -> None:
     import torch.nn.functional as F
 
-    from hf_lottery_verify.data import DeviceData, normalize
+    from hf_lottery_verify.data import DeviceData, normalize, normalized_for
 
     data = tiny_data(train_size=16, test_size=45)
     model = make_model(num_labels=4).train()
     on_device = DeviceData(data.test, "cpu")
     direct = evaluate(model, on_device, batch_size=16)
     assert model.training  # the mode is restored
+    split = normalized_for(data.test, model)  # the model reads its inputs as its config says
     with torch.no_grad():
-        logits = model.eval()(normalize(data.test.images, data.test.mean, data.test.std)).logits
+        logits = model.eval()(normalize(split.images, split.mean, split.std)).logits
     model.train()
     correct = int((logits.argmax(1) == data.test.labels).sum())
     assert direct["count"] == 45 and direct["accuracy"] == pytest.approx(100.0 * correct / 45)
