@@ -178,7 +178,7 @@ def test_badge_can_be_left_out() -> None:
 # --------------------------------------------------------------------------- claims
 
 
-def test_claim_never_leaks_locating_fields() -> None:
+def test_claim_is_an_allow_list_nothing_else_reaches_the_card() -> None:
     leaky = {
         **CLAIM,
         "regions": [[3, 17, 42]],
@@ -187,45 +187,38 @@ def test_claim_never_leaks_locating_fields() -> None:
         "layer": "layer1.0.conv2.weight",
         "offset": [12345, 67890],
         "signatureRow": 4711,
-        "nested": {"ok": "kept-value", "param_name": "conv1.weight", "where": "layer2.1.conv1.weight"},
+        "nested": {"ok": "kept-value", "param_name": "conv1.weight"},
         "note": "visible-note",
     }
     card = _card(claim=leaky)
     published = card.data.to_dict()["ownership_claim"]
-    assert set(published) == {*CLAIM, "nested", "note"}
-    assert published["nested"] == {"ok": "kept-value"}
+    assert published == CLAIM
     text = str(card)
-    for secret in ("regions", "qr_version", "error_level", "12345", "67890", "4711", "conv2.weight", "conv1.weight"):
+    for secret in ("regions", "qr_version", "error_level", "12345", "67890", "4711", "conv2.weight", "conv1.weight",
+                   "kept-value", "visible-note"):
         assert secret not in text
-    assert "visible-note" in text and "kept-value" in text
     # The caller's dict is left untouched.
     assert "regions" in leaky
 
 
-def test_unknown_claim_fields_are_opaque_and_never_crash() -> None:
+def test_odd_claim_values_never_crash() -> None:
+    import datetime
+
     odd = {
         "owner": None,
-        "created": "yesterday",
-        "schemes": "V2",
+        "created": datetime.datetime(2026, 11, 30, 12, 0, tzinfo=datetime.timezone.utc),
+        "schemes": ["V2", {"x": 1}],
         "key_commitment": "not-a-hash",
+        "library": {"name": "x"},  # structured: dropped
         "weird": float("nan"),
-        "object": object(),
         7: {"deep": [1, 2.5, None, True]},
     }
     claim = sanitize_claim(odd)
-    assert claim["weird"] == "nan" and isinstance(claim["object"], str)
-    assert claim["7"] == {"deep": [1, 2.5, None, True]}
+    assert claim == {"owner": None, "created": "2026-11-30T12:00:00+00:00", "schemes": ["V2"],
+                     "key_commitment": "not-a-hash"}
     card = _card(claim=odd)
     assert ModelCard(str(card)).data.ownership_claim == claim
     assert "not named (anonymous claim)" in card.text
-
-
-def test_structured_known_fields_are_searched_and_dates_become_iso() -> None:
-    import datetime
-
-    created = datetime.datetime(2026, 11, 30, 12, 0, tzinfo=datetime.timezone.utc)
-    claim = sanitize_claim({"owner": {"name": "alice", "qr_offset": [3, 4]}, "created": created})
-    assert claim == {"owner": {"name": "alice"}, "created": "2026-11-30T12:00:00+00:00"}
 
 
 def test_card_data_cannot_smuggle_a_claim() -> None:

@@ -12,22 +12,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..atomic import json_safe
 from ..masks import count_kept, count_total
 from .registry import get_attack, run_attack
 
 __all__ = ["attack_folder", "save_attacked"]
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    if isinstance(obj, bytes):
-        return obj.hex()
-    return repr(obj)
 
 
 def _widened(model: nn.Module) -> bool:
@@ -119,7 +108,7 @@ def attack_folder(
     if dataset is not None:
         data = load_image_dataset(dataset, data_dir=data_dir, seed=seed, **dict(dataset_options or {}))
     report: dict[str, Any] = {"attack": name, "kind": spec.kind, "function_preserving": spec.function_preserving,
-                              "params": _json_safe(params), "seed": seed, "model_dir": str(model_dir),
+                              "params": json_safe(params), "seed": seed, "model_dir": str(model_dir),
                               "out_dir": str(out_dir), "dataset": dataset,
                               "density_before": count_kept(model.masks) / max(1, count_total(model.masks))}
     if name == "fake3":

@@ -329,7 +329,7 @@ def render_model_card(
     except (TypeError, ValueError) as err:
         raise CardError(f"The merged card metadata is invalid: {err}", field="card_data") from err
 
-    claim_rows, claim_extra_rows = _claim_rows(public_claim) if public_claim is not None else ([], [])
+    claim_rows = _claim_rows(public_claim) if public_claim is not None else []
     if shown_dataset_name is None:
         dataset_md = None
     elif dataset is not None:
@@ -354,7 +354,6 @@ def render_model_card(
         "badge_markdown": _badge_markdown(badge_filename, has_claim=public_claim is not None),
         "has_claim": public_claim is not None,
         "claim_rows": claim_rows,
-        "claim_extra_rows": claim_extra_rows,
         "remote_code": remote_code,
         "robustness": measured_robustness(),
     }

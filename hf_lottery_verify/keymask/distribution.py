@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from ..atomic import json_safe
 from ..codecs import pack_bits, unpack_bits
 from ..errors import KeyMismatchError, MaskError
 from ..masks import count_kept, timm_parameters
@@ -131,7 +132,7 @@ def lock_model(
         "ratio": float(ratio),
         "score": score,
         "seed": int(seed),
-        "score_options": _json_safe({k: v for k, v in score_options.items() if k != "score_weights"}),
+        "score_options": json_safe({k: v for k, v in score_options.items() if k != "score_weights"}),
         "n": n,
         "kept": count_kept(full),
         "dtype": str(next(iter(params.values())).dtype).replace("torch.", ""),
@@ -151,17 +152,6 @@ def _score_weights_digest(model: nn.Module, score_weights: nn.Module | Mapping[s
     """SHA-256 of the parameters of ``model``'s network as read from ``score_weights``."""
     source = timm_parameters(score_weights, detach=True)
     return tensor_digest({name: source[name] for name in timm_parameters(model)})
-
-
-def _json_safe(options: Mapping[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in options.items():
-        if isinstance(v, tuple):
-            v = list(v)
-        if not isinstance(v, str | int | float | bool | list | type(None)):
-            v = repr(v)
-        out[k] = v
-    return out
 
 
 def key_parts(key: OwnershipKey) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
