@@ -186,10 +186,14 @@ def _training_options(args, name: str, params: dict) -> dict:
     accepted = spec.parameters()
     if "train_limit" in accepted and "dataset" not in params:
         extra["train_limit"] = args.attack_train_limit
-    if "batch_size" in accepted:
-        extra["batch_size"] = args.batch_size
-    if "train_options" in accepted:
-        extra["train_options"] = {"precision": args.precision, "pad": args.pad}
+    if "train" in accepted:  # the attack's own recipe, at the matrix's batch size, precision and padding
+        from dataclasses import replace
+
+        from hf_lottery_verify.attacks.distill import DISTILL_TRAINING
+        from hf_lottery_verify.attacks.finetune import ATTACK_TRAINING
+
+        recipe = DISTILL_TRAINING if name == "distill" else ATTACK_TRAINING
+        extra["train"] = replace(recipe, batch_size=args.batch_size, precision=args.precision, pad=args.pad)
     return extra
 
 

@@ -37,6 +37,7 @@ from torch import nn
 
 from .architectures import create_resnet
 from .atomic import json_safe
+from .configs import TrainConfig
 from .data import DatasetPair, ImageData, derive_seed
 from .errors import DatasetError, UnknownNameError
 from .ownership_key import SIGNATURE_SECTION, TRIGGERS_SECTION, KeyLike, OwnershipKey, as_key
@@ -71,6 +72,9 @@ def clopper_pearson_upper(successes: int, n: int, *, confidence: float = 0.95) -
 
     return float(beta.ppf(confidence, successes + 1, n - successes))
 
+
+NULL_TRAINING = TrainConfig(epochs=2, batch_size=64, lr=0.05, weight_decay=5e-4, schedule="onecycle")
+"""How a ``trained`` null model is trained: a short independent run on the owner's kind of data."""
 
 @dataclass
 class NullResult:
@@ -174,8 +178,7 @@ def make_null_model(
     in_chans: int = 3,
     data: DatasetPair | ImageData | None = None,
     density: float | None = None,
-    train_epochs: int = 2,
-    train_options: Mapping[str, Any] | None = None,
+    train: TrainConfig | None = None,
 ) -> nn.Module:
     """One null model of the key's architecture.
 
@@ -187,8 +190,7 @@ def make_null_model(
         in_chans (`int`, *optional*, defaults to 3): Input channels.
         data (`DatasetPair` or `ImageData`, *optional*): Training data (``trained``).
         density (`float`, *optional*): Density when the key records no kept counts (0.1 by default).
-        train_epochs (`int`, *optional*, defaults to 2): Epochs for ``trained``.
-        train_options (`Mapping[str, Any]`, *optional*): Further ``TrainConfig`` fields.
+        train (`TrainConfig`, *optional*): The recipe of a ``trained`` null model (:data:`NULL_TRAINING` by default).
 
     Returns:
         The null model (eval mode).
@@ -218,12 +220,9 @@ def make_null_model(
             raise DatasetError("A 'trained' null model needs data=... (a DatasetPair or ImageData).")
         from .attacks.finetune import masked_finetune, train_split
 
-        train = train_split(data, seed=seed)
-        opts = {"lr": 0.05, "schedule": "onecycle", "batch_size": 64, "weight_decay": 5e-4,
-                **dict(train_options or {})}
-        model = masked_finetune(model, train, epochs=train_epochs, seed=derive_seed(seed, "null-train"),
-                                lr=opts.pop("lr"), schedule=opts.pop("schedule"), batch_size=opts.pop("batch_size"),
-                                weight_decay=opts.pop("weight_decay"), train_options=opts)
+        train = train or NULL_TRAINING
+        model = masked_finetune(model, train_split(data, seed=seed), epochs=train.epochs,
+                                seed=derive_seed(seed, "null-train"), config=train)
     elif kind == "signed_other":
         from .ownership_key import OwnershipKey
         from .signature import embed_signature
@@ -315,8 +314,7 @@ def calibrate(
     counts: Mapping[str, int] | None = None,
     num_labels: int | None = None,
     in_chans: int | None = None,
-    train_epochs: int = 2,
-    train_options: Mapping[str, Any] | None = None,
+    train: TrainConfig | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> CalibrationReport:
     """Verify ``n`` null models with the owner's key and report how often the verdict is wrongly ``owned``.
@@ -341,8 +339,7 @@ def calibrate(
             the trigger set's, else 10).
         in_chans (`int`, *optional*): Their input channels (default: the data's, the key's
             trigger record, else 3).
-        train_epochs (`int`, *optional*, defaults to 2): Epochs of a ``trained`` null model.
-        train_options (`Mapping[str, Any]`, *optional*): Its further ``TrainConfig`` fields.
+        train (`TrainConfig`, *optional*): The recipe of a ``trained`` null model (:data:`NULL_TRAINING` by default).
         progress (`Callable[[str], None]`, *optional*): Receives one line per null model.
 
     Returns:
@@ -390,7 +387,7 @@ def calibrate(
         for i in range(count):
             s = derive_seed(seed, kind, i)
             model = make_null_model(key, kind, seed=s, num_labels=int(labels), in_chans=int(chans), data=data,
-                                    train_epochs=train_epochs, train_options=train_options)
+                                    train=train)
             if model.config.image_mean is None:
                 model.config.image_mean, model.config.image_std = stats
             report = verify_model(model, key=key, policy=policy, require_anchor=False)  # nulls test the evidence

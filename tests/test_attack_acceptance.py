@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import copy
 import functools
+from dataclasses import replace
 
 import pytest
 
 import hf_lottery_verify as hlv
 from hf_lottery_verify.attacks import forge_signature, get_attack, list_attacks, run_attack, save_attacked
+from hf_lottery_verify.attacks.distill import DISTILL_TRAINING
+from hf_lottery_verify.attacks.finetune import ATTACK_TRAINING
 from hf_lottery_verify.publishing import push_model
 from hf_lottery_verify.retrain import retrain
 from hf_lottery_verify.signature import embed_signature
@@ -23,8 +26,9 @@ from hf_lottery_verify.triggers import add_triggers
 
 from .helpers import make_model, tiny_data, tiny_train_config
 
-CHEAP = {"locate_rewrite": {"max_version": 1}, "finetune": {"batch_size": 64}, "prune_finetune": {"batch_size": 64},
-         "distill": {"batch_size": 64}}
+CHEAP = {"locate_rewrite": {"max_version": 1}, "finetune": {"train": replace(ATTACK_TRAINING, batch_size=64)},
+         "prune_finetune": {"train": replace(ATTACK_TRAINING, batch_size=64)},
+         "distill": {"train": replace(DISTILL_TRAINING, batch_size=64)}}
 TOLERANCE = 5.0  # accuracy points (Lukas et al., S&P 2022)
 
 
@@ -113,7 +117,7 @@ def test_a_published_copy_stays_owned_when_reloaded_from_its_folder(name: str, p
                                                                    local_hub) -> None:
     """What a thief publishes: the attacked weights in a folder (an input wrapper is code, not saved there)."""
     signed, key, data, base = _owner("cifar_resnet20")
-    extra = {"data": data, "batch_size": 64} if get_attack(name).accepts_data else {}
+    extra = {"data": data, "train": replace(ATTACK_TRAINING, batch_size=64)} if get_attack(name).accepts_data else {}
     attacked = run_attack(name, signed, seed=0, **params, **extra)
     save_attacked(attacked, tmp_path / "stolen")
     accuracy = evaluate(attacked, data.test)["accuracy"]
@@ -125,8 +129,8 @@ def test_a_published_copy_stays_owned_when_reloaded_from_its_folder(name: str, p
 @pytest.mark.slow
 def test_a_thiefs_own_signature_never_verifies_the_owners_original(owner) -> None:
     signed, key, data, base = owner
-    forged, thief_key = forge_signature(signed, text="mallory 2026", seed=3, data=data, epochs=1, lr=0.05,
-                                        batch_size=64)
+    forged, thief_key = forge_signature(signed, text="mallory 2026", seed=3, data=data, epochs=1,
+                                        train=replace(ATTACK_TRAINING, lr=0.05, batch_size=64))
     assert hlv.verify_model(forged, key=thief_key, require_anchor=False).verdict == "owned"  # his key reads his copy
     assert hlv.verify_model(signed, key=thief_key, require_anchor=False).verdict != "owned"  # never the original
     # (whether the owner's key still reads the forged copy is the fake3 case of the contract test above)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,6 +12,8 @@ import torch
 import hf_lottery_verify as hlv
 from hf_lottery_verify.attacks import attack_folder, attack_table, get_attack, list_attacks, register_attack, run_attack
 from hf_lottery_verify.attacks import registry as registry_module
+from hf_lottery_verify.attacks.distill import DISTILL_TRAINING
+from hf_lottery_verify.attacks.finetune import ATTACK_TRAINING
 from hf_lottery_verify.errors import DatasetError, UnknownNameError
 
 from .helpers import make_model, tiny_data
@@ -18,8 +21,9 @@ from .helpers import make_model, tiny_data
 EXPECTED = {"prune", "addon", "finetune", "prune_finetune", "permute", "rescale", "dummy", "densify", "fake1", "fake2",
             "fake3", "locate_rewrite", "flood_dead", "remove_blocks", "mirror", "combined", "distill"}
 # Keep the generic sweep cheap: the key-less search of locate_rewrite only tries QR version 1.
-CHEAP = {"locate_rewrite": {"max_version": 1}, "finetune": {"batch_size": 64}, "prune_finetune": {"batch_size": 64},
-         "distill": {"batch_size": 64}}
+CHEAP = {"locate_rewrite": {"max_version": 1}, "finetune": {"train": replace(ATTACK_TRAINING, batch_size=64)},
+         "prune_finetune": {"train": replace(ATTACK_TRAINING, batch_size=64)},
+         "distill": {"train": replace(DISTILL_TRAINING, batch_size=64)}}
 
 
 def _with_random_batch_norms(model: hlv.SparseResNetForImageClassification) -> hlv.SparseResNetForImageClassification:

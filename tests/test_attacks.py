@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -18,6 +20,8 @@ from hf_lottery_verify.attacks import (
     prune_attack,
     prune_finetune_attack,
 )
+from hf_lottery_verify.attacks.distill import DISTILL_TRAINING
+from hf_lottery_verify.attacks.finetune import ATTACK_TRAINING
 from hf_lottery_verify.attacks.locate import rewrite_kernels
 from hf_lottery_verify.attacks.qrsearch import parity_screen
 from hf_lottery_verify.errors import DatasetError, MaskError, UnknownNameError
@@ -28,6 +32,7 @@ from hf_lottery_verify.signature import embed_signature
 from .helpers import make_model, tiny_data
 
 SECRET = bytes(range(32)).hex()
+FAST = replace(ATTACK_TRAINING, lr=0.05, batch_size=64)
 
 
 def _key(arch: str = "cifar_resnet20", secret: str = SECRET) -> hlv.OwnershipKey:
@@ -89,13 +94,13 @@ def test_addon_attack_and_the_defense_that_undoes_it() -> None:
 def test_finetune_masked_keeps_the_mask_dense_fills_it_and_another_dataset_gets_a_new_head() -> None:
     model = make_model(num_labels=4, density=0.2)
     data = tiny_data(train_size=128, test_size=32)
-    masked = finetune_attack(model, data=data, epochs=1, lr=0.05, batch_size=64, seed=0)
+    masked = finetune_attack(model, data=data, epochs=1, train=FAST, seed=0)
     assert all(torch.equal(masked.masks[n], model.masks[n]) for n in model.masks)
     assert not masked.training
     assert any(not torch.equal(masked.timm_parameters()[n], model.timm_parameters()[n]) for n in model.masks)
-    dense = finetune_attack(model, data=data, epochs=1, lr=0.05, batch_size=64, mode="dense", seed=0)
+    dense = finetune_attack(model, data=data, epochs=1, train=FAST, mode="dense", seed=0)
     assert count_kept(dense.masks) > 2 * count_kept(model.masks)
-    other = finetune_attack(model, dataset="synthetic", epochs=1, lr=0.05, batch_size=64, train_limit=128,
+    other = finetune_attack(model, dataset="synthetic", epochs=1, train=FAST, train_limit=128,
                             dataset_options={"num_classes": 3, "image_size": 8, "train_size": 128, "test_size": 8},
                             seed=0)
     assert other.config.num_labels == 3 and other.timm_model.fc.out_features == 3
@@ -109,7 +114,7 @@ def test_finetune_masked_keeps_the_mask_dense_fills_it_and_another_dataset_gets_
 def test_prune_finetune_prunes_then_trains_under_the_pruned_mask() -> None:
     model = make_model(num_labels=4, density=0.3)
     data = tiny_data(train_size=128, test_size=32)
-    attacked = prune_finetune_attack(model, fraction=0.4, data=data, epochs=1, lr=0.05, batch_size=64, seed=1)
+    attacked = prune_finetune_attack(model, fraction=0.4, data=data, epochs=1, train=FAST, seed=1)
     pruned = prune_attack(model, fraction=0.4)
     assert all(torch.equal(attacked.masks[n], pruned.masks[n]) for n in pruned.masks)
     assert count_kept(attacked.masks) == count_kept(model.masks) - round(0.4 * count_kept(model.masks))
@@ -118,7 +123,7 @@ def test_prune_finetune_prunes_then_trains_under_the_pruned_mask() -> None:
 def test_distill_trains_a_fresh_student_pruned_to_the_victims_counts_from_a_seed() -> None:
     model = make_model(num_labels=4, density=0.2)
     data = tiny_data(train_size=128, test_size=32)
-    options = {"data": data, "epochs": 1, "masked_epochs": 1, "batch_size": 64}
+    options = {"data": data, "epochs": 1, "masked_epochs": 1, "train": replace(DISTILL_TRAINING, batch_size=64)}
     student = distill_attack(model, seed=3, **options)
     assert {n: int(m.sum()) for n, m in student.masks.items()} == {n: int(m.sum()) for n, m in model.masks.items()}
     assert not any(torch.equal(student.masks[n], model.masks[n]) for n in model.masks)  # nothing is copied

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ import torch
 import hf_lottery_verify as hlv
 from hf_lottery_verify.calibration import (
     NULL_KINDS,
+    NULL_TRAINING,
     _split_counts,
     calibrate,
     calibrate_key_file,
@@ -66,7 +68,7 @@ def test_fifty_null_models_give_no_false_owned(signed) -> None:
     model, key = signed
     counts = {"init": 20, "pruned": 22, "trained": 3, "signed_other": 5}
     report = calibrate(key=key, counts=counts, data=tiny_data(train_size=128, test_size=16), seed=0,
-                       train_epochs=1, train_options={"batch_size": 64})
+                       train=replace(NULL_TRAINING, epochs=1, batch_size=64))
     assert report.n == 50 and report.counts == counts
     assert report.false_owned == 0, [r for r in report.results if r.verdict == "owned"]
     assert report.false_owned_rate == 0.0

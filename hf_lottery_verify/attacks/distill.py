@@ -13,21 +13,24 @@ its total kept count), and train some more under that mask. Training goes throug
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Literal
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..configs import TrainConfig
 from ..configuration_sparse_resnet import SparseResNetConfig
 from ..data import DatasetPair, ImageData, Normalizer, derive_seed
 from ..masks import count_kept
 from ..pruning import top_k_mask
-from .finetune import masked_finetune, train_split
+from .finetune import ATTACK_TRAINING, masked_finetune, train_split
 from .registry import register_attack
 
-__all__ = ["distill_attack", "teacher_probabilities"]
+__all__ = ["DISTILL_TRAINING", "distill_attack", "teacher_probabilities"]
+
+DISTILL_TRAINING = replace(ATTACK_TRAINING, lr=0.2, schedule="onecycle")
+"""A student trains from scratch: a high peak learning rate with one cycle (the measured recipe, bench/_distill.py)."""
 
 
 @torch.no_grad()
@@ -41,7 +44,6 @@ def teacher_probabilities(teacher: nn.Module, data: ImageData, *, temperature: f
         temperature (`float`, *optional*, defaults to 1.0): Softmax temperature (> 1 softens).
         hard (`bool`, *optional*, defaults to `False`): One-hot arg-max labels instead (an endpoint
             that answers labels only).
-        batch_size (`int`, *optional*, defaults to 500): Images per forward pass.
 
     Returns:
         ``N×K`` float32 probabilities on the CPU.
@@ -65,12 +67,8 @@ def distill_attack(
     masked_epochs: int = 2,
     temperature: float = 1.0,
     hard: bool = False,
-    lr: float = 0.2,
+    train: TrainConfig | None = None,
     train_limit: int | None = None,
-    batch_size: int = 128,
-    weight_decay: float = 5e-4,
-    schedule: Literal["constant", "cosine", "onecycle"] = "onecycle",
-    train_options: Mapping[str, Any] | None = None,
     seed: int = 0,
 ) -> nn.Module:
     """Distil the stolen ticket into a fresh, pruned model trained on the thief's data.
@@ -85,12 +83,9 @@ def distill_attack(
             student stays dense).
         temperature (`float`, *optional*, defaults to 1.0): Temperature of the victim's probabilities.
         hard (`bool`, *optional*, defaults to `False`): Train on the victim's arg-max labels only.
-        lr (`float`, *optional*, defaults to 0.2): Peak learning rate.
         train_limit (`int`, *optional*): At most this many of the thief's images.
-        batch_size (`int`, *optional*, defaults to 128): Batch size.
-        weight_decay (`float`, *optional*, defaults to 5e-4): Weight decay.
-        schedule (`str`, *optional*, defaults to `"onecycle"`): Learning-rate schedule.
-        train_options (`Mapping[str, Any]`, *optional*): Further ``TrainConfig`` fields.
+        train (`TrainConfig`, *optional*): The student's training recipe (:data:`DISTILL_TRAINING` by
+            default); ``epochs``, ``masked_epochs`` and ``seed`` here override its own.
         seed (`int`, *optional*, defaults to 0): Seed of the student's initialisation, data order,
             augmentation.
 
@@ -106,9 +101,9 @@ def distill_attack(
                          f"{temperature}.")
     from ..modeling_sparse_resnet import SparseResNetForImageClassification
 
-    train = train_split(data, train_limit=train_limit, seed=seed)
-    soft = ImageData(train.images, teacher_probabilities(model, train, temperature=temperature, hard=hard),
-                     model.config.num_labels, train.mean, train.std, f"{train.name}-distilled")
+    own = train_split(data, train_limit=train_limit, seed=seed)
+    soft = ImageData(own.images, teacher_probabilities(model, own, temperature=temperature, hard=hard),
+                     model.config.num_labels, own.mean, own.std, f"{own.name}-distilled")
     c = model.config
     same = arch in (None, c.arch)
     config = SparseResNetConfig(arch=c.arch if same else arch, num_labels=c.num_labels, in_chans=c.in_chans,
@@ -117,9 +112,8 @@ def distill_attack(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "distill-init"))
         student = SparseResNetForImageClassification(config)
-    options = {"lr": lr, "batch_size": batch_size, "weight_decay": weight_decay, "schedule": schedule,
-               "train_options": train_options}
-    student = masked_finetune(student, soft, epochs=epochs, seed=seed, **options)
+    train = train or DISTILL_TRAINING
+    student = masked_finetune(student, soft, epochs=epochs, seed=seed, config=train)
     masks = getattr(model, "masks", None)
     if masked_epochs and masks:
         params = student.timm_parameters()
@@ -129,5 +123,5 @@ def distill_attack(
             total = sum(params[n].numel() for n in student.prunable_names())
             student.prune_(density=min(1.0, count_kept(masks) / total))
         student = masked_finetune(student, soft, epochs=masked_epochs, seed=derive_seed(seed, "distill-masked"),
-                                  **options)
+                                  config=train)
     return student.to(next(model.parameters()).device).eval()

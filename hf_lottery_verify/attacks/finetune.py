@@ -17,18 +17,23 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from ..configs import TrainConfig
 from ..data import DatasetPair, ImageData, derive_seed, load_image_dataset
 from ..errors import DatasetError
 from ..masks import masks_from_weights
 from .registry import register_attack
 from .removal import prune_attack
 
-__all__ = ["finetune_attack", "prune_finetune_attack", "train_split", "masked_finetune"]
+__all__ = ["ATTACK_TRAINING", "finetune_attack", "prune_finetune_attack", "train_split", "masked_finetune"]
+
+ATTACK_TRAINING = TrainConfig(epochs=1, batch_size=128, lr=0.01, weight_decay=5e-4, schedule="cosine")
+"""The thief's default recipe for every attack that trains (an attack's ``train=`` replaces it)."""
 
 
 def train_split(data: DatasetPair | ImageData | None, *, dataset: str | None = None,
@@ -89,16 +94,19 @@ def _fit_head(model: nn.Module, train: ImageData, seed: int) -> None:
     model.config.label2id = {str(i): i for i in range(train.num_classes)}
 
 
-def masked_finetune(model: nn.Module, train: ImageData, *, epochs: int, lr: float, batch_size: int,
-                    weight_decay: float, schedule: str, seed: int,
-                    train_options: Mapping[str, Any] | None = None) -> nn.Module:
-    """Train ``model`` in place with the library's trainer (its masks, if any, enforced); return it in eval mode."""
-    from ..training import TrainConfig, Trainer
+def masked_finetune(model: nn.Module, train: ImageData, *, epochs: int, seed: int,
+                    config: TrainConfig | None = None) -> nn.Module:
+    """Train ``model`` in place with the library's trainer (its masks, if any, enforced); return it in eval mode.
+
+    ``config`` is the recipe (:data:`ATTACK_TRAINING` by default); ``epochs`` and ``seed`` override its own, and
+    the batch size is capped at the number of samples.
+    """
+    from ..training import Trainer
 
     device = next(model.parameters()).device
-    options = {"pad": max(1, train.image_size // 8), **dict(train_options or {})}
-    config = TrainConfig(epochs=epochs, batch_size=min(batch_size, len(train)), lr=lr, schedule=schedule,
-                         weight_decay=weight_decay, seed=derive_seed(seed, "attack-finetune"), **options)
+    config = config or ATTACK_TRAINING
+    config = replace(config, epochs=epochs, batch_size=min(config.batch_size, len(train)),
+                     seed=derive_seed(seed, "attack-finetune"))
     trainer = Trainer(model, train, config, progress=False, desc="attack")
     try:
         trainer.train()
@@ -115,16 +123,12 @@ def finetune_attack(
     *,
     data: DatasetPair | ImageData | None = None,
     epochs: int = 1,
-    lr: float = 0.01,
+    train: TrainConfig | None = None,
     mode: Literal["masked", "dense"] = "masked",
     dataset: str | None = None,
     data_dir: str | None = None,
     train_limit: int | None = None,
     dataset_options: Mapping[str, Any] | None = None,
-    batch_size: int = 128,
-    weight_decay: float = 5e-4,
-    schedule: Literal["constant", "cosine", "onecycle"] = "cosine",
-    train_options: Mapping[str, Any] | None = None,
     seed: int = 0,
 ) -> nn.Module:
     """Fine-tune the stolen ticket, masked or dense, on its own data or another dataset.
@@ -133,7 +137,6 @@ def finetune_attack(
         model (`nn.Module`): The stolen ticket; not modified.
         data (`DatasetPair` or `ImageData`, *optional*): The thief's training data (same dataset).
         epochs (`int`, *optional*, defaults to 1): Epochs of fine-tuning.
-        lr (`float`, *optional*, defaults to 0.01): Peak learning rate.
         mode (`str`, *optional*, defaults to `"masked"`): ``masked`` (pruned weights stay zero)
             or ``dense`` (masks removed; every weight trains).
         dataset (`str`, *optional*): Fine-tune on this dataset instead of ``data`` (cross-dataset;
@@ -141,11 +144,8 @@ def finetune_attack(
         data_dir (`str`, *optional*): Files of ``dataset``.
         train_limit (`int`, *optional*): At most this many training samples.
         dataset_options (`Mapping[str, Any]`, *optional*): Loader options for ``dataset``.
-        batch_size (`int`, *optional*, defaults to 128): Batch size.
-        weight_decay (`float`, *optional*, defaults to 5e-4): Weight decay.
-        schedule (`str`, *optional*, defaults to `"cosine"`): Learning-rate schedule.
-        train_options (`Mapping[str, Any]`, *optional*): Further
-            :class:`~hf_lottery_verify.training.TrainConfig` fields (``precision``, ``pad``, ...).
+        train (`TrainConfig`, *optional*): The thief's training recipe (:data:`~hf_lottery_verify.attacks.finetune.ATTACK_TRAINING`
+            by default); ``epochs`` and ``seed`` here override its own.
         seed (`int`, *optional*, defaults to 0): Seed of data order, augmentation and a new head.
 
     Returns:
@@ -159,20 +159,19 @@ def finetune_attack(
         raise ValueError(f"Unknown fine-tuning mode '{mode}': use 'masked' or 'dense'.")
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}.")
-    train = train_split(data, dataset=dataset, data_dir=data_dir, train_limit=train_limit,
+    train_data = train_split(data, dataset=dataset, data_dir=data_dir, train_limit=train_limit,
                         dataset_options=dataset_options, seed=seed)
     attacked = copy.deepcopy(model)
     if dataset is not None:
-        _fit_head(attacked, train, seed)
-    elif int(train.labels.max()) >= attacked.config.num_labels:
-        raise DatasetError(f"The fine-tuning data has labels up to {int(train.labels.max())} but the model has "
+        _fit_head(attacked, train_data, seed)
+    elif int(train_data.labels.max()) >= attacked.config.num_labels:
+        raise DatasetError(f"The fine-tuning data has labels up to {int(train_data.labels.max())} but the model has "
                            f"{attacked.config.num_labels} classes; pass dataset=... for another dataset (a new "
                            "classifier is fitted then).")
     names = attacked.prunable_names()
     if mode == "dense":
         attacked.set_masks({}, apply=False)
-    attacked = masked_finetune(attacked, train, epochs=epochs, lr=lr, batch_size=batch_size,
-                               weight_decay=weight_decay, schedule=schedule, seed=seed, train_options=train_options)
+    attacked = masked_finetune(attacked, train_data, epochs=epochs, seed=seed, config=train)
     attacked.set_masks(masks_from_weights(attacked.timm_parameters(), names), apply=False)
     return attacked
 
@@ -189,12 +188,8 @@ def prune_finetune_attack(
     layers: Sequence[str] | str | None = None,
     stage: str | None = None,
     epochs: int = 1,
-    lr: float = 0.01,
+    train: TrainConfig | None = None,
     train_limit: int | None = None,
-    batch_size: int = 128,
-    weight_decay: float = 5e-4,
-    schedule: Literal["constant", "cosine", "onecycle"] = "cosine",
-    train_options: Mapping[str, Any] | None = None,
     seed: int = 0,
 ) -> nn.Module:
     """Prune a share of the kept weights, then fine-tune under the pruned mask to recover accuracy.
@@ -208,12 +203,9 @@ def prune_finetune_attack(
         layers (`Sequence[str]` or `str`, *optional*): Prune only these parameters.
         stage (`str`, *optional*): Prune only inside this stage.
         epochs (`int`, *optional*, defaults to 1): Epochs of masked fine-tuning.
-        lr (`float`, *optional*, defaults to 0.01): Peak learning rate.
         train_limit (`int`, *optional*): At most this many training samples.
-        batch_size (`int`, *optional*, defaults to 128): Batch size.
-        weight_decay (`float`, *optional*, defaults to 5e-4): Weight decay.
-        schedule (`str`, *optional*, defaults to `"cosine"`): Learning-rate schedule.
-        train_options (`Mapping[str, Any]`, *optional*): Further ``TrainConfig`` fields.
+        train (`TrainConfig`, *optional*): The thief's training recipe (:data:`~hf_lottery_verify.attacks.finetune.ATTACK_TRAINING`
+            by default); ``epochs`` and ``seed`` here override its own.
         seed (`int`, *optional*, defaults to 0): Seed of random pruning and training.
 
     Returns:
@@ -225,8 +217,7 @@ def prune_finetune_attack(
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}.")
-    train = train_split(data, train_limit=train_limit, seed=seed)
+    train_data = train_split(data, train_limit=train_limit, seed=seed)
     attacked = prune_attack(model, fraction=fraction, method=method, scope=scope, layers=layers, stage=stage,
                             seed=seed)
-    return masked_finetune(attacked, train, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
-                           schedule=schedule, seed=seed, train_options=train_options)
+    return masked_finetune(attacked, train_data, epochs=epochs, seed=seed, config=train)

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..configs import TrainConfig
 from ..data import DatasetPair, ImageData
 from ..errors import DensityError
 from ..masks import count_kept, masks_from_weights
@@ -149,10 +150,8 @@ def forge_signature(
     signature_options: Mapping[str, Any] | None = None,
     data: DatasetPair | ImageData | None = None,
     epochs: int = 1,
-    lr: float = 0.01,
+    train: TrainConfig | None = None,
     train_limit: int | None = None,
-    batch_size: int = 128,
-    train_options: Mapping[str, Any] | None = None,
 ) -> tuple[nn.Module, OwnershipKey]:
     """The thief embeds his own QR signature into a copy of the stolen ticket (fake3).
 
@@ -165,16 +164,15 @@ def forge_signature(
         text (`str`, *optional*, defaults to `"stolen by mallory"`): The thief's signature text.
         secret (`str`, *optional*): The thief's key secret (64 hex digits); derived from ``seed`` when
             ``None`` (:func:`attacker_secret`).
+        train (`TrainConfig`, *optional*): The thief's training recipe (:data:`~hf_lottery_verify.attacks.finetune.ATTACK_TRAINING`
+            by default); ``epochs`` and ``seed`` here override its own.
         seed (`int`, *optional*, defaults to 0): Seed of the embedding's choices (and of fine-tuning).
         signature_options (`Mapping[str, Any]`, *optional*): Further options of
             :func:`~hf_lottery_verify.signature.embed_signature` (``copies``, ``coding``, ...).
         data (`DatasetPair` or `ImageData`, *optional*): The thief's training data: masked
             fine-tuning after the embedding.
         epochs (`int`, *optional*, defaults to 1): Fine-tuning epochs when ``data`` is given (0: none).
-        lr (`float`, *optional*, defaults to 0.01): Fine-tuning learning rate.
         train_limit (`int`, *optional*): At most this many training samples.
-        batch_size (`int`, *optional*, defaults to 128): Fine-tuning batch size.
-        train_options (`Mapping[str, Any]`, *optional*): Further ``TrainConfig`` fields.
 
     Returns:
         ``(forged model, the thief's OwnershipKey)``.
@@ -201,9 +199,8 @@ def forge_signature(
     if data is not None and epochs > 0:
         from .finetune import masked_finetune, train_split
 
-        forged = masked_finetune(forged, train_split(data, train_limit=train_limit, seed=seed), epochs=epochs, lr=lr,
-                                 batch_size=batch_size, weight_decay=5e-4, schedule="cosine", seed=seed,
-                                 train_options=train_options)
+        forged = masked_finetune(forged, train_split(data, train_limit=train_limit, seed=seed), epochs=epochs,
+                                 seed=seed, config=train)
     forged.ownership_claim = claim
     return forged, key
 
@@ -217,10 +214,8 @@ def fake3_attack(
     signature_options: Mapping[str, Any] | None = None,
     data: DatasetPair | ImageData | None = None,
     epochs: int = 1,
-    lr: float = 0.01,
     train_limit: int | None = None,
-    batch_size: int = 128,
-    train_options: Mapping[str, Any] | None = None,
+    train: TrainConfig | None = None,
     seed: int = 0,
 ) -> nn.Module:
     """Embed the thief's own QR signature, then (with data) fine-tune: the model half of :func:`forge_signature`.
@@ -232,16 +227,14 @@ def fake3_attack(
         signature_options (`Mapping[str, Any]`, *optional*): Options of ``embed_signature``.
         data (`DatasetPair` or `ImageData`, *optional*): Training data for masked fine-tuning afterwards.
         epochs (`int`, *optional*, defaults to 1): Fine-tuning epochs when ``data`` is given.
-        lr (`float`, *optional*, defaults to 0.01): Fine-tuning learning rate.
         train_limit (`int`, *optional*): At most this many training samples.
-        batch_size (`int`, *optional*, defaults to 128): Fine-tuning batch size.
-        train_options (`Mapping[str, Any]`, *optional*): Further ``TrainConfig`` fields.
+        train (`TrainConfig`, *optional*): The thief's training recipe (:data:`~hf_lottery_verify.attacks.finetune.ATTACK_TRAINING`
+            by default); ``epochs`` and ``seed`` here override its own.
         seed (`int`, *optional*, defaults to 0): Seed of the embedding and fine-tuning.
 
     Returns:
         The forged copy; call :func:`forge_signature` with the same arguments for the thief's key.
     """
     forged, _key = forge_signature(model, text=text, secret=secret, seed=seed, signature_options=signature_options,
-                                   data=data, epochs=epochs, lr=lr, train_limit=train_limit, batch_size=batch_size,
-                                   train_options=train_options)
+                                   data=data, epochs=epochs, train_limit=train_limit, train=train)
     return forged

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from ..configs import TrainConfig
 from ..errors import DatasetError
 from ..liveness import liveness
 from ..masks import masks_from_weights, timm_parameters
@@ -132,10 +132,8 @@ def remove_blocks_attack(
     stage: str | None = None,
     data: Any = None,
     epochs: int = 0,
-    lr: float = 0.01,
+    train: TrainConfig | None = None,
     train_limit: int | None = None,
-    batch_size: int = 128,
-    train_options: Mapping[str, Any] | None = None,
     seed: int = 0,
 ) -> nn.Module:
     """Take residual blocks out: make them identities, delete them, or re-initialise them; then maybe fine-tune.
@@ -151,10 +149,9 @@ def remove_blocks_attack(
             otherwise from anywhere (seeded).
         data (`DatasetPair` or `ImageData`, *optional*): Training data, for ``epochs > 0``.
         epochs (`int`, *optional*, defaults to 0): Masked fine-tuning afterwards.
-        lr (`float`, *optional*, defaults to 0.01): Its peak learning rate.
         train_limit (`int`, *optional*): At most this many training samples.
-        batch_size (`int`, *optional*, defaults to 128): Its batch size.
-        train_options (`Mapping[str, Any]`, *optional*): Further training options.
+        train (`TrainConfig`, *optional*): The thief's training recipe (:data:`~hf_lottery_verify.attacks.finetune.ATTACK_TRAINING`
+            by default); ``epochs`` and ``seed`` here override its own.
         seed (`int`, *optional*, defaults to 0): Seed of the choice of blocks, new weights and training.
 
     Returns:
@@ -188,6 +185,6 @@ def remove_blocks_attack(
         from .finetune import finetune_attack
 
         with torch.enable_grad():
-            attacked = finetune_attack(attacked, data=data, epochs=epochs, lr=lr, train_limit=train_limit,
-                                       batch_size=batch_size, train_options=train_options, seed=seed)
+            attacked = finetune_attack(attacked, data=data, epochs=epochs, train_limit=train_limit, train=train,
+                                       seed=seed)
     return attacked

@@ -23,13 +23,13 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from .. import qr
+from ..configs import TrainConfig
 from ..data import DatasetPair, ImageData, derive_seed
 from ..masks import masks_from_weights, squeeze_mask
 from ..pruning import top_k_mask
@@ -158,10 +158,8 @@ def locate_rewrite_attack(
     fallback_windows: int = 1,
     window: int = 21,
     epochs: int = 1,
-    lr: float = 0.01,
+    train: TrainConfig | None = None,
     train_limit: int | None = None,
-    batch_size: int = 128,
-    train_options: Mapping[str, Any] | None = None,
     seed: int = 0,
 ) -> nn.Module:
     """Find a contiguous QR window without any key and rewrite it; blind rewriting when none decodes.
@@ -184,10 +182,9 @@ def locate_rewrite_attack(
             clipped to the layer.
         epochs (`int`, *optional*, defaults to 1): Fine-tuning epochs when ``data`` is given
             (0: none).
-        lr (`float`, *optional*, defaults to 0.01): Fine-tuning learning rate.
         train_limit (`int`, *optional*): At most this many training samples.
-        batch_size (`int`, *optional*, defaults to 128): Fine-tuning batch size.
-        train_options (`Mapping[str, Any]`, *optional*): Further ``TrainConfig`` fields.
+        train (`TrainConfig`, *optional*): The thief's training recipe (:data:`~hf_lottery_verify.attacks.finetune.ATTACK_TRAINING`
+            by default); ``epochs`` and ``seed`` here override its own.
         seed (`int`, *optional*, defaults to 0): Seed of every choice.
 
     Returns:
@@ -231,7 +228,6 @@ def locate_rewrite_attack(
             p.copy_(w.to(p.device))
     attacked.set_masks(masks_from_weights(params, names), apply=False)
     if data is not None and epochs > 0:
-        train = train_split(data, train_limit=train_limit, seed=seed)
-        attacked = masked_finetune(attacked, train, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=5e-4,
-                                   schedule="cosine", seed=seed, train_options=train_options)
+        train_data = train_split(data, train_limit=train_limit, seed=seed)
+        attacked = masked_finetune(attacked, train_data, epochs=epochs, seed=seed, config=train)
     return attacked

@@ -13,12 +13,12 @@ issue 17 lists); a recipe may name any registered attack, ``distill`` included o
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..configs import TrainConfig
 from ..masks import masks_from_weights, timm_parameters
 from ..symmetry import DIHEDRAL, dihedral, transform_kernels
 from .registry import get_attack, register_attack, run_attack
@@ -86,8 +86,7 @@ RECIPES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
 
 
 def combined_attack(model: nn.Module, *, recipe: str = "identity+finetune+flood+mirror+permute", data: Any = None,
-                    train_limit: int | None = None, batch_size: int | None = None,
-                    train_options: Mapping[str, Any] | None = None, seed: int = 0) -> nn.Module:
+                    train_limit: int | None = None, train: TrainConfig | None = None, seed: int = 0) -> nn.Module:
     """Run a recipe of :data:`RECIPES`: each step a registered attack with its parameters.
 
     Args:
@@ -95,8 +94,7 @@ def combined_attack(model: nn.Module, *, recipe: str = "identity+finetune+flood+
         recipe (`str`, *optional*): A name of :data:`RECIPES`.
         data (`DatasetPair` or `ImageData`, *optional*): Training data for steps that train.
         train_limit (`int`, *optional*): Passed to every step that takes it.
-        batch_size (`int`, *optional*): Passed to every step that takes it.
-        train_options (`Mapping[str, Any]`, *optional*): Passed to every step that takes them.
+        train (`TrainConfig`, *optional*): The training recipe of every step that trains.
         seed (`int`, *optional*, defaults to 0): Seed of every step.
 
     Returns:
@@ -109,7 +107,7 @@ def combined_attack(model: nn.Module, *, recipe: str = "identity+finetune+flood+
 
     if recipe not in RECIPES:
         raise UnknownNameError("recipe", recipe, available=RECIPES)
-    shared = {"train_limit": train_limit, "batch_size": batch_size, "train_options": train_options}
+    shared = {"train_limit": train_limit, "train": train}
     for name, params in RECIPES[recipe]:
         spec = get_attack(name)
         extra = {k: v for k, v in shared.items() if v is not None and k in spec.parameters()}

@@ -26,7 +26,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from torch import nn
@@ -222,7 +222,9 @@ def run_attack(name: str, model: nn.Module, *, data: Any = None, seed: int = 0, 
         data (`DatasetPair` or `ImageData`, *optional*): Training data, for attacks that
             train (required when the attack ``needs_data``; optional fine-tuning for others).
         seed (`int`, *optional*, defaults to 0): Seed of every random choice of the attack.
-        **params: The attack's keyword parameters (see ``get_attack(name).parameters()``).
+        **params: The attack's keyword parameters (see ``get_attack(name).parameters()``); a
+            ``train`` given as a mapping (``--param 'train={"lr": 0.05}'``) is read as the
+            :class:`~hf_lottery_verify.training.TrainConfig` fields that change the default recipe.
 
     Returns:
         The attacked model (a new object).
@@ -243,6 +245,10 @@ def run_attack(name: str, model: nn.Module, *, data: Any = None, seed: int = 0, 
         raise DatasetError(f"Attack '{name}' trains the model and needs data: pass data=... (a DatasetPair or "
                            "ImageData; on the command line --dataset).")
     kwargs = dict(params)
+    if isinstance(kwargs.get("train"), Mapping):
+        from .finetune import ATTACK_TRAINING
+
+        kwargs["train"] = replace(ATTACK_TRAINING, **kwargs["train"])
     if spec.accepts_data:
         kwargs["data"] = data
     out = spec.fn(model, seed=seed, **kwargs)

@@ -325,7 +325,7 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
         thief_report = verify_hub_model(thief_repo, key=key_path, require_anchor=anchored)
     record("permute + BN-compensated rescale (republished by the thief)", thief, thief_report, republished=thief_repo)
     tuned = run_attack("finetune", published, data=data, epochs=1, mode="masked", train_limit=v["finetune_limit"],
-                       batch_size=v["batch_size"], seed=v["seed"])
+                       train={"batch_size": v["batch_size"]}, seed=v["seed"])
     record("masked fine-tuning, 1 epoch", tuned, verify_model(tuned, key=key_path, require_anchor=anchored))
     steps["attacks"] = attacks
 
