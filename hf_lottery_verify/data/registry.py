@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-import logging
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,6 @@ from .synthetic import _synthetic
 
 __all__ = ["load_image_dataset", "list_datasets", "register_dataset"]
 
-logger = logging.getLogger(__name__)
 
 _LOADERS: dict[str, Callable[..., DatasetPair]] = {
     "cifar10": _cifar10,
@@ -33,7 +32,7 @@ def register_dataset(name: str) -> Callable[[Callable[..., DatasetPair]], Callab
 
     def deco(fn: Callable[..., DatasetPair]) -> Callable[..., DatasetPair]:
         if name in _LOADERS:
-            logger.warning("Overwriting dataset loader '%s'.", name)
+            warnings.warn(f"Overwriting the dataset loader '{name}'.", stacklevel=2)
         _LOADERS[name] = fn
         return fn
 
