@@ -360,7 +360,7 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
             commit_message (`str`, *optional*): Commit title.
             card_data (`Mapping[str, Any]`, *optional*): Extra model-card metadata.
             eval_results (`RetrainResult` or `Mapping[str, Any]`, *optional*): The card's model-index,
-                as in :func:`~hf_lottery_verify.hub.push_model`.
+                as in :func:`~hf_lottery_verify.publishing.push_model`.
 
         Returns:
             The :class:`~hf_lottery_verify.publishing.Publication` (commit sha, URL, the anchored key).

@@ -109,7 +109,7 @@ def test_the_card_states_the_retraining_result_and_the_hub_validates_it(fresh_hu
     assert (accuracy.dataset_name, accuracy.dataset_split) == ("synthetic", "test") and card.data.datasets is None
     assert density.metric_value == pytest.approx(result.model.density, abs=1e-6)
     assert card.data.to_dict()["lottery_ticket"]["schemes"] == ["V2"]
-    published = hub.publish_folder(result.model, tmp_path / "f", repo_id=hub_repo_id,
+    published = hlv.publish_folder(result.model, tmp_path / "f", repo_id=hub_repo_id,
                                    eval_results={"accuracy": 81.5, "dataset": "fashion_mnist", "split": "test"})
     data = ModelCard.load(published.folder / "README.md").data
     assert data.datasets == ["zalando-datasets/fashion_mnist"] and data.eval_results[0].metric_value == 0.815
