@@ -14,7 +14,7 @@ from hf_lottery_verify.attacks import attack_folder, attack_table, get_attack, l
 from hf_lottery_verify.attacks import registry as registry_module
 from hf_lottery_verify.attacks.distill import DISTILL_TRAINING
 from hf_lottery_verify.attacks.finetune import ATTACK_TRAINING
-from hf_lottery_verify.errors import DatasetError, UnknownNameError
+from hf_lottery_verify.errors import ConfigError, DatasetError, UnknownNameError
 
 from .helpers import make_model, tiny_data
 
@@ -82,6 +82,8 @@ def test_unknown_names_parameters_and_missing_data_raise_typed_errors(ticket) ->
         run_attack("finetune", ticket)
     with pytest.raises(TypeError, match="seed"):
         run_attack("prune", ticket, seed="1")
+    with pytest.raises(ConfigError, match="takes a number"):  # e.g. --param fraction=abc
+        run_attack("prune", ticket, fraction="abc")
 
 
 def test_register_attack_decorator_lists_warns_on_overwrite_and_checks_the_signature(ticket) -> None:

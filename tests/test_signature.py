@@ -635,6 +635,8 @@ def test_stored_masks_are_never_trusted(tmp_path: Path) -> None:
 
 def test_key_that_does_not_fit_the_model() -> None:
     model = make_model("cifar_resnet20", density=0.1)
+    with pytest.raises(hlv.SignatureError, match="empty"):
+        embed_signature(model, "")
     key = _sign(model)
     with pytest.raises(hlv.KeyMismatchError, match="another architecture"):
         extract_signature(make_model("cifar_resnet8", density=0.1), key=key)

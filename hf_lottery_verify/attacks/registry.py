@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from torch import nn
 
-from ..errors import DatasetError, UnknownNameError
+from ..errors import ConfigError, DatasetError, UnknownNameError
 
 __all__ = [
     "AttackKind",
@@ -231,6 +231,7 @@ def run_attack(name: str, model: nn.Module, *, data: Any = None, seed: int = 0, 
 
     Raises:
         UnknownNameError: Unknown attack, or a parameter the attack does not take.
+        ConfigError: A number parameter given something else than a number.
         DatasetError: The attack needs data and none was given.
         TypeError: ``seed`` is not an int, or the attack returned its input.
     """
@@ -238,9 +239,13 @@ def run_attack(name: str, model: nn.Module, *, data: Any = None, seed: int = 0, 
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int, got {seed!r}.")
     known = spec.parameters()
-    for key in params:
+    for key, value in params.items():
         if key not in known:
             raise UnknownNameError(f"parameter of attack '{name}'", key, available=known)
+        default = known[key]["default"]
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and (
+                isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(f"Parameter '{key}' of attack '{name}' takes a number (default {default}), got {value!r}.")
     if spec.needs_data and data is None:
         raise DatasetError(f"Attack '{name}' trains the model and needs data: pass data=... (a DatasetPair or "
                            "ImageData; on the command line --dataset).")

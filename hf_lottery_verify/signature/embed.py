@@ -162,6 +162,8 @@ def embed_signature(
         >>> extract_signature(ticket, key=key).matches                          # doctest: +SKIP
         True
     """
+    if not text:
+        raise SignatureError("The signature text is empty: pass the text to embed (e.g. 'alice 2026').")
     if copies is not None and copies < 1:
         raise SignatureError(f"copies must be at least 1, got {copies}.")
     if not 1 <= module_weights <= 9:
