@@ -371,15 +371,15 @@ def calibrate(
     counts = {k: int(v) for k, v in counts.items() if v}
     triggers = key.sections.get(TRIGGERS_SECTION) or {}
     published = (key.sections.get("reference") or {}).get("published") or {}
-    train = (data.train if isinstance(data, DatasetPair) else data) if data is not None else None
-    labels = (num_labels or (train.num_classes if train is not None else None) or published.get("num_labels")
+    split = (data.train if isinstance(data, DatasetPair) else data) if data is not None else None
+    labels = (num_labels or (split.num_classes if split is not None else None) or published.get("num_labels")
               or triggers.get("num_classes") or 10)
-    chans = (in_chans or (train.in_chans if train is not None else None) or published.get("in_chans")
+    chans = (in_chans or (split.in_chans if split is not None else None) or published.get("in_chans")
              or triggers.get("channels") or 3)
     # how an untrained null reads its inputs: as the owner's published model, else as the data says (any
     # normalisation is as good for a model trained on nothing; 0.5 then)
     stats = next(s for s in ((published.get("image_mean"), published.get("image_std")),
-                             (train.mean, train.std) if train is not None else (None, None),
+                             (split.mean, split.std) if split is not None else (None, None),
                              ((0.5,) * int(chans), (0.5,) * int(chans))) if s[0] is not None and s[1] is not None)
 
     results: list[NullResult] = []

@@ -53,6 +53,11 @@ def test_serve_prints_the_lines_to_paste_and_serves_until_ctrl_c() -> None:
         assert caught.value.response.status_code == 403
     finally:
         server.send_signal(signal.SIGINT)
-        out, err = server.communicate(timeout=60)
+        try:
+            out, err = server.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            out, err = server.communicate()
+            pytest.fail(f"hub serve did not stop on Ctrl-C; its output: {out!r} {err!r}")
     assert server.returncode == 0 and "stopped" in err and "Traceback" not in err
     assert not Path(exports["HF_HUB_CACHE"]).exists()  # its cache goes with it

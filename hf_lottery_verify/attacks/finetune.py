@@ -27,13 +27,10 @@ from ..configs import TrainConfig
 from ..data import DatasetPair, ImageData, derive_seed, load_image_dataset
 from ..errors import DatasetError
 from ..masks import masks_from_weights
-from .registry import register_attack
+from .registry import ATTACK_TRAINING, register_attack
 from .removal import prune_attack
 
 __all__ = ["ATTACK_TRAINING", "finetune_attack", "prune_finetune_attack", "train_split", "masked_finetune"]
-
-ATTACK_TRAINING = TrainConfig(epochs=1, batch_size=128, lr=0.01, weight_decay=5e-4, schedule="cosine")
-"""The thief's default recipe for every attack that trains (an attack's ``train=`` replaces it)."""
 
 
 def train_split(data: DatasetPair | ImageData | None, *, dataset: str | None = None,
@@ -144,7 +141,7 @@ def finetune_attack(
         data_dir (`str`, *optional*): Files of ``dataset``.
         train_limit (`int`, *optional*): At most this many training samples.
         dataset_options (`Mapping[str, Any]`, *optional*): Loader options for ``dataset``.
-        train (`TrainConfig`, *optional*): The thief's training recipe (:data:`~hf_lottery_verify.attacks.finetune.ATTACK_TRAINING`
+        train (`TrainConfig`, *optional*): The thief's training recipe (:data:`~hf_lottery_verify.attacks.registry.ATTACK_TRAINING`
             by default); ``epochs`` and ``seed`` here override its own.
         seed (`int`, *optional*, defaults to 0): Seed of data order, augmentation and a new head.
 
@@ -204,7 +201,7 @@ def prune_finetune_attack(
         stage (`str`, *optional*): Prune only inside this stage.
         epochs (`int`, *optional*, defaults to 1): Epochs of masked fine-tuning.
         train_limit (`int`, *optional*): At most this many training samples.
-        train (`TrainConfig`, *optional*): The thief's training recipe (:data:`~hf_lottery_verify.attacks.finetune.ATTACK_TRAINING`
+        train (`TrainConfig`, *optional*): The thief's training recipe (:data:`~hf_lottery_verify.attacks.registry.ATTACK_TRAINING`
             by default); ``epochs`` and ``seed`` here override its own.
         seed (`int`, *optional*, defaults to 0): Seed of random pruning and training.
 

@@ -164,7 +164,7 @@ def forge_signature(
         text (`str`, *optional*, defaults to `"stolen by mallory"`): The thief's signature text.
         secret (`str`, *optional*): The thief's key secret (64 hex digits); derived from ``seed`` when
             ``None`` (:func:`attacker_secret`).
-        train (`TrainConfig`, *optional*): The thief's training recipe (:data:`~hf_lottery_verify.attacks.finetune.ATTACK_TRAINING`
+        train (`TrainConfig`, *optional*): The thief's training recipe (:data:`~hf_lottery_verify.attacks.registry.ATTACK_TRAINING`
             by default); ``epochs`` and ``seed`` here override its own.
         seed (`int`, *optional*, defaults to 0): Seed of the embedding's choices (and of fine-tuning).
         signature_options (`Mapping[str, Any]`, *optional*): Further options of
@@ -228,7 +228,7 @@ def fake3_attack(
         data (`DatasetPair` or `ImageData`, *optional*): Training data for masked fine-tuning afterwards.
         epochs (`int`, *optional*, defaults to 1): Fine-tuning epochs when ``data`` is given.
         train_limit (`int`, *optional*): At most this many training samples.
-        train (`TrainConfig`, *optional*): The thief's training recipe (:data:`~hf_lottery_verify.attacks.finetune.ATTACK_TRAINING`
+        train (`TrainConfig`, *optional*): The thief's training recipe (:data:`~hf_lottery_verify.attacks.registry.ATTACK_TRAINING`
             by default); ``epochs`` and ``seed`` here override its own.
         seed (`int`, *optional*, defaults to 0): Seed of the embedding and fine-tuning.
 

@@ -150,7 +150,7 @@ def remove_blocks_attack(
         data (`DatasetPair` or `ImageData`, *optional*): Training data, for ``epochs > 0``.
         epochs (`int`, *optional*, defaults to 0): Masked fine-tuning afterwards.
         train_limit (`int`, *optional*): At most this many training samples.
-        train (`TrainConfig`, *optional*): The thief's training recipe (:data:`~hf_lottery_verify.attacks.finetune.ATTACK_TRAINING`
+        train (`TrainConfig`, *optional*): The thief's training recipe (:data:`~hf_lottery_verify.attacks.registry.ATTACK_TRAINING`
             by default); ``epochs`` and ``seed`` here override its own.
         seed (`int`, *optional*, defaults to 0): Seed of the choice of blocks, new weights and training.
 

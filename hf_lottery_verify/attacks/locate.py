@@ -183,7 +183,7 @@ def locate_rewrite_attack(
         epochs (`int`, *optional*, defaults to 1): Fine-tuning epochs when ``data`` is given
             (0: none).
         train_limit (`int`, *optional*): At most this many training samples.
-        train (`TrainConfig`, *optional*): The thief's training recipe (:data:`~hf_lottery_verify.attacks.finetune.ATTACK_TRAINING`
+        train (`TrainConfig`, *optional*): The thief's training recipe (:data:`~hf_lottery_verify.attacks.registry.ATTACK_TRAINING`
             by default); ``epochs`` and ``seed`` here override its own.
         seed (`int`, *optional*, defaults to 0): Seed of every choice.
 

@@ -31,9 +31,11 @@ from typing import Any, Literal
 
 from torch import nn
 
+from ..configs import TrainConfig
 from ..errors import ConfigError, DatasetError, UnknownNameError
 
 __all__ = [
+    "ATTACK_TRAINING",
     "AttackKind",
     "AttackSpec",
     "register_attack",
@@ -47,6 +49,9 @@ AttackKind = Literal["removal", "structural", "forgery"]
 _KINDS = ("removal", "structural", "forgery")
 _RESERVED = ("model", "seed", "data")
 
+
+ATTACK_TRAINING = TrainConfig(epochs=1, batch_size=128, lr=0.01, weight_decay=5e-4, schedule="cosine")
+"""The thief's default recipe for every attack that trains (an attack's ``train=`` replaces it)."""
 
 @dataclass(frozen=True)
 class AttackSpec:
@@ -251,8 +256,6 @@ def run_attack(name: str, model: nn.Module, *, data: Any = None, seed: int = 0, 
                            "ImageData; on the command line --dataset).")
     kwargs = dict(params)
     if isinstance(kwargs.get("train"), Mapping):
-        from .finetune import ATTACK_TRAINING
-
         kwargs["train"] = replace(ATTACK_TRAINING, **kwargs["train"])
     if spec.accepts_data:
         kwargs["data"] = data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -53,9 +54,12 @@ def _serve(args: Namespace) -> int:
           f"export HF_ENDPOINT={hub.url}\nexport HF_TOKEN={token}\nexport HF_HUB_DISABLE_XET=1\n"
           f"export HF_HUB_CACHE={cache}")
     sys.stdout.flush()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # also when the parent started us with SIGINT ignored
+        signal.signal(sig, lambda *_: stop.set())
     try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
+        while not stop.wait(0.2):
+            pass
         sys.stderr.write("hf-lottery hub: stopped\n")
     finally:
         hub.stop()
