@@ -41,7 +41,7 @@ import os
 import socket
 import threading
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from typing import Any
@@ -84,12 +84,9 @@ class _BadRequest(Exception):
 class _Predictor:
     """The model, its labels and preprocessing, behind a lock."""
 
-    def __init__(self, model: nn.Module, *, id2label: Mapping[int | str, str] | None, image_mean: Any,
-                 image_std: Any, image_size: int | None, top_k: int) -> None:
-        cfg = getattr(model, "config", None)
-        if image_size is None:
-            image_size = getattr(cfg, "image_size", None) or DEFAULT_IMAGE_SIZE
-        self.runner = _ModelRunner(model, image_mean=image_mean, image_std=image_std, image_size=int(image_size))
+    def __init__(self, model: nn.Module, *, id2label: Mapping[int | str, str] | None, top_k: int) -> None:
+        cfg = getattr(model, "config", None)  # the model's own normalisation and size (one resolver, data/)
+        self.runner = _ModelRunner(model, image_size=int(getattr(cfg, "image_size", None) or DEFAULT_IMAGE_SIZE))
         if self.runner.in_chans not in (1, 3):
             raise ConfigError(f"Only 1- or 3-channel models can be served, this one takes {self.runner.in_chans}.")
         self.model = model.eval()
@@ -213,9 +210,8 @@ class ServerHandle:
         port: The port it listens on (the one picked when ``port=0``).
     """
 
-    def __init__(self, model: nn.Module, *, host: str, port: int, allow_remote: bool, id2label: Any,
-                 image_mean: Any, image_std: Any, image_size: int | None, top_k: int, max_body_bytes: int,
-                 max_pixels: int, request_timeout: float, workers: int) -> None:
+    def __init__(self, model: nn.Module, *, host: str, port: int, allow_remote: bool, id2label: Any, top_k: int,
+                 max_body_bytes: int, max_pixels: int, request_timeout: float, workers: int) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}.")
         if not _is_loopback(host) and not allow_remote:
@@ -228,8 +224,7 @@ class ServerHandle:
                 raise ConfigError(f"{name} must be positive, got {value}.")
         if not 0 <= port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535 (0 picks a free one), got {port}.")
-        self._predictor = _Predictor(model, id2label=id2label, image_mean=image_mean, image_std=image_std,
-                                     image_size=image_size, top_k=top_k)
+        self._predictor = _Predictor(model, id2label=id2label, top_k=top_k)
         self._max_body_bytes, self._max_pixels, self._timeout = max_body_bytes, max_pixels, request_timeout
         bare = host.strip("[]")
         try:
@@ -366,9 +361,6 @@ def start_server(
     host: str = "127.0.0.1",
     port: int = 0,
     id2label: Mapping[int | str, str] | None = None,
-    image_mean: float | Sequence[float] | None = None,
-    image_std: float | Sequence[float] | None = None,
-    image_size: int | None = None,
     top_k: int = 5,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -377,6 +369,9 @@ def start_server(
     allow_remote: bool = False,
 ) -> ServerHandle:
     """Serve a model in a background thread, Inference-API style (image classification).
+
+    Images are read as the model reads its inputs: grayscale or RGB, resized to its config's
+    ``image_size`` (32 when unset), normalised by its config's training statistics.
 
     Args:
         model (`nn.Module`):
@@ -387,13 +382,6 @@ def start_server(
         port (`int`, *optional*, defaults to 0): Port; 0 picks a free one (see ``handle.port``).
         id2label (`Mapping[int, str]`, *optional*):
             Class names; defaults to ``model.config.id2label``, else ``"LABEL_<i>"``.
-        image_mean (`float` or `Sequence[float]`, *optional*):
-            Per-channel mean (fraction of 255); defaults to ``model.config.image_mean`` (no default).
-        image_std (`float` or `Sequence[float]`, *optional*):
-            Per-channel standard deviation; defaults to ``model.config.image_std``.
-        image_size (`int`, *optional*):
-            Side the images are resized to (bilinear, only when different); defaults to
-            ``model.config.image_size``, else 32.
         top_k (`int`, *optional*, defaults to 5):
             Predictions per answer (at most the number of labels); a JSON request may ask for
             another count with ``"parameters": {"top_k": k}``.
@@ -428,8 +416,7 @@ def start_server(
         >>> result.answered
         2
     """
-    server = ServerHandle(model, host=host, port=port, allow_remote=allow_remote, id2label=id2label,
-                          image_mean=image_mean, image_std=image_std, image_size=image_size, top_k=top_k,
+    server = ServerHandle(model, host=host, port=port, allow_remote=allow_remote, id2label=id2label, top_k=top_k,
                           max_body_bytes=max_body_bytes, max_pixels=max_pixels, request_timeout=request_timeout,
                           workers=workers)
     server._thread = threading.Thread(target=asyncio.run, args=(server._run(),), daemon=True,
@@ -447,9 +434,6 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     id2label: Mapping[int | str, str] | None = None,
-    image_mean: float | Sequence[float] | None = None,
-    image_std: float | Sequence[float] | None = None,
-    image_size: int | None = None,
     top_k: int = 5,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -466,8 +450,8 @@ def serve(
             :func:`~hf_lottery_verify.load_model`.
         host (`str`, *optional*, defaults to `"127.0.0.1"`): See :func:`start_server`.
         port (`int`, *optional*, defaults to 8000): Port; 0 picks a free one.
-        id2label, image_mean, image_std, image_size, top_k, max_body_bytes, max_pixels, request_timeout, workers,
-        allow_remote: As in :func:`start_server`.
+        id2label, top_k, max_body_bytes, max_pixels, request_timeout, workers, allow_remote: As in
+            :func:`start_server`.
         on_ready (`Callable[[str], None]`, *optional*):
             Called with one line naming the URL once the server listens (the CLI prints it);
             the same line is always logged at INFO level.
@@ -479,8 +463,7 @@ def serve(
         from .loading import load_model  # the public loader (any checkpoint layout)
 
         model = load_model(model)
-    server = ServerHandle(model, host=host, port=port, allow_remote=allow_remote, id2label=id2label,
-                          image_mean=image_mean, image_std=image_std, image_size=image_size, top_k=top_k,
+    server = ServerHandle(model, host=host, port=port, allow_remote=allow_remote, id2label=id2label, top_k=top_k,
                           max_body_bytes=max_body_bytes, max_pixels=max_pixels, request_timeout=request_timeout,
                           workers=workers)
     line = f"Serving {type(model).__name__} at {server.url} (POST an image to classify it; Ctrl-C stops)"
