@@ -206,8 +206,13 @@ def test_quick_check_reads_only_the_header(signed, fresh_hub, hub_repo_id) -> No
 
 def test_cli_push_verify_and_exit_codes(signed, fresh_hub, hub_repo_id, tmp_path, capsys) -> None:
     _, key, root = signed
-    assert main(["push", str(root / "ticket"), hub_repo_id, "--key", str(key), "--owner", "alice", "--json"]) == 0
+    assert main(["push", str(root / "ticket"), hub_repo_id, "--key", str(key), "--owner", "alice", "--accuracy",
+                 "81.5", "--dataset-name", "fashion_mnist", "--split", "validation", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["claim"]["owner"] == "alice"
+    from huggingface_hub import ModelCard
+
+    result = ModelCard.load(hub_repo_id).data.eval_results[0]  # the card states what was measured, and on which split
+    assert (result.metric_value, result.dataset_split) == (0.815, "validation")
     badge = tmp_path / "verdict.svg"
     assert main(["verify", hub_repo_id, "--key", str(key), "--json", "--badge", str(badge)]) == 0
     assert json.loads(capsys.readouterr().out)["verdict"] == "owned"

@@ -220,6 +220,7 @@ class PushArgs:
     token: str | None = _help("Hub token (default: the logged-in one or HF_TOKEN)", default=None)
     accuracy: float | None = _help("test accuracy in percent, for the model card", default=None)
     dataset_name: str | None = _help("dataset name for the model card (e.g. cifar10)", default=None)
+    split: str = _help("the split --accuracy was measured on", default="test")
     compact: bool = _help("publish the compact layout (not loadable by plain timm)", default=False)
 
 

@@ -38,7 +38,7 @@ def _push(args: Namespace) -> int:
     pub = model.push_to_hub(
         args.repo_id, signature=args.signature, key=args.key_out if args.signature else args.key, owner=args.owner,
         private=args.private or None, token=args.token, revision=args.revision, commit_message=args.message,
-        eval_results={"accuracy": args.accuracy, "dataset": args.dataset_name})
+        eval_results={"accuracy": args.accuracy, "dataset": args.dataset_name, "split": args.split})
     anchor = pub.key.anchors[-1] if pub.key is not None and pub.key.anchors else None
     report = {"repo_id": args.repo_id, "commit": pub.commit, "url": pub.url, "claim": pub.claim,
               "density": model.density, "anchor": anchor.to_dict() if anchor else None}
