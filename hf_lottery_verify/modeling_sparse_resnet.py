@@ -328,25 +328,13 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
         check_key_outside(key_path, folder)
         sign(self, text, key=key_path, owner=owner)
 
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        signature: str | None = None,
-        key: Any = None,
-        owner: str | None = None,
-        private: bool | None = None,
-        token: str | bool | None = None,
-        revision: str | None = None,
-        commit_message: str | None = None,
-        card_data: Mapping[str, Any] | None = None,
-        eval_results: Any = None,
-        **kwargs: Any,
-    ) -> Any:
+    def push_to_hub(self, repo_id: str, *, signature: str | None = None, key: Any = None, owner: str | None = None,
+                    **options: Any) -> Any:
         """Publish the model: config, weights, masks, a model card and an ownership badge, in one commit.
 
-        Delegates to :func:`hf_lottery_verify.publishing.publish`, which anchors the key with the
-        publishing commit; the private key is never uploaded.
+        Two calls: :func:`~hf_lottery_verify.signature.sign` when ``signature`` is given, then
+        :func:`hf_lottery_verify.publishing.publish`, which anchors the key with the publishing
+        commit; the private key is never uploaded.
 
         Args:
             repo_id (`str`): ``owner/name`` on the Hub (or the server in ``HF_ENDPOINT``).
@@ -354,13 +342,8 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
             key (`OwnershipKey`, `str` or `os.PathLike`, *optional*): The key (a path with
                 ``signature``); a key file gains the reference and the anchor.
             owner (`str`, *optional*): Public name in the ownership claim.
-            private (`bool`, *optional*): Create the repo as private.
-            token (`str` or `bool`, *optional*): Hub token.
-            revision (`str`, *optional*): Branch to commit to.
-            commit_message (`str`, *optional*): Commit title.
-            card_data (`Mapping[str, Any]`, *optional*): Extra model-card metadata.
-            eval_results (`RetrainResult` or `Mapping[str, Any]`, *optional*): The card's model-index,
-                as in :func:`~hf_lottery_verify.publishing.push_model`.
+            **options: The options of :func:`~hf_lottery_verify.publishing.push_model` (``private``,
+                ``token``, ``revision``, ``commit_message``, ``card_data``, ``eval_results``, ``compact``).
 
         Returns:
             The :class:`~hf_lottery_verify.publishing.Publication` (commit sha, URL, the anchored key).
@@ -369,14 +352,11 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
             TypeError: An unsupported keyword argument (``safe_serialization``, ``max_shard_size``, ...).
             HubError: The upload failed.
         """
-        if kwargs:
-            raise TypeError(f"push_to_hub() got unsupported argument(s) {sorted(kwargs)}.")
         from .publishing import publish
 
         if signature is not None:
             self._sign_for_saving(signature, Path(repo_id), key, owner)
-        return publish(self, repo_id, key=key, owner=owner, private=private, token=token, revision=revision,
-                          commit_message=commit_message, card_data=card_data, eval_results=eval_results)
+        return publish(self, repo_id, key=key, owner=owner, **options)
 
     @classmethod
     def from_pretrained(
