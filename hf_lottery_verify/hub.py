@@ -84,17 +84,13 @@ class RemoteClaim:
         repo_id: The repo.
         commit_sha: The commit read.
         claim: The claim dict, or ``None`` when the header carries none.
-        metadata: The raw header metadata of the weights file.
         filename: The file whose header was read.
-        bytes_read: Size of the header (what the range requests transferred, about).
     """
 
     repo_id: str
     commit_sha: str | None
     claim: dict[str, Any] | None
-    metadata: dict[str, str]
     filename: str
-    bytes_read: int = 0
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -340,11 +336,8 @@ def read_remote_claim(repo_id: str, *, revision: str | None = None, token: str |
         files = [s.rfilename for s in (info.siblings or [])]
         filename = _weights_filename(files)
         meta = api.parse_safetensors_file_metadata(repo_id, filename, revision=info.sha, token=token)
-    raw = dict(meta.metadata or {})
     claim = None
     with contextlib.suppress(json.JSONDecodeError, TypeError, AttributeError):
-        ours = json.loads(raw.get(METADATA_KEY, "null"))
+        ours = json.loads((meta.metadata or {}).get(METADATA_KEY, "null"))
         claim = ours.get("ownership") if isinstance(ours, dict) and isinstance(ours.get("ownership"), dict) else None
-    header = len(json.dumps({k: v for k, v in meta.tensors.items()}, default=str)) if meta.tensors else 0
-    return RemoteClaim(repo_id=repo_id, commit_sha=info.sha, claim=claim, metadata=raw, filename=filename,
-                       bytes_read=header)
+    return RemoteClaim(repo_id=repo_id, commit_sha=info.sha, claim=claim, filename=filename)

@@ -34,7 +34,6 @@ import base64
 import binascii
 import http.client
 import io
-import ipaddress
 import json
 import logging
 import os
@@ -51,6 +50,7 @@ from PIL import Image
 from torch import nn
 
 from ._version import __version__
+from .blackbox.endpoint import _is_loopback_host
 from .blackbox.runner import _ModelRunner
 from .data import pil_to_model_input
 from .errors import ConfigError
@@ -210,11 +210,13 @@ class ServerHandle:
         port: The port it listens on (the one picked when ``port=0``).
     """
 
-    def __init__(self, model: nn.Module, *, host: str, port: int, allow_remote: bool, id2label: Any, top_k: int,
-                 max_body_bytes: int, max_pixels: int, request_timeout: float, workers: int) -> None:
+    def __init__(self, model: nn.Module, *, host: str = "127.0.0.1", port: int = 0, allow_remote: bool = False,
+                 id2label: Mapping[int | str, str] | None = None, top_k: int = 5,
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT, workers: int = DEFAULT_WORKERS) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}.")
-        if not _is_loopback(host) and not allow_remote:
+        if not _is_loopback_host(host) and not allow_remote:
             raise ConfigError(f"Refusing to serve on non-loopback host {host!r}: the server is meant for tests and "
                               "demos and has no authentication. Pass allow_remote=True (--allow-remote) to do it "
                               "anyway.")
@@ -348,13 +350,6 @@ class ServerHandle:
         return 200, self._predictor.predict(self._predictor.decode(body, self._max_pixels), top_k)
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        return host.lower() == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def start_server(
     model: nn.Module,
     *,
@@ -431,16 +426,9 @@ def start_server(
 def serve(
     model: nn.Module | str | os.PathLike,
     *,
-    host: str = "127.0.0.1",
     port: int = 8000,
-    id2label: Mapping[int | str, str] | None = None,
-    top_k: int = 5,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-    workers: int = DEFAULT_WORKERS,
-    allow_remote: bool = False,
     on_ready: Callable[[str], None] | None = None,
+    **options: Any,
 ) -> None:
     """Serve a model in the foreground until interrupted (``hf-lottery serve``).
 
@@ -448,13 +436,13 @@ def serve(
         model (`nn.Module`, `str` or `os.PathLike`):
             The model, or a folder / file / Hub repo id loaded with
             :func:`~hf_lottery_verify.load_model`.
-        host (`str`, *optional*, defaults to `"127.0.0.1"`): See :func:`start_server`.
         port (`int`, *optional*, defaults to 8000): Port; 0 picks a free one.
-        id2label, top_k, max_body_bytes, max_pixels, request_timeout, workers, allow_remote: As in
-            :func:`start_server`.
         on_ready (`Callable[[str], None]`, *optional*):
             Called with one line naming the URL once the server listens (the CLI prints it);
             the same line is always logged at INFO level.
+        **options: ``host``, ``id2label``, ``top_k``, ``max_body_bytes``, ``max_pixels``,
+            ``request_timeout``, ``workers``, ``allow_remote``: as in :func:`start_server`, with
+            the same defaults.
 
     Raises:
         ConfigError: See :func:`start_server`.
@@ -463,9 +451,7 @@ def serve(
         from .loading import load_model  # the public loader (any checkpoint layout)
 
         model = load_model(model)
-    server = ServerHandle(model, host=host, port=port, allow_remote=allow_remote, id2label=id2label, top_k=top_k,
-                          max_body_bytes=max_body_bytes, max_pixels=max_pixels, request_timeout=request_timeout,
-                          workers=workers)
+    server = ServerHandle(model, port=port, **options)
     line = f"Serving {type(model).__name__} at {server.url} (POST an image to classify it; Ctrl-C stops)"
     logger.info(line)
     if on_ready is not None:

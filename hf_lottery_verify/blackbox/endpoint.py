@@ -53,10 +53,9 @@ class _Response:
 
 
 def _is_loopback_host(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
+    """Whether ``host`` (a name or an address, IPv6 bracketed or not) is this machine (also the server's check)."""
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return host.lower() == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
 

@@ -8,17 +8,12 @@ both preprocess an image the same way.
 from __future__ import annotations
 
 import io
-from typing import Any
 
 import torch
 from PIL import Image
 from torch import nn
 
 __all__ = ["encode_png", "model_input_spec"]
-
-
-def _config(model: nn.Module) -> Any:
-    return getattr(model, "config", None)
 
 
 def model_input_spec(model: nn.Module) -> tuple[int, int | None]:
@@ -35,7 +30,7 @@ def model_input_spec(model: nn.Module) -> tuple[int, int | None]:
         `tuple[int, int | None]`: ``(in_chans, image_size)``; ``image_size`` is ``None`` when the
         model does not say (convolutional models accept any size).
     """
-    cfg = _config(model)
+    cfg = getattr(model, "config", None)
     in_chans = getattr(cfg, "in_chans", None)
     size = getattr(cfg, "image_size", None)
     if in_chans is None:
@@ -51,15 +46,11 @@ def model_input_spec(model: nn.Module) -> tuple[int, int | None]:
 
 def _tensor_to_pil(image: torch.Tensor) -> Image.Image:
     """One uint8 ``C×H×W`` image (C = 1, 3 or 4) as a PIL image."""
-    c = image.shape[0]
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(image.shape[0])
+    if mode is None:
+        raise ValueError(f"Images need 1, 3 or 4 channels to be encoded, got {image.shape[0]}.")
     array = image.detach().cpu().permute(1, 2, 0).contiguous().numpy()
-    if c == 1:
-        return Image.fromarray(array[:, :, 0], mode="L")
-    if c == 3:
-        return Image.fromarray(array, mode="RGB")
-    if c == 4:
-        return Image.fromarray(array, mode="RGBA")
-    raise ValueError(f"Images need 1, 3 or 4 channels to be encoded, got {c}.")
+    return Image.fromarray(array[:, :, 0] if mode == "L" else array, mode=mode)
 
 
 def encode_png(image: torch.Tensor) -> bytes:

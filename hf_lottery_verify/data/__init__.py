@@ -36,12 +36,8 @@ from __future__ import annotations
 from .device import DeviceBatches, DeviceData, augment_batch
 from .fashion_mnist import FASHION_MNIST_DIR, read_idx
 from .fashion_mnist import FMNIST_CLASSES as FMNIST_CLASSES
-from .fashion_mnist import FMNIST_MEAN as FMNIST_MEAN
-from .fashion_mnist import FMNIST_STD as FMNIST_STD
 from .hf_datasets import CIFAR10_MEAN as CIFAR10_MEAN
 from .hf_datasets import CIFAR10_STD as CIFAR10_STD
-from .hf_datasets import CIFAR100_MEAN as CIFAR100_MEAN
-from .hf_datasets import CIFAR100_STD as CIFAR100_STD
 from .hf_datasets import HUB_IDS, hf_pair, hf_to_image_data
 from .image_data import DatasetPair, ImageData
 from .normalization import (

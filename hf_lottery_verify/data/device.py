@@ -109,7 +109,6 @@ class DeviceBatches:
         channels_last: Return channels-last tensors.
         shard: This process's index.
         num_shards: Number of processes.
-        drop_last: Drop the last incomplete global batch.
         uploaded: ``data`` already on ``device`` (a :class:`DeviceData`), shared instead of
             uploading it again; :meth:`reseeded` passes it on.
     """
@@ -124,7 +123,6 @@ class DeviceBatches:
     channels_last: bool = False
     shard: int = 0
     num_shards: int = 1
-    drop_last: bool = True
     uploaded: DeviceData | None = field(default=None, repr=False)
     _images: torch.Tensor = field(init=False, repr=False)
     _labels: torch.Tensor = field(init=False, repr=False)
@@ -145,8 +143,7 @@ class DeviceBatches:
         return self.batch_size * self.num_shards
 
     def __len__(self) -> int:
-        n = len(self.data)
-        return n // self.global_batch if self.drop_last else -(-n // self.global_batch)
+        return len(self.data) // self.global_batch  # the last incomplete global batch is dropped
 
     def reseeded(self, seed: int) -> DeviceBatches:
         """The same batches with another base seed, sharing the uploaded data (no copy)."""

@@ -60,11 +60,6 @@ from .fileformat import (
     masks_path_for,
     tensor_digest,
 )
-from .fileformat import HIGH_PREFIX as HIGH_PREFIX
-from .fileformat import LAYOUTS as LAYOUTS
-from .fileformat import LOW_PREFIX as LOW_PREFIX
-from .fileformat import MASK_PREFIX as MASK_PREFIX
-from .fileformat import OUR_PREFIXES as OUR_PREFIXES
 from .fileformat import VALUES_PREFIX as VALUES_PREFIX
 from .files import name_some, read_safetensors
 from .reading import (

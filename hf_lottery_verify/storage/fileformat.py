@@ -1,6 +1,7 @@
 """The on-disk format of a ticket: file names, header keys, tensor-name prefixes and
 version, the :class:`CheckpointContents` a read returns, and the tensor checksum
-(:func:`tensor_digest`)."""
+(:func:`tensor_digest`). Its public names are exported, and listed in ``__all__``, by
+:mod:`hf_lottery_verify.storage`."""
 
 from __future__ import annotations
 
@@ -15,20 +16,6 @@ from typing import Any
 import torch
 
 from ..masks import MaskDict
-
-__all__ = [
-    "WEIGHTS_NAME",
-    "MASKS_NAME",
-    "WEIGHTS_INDEX_NAME",
-    "CONFIG_NAME",
-    "METADATA_KEY",
-    "MASKS_METADATA_KEY",
-    "FORMAT_VERSION",
-    "PICKLE_SUFFIXES",
-    "CheckpointContents",
-    "masks_path_for",
-    "tensor_digest",
-]
 
 WEIGHTS_NAME = "model.safetensors"
 MASKS_NAME = "masks.safetensors"

@@ -29,23 +29,21 @@ def load_adi_trigger_set(
     num_classes: int = 10,
     image_size: int = 32,
     channels: int = 3,
-    labels_file: str = "labels-cifar.txt",
 ) -> TriggerSet:
-    """Load an Adi-style trigger folder: ``pics/*.jpg`` plus one float label per line.
+    """Load an Adi-style trigger folder: ``pics/*.jpg`` plus ``labels-cifar.txt``, one float label per line.
 
     Label ``i`` belongs to the ``i``-th image file in *lexicographic* name order
     (``1.jpg, 10.jpg, 100.jpg, 11.jpg, …``), exactly as the original loaders (torchvision
     ``ImageFolder``) enumerated them.
 
     Args:
-        path (`str` or `os.PathLike`): The folder holding ``pics/`` and the labels file.
+        path (`str` or `os.PathLike`): The folder holding ``pics/`` and ``labels-cifar.txt``.
         mode (`str`): ``"resize"`` — bilinear resize of the whole image to ``image_size``
             (the sane choice); ``"center_crop"`` — the original loaders' ``CenterCrop``: the
             central ``image_size × image_size`` pixels, no resizing (zero-padded if smaller).
         num_classes (`int`, *optional*, defaults to 10): Label range ``[0, num_classes)``.
         image_size (`int`, *optional*, defaults to 32): Output side.
         channels (`int`, *optional*, defaults to 3): 3 (RGB) or 1 (grayscale).
-        labels_file (`str`, *optional*, defaults to `"labels-cifar.txt"`): Name of the labels file.
 
     Returns:
         The :class:`TriggerSet` (``source="adi:<mode>"``, ``seed=None``).
@@ -62,13 +60,13 @@ def load_adi_trigger_set(
     if channels not in (1, 3):
         raise DatasetError(f"channels must be 1 or 3, got {channels}.")
     root = Path(path)
-    pics, labels_path = root / "pics", root / labels_file
+    pics, labels_path = root / "pics", root / "labels-cifar.txt"
     if not root.is_dir():
         raise DatasetError(f"Trigger-set folder {root} does not exist.")
     if not pics.is_dir():
-        raise DatasetError(f"{root} has no pics/ folder; an Adi-style trigger set is pics/*.jpg plus {labels_file}.")
+        raise DatasetError(f"{root} has no pics/ folder; an Adi-style trigger set is pics/*.jpg plus {labels_path.name}.")
     if not labels_path.is_file():
-        raise DatasetError(f"{root} has no {labels_file} (one label per line, in sorted file-name order).")
+        raise DatasetError(f"{root} has no {labels_path.name} (one label per line, in sorted file-name order).")
     names = sorted(p.name for p in pics.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_EXTENSIONS)
     labels = _read_labels(labels_path, num_classes=num_classes)
     if len(labels) != len(names):
