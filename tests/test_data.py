@@ -87,6 +87,9 @@ def test_image_folder(tmp_path: Path) -> None:
     pair = load_image_dataset(f"imagefolder:{tmp_path}", image_size=16)
     assert len(pair.train) + len(pair.test) == 20 and pair.num_classes == 2
     assert pair.train.images.shape[1:] == (3, 16, 16)
+    # the split follows the seed (it was always seed 0's)
+    again, other = (load_image_dataset(f"imagefolder:{tmp_path}", image_size=16, seed=s) for s in (0, 1))
+    assert torch.equal(again.test.images, pair.test.images) and not torch.equal(other.test.images, pair.test.images)
 
 
 def test_datasets_objects_load_with_their_columns_and_class_names() -> None:

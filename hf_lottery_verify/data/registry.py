@@ -85,7 +85,7 @@ def load_image_dataset(
                                f"DatasetDict, got {type(name).__name__}.")
         pair = hf_pair(name, seed=seed, **options)
     elif name.startswith("imagefolder:"):
-        pair = _load_imagefolder(Path(name.split(":", 1)[1]), **options)
+        pair = _load_imagefolder(Path(name.split(":", 1)[1]), seed=seed, **options)
     elif name in _LOADERS:
         pair = _LOADERS[name](data_dir=data_dir, seed=seed, **options)
     else:
