@@ -7,7 +7,7 @@ from argparse import Namespace
 from typing import Any
 
 from .. import command
-from .._parsing import write
+from .._parsing import emit, write
 from ..args import AttackArgs, CalibrateArgs, DataArgs, OutputArgs, OverwriteArgs
 
 
@@ -45,17 +45,14 @@ def _attack(args: Namespace) -> int:
 
     if args.name == "list":
         table = attack_table()
-        if args.json:
-            write(json.dumps(table, indent=2, default=str))
-        else:
-            write("\n".join(f"{row['name']:16s} {row.get('kind', ''):10s} {row.get('description', '')}" for row in table))
+        emit(args, table, lambda: "\n".join(f"{row['name']:16s} {row.get('kind', ''):10s} {row.get('description', '')}"
+                                            for row in table))
         return 0
     if args.model_dir is None or args.out is None:
         raise ConfigError("attack needs MODEL_DIR and --out OUT_DIR (or NAME 'list').")
     report = attack_folder(args.name, args.model_dir, args.out, params=_parse_params(args.param),
                            dataset=args.dataset if args.dataset else None, data_dir=args.data_dir, seed=args.seed)
-    write(json.dumps(report, indent=2, default=str) if args.json else
-          f"{args.name} attack on {args.model_dir} saved to {args.out}")
+    emit(args, report, lambda: f"{args.name} attack on {args.model_dir} saved to {args.out}")
     return 0
 
 
@@ -77,9 +74,7 @@ def _calibrate(args: Namespace) -> int:
     report = calibrate_key_file(args.key, n=args.n, kinds=args.kinds, dataset=args.dataset if needs_data else None,
                                 data_dir=args.data_dir, seed=args.seed,
                                 progress=None if args.json else (lambda line: write(line)))
-    if args.json:
-        write(json.dumps(report, indent=2, default=str))
-    else:
-        write(f"false 'owned': {report.get('false_owned')} of {report.get('n')} null models "
-              f"(one-sided 95% upper bound on the rate: {report.get('upper_95')})")
+    emit(args, report, lambda: (
+        f"false 'owned': {report.get('false_owned')} of {report.get('n')} null models "
+        f"(one-sided 95% upper bound on the rate: {report.get('upper_95')})"))
     return 0 if not report.get("false_owned") else 1

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from argparse import Namespace
 from typing import Any
 
 from .. import command
-from .._parsing import write
+from .._parsing import emit, write
 from ..args import AnchorArgs, OutputArgs, PushArgs, ServeArgs, VerifyArgs
 
 
@@ -42,15 +41,13 @@ def _push(args: Namespace) -> int:
     anchor = pub.key.anchors[-1] if pub.key is not None and pub.key.anchors else None
     report = {"repo_id": args.repo_id, "commit": pub.commit, "url": pub.url, "claim": pub.claim,
               "density": model.density, "anchor": anchor.to_dict() if anchor else None}
-    if args.json:
-        write(json.dumps(report, indent=2, default=str))
-    else:
-        write(f"pushed {args.model_dir} to {args.repo_id} at commit {pub.commit}\n"
-              + (f"public claim: commitment {pub.claim['key_commitment']}\n" if pub.claim
-                 else "no ownership claim (pass --signature or --key)\n")
-              + (f"anchored: {anchor.repo_id} @ {anchor.commit[:12]}, server date {anchor.date}; the key file "
-                 "records it\n" if anchor else "")
-              + (f"private key: {args.key_out} (keep it; never upload it)" if args.signature else ""))
+    emit(args, report, lambda: (
+        f"pushed {args.model_dir} to {args.repo_id} at commit {pub.commit}\n"
+        + (f"public claim: commitment {pub.claim['key_commitment']}\n" if pub.claim
+           else "no ownership claim (pass --signature or --key)\n")
+        + (f"anchored: {anchor.repo_id} @ {anchor.commit[:12]}, server date {anchor.date}; the key file "
+           "records it\n" if anchor else "")
+        + (f"private key: {args.key_out} (keep it; never upload it)" if args.signature else "")))
     return 0
 
 
@@ -113,9 +110,8 @@ def _anchor(args: Namespace) -> int:
     key = anchor_key(key, args.repo, owner=args.owner, private=args.private, token=args.token)
     key.save(args.key, extend=True)
     anchor = key.anchors[-1]
-    write(json.dumps(anchor.to_dict(), indent=2) if args.json else
-          f"anchored {anchor.commitment} in {anchor.repo_id} @ {anchor.commit[:12]} (server date {anchor.date}); "
-          f"{args.key} records it")
+    emit(args, anchor.to_dict(), lambda: f"anchored {anchor.commitment} in {anchor.repo_id} @ {anchor.commit[:12]} "
+         f"(server date {anchor.date}); {args.key} records it")
     return 0
 
 
@@ -138,15 +134,13 @@ def _dispute(args: Namespace) -> int:
     from ...verify import verify_hub_model
 
     report = verify_hub_model(args.target, key=list(args.key), revision=args.revision, token=args.token)
-    if args.json:
-        write(json.dumps({"winner": report.key["commitment"] if report.owned else None, "verdict": report.verdict,
-                          "claims": report.dispute}, indent=2, default=str))
-    else:
-        lines = [f"{'winner' if report.owned and i == 0 else 'claim'} {i + 1}: {c['commitment'][:23]}  {c['verdict']}"
-                 + (f", anchored {c['anchor_time']} ({c['anchor']['repo_id']} @ {c['anchor']['commit'][:12]})"
-                    if c["anchor_time"] else ", no verified anchor") + f"\n    {c['reason']}"
-                 for i, c in enumerate(report.dispute or [])]
-        write("\n".join(lines) + ("" if report.owned else "\nno claim owns this suspect"))
+    lines = [f"{'winner' if report.owned and i == 0 else 'claim'} {i + 1}: {c['commitment'][:23]}  {c['verdict']}"
+             + (f", anchored {c['anchor_time']} ({c['anchor']['repo_id']} @ {c['anchor']['commit'][:12]})"
+                if c["anchor_time"] else ", no verified anchor") + f"\n    {c['reason']}"
+             for i, c in enumerate(report.dispute or [])]
+    emit(args, {"winner": report.key["commitment"] if report.owned else None, "verdict": report.verdict,
+                "claims": report.dispute},
+         lambda: "\n".join(lines) + ("" if report.owned else "\nno claim owns this suspect"))
     return report.exit_code
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from argparse import Namespace
 from pathlib import Path
 from typing import Any
 
 from ...configs import TrainConfig
 from .. import command
-from .._parsing import build, flat, write
+from .._parsing import build, emit, flat
 from ..args import (
     DataArgs,
     EvalDataArgs,
@@ -42,17 +41,15 @@ def _sign(args: Namespace) -> int:
                          owner=args.owner, rewind_dir=args.rewind, options=build(SignatureOptions, args).embed_kwargs(),
                          dataset=args.dataset, data_dir=args.data_dir, test_limit=args.test_limit,
                          compact=args.compact)
-    if args.json:
-        write(json.dumps(report, indent=2, default=str))
-        return 0
     before, after = report.get("accuracy_before"), report.get("accuracy_after")
-    write(f"signed {args.model_dir} with {args.signature!r} ({report['copies']} cop"
-          f"{'y' if report['copies'] == 1 else 'ies'}); density unchanged at {report['density']:.4%}\n"
-          + (f"accuracy {before:.2f}% -> {after:.2f}% ({after - before:+.2f}) before retraining\n"
-             if before is not None else "")
-          + f"signed ticket: {args.out}\nprivate key: {args.key_out} (keep it; never upload it)\n"
-          "NOTE: the signed ticket still needs retraining from its rewind weights under the signed mask "
-          "(hf-lottery retrain) before you publish it: embedding changes the mask.")
+    emit(args, report, lambda: (
+        f"signed {args.model_dir} with {args.signature!r} ({report['copies']} cop"
+        f"{'y' if report['copies'] == 1 else 'ies'}); density unchanged at {report['density']:.4%}\n"
+        + (f"accuracy {before:.2f}% -> {after:.2f}% ({after - before:+.2f}) before retraining\n"
+           if before is not None else "")
+        + f"signed ticket: {args.out}\nprivate key: {args.key_out} (keep it; never upload it)\n"
+        "NOTE: the signed ticket still needs retraining from its rewind weights under the signed mask "
+        "(hf-lottery retrain) before you publish it: embedding changes the mask."))
     return 0
 
 
@@ -80,11 +77,8 @@ def _extract(args: Namespace) -> int:
     reference = reference_from_key(key)
     kept = {n: int(m.sum()) for n, m in reference.masks.items()} if reference is not None else None
     ev = extract_signature(read_suspect(args.model), key=key, kept=kept)
-    if args.json:
-        write(json.dumps(ev.to_dict(), indent=2, default=str))
-    else:
-        write(f"decoded text: {ev.text!r} ({'matches the key' if ev.matches else 'no match'})\n"
-              f"bit agreement: {ev.bit_agreement:.4f}; p-value under an unrelated mask: {ev.p_value:.3g}")
+    emit(args, ev.to_dict(), lambda: f"decoded text: {ev.text!r} ({'matches the key' if ev.matches else 'no match'})\n"
+         f"bit agreement: {ev.bit_agreement:.4f}; p-value under an unrelated mask: {ev.p_value:.3g}")
     return 0 if ev.matches else 1
 
 
@@ -122,9 +116,8 @@ def _triggers(args: Namespace) -> int:
     triggers = triggers_from_key(key)
     report = {"key": args.key, "n": len(triggers), "num_classes": triggers.num_classes, "source": triggers.source,
               "digest": triggers.digest()}
-    write(json.dumps(report, indent=2) if args.json else
-          f"added {len(triggers)} trigger images ({triggers.source}, labels derived from the key's secret) to "
-          f"{args.key}; retrain with the key (hf-lottery retrain) so the model learns them")
+    emit(args, report, lambda: f"added {len(triggers)} trigger images ({triggers.source}, labels derived from the "
+         f"key's secret) to {args.key}; retrain with the key (hf-lottery retrain) so the model learns them")
     return 0
 
 
@@ -155,18 +148,14 @@ def _retrain(args: Namespace) -> int:
                             progress=not args.json)
     if not accelerator.is_main_process:
         return 0
-    if args.json:
-        write(json.dumps(report, indent=2, default=str))
-        return 0
 
     def pct(v: Any) -> str:
         return "n/a" if v is None else f"{v:.2f}%"
 
-    lines = [f"accuracy: signed {pct(report.get('accuracy_signed'))} -> retrained "
-             f"{pct(report.get('accuracy_retrained'))}"]
-    if report.get("trigger_agreement_after") is not None:
-        lines.append(f"trigger agreement: {report.get('trigger_agreement_before') or 0:.0%} -> "
-                     f"{report['trigger_agreement_after']:.0%}")
-    lines.append(f"retrained ticket: {args.out} (mask and density unchanged)")
-    write("\n".join(lines))
+    after = report.get("trigger_agreement_after")
+    emit(args, report, lambda: (
+        f"accuracy: signed {pct(report.get('accuracy_signed'))} -> retrained {pct(report.get('accuracy_retrained'))}\n"
+        + (f"trigger agreement: {report.get('trigger_agreement_before') or 0:.0%} -> {after:.0%}\n"
+           if after is not None else "")
+        + f"retrained ticket: {args.out} (mask and density unchanged)"))
     return 0

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from argparse import Namespace
 from pathlib import Path
 from typing import Any
 
 from ...configs import IMPConfig, TrainConfig
 from .. import command
-from .._parsing import build, flat, write
+from .._parsing import build, emit, flat
 from ..args import DataArgs, FindTicketArgs, OutputArgs, OverwriteArgs, SplitKeyArgs
 
 
@@ -39,13 +38,11 @@ def _find_ticket(args: Namespace) -> int:
                                  progress=not args.json)
     if not accelerator.is_main_process:
         return 0
-    if args.json:
-        write(json.dumps(result.to_dict(), indent=2, default=str))
-    else:
-        write(f"dense accuracy {result.dense_accuracy:.2f}%; extreme ticket: {result.ticket_density:.4%} of prunable "
-              f"weights at {result.ticket_accuracy:.2f}% ({len(result.rounds) - 1} rounds, {result.seconds:.0f} s"
-              f"{'' if result.finished else ', stopped by --max-rounds'})\nticket: {result.ticket_dir}\n"
-              f"rewind weights: {result.rewind_dir}\nround log: {Path(args.out) / 'rounds.json'}")
+    emit(args, result.to_dict(), lambda: (
+        f"dense accuracy {result.dense_accuracy:.2f}%; extreme ticket: {result.ticket_density:.4%} of prunable "
+        f"weights at {result.ticket_accuracy:.2f}% ({len(result.rounds) - 1} rounds, {result.seconds:.0f} s"
+        f"{'' if result.finished else ', stopped by --max-rounds'})\nticket: {result.ticket_dir}\n"
+        f"rewind weights: {result.rewind_dir}\nround log: {Path(args.out) / 'rounds.json'}"))
     return 0
 
 
@@ -69,10 +66,8 @@ def _split_key(args: Namespace) -> int:
         raise ConfigError("--sources and --weights apply to --score betweenness only.")
     report = split_key_folder(args.model_dir, ratio=args.ratio, score=args.score, seed=args.seed,
                               key_out=args.key_out, out_dir=args.out, compact=args.compact, **options)
-    if args.json:
-        write(json.dumps(report, indent=2, default=str))
-    else:
-        write(f"locked ticket: {report['out_dir']} ({report['density_locked']:.4%} density, {report['n']} key weights "
-              f"removed; restored bit-exactly with the key: {report['verified']})\nprivate key: {report['key_out']} "
-              "(keep it; never upload it)")
+    emit(args, report, lambda: (
+        f"locked ticket: {report['out_dir']} ({report['density_locked']:.4%} density, {report['n']} key weights "
+        f"removed; restored bit-exactly with the key: {report['verified']})\nprivate key: {report['key_out']} "
+        "(keep it; never upload it)"))
     return 0
