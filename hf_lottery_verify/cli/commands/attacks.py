@@ -27,18 +27,13 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
     return params
 
 
-@command("attack")
-def _attack_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "attack", help="run a registered removal, structural or forgery attack on a model folder",
-        description="Load the model (masks from its weights, as a thief would), run the attack and save the result. "
-                    "NAME 'list' prints the registered attacks with their parameters.",
-        dataclass_types=[AttackArgs, DataArgs, OverwriteArgs, OutputArgs])
-    p.add_argument("name", help="attack name (or 'list')")
-    p.add_argument("model_dir", nargs="?", default=None, help="the model folder to attack")
-    p.set_defaults(handler=_attack)
-
-
+@command(
+    "attack", help="run a registered removal, structural or forgery attack on a model folder",
+    description="Load the model (masks from its weights, as a thief would), run the attack and save the result. "
+                "NAME 'list' prints the registered attacks with their parameters.",
+    dataclass_types=[AttackArgs, DataArgs, OverwriteArgs, OutputArgs],
+    arguments=[("name", dict(help="attack name (or 'list')")),
+               ("model_dir", dict(nargs="?", default=None, help="the model folder to attack"))])
 def _attack(args: Namespace) -> int:
     from ...attacks import attack_folder, attack_table
     from ...errors import ConfigError
@@ -56,17 +51,12 @@ def _attack(args: Namespace) -> int:
     return 0
 
 
-@command("calibrate")
-def _calibrate_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "calibrate", help="false-claim rate of a key: verify it against null models of its architecture",
-        description="Run verification with the key against N independently initialised, pruned, trained and "
-                    "other owners' signed models, and report how often it would wrongly say 'owned' (with an exact "
-                    "95% upper bound) and the p-value distributions.",
-        dataclass_types=[CalibrateArgs, DataArgs, OutputArgs])
-    p.set_defaults(handler=_calibrate)
-
-
+@command(
+    "calibrate", help="false-claim rate of a key: verify it against null models of its architecture",
+    description="Run verification with the key against N independently initialised, pruned, trained and "
+                "other owners' signed models, and report how often it would wrongly say 'owned' (with an exact "
+                "95% upper bound) and the p-value distributions.",
+    dataclass_types=[CalibrateArgs, DataArgs, OutputArgs])
 def _calibrate(args: Namespace) -> int:
     from ...calibration import calibrate_key_file
 

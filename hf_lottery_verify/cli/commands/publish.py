@@ -4,27 +4,21 @@ from __future__ import annotations
 
 import sys
 from argparse import Namespace
-from typing import Any
 
 from .. import command
 from .._parsing import emit, write
 from ..args import AnchorArgs, OutputArgs, PushArgs, ServeArgs, VerifyArgs
 
 
-@command("push")
-def _push_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "push", help="publish a saved ticket to the Hub with a model card and an ownership badge",
-        description="Upload config, weights (plain timm layout), masks, a model card and an ownership badge in one "
-                    "commit. With --signature the ticket is signed first and the private key written to --key-out; "
-                    "with --key an existing key's public claim (a hash commitment) goes into the header and the "
-                    "card. The key itself is never uploaded.",
-        dataclass_types=[PushArgs, OutputArgs])
-    p.add_argument("model_dir", help="a saved sparse model folder")
-    p.add_argument("repo_id", help="owner/name on the Hub (HF_ENDPOINT selects the server)")
-    p.set_defaults(handler=_push)
-
-
+@command(
+    "push", help="publish a saved ticket to the Hub with a model card and an ownership badge",
+    description="Upload config, weights (plain timm layout), masks, a model card and an ownership badge in one "
+                "commit. With --signature the ticket is signed first and the private key written to --key-out; "
+                "with --key an existing key's public claim (a hash commitment) goes into the header and the "
+                "card. The key itself is never uploaded.",
+    dataclass_types=[PushArgs, OutputArgs],
+    arguments=[("model_dir", dict(help="a saved sparse model folder")),
+               ("repo_id", dict(help="owner/name on the Hub (HF_ENDPOINT selects the server)"))])
 def _push(args: Namespace) -> int:
     from ...errors import KeyFileError
     from ...loading import load_model
@@ -51,19 +45,14 @@ def _push(args: Namespace) -> int:
     return 0
 
 
-@command("verify")
-def _verify_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "verify", help="verify a Hub repo, folder, file or endpoint against your private key",
-        description="Read the suspect without trusting it, re-align its channels to the key's reference, decode the "
-                    "keyed QR signature from its weights, query it on the trigger set regenerated from the key, and "
-                    "check the key's anchor against the suspect's first public appearance. Exit status: 0 owned, "
-                    "1 not owned, 3 inconclusive, 2 error.",
-        dataclass_types=[VerifyArgs, OutputArgs])
-    p.add_argument("target", nargs="?", default=None, help="Hub repo id, local folder or .safetensors file")
-    p.set_defaults(handler=_verify)
-
-
+@command(
+    "verify", help="verify a Hub repo, folder, file or endpoint against your private key",
+    description="Read the suspect without trusting it, re-align its channels to the key's reference, decode the "
+                "keyed QR signature from its weights, query it on the trigger set regenerated from the key, and "
+                "check the key's anchor against the suspect's first public appearance. Exit status: 0 owned, "
+                "1 not owned, 3 inconclusive, 2 error.",
+    dataclass_types=[VerifyArgs, OutputArgs],
+    arguments=[("target", dict(nargs="?", default=None, help="Hub repo id, local folder or .safetensors file"))])
 def _verify(args: Namespace) -> int:
     from ...errors import ConfigError
     from ...verify import verify_hub_model, verify_model
@@ -86,17 +75,12 @@ def _verify(args: Namespace) -> int:
     return report.exit_code
 
 
-@command("anchor")
-def _anchor_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "anchor", help="date your key's commitment in a Hub commit (for models published elsewhere)",
-        description="Commit the key's public claim (its commitment, nothing secret) to a Hub repo of yours; the "
-                    "Hub dates the commit, and the key file records where. push does this by itself; use anchor "
-                    "when the model is published somewhere else (give --model to record its reference first).",
-        dataclass_types=[AnchorArgs, OutputArgs])
-    p.set_defaults(handler=_anchor)
-
-
+@command(
+    "anchor", help="date your key's commitment in a Hub commit (for models published elsewhere)",
+    description="Commit the key's public claim (its commitment, nothing secret) to a Hub repo of yours; the "
+                "Hub dates the commit, and the key file records where. push does this by itself; use anchor "
+                "when the model is published somewhere else (give --model to record its reference first).",
+    dataclass_types=[AnchorArgs, OutputArgs])
 def _anchor(args: Namespace) -> int:
     from ...alignment import with_reference
     from ...anchors import anchor_key
@@ -115,21 +99,16 @@ def _anchor(args: Namespace) -> int:
     return 0
 
 
-@command("dispute")
-def _dispute_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "dispute", help="several claimants' keys against one suspect: who anchored matching evidence first",
-        description="Check every key against one reading of the suspect and rank the claims whose evidence matches "
-                    "by the time their key was anchored (a Hub commit dated by the server). Exit status as verify, "
-                    "for the winning claim.",
-        dataclass_types=[OutputArgs])
-    p.add_argument("target", help="Hub repo id, local folder or .safetensors file")
-    p.add_argument("--key", action="append", required=True, help="a claimant's key (repeat for each claimant)")
-    p.add_argument("--revision", default=None, help="Hub branch, tag or commit")
-    p.add_argument("--token", default=None, help="Hub token")
-    p.set_defaults(handler=_dispute)
-
-
+@command(
+    "dispute", help="several claimants' keys against one suspect: who anchored matching evidence first",
+    description="Check every key against one reading of the suspect and rank the claims whose evidence matches "
+                "by the time their key was anchored (a Hub commit dated by the server). Exit status as verify, "
+                "for the winning claim.",
+    dataclass_types=[OutputArgs],
+    arguments=[("target", dict(help="Hub repo id, local folder or .safetensors file")),
+               ("--key", dict(action="append", required=True, help="a claimant's key (repeat for each claimant)")),
+               ("--revision", dict(default=None, help="Hub branch, tag or commit")),
+               ("--token", dict(default=None, help="Hub token"))])
 def _dispute(args: Namespace) -> int:
     from ...verify import verify_hub_model
 
@@ -144,18 +123,13 @@ def _dispute(args: Namespace) -> int:
     return report.exit_code
 
 
-@command("serve")
-def _serve_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "serve", help="serve a model on 127.0.0.1 in the Inference API image-classification shape",
-        description='POST image bytes (or JSON {"inputs": base64}) to the printed URL and get '
-                    '[{"label": ..., "score": ...}]. For testing black-box verification; loopback only unless '
-                    "--allow-remote.",
-        dataclass_types=[ServeArgs])
-    p.add_argument("model", help="model folder, file or Hub repo id")
-    p.set_defaults(handler=_serve)
-
-
+@command(
+    "serve", help="serve a model on 127.0.0.1 in the Inference API image-classification shape",
+    description='POST image bytes (or JSON {"inputs": base64}) to the printed URL and get '
+                '[{"label": ..., "score": ...}]. For testing black-box verification; loopback only unless '
+                "--allow-remote.",
+    dataclass_types=[ServeArgs],
+    arguments=[("model", dict(help="model folder, file or Hub repo id"))])
 def _serve(args: Namespace) -> int:
     from ...serve import serve
 

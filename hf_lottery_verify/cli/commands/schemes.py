@@ -22,18 +22,13 @@ from ..args import (
 )
 
 
-@command("sign")
-def _sign_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "sign", help="Scheme V2: embed a keyed QR-code signature into a ticket's mask",
-        description="Embed TEXT as a QR code into the sparse mask, whitened and placed by a secret kept in the key, "
-                    "keeping the number of kept weights unchanged; save the signed ticket to --out and the private "
-                    "key to --key-out. Retrain the signed ticket afterwards (hf-lottery retrain).",
-        dataclass_types=[SignArgs, SignatureOptions, EvalDataArgs, OverwriteArgs, OutputArgs])
-    p.add_argument("model_dir", help="a saved sparse model folder (e.g. find-ticket's ticket/)")
-    p.set_defaults(handler=_sign)
-
-
+@command(
+    "sign", help="Scheme V2: embed a keyed QR-code signature into a ticket's mask",
+    description="Embed TEXT as a QR code into the sparse mask, whitened and placed by a secret kept in the key, "
+                "keeping the number of kept weights unchanged; save the signed ticket to --out and the private "
+                "key to --key-out. Retrain the signed ticket afterwards (hf-lottery retrain).",
+    dataclass_types=[SignArgs, SignatureOptions, EvalDataArgs, OverwriteArgs, OutputArgs],
+    arguments=[("model_dir", dict(help="a saved sparse model folder (e.g. find-ticket's ticket/)"))])
 def _sign(args: Namespace) -> int:
     from ...workflows import sign_folder
 
@@ -53,20 +48,15 @@ def _sign(args: Namespace) -> int:
     return 0
 
 
-@command("extract")
-def _extract_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "extract", help="Scheme V2: read and decode the signature from a suspect with the key",
-        description="Recover the suspect's mask from its non-zero weights (keeping per layer at most the published "
-                    "kept count when the key holds a reference), read the slots derived from the key's secret, decode "
-                    "the QR code and report the bit agreement and its p-value. Exit status 0 when the signature "
-                    "decodes to the key's text, 1 otherwise. (hf-lottery verify runs every scheme, re-aligns channels "
-                    "first and checks the key's anchor.)",
-        dataclass_types=[ExtractArgs, OutputArgs])
-    p.add_argument("model", help="suspect folder, .safetensors file or Hub repo id")
-    p.set_defaults(handler=_extract)
-
-
+@command(
+    "extract", help="Scheme V2: read and decode the signature from a suspect with the key",
+    description="Recover the suspect's mask from its non-zero weights (keeping per layer at most the published "
+                "kept count when the key holds a reference), read the slots derived from the key's secret, decode "
+                "the QR code and report the bit agreement and its p-value. Exit status 0 when the signature "
+                "decodes to the key's text, 1 otherwise. (hf-lottery verify runs every scheme, re-aligns channels "
+                "first and checks the key's anchor.)",
+    dataclass_types=[ExtractArgs, OutputArgs],
+    arguments=[("model", dict(help="suspect folder, .safetensors file or Hub repo id"))])
 def _extract(args: Namespace) -> int:
     from ...alignment import reference_from_key
     from ...ownership_key import OwnershipKey
@@ -82,17 +72,12 @@ def _extract(args: Namespace) -> int:
     return 0 if ev.matches else 1
 
 
-@command("triggers")
-def _triggers_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "triggers", help="Scheme V3: add a secret trigger set to your ownership key",
-        description="Derive a trigger set from the key's secret: abstract out-of-distribution images (or an "
-                    "Adi-style folder's images) with random labels nobody can choose. Retraining with the key then "
-                    "teaches the model these labels; verification regenerates them and queries the suspect.",
-        dataclass_types=[TriggersArgs, OutputArgs])
-    p.set_defaults(handler=_triggers)
-
-
+@command(
+    "triggers", help="Scheme V3: add a secret trigger set to your ownership key",
+    description="Derive a trigger set from the key's secret: abstract out-of-distribution images (or an "
+                "Adi-style folder's images) with random labels nobody can choose. Retraining with the key then "
+                "teaches the model these labels; verification regenerates them and queries the suspect.",
+    dataclass_types=[TriggersArgs, OutputArgs])
 def _triggers(args: Namespace) -> int:
     from ...architectures import check_architecture
     from ...errors import KeyFileError
@@ -121,20 +106,15 @@ def _triggers(args: Namespace) -> int:
     return 0
 
 
-@command("retrain")
-def _retrain_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "retrain", help="retrain a signed ticket from its rewind weights (with the key's trigger set)",
-        description="Train the signed ticket's mask from the rewind weights W_k over epochs [k, epochs) of the "
-                    "schedule, mixing the key's trigger images into every batch when the key has a trigger set. The "
-                    "mask, and so the signature and the density, stay exactly the same. Works under `accelerate "
-                    "launch`.",
-        dataclass_types=[RetrainArgs, DataArgs, flat(TrainConfig, group="training recipe (TrainConfig)"),
-                         OverwriteArgs, OutputArgs])
-    p.add_argument("model_dir", help="the signed ticket (hf-lottery sign's --out)")
-    p.set_defaults(handler=_retrain)
-
-
+@command(
+    "retrain", help="retrain a signed ticket from its rewind weights (with the key's trigger set)",
+    description="Train the signed ticket's mask from the rewind weights W_k over epochs [k, epochs) of the "
+                "schedule, mixing the key's trigger images into every batch when the key has a trigger set. The "
+                "mask, and so the signature and the density, stay exactly the same. Works under `accelerate "
+                "launch`.",
+    dataclass_types=[RetrainArgs, DataArgs, flat(TrainConfig, group="training recipe (TrainConfig)"),
+                     OverwriteArgs, OutputArgs],
+    arguments=[("model_dir", dict(help="the signed ticket (hf-lottery sign's --out)"))])
 def _retrain(args: Namespace) -> int:
     from ...retrain import retrain_folder
     from ...training import make_accelerator

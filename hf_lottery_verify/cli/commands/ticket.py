@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from argparse import Namespace
 from pathlib import Path
-from typing import Any
 
 from ...configs import IMPConfig, TrainConfig
 from .. import command
@@ -12,18 +11,13 @@ from .._parsing import build, emit, flat
 from ..args import DataArgs, FindTicketArgs, OutputArgs, OverwriteArgs, SplitKeyArgs
 
 
-@command("find-ticket")
-def _find_ticket_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "find-ticket", help="find an extreme ticket by IMP with late rewinding",
-        description="Train a dense model, then prune by global magnitude and rewind until pruning 1% more no longer "
-                    "matches the dense accuracy. Re-running the same command resumes. Works under `accelerate "
-                    "launch`.",
-        dataclass_types=[FindTicketArgs, DataArgs, flat(IMPConfig, exclude=("train",), group="search (IMPConfig)"),
-                         flat(TrainConfig, group="training recipe of every round (TrainConfig)"), OutputArgs])
-    p.set_defaults(handler=_find_ticket)
-
-
+@command(
+    "find-ticket", help="find an extreme ticket by IMP with late rewinding",
+    description="Train a dense model, then prune by global magnitude and rewind until pruning 1% more no longer "
+                "matches the dense accuracy. Re-running the same command resumes. Works under `accelerate "
+                "launch`.",
+    dataclass_types=[FindTicketArgs, DataArgs, flat(IMPConfig, exclude=("train",), group="search (IMPConfig)"),
+                     flat(TrainConfig, group="training recipe of every round (TrainConfig)"), OutputArgs])
 def _find_ticket(args: Namespace) -> int:
     from ...data import load_image_dataset
     from ...imp import find_extreme_ticket
@@ -46,17 +40,12 @@ def _find_ticket(args: Namespace) -> int:
     return 0
 
 
-@command("split-key")
-def _split_key_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "split-key", help="Scheme V1: split a ticket's mask into a private key and a public locked mask",
-        description="Score the kept weights, move the top --ratio of them into a private key and write a public folder "
-                    "with the locked ticket (key weights removed). load_with_key() restores the ticket.",
-        dataclass_types=[SplitKeyArgs, OverwriteArgs, OutputArgs])
-    p.add_argument("model_dir", help="a saved sparse model folder")
-    p.set_defaults(handler=_split_key)
-
-
+@command(
+    "split-key", help="Scheme V1: split a ticket's mask into a private key and a public locked mask",
+    description="Score the kept weights, move the top --ratio of them into a private key and write a public folder "
+                "with the locked ticket (key weights removed). load_with_key() restores the ticket.",
+    dataclass_types=[SplitKeyArgs, OverwriteArgs, OutputArgs],
+    arguments=[("model_dir", dict(help="a saved sparse model folder"))])
 def _split_key(args: Namespace) -> int:
     from ...errors import ConfigError
     from ...workflows import split_key_folder
