@@ -54,7 +54,6 @@ def __getattr__(name: str) -> Any:
         return getattr(_parsing, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-logger = logging.getLogger(__name__)
 
 COMMANDS: dict[str, Callable[[Any], None]] = {}
 """Command name → function adding its sub-parser (filled by the command modules)."""

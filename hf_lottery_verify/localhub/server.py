@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import secrets
 import socket
 import threading
@@ -31,7 +30,6 @@ from .store import (
     is_lfs_path,
 )
 
-logger = logging.getLogger(__name__)
 _SERVING: dict[int, LocalHub] = {}  # port → the hub this process serves there
 
 
