@@ -54,7 +54,6 @@ def __getattr__(name: str) -> Any:
         return getattr(_parsing, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-logger = logging.getLogger(__name__)
 
 COMMANDS: dict[str, Callable[[Any], None]] = {}
 """Command name → function adding its sub-parser (filled by the command modules)."""
@@ -63,12 +62,26 @@ ORDER = ("demo", "find-ticket", "split-key", "sign", "triggers", "retrain", "ext
 """The order of ``--help``: the workflow's."""
 
 
-def command(name: str) -> Callable[[Callable[[Any], None]], Callable[[Any], None]]:
-    """Register the function that adds the sub-parser of command ``name``."""
+def command(name: str, *, arguments: Sequence[tuple[str, dict[str, Any]]] = (),
+            **parser_kwargs: Any) -> Callable[[Callable[[Any], int]], Callable[[Any], int]]:
+    """Register the decorated function as the handler of command ``name``.
 
-    def deco(fn: Callable[[Any], None]) -> Callable[[Any], None]:
-        COMMANDS[name] = fn
-        return fn
+    Args:
+        name (`str`): The command's name.
+        arguments (`Sequence[tuple[str, dict]]`, *optional*): ``(name or flag, add_argument keywords)`` of the
+            arguments not declared by a dataclass (positional ones).
+        **parser_kwargs: The sub-parser's ``help``, ``description`` and ``dataclass_types``.
+    """
+
+    def deco(handler: Callable[[Any], int]) -> Callable[[Any], int]:
+        def add_parser(sub: Any) -> None:
+            p = sub.add_parser(name, **parser_kwargs)
+            for flag, kwargs in arguments:
+                p.add_argument(flag, **kwargs)
+            p.set_defaults(handler=handler)
+
+        COMMANDS[name] = add_parser
+        return handler
 
     return deco
 

@@ -9,13 +9,15 @@ docstrings. User errors print one line and exit with status 2.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from argparse import Namespace
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from transformers import HfArgumentParser
 
-__all__ = ["Parser", "flat", "build", "EXIT_USAGE"]
+__all__ = ["Parser", "flat", "build", "write", "emit", "EXIT_USAGE"]
 
 EXIT_USAGE = 2
 
@@ -66,3 +68,8 @@ def build(cls: type, args: Namespace, **overrides: Any) -> Any:
 def write(text: str) -> None:
     """Write one block of output to stdout (a newline is added)."""
     sys.stdout.write(text.rstrip("\n") + "\n")
+
+
+def emit(args: Namespace, data: Any, text: Callable[[], str]) -> None:
+    """Print ``data`` as JSON under ``--json``, else the human-readable ``text()`` (built only then)."""
+    write(json.dumps(data, indent=2, default=str) if args.json else text())

@@ -20,7 +20,7 @@ _CLEARED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE", "HUGGI
                 "HUGGINGFACE_CO_STAGING")
 
 
-def configure_hub_environment(environ: dict[str, str] | None = None) -> int:
+def configure_hub_environment() -> int:
     """Reserve a loopback port and point the Hub client at it; call before ``huggingface_hub`` is imported.
 
     Sets ``HF_ENDPOINT``, ``HF_HUB_DISABLE_XET``, ``HF_TOKEN`` (``DEFAULT_TOKEN``: the token of a
@@ -30,7 +30,6 @@ def configure_hub_environment(environ: dict[str, str] | None = None) -> int:
     :func:`local_hub` starts the server on it. Returns the port.
     """
     global _RESERVED
-    env = os.environ if environ is None else environ
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -41,10 +40,10 @@ def configure_hub_environment(environ: dict[str, str] | None = None) -> int:
     home = tempfile.mkdtemp(prefix="hlv-hf-home-")
     atexit.register(shutil.rmtree, home, ignore_errors=True)
     for name in _CLEARED_ENV:
-        env.pop(name, None)
-    env.update({"HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": DEFAULT_TOKEN,
-                "HF_HOME": home, "HF_HUB_DISABLE_TELEMETRY": "1"})
-    env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.pop(name, None)
+    os.environ.update({"HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HUB_DISABLE_XET": "1",
+                       "HF_TOKEN": DEFAULT_TOKEN, "HF_HOME": home, "HF_HUB_DISABLE_TELEMETRY": "1"})
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     return port
 
 

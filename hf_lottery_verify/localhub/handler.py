@@ -188,6 +188,12 @@ class _Handler(_GuardedHandler):
     def _resolve(self, repo: Repo, revision: str | None) -> Commit:
         return self.hub._resolve(repo, revision or "main")
 
+    def _read(self, groups: Mapping[str, Any]) -> tuple[Repo, Commit]:
+        """The repo a read names (see :meth:`_repo`) and the commit its revision (default ``main``) resolves to."""
+        repo = self._repo(groups)
+        with self.hub._lock:
+            return repo, self._resolve(repo, groups.get("rev"))
+
     # ---- account and repositories ---------------------------------------------------------------
 
     def _h_whoami(self, groups: Mapping[str, Any]) -> None:
@@ -360,9 +366,7 @@ class _Handler(_GuardedHandler):
     # ---- download -------------------------------------------------------------------------------
 
     def _h_info(self, groups: Mapping[str, Any]) -> None:
-        repo = self._repo(groups)
-        with self.hub._lock:
-            commit = self._resolve(repo, groups.get("rev"))
+        repo, commit = self._read(groups)
         with_blobs = self._query.get("blobs", "").lower() in ("1", "true")
         siblings = []
         for path, blob in sorted(commit.files.items()):
@@ -389,9 +393,7 @@ class _Handler(_GuardedHandler):
         self._send_json(info)
 
     def _h_tree(self, groups: Mapping[str, Any]) -> None:
-        repo = self._repo(groups)
-        with self.hub._lock:
-            commit = self._resolve(repo, groups["rev"])
+        _, commit = self._read(groups)
         base = (groups.get("path") or "").strip("/")
         prefix = f"{base}/" if base else ""
         recursive = self._query.get("recursive", "").lower() in ("1", "true")
@@ -408,9 +410,7 @@ class _Handler(_GuardedHandler):
         self._send_json(sorted(entries, key=lambda entry: entry["path"]))
 
     def _h_paths_info(self, groups: Mapping[str, Any]) -> None:
-        repo = self._repo(groups)
-        with self.hub._lock:
-            commit = self._resolve(repo, groups["rev"])
+        _, commit = self._read(groups)
         if self.headers.get("Content-Type", "").startswith("application/json"):
             paths = list(self._json().get("paths", []))
         else:
@@ -436,9 +436,7 @@ class _Handler(_GuardedHandler):
         self._send_json(items)
 
     def _h_resolve(self, groups: Mapping[str, Any]) -> None:
-        repo = self._repo(groups)
-        with self.hub._lock:
-            commit = self._resolve(repo, groups["rev"])
+        _, commit = self._read(groups)
         blob = commit.files.get(groups["path"] or "")
         if blob is None:
             raise _not_found("EntryNotFound", "Entry not found", **{"X-Repo-Commit": commit.oid})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import secrets
 import socket
 import threading
@@ -31,7 +30,6 @@ from .store import (
     is_lfs_path,
 )
 
-logger = logging.getLogger(__name__)
 _SERVING: dict[int, LocalHub] = {}  # port → the hub this process serves there
 
 
@@ -278,22 +276,19 @@ class LocalHub:
         with self._lock:
             return self._repos[(repo_type, repo_id)]
 
-    def set_private(self, repo_id: str, private: bool, *, repo_type: str = "model") -> None:
-        """Make a repository private (only its owner then sees it) or public."""
-        self.repo(repo_id, repo_type=repo_type).private = private
+    def set_private(self, repo_id: str, private: bool) -> None:
+        """Make a model repository private (only its owner then sees it) or public."""
+        self.repo(repo_id).private = private
 
-    def put_file(self, repo_id: str, path: str, data: bytes, *, message: str | None = None, revision: str = "main",
-                 repo_type: str = "model", author: str = DEFAULT_USER) -> str:
-        """Commit ``data`` at ``path`` directly (e.g. a thief editing a file). Returns the new commit id."""
+    def put_file(self, repo_id: str, path: str, data: bytes, *, message: str | None = None) -> str:
+        """Commit ``data`` at ``path`` of a model repo's ``main`` directly (e.g. a thief editing a file).
+        Returns the new commit id."""
         blob = Blob.make(data, lfs=is_lfs_path(path, len(data)))
-        return self.commit(repo_id, {path: blob}, message=message or f"Upload {path}", revision=revision,
-                           repo_type=repo_type, author=author)
+        return self.commit(repo_id, {path: blob}, message=message or f"Upload {path}")
 
-    def delete_file(self, repo_id: str, path: str, *, message: str | None = None, revision: str = "main",
-                    repo_type: str = "model", author: str = DEFAULT_USER) -> str:
-        """Delete ``path`` in a new commit. Returns the new commit id."""
-        return self.commit(repo_id, {}, deletions=[path], message=message or f"Delete {path}", revision=revision,
-                           repo_type=repo_type, author=author)
+    def delete_file(self, repo_id: str, path: str, *, message: str | None = None) -> str:
+        """Delete ``path`` of a model repo's ``main`` in a new commit. Returns the new commit id."""
+        return self.commit(repo_id, {}, deletions=[path], message=message or f"Delete {path}")
 
     def commit(self, repo_id: str, additions: Mapping[str, Blob], *, deletions: Iterable[str] = (),
                folder_deletions: Iterable[str] = (), message: str, description: str = "", revision: str = "main",
@@ -320,11 +315,10 @@ class LocalHub:
             files.update(additions)
             return self._new_commit(repo, revision, files, title=message, message=description, author=author).oid
 
-    def read_file(self, repo_id: str, path: str, *, revision: str = "main", repo_type: str = "model") -> bytes:
-        """The bytes of ``path`` at ``revision`` (branch, tag or commit id)."""
+    def read_file(self, repo_id: str, path: str) -> bytes:
+        """The bytes of ``path`` on a model repo's ``main``."""
         with self._lock:
-            commit = self._resolve(self._get_repo(repo_type, repo_id), revision)
-            return commit.files[path].data
+            return self._resolve(self._get_repo("model", repo_id), "main").files[path].data
 
     # ---- internals shared with the request handler ----------------------------------------------
 

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_USER = "local-user"
 DEFAULT_TOKEN = "hf_local_hub_default_token"  # DEFAULT_USER's token unless a LocalHub is given other users

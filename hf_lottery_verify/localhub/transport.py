@@ -124,14 +124,13 @@ class _GuardedHandler(BaseHTTPRequestHandler):
             raise ConnectionError("the client closed the connection in the middle of the body")
         return data
 
-    def _send(self, status: int, body: bytes, headers: Mapping[str, str] | None = None, *,
-              length: int | None = None) -> None:
+    def _send(self, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> None:
         self.send_response(status)
         for key, value in (headers or {}).items():
             self.send_header(key, _UNSAFE_HEADER_CHARS.sub("", str(value)))
         if self._unread_body:
             self.send_header("Connection", "close")  # an unread body would be read as the next request
-        self.send_header("Content-Length", str(len(body) if length is None else length))
+        self.send_header("Content-Length", str(len(body)))
         send_body = self.command != "HEAD" and bool(body)
         self._log(status, len(body) if send_body else 0)
         self.connection.settimeout(max(self._reader.deadline - time.monotonic(), 1.0))  # sendall's total time
@@ -161,7 +160,7 @@ class _GuardedHandler(BaseHTTPRequestHandler):
         requested = self.headers.get("Range")
         match = _RANGE_RE.fullmatch(requested) if requested and self.command == "GET" else None
         if match is None or match.group(1) == match.group(2) == "":
-            self._send(200, data, headers, length=len(data))
+            self._send(200, data, headers)
             return
         size, first, last = len(data), match.group(1), match.group(2)
         start = int(first) if first else max(size - int(last), 0)

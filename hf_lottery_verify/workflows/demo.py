@@ -61,11 +61,9 @@ def _start_local_hub() -> tuple[Any, str | None]:
     import socket
     from urllib.parse import urlsplit
 
-    from ..localhub import DEFAULT_USER, LocalHub, configure_hub_environment, reserved_socket
+    from huggingface_hub import constants  # run_demo pointed it at HF_ENDPOINT's local Hub when it could
 
-    if "huggingface_hub" not in sys.modules:
-        configure_hub_environment()
-    from huggingface_hub import constants
+    from ..localhub import DEFAULT_USER, LocalHub, reserved_socket
 
     endpoint = urlsplit(constants.ENDPOINT)
     if endpoint.hostname != "127.0.0.1" or endpoint.port is None:
@@ -257,7 +255,6 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
         f"{steps['keymask']['accuracy_locked']:.2f}%, restored with the key {steps['keymask']['accuracy_with_key']:.2f}%")
 
     # 5-6. publish and verify -----------------------------------------------------------------
-    hub = None
     eval_results = {"accuracy": published_acc, "dataset": v["dataset"], "split": "test"}
     published.ownership_claim = None
     if config.hub == "local" and user is None:
@@ -317,12 +314,11 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
 
         thief_repo = f"mallory/{v['arch']}-totally-original"
         push_model(thief, thief_repo, token=thief_hub.add_user("mallory"))  # the thief's own account
-        thief_report = verify_hub_model(thief_repo, key=key_path, require_anchor=anchored)
     else:
         thief_repo = str(work / "thief")
         shutil.rmtree(thief_repo, ignore_errors=True)
         thief.save_pretrained(thief_repo)
-        thief_report = verify_hub_model(thief_repo, key=key_path, require_anchor=anchored)
+    thief_report = verify_hub_model(thief_repo, key=key_path, require_anchor=anchored)
     record("permute + BN-compensated rescale (republished by the thief)", thief, thief_report, republished=thief_repo)
     tuned = run_attack("finetune", published, data=data, epochs=1, mode="masked", train_limit=v["finetune_limit"],
                        train={"batch_size": v["batch_size"]}, seed=v["seed"])
@@ -346,6 +342,4 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
     written = write_report(out, report)
     say(f"8/8 report: {', '.join(str(p.relative_to(out)) for p in written)} in {out} "
         f"({report['seconds']:.0f} s in all; {'owned before and after every attack' if report['ok'] else 'NOT all owned'})")
-    if hub is not None:
-        hub.stop()
-    return report
+    return report  # a local Hub started here serves until the process exits (atexit stops it)

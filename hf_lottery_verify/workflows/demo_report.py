@@ -19,13 +19,31 @@ def _num(value: Any) -> str:
     return "—" if value is None else f"{float(value):.3g}"
 
 
-def _plot_imp(rounds: list[dict[str, Any]], path: Path) -> None:
+def _axes() -> tuple[Any, Any]:
+    """A ``(figure, axes)`` pair of the report's size, drawn without a display."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=100)
+    return plt.subplots(figsize=(5.5, 3.6), dpi=100)
+
+
+def _save(fig: Any, ax: Any, path: Path, *, xlabel: str, ylabel: str, title: str, **legend: Any) -> None:
+    """Label the axes, add the legend, write ``path`` and free the figure."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8, **legend)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _plot_imp(rounds: list[dict[str, Any]], path: Path) -> None:
+    fig, ax = _axes()
     for accepted, marker, label in ((True, "o", "accepted"), (False, "x", "rejected (gap > ε)")):
         pts = [(r["density"] * 100, r["accuracy"]) for r in rounds if bool(r["accepted"]) == accepted]
         if pts:
@@ -35,36 +53,21 @@ def _plot_imp(rounds: list[dict[str, Any]], path: Path) -> None:
         ax.plot(*zip(*acc, strict=True), alpha=0.5)
     ax.set_xscale("log")
     ax.invert_xaxis()
-    ax.set_xlabel("density (% of prunable weights kept, log)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("IMP with late rewinding")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, ax, path, xlabel="density (% of prunable weights kept, log)", ylabel="test accuracy (%)",
+          title="IMP with late rewinding")
 
 
 def _plot_sweep(sweep: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=100)
+    fig, ax = _axes()
     x = [r["fraction"] * 100 for r in sweep]
     ax.plot(x, [r["accuracy"] for r in sweep], "o-", label="test accuracy (%)")
     ax.plot(x, [100 * (r["v2_bit_agreement"] or 0) for r in sweep], "s--", label="V2 bit agreement (%)")
     for xi, r in zip(x, sweep, strict=True):
         ax.annotate("decoded" if r["decoded"] else "no decode", (xi, 100 * (r["v2_bit_agreement"] or 0)),
                     textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
-    ax.set_xlabel("pruning attack: share of kept weights removed (%)")
-    ax.set_ylabel("%")
     ax.set_ylim(0, 105)
-    ax.set_title("Removal attack strength")
-    ax.legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, ax, path, xlabel="pruning attack: share of kept weights removed (%)", ylabel="%",
+          title="Removal attack strength", loc="lower left")
 
 
 def _summary(report: dict[str, Any]) -> str:

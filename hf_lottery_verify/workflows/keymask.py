@@ -77,7 +77,6 @@ def split_key_folder(
     t0 = time.perf_counter()
     locked_model.save_pretrained(out_dir, compact=compact)
     key.save(key_out, extend=True)
-    key_path = Path(key_out)
     timings["save_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     published = load_model(out_dir)
@@ -98,7 +97,7 @@ def split_key_folder(
     return {
         "model_dir": str(model_dir),
         "out_dir": str(out_dir),
-        "key_out": str(key_path),
+        "key_out": str(key_out),
         "arch": key.arch,
         "ratio": float(ratio),
         "score": score,

@@ -4,30 +4,22 @@ from __future__ import annotations
 
 import json
 from argparse import Namespace
-from typing import Any
 
+from ...configs import DemoConfig
 from .. import command
 from .._parsing import build, write
 from ..args import OutputArgs
 
 
-@command("demo")
-def _demo_parser(sub: Any) -> None:
-    from ...configs import DemoConfig
-
-    p = sub.add_parser(
-        "demo", help="find, sign, retrain, lock, push, verify and attack a ticket on Fashion-MNIST; write a report",
-        description="Find a ticket by IMP on Fashion-MNIST (offline), sign it (V2 QR + V3 triggers), retrain it, "
-                    "lock a copy with a key mask (V1), push it to a local Hub the demo starts, verify it by repo id, "
-                    "run three attacks and verify again. Writes report.json, summary.md, the model card, the badge "
-                    "and PNG plots into --out. Exit status 0 when every verification says 'owned'. Re-running with "
-                    "the same --out resumes.",
-        dataclass_types=[DemoConfig, OutputArgs])
-    p.set_defaults(handler=_demo)
-
-
+@command(
+    "demo", help="find, sign, retrain, lock, push, verify and attack a ticket on Fashion-MNIST; write a report",
+    description="Find a ticket by IMP on Fashion-MNIST (offline), sign it (V2 QR + V3 triggers), retrain it, "
+                "lock a copy with a key mask (V1), push it to a local Hub the demo starts, verify it by repo id, "
+                "run three attacks and verify again. Writes report.json, summary.md, the model card, the badge "
+                "and PNG plots into --out. Exit status 0 when every verification says 'owned'. Re-running with "
+                "the same --out resumes.",
+    dataclass_types=[DemoConfig, OutputArgs])
 def _demo(args: Namespace) -> int:
-    from ...configs import DemoConfig
     from ...workflows.demo import run_demo
 
     report = run_demo(build(DemoConfig, args), log=None if args.json else write, progress=not args.json)

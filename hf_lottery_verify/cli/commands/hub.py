@@ -10,11 +10,10 @@ import threading
 from argparse import Namespace
 from typing import Any
 
-from .. import command
+from .. import COMMANDS
 from .._parsing import write
 
 
-@command("hub")
 def _hub_parser(sub: Any) -> None:
     p = sub.add_parser(
         "hub", help="run a local Hub server on 127.0.0.1 (try the Hub workflow offline)",
@@ -29,6 +28,9 @@ def _hub_parser(sub: Any) -> None:
     serve.add_argument("--user", default="local-user",
                        help="the user the printed token belongs to: they write in the namespace USER/")
     serve.set_defaults(handler=_serve)
+
+
+COMMANDS["hub"] = _hub_parser  # a group of actions, not one handler: registered by hand
 
 
 def _serve(args: Namespace) -> int:

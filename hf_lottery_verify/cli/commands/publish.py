@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from argparse import Namespace
-from typing import Any
 
 from .. import command
-from .._parsing import write
+from .._parsing import emit, write
 from ..args import AnchorArgs, OutputArgs, PushArgs, ServeArgs, VerifyArgs
 
 
-@command("push")
-def _push_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "push", help="publish a saved ticket to the Hub with a model card and an ownership badge",
-        description="Upload config, weights (plain timm layout), masks, a model card and an ownership badge in one "
-                    "commit. With --signature the ticket is signed first and the private key written to --key-out; "
-                    "with --key an existing key's public claim (a hash commitment) goes into the header and the "
-                    "card. The key itself is never uploaded.",
-        dataclass_types=[PushArgs, OutputArgs])
-    p.add_argument("model_dir", help="a saved sparse model folder")
-    p.add_argument("repo_id", help="owner/name on the Hub (HF_ENDPOINT selects the server)")
-    p.set_defaults(handler=_push)
-
-
+@command(
+    "push", help="publish a saved ticket to the Hub with a model card and an ownership badge",
+    description="Upload config, weights (plain timm layout), masks, a model card and an ownership badge in one "
+                "commit. With --signature the ticket is signed first and the private key written to --key-out; "
+                "with --key an existing key's public claim (a hash commitment) goes into the header and the "
+                "card. The key itself is never uploaded.",
+    dataclass_types=[PushArgs, OutputArgs],
+    arguments=[("model_dir", dict(help="a saved sparse model folder")),
+               ("repo_id", dict(help="owner/name on the Hub (HF_ENDPOINT selects the server)"))])
 def _push(args: Namespace) -> int:
     from ...errors import KeyFileError
     from ...loading import load_model
@@ -42,31 +35,24 @@ def _push(args: Namespace) -> int:
     anchor = pub.key.anchors[-1] if pub.key is not None and pub.key.anchors else None
     report = {"repo_id": args.repo_id, "commit": pub.commit, "url": pub.url, "claim": pub.claim,
               "density": model.density, "anchor": anchor.to_dict() if anchor else None}
-    if args.json:
-        write(json.dumps(report, indent=2, default=str))
-    else:
-        write(f"pushed {args.model_dir} to {args.repo_id} at commit {pub.commit}\n"
-              + (f"public claim: commitment {pub.claim['key_commitment']}\n" if pub.claim
-                 else "no ownership claim (pass --signature or --key)\n")
-              + (f"anchored: {anchor.repo_id} @ {anchor.commit[:12]}, server date {anchor.date}; the key file "
-                 "records it\n" if anchor else "")
-              + (f"private key: {args.key_out} (keep it; never upload it)" if args.signature else ""))
+    emit(args, report, lambda: (
+        f"pushed {args.model_dir} to {args.repo_id} at commit {pub.commit}\n"
+        + (f"public claim: commitment {pub.claim['key_commitment']}\n" if pub.claim
+           else "no ownership claim (pass --signature or --key)\n")
+        + (f"anchored: {anchor.repo_id} @ {anchor.commit[:12]}, server date {anchor.date}; the key file "
+           "records it\n" if anchor else "")
+        + (f"private key: {args.key_out} (keep it; never upload it)" if args.signature else "")))
     return 0
 
 
-@command("verify")
-def _verify_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "verify", help="verify a Hub repo, folder, file or endpoint against your private key",
-        description="Read the suspect without trusting it, re-align its channels to the key's reference, decode the "
-                    "keyed QR signature from its weights, query it on the trigger set regenerated from the key, and "
-                    "check the key's anchor against the suspect's first public appearance. Exit status: 0 owned, "
-                    "1 not owned, 3 inconclusive, 2 error.",
-        dataclass_types=[VerifyArgs, OutputArgs])
-    p.add_argument("target", nargs="?", default=None, help="Hub repo id, local folder or .safetensors file")
-    p.set_defaults(handler=_verify)
-
-
+@command(
+    "verify", help="verify a Hub repo, folder, file or endpoint against your private key",
+    description="Read the suspect without trusting it, re-align its channels to the key's reference, decode the "
+                "keyed QR signature from its weights, query it on the trigger set regenerated from the key, and "
+                "check the key's anchor against the suspect's first public appearance. Exit status: 0 owned, "
+                "1 not owned, 3 inconclusive, 2 error.",
+    dataclass_types=[VerifyArgs, OutputArgs],
+    arguments=[("target", dict(nargs="?", default=None, help="Hub repo id, local folder or .safetensors file"))])
 def _verify(args: Namespace) -> int:
     from ...errors import ConfigError
     from ...verify import verify_hub_model, verify_model
@@ -89,17 +75,12 @@ def _verify(args: Namespace) -> int:
     return report.exit_code
 
 
-@command("anchor")
-def _anchor_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "anchor", help="date your key's commitment in a Hub commit (for models published elsewhere)",
-        description="Commit the key's public claim (its commitment, nothing secret) to a Hub repo of yours; the "
-                    "Hub dates the commit, and the key file records where. push does this by itself; use anchor "
-                    "when the model is published somewhere else (give --model to record its reference first).",
-        dataclass_types=[AnchorArgs, OutputArgs])
-    p.set_defaults(handler=_anchor)
-
-
+@command(
+    "anchor", help="date your key's commitment in a Hub commit (for models published elsewhere)",
+    description="Commit the key's public claim (its commitment, nothing secret) to a Hub repo of yours; the "
+                "Hub dates the commit, and the key file records where. push does this by itself; use anchor "
+                "when the model is published somewhere else (give --model to record its reference first).",
+    dataclass_types=[AnchorArgs, OutputArgs])
 def _anchor(args: Namespace) -> int:
     from ...alignment import with_reference
     from ...anchors import anchor_key
@@ -113,55 +94,42 @@ def _anchor(args: Namespace) -> int:
     key = anchor_key(key, args.repo, owner=args.owner, private=args.private, token=args.token)
     key.save(args.key, extend=True)
     anchor = key.anchors[-1]
-    write(json.dumps(anchor.to_dict(), indent=2) if args.json else
-          f"anchored {anchor.commitment} in {anchor.repo_id} @ {anchor.commit[:12]} (server date {anchor.date}); "
-          f"{args.key} records it")
+    emit(args, anchor.to_dict(), lambda: f"anchored {anchor.commitment} in {anchor.repo_id} @ {anchor.commit[:12]} "
+         f"(server date {anchor.date}); {args.key} records it")
     return 0
 
 
-@command("dispute")
-def _dispute_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "dispute", help="several claimants' keys against one suspect: who anchored matching evidence first",
-        description="Check every key against one reading of the suspect and rank the claims whose evidence matches "
-                    "by the time their key was anchored (a Hub commit dated by the server). Exit status as verify, "
-                    "for the winning claim.",
-        dataclass_types=[OutputArgs])
-    p.add_argument("target", help="Hub repo id, local folder or .safetensors file")
-    p.add_argument("--key", action="append", required=True, help="a claimant's key (repeat for each claimant)")
-    p.add_argument("--revision", default=None, help="Hub branch, tag or commit")
-    p.add_argument("--token", default=None, help="Hub token")
-    p.set_defaults(handler=_dispute)
-
-
+@command(
+    "dispute", help="several claimants' keys against one suspect: who anchored matching evidence first",
+    description="Check every key against one reading of the suspect and rank the claims whose evidence matches "
+                "by the time their key was anchored (a Hub commit dated by the server). Exit status as verify, "
+                "for the winning claim.",
+    dataclass_types=[OutputArgs],
+    arguments=[("target", dict(help="Hub repo id, local folder or .safetensors file")),
+               ("--key", dict(action="append", required=True, help="a claimant's key (repeat for each claimant)")),
+               ("--revision", dict(default=None, help="Hub branch, tag or commit")),
+               ("--token", dict(default=None, help="Hub token"))])
 def _dispute(args: Namespace) -> int:
     from ...verify import verify_hub_model
 
     report = verify_hub_model(args.target, key=list(args.key), revision=args.revision, token=args.token)
-    if args.json:
-        write(json.dumps({"winner": report.key["commitment"] if report.owned else None, "verdict": report.verdict,
-                          "claims": report.dispute}, indent=2, default=str))
-    else:
-        lines = [f"{'winner' if report.owned and i == 0 else 'claim'} {i + 1}: {c['commitment'][:23]}  {c['verdict']}"
-                 + (f", anchored {c['anchor_time']} ({c['anchor']['repo_id']} @ {c['anchor']['commit'][:12]})"
-                    if c["anchor_time"] else ", no verified anchor") + f"\n    {c['reason']}"
-                 for i, c in enumerate(report.dispute or [])]
-        write("\n".join(lines) + ("" if report.owned else "\nno claim owns this suspect"))
+    lines = [f"{'winner' if report.owned and i == 0 else 'claim'} {i + 1}: {c['commitment'][:23]}  {c['verdict']}"
+             + (f", anchored {c['anchor_time']} ({c['anchor']['repo_id']} @ {c['anchor']['commit'][:12]})"
+                if c["anchor_time"] else ", no verified anchor") + f"\n    {c['reason']}"
+             for i, c in enumerate(report.dispute or [])]
+    emit(args, {"winner": report.key["commitment"] if report.owned else None, "verdict": report.verdict,
+                "claims": report.dispute},
+         lambda: "\n".join(lines) + ("" if report.owned else "\nno claim owns this suspect"))
     return report.exit_code
 
 
-@command("serve")
-def _serve_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "serve", help="serve a model on 127.0.0.1 in the Inference API image-classification shape",
-        description='POST image bytes (or JSON {"inputs": base64}) to the printed URL and get '
-                    '[{"label": ..., "score": ...}]. For testing black-box verification; loopback only unless '
-                    "--allow-remote.",
-        dataclass_types=[ServeArgs])
-    p.add_argument("model", help="model folder, file or Hub repo id")
-    p.set_defaults(handler=_serve)
-
-
+@command(
+    "serve", help="serve a model on 127.0.0.1 in the Inference API image-classification shape",
+    description='POST image bytes (or JSON {"inputs": base64}) to the printed URL and get '
+                '[{"label": ..., "score": ...}]. For testing black-box verification; loopback only unless '
+                "--allow-remote.",
+    dataclass_types=[ServeArgs],
+    arguments=[("model", dict(help="model folder, file or Hub repo id"))])
 def _serve(args: Namespace) -> int:
     from ...serve import serve
 
