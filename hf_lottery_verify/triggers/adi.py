@@ -11,9 +11,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
+from PIL import Image
 
+from ..data import pil_to_model_input
 from ..errors import DatasetError
 from .sets import TriggerSet
 
@@ -53,8 +54,6 @@ def load_adi_trigger_set(
             read; a label is not an integer in ``[0, num_classes)``; or the label count differs
             from the image count. ``mode`` or ``channels`` is invalid.
     """
-    from PIL import Image
-
     if mode not in ("resize", "center_crop"):
         raise DatasetError(f"mode must be 'resize' or 'center_crop', got {mode!r}.")
     if channels not in (1, 3):
@@ -78,17 +77,12 @@ def load_adi_trigger_set(
     for name in names:
         try:
             with Image.open(pics / name) as img:
-                img = img.convert("L" if channels == 1 else "RGB")
-                if mode == "resize":
-                    img = img.resize((image_size, image_size), Image.BILINEAR)
-                    a = np.asarray(img, dtype=np.uint8)
-                else:
-                    a = _center_crop(np.asarray(img, dtype=np.uint8), image_size)
+                if mode == "center_crop":
+                    img = _center_crop(img.convert("L" if channels == 1 else "RGB"), image_size)
+                arrays.append(pil_to_model_input(img, in_chans=channels, image_size=image_size))
         except OSError as exc:
             raise DatasetError(f"Cannot read trigger image {pics / name}: {exc}.") from exc
-        arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-    images = torch.from_numpy(np.ascontiguousarray(np.stack(arrays)))
-    return TriggerSet(images, torch.tensor(labels, dtype=torch.int64), num_classes, f"adi:{mode}", None)
+    return TriggerSet(torch.stack(arrays), torch.tensor(labels, dtype=torch.int64), num_classes, f"adi:{mode}", None)
 
 
 def _read_labels(path: Path, *, num_classes: int) -> list[int]:
@@ -107,13 +101,8 @@ def _read_labels(path: Path, *, num_classes: int) -> list[int]:
     return out
 
 
-def _center_crop(a: np.ndarray, size: int) -> np.ndarray:
-    """torchvision's ``CenterCrop(size)`` on an ``H×W(×C)`` array (zero padding when smaller)."""
-    h, w = a.shape[:2]
-    if h < size or w < size:
-        top, left = max(0, (size - h) // 2), max(0, (size - w) // 2)
-        padded = np.zeros((max(h, size), max(w, size)) + a.shape[2:], dtype=a.dtype)
-        padded[top: top + h, left: left + w] = a
-        a, (h, w) = padded, padded.shape[:2]
-    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
-    return a[top: top + size, left: left + size]
+def _center_crop(img: Image.Image, size: int) -> Image.Image:
+    """torchvision's ``CenterCrop(size)``: the central ``size × size`` pixels, zero-padded where the image is smaller
+    (PIL's crop fills outside the image with zeros)."""
+    left, top = (int(round((d - size) / 2.0)) if d >= size else -((size - d) // 2) for d in img.size)
+    return img.crop((left, top, left + size, top + size))
