@@ -85,29 +85,20 @@ class _Predictor:
     """The model, its labels and preprocessing, behind a lock."""
 
     def __init__(self, model: nn.Module, *, id2label: Mapping[int | str, str] | None, top_k: int) -> None:
-        cfg = getattr(model, "config", None)  # the model's own normalisation and size (one resolver, data/)
-        self.runner = _ModelRunner(model, image_size=int(getattr(cfg, "image_size", None) or DEFAULT_IMAGE_SIZE))
+        self.runner = _ModelRunner(model)  # the model's own channels, size and normalisation
+        self.runner.image_size = int(self.runner.image_size or DEFAULT_IMAGE_SIZE)  # decoded images get one size
         if self.runner.in_chans not in (1, 3):
             raise ConfigError(f"Only 1- or 3-channel models can be served, this one takes {self.runner.in_chans}.")
         self.model = model.eval()
         self.lock = threading.Lock()
-        num_labels = self._num_labels(model)
-        labels = id2label if id2label is not None else getattr(cfg, "id2label", None)
+        size = self.runner.image_size  # the label count is what the logits say: ask the model once
+        num_labels = self.runner.logits(torch.zeros(1, self.runner.in_chans, size, size, dtype=torch.uint8)).shape[1]
+        labels = id2label if id2label is not None else getattr(getattr(model, "config", None), "id2label", None)
         names = {int(k): str(v) for k, v in (labels or {}).items()}
         self.labels = [names.get(i, f"LABEL_{i}") for i in range(num_labels)]
         if top_k < 1:
             raise ConfigError(f"top_k must be at least 1, got {top_k}.")
         self.top_k = min(top_k, num_labels)
-
-    def _num_labels(self, model: nn.Module) -> int:
-        n = getattr(getattr(model, "config", None), "num_labels", None)
-        if n is None:
-            n = getattr(getattr(model, "timm_model", model), "num_classes", None)
-        if n is None:  # a bare module: ask it once
-            size = self.runner.image_size or DEFAULT_IMAGE_SIZE
-            probe = torch.zeros(1, self.runner.in_chans, size, size, dtype=torch.uint8)
-            n = self.runner.logits(probe).shape[1]
-        return int(n)
 
     def describe(self) -> dict[str, Any]:
         cfg = getattr(self.model, "config", None)
@@ -136,7 +127,7 @@ class _Predictor:
         probs = torch.softmax(logits.double(), dim=0)
         k = min(top_k, len(self.labels))
         scores, idx = torch.topk(probs, k)  # sorted, best first
-        return [{"label": self.labels[i] if i < len(self.labels) else f"LABEL_{i}", "score": float(s)}
+        return [{"label": self.labels[i], "score": float(s)}
                 for s, i in zip(scores.tolist(), idx.tolist(), strict=True)]
 
 

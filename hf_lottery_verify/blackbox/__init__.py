@@ -23,28 +23,23 @@ Modules, one concept each:
 * :mod:`.query` — :func:`query_labels`, the entry point;
 * :mod:`.result` — :class:`QueryResult` and the bookkeeping the query paths share;
 * :mod:`.labels` — mapping untrusted answers to class indices;
-* :mod:`.images` — input spec, normalisation constants, PNG encoding, decoded-image adaptation
-  (shared with :mod:`hf_lottery_verify.serve`);
-* :mod:`.runner` — running an in-memory model on ``uint8`` batches;
+* :mod:`.images` — PNG encoding;
+* :mod:`.runner` — running an in-memory model on ``uint8`` batches (shared with
+  :mod:`hf_lottery_verify.serve`);
 * :mod:`.local` — the ``"model"`` and ``"callable"`` query paths;
 * :mod:`.endpoint` — the HTTP client with deadlines, retries and the query budget.
 """
 
 from __future__ import annotations
 
-from .endpoint import MAX_RESPONSE_BYTES, EndpointError
-from .images import encode_png, model_input_spec
+from ..errors import EndpointError
+from .images import encode_png
 from .query import query_labels
 from .result import QueryResult
-
-# Private, but imported from here before the split (hf_lottery_verify.serve): keep the path working.
-from .runner import _ModelRunner as _ModelRunner
 
 __all__ = [
     "EndpointError",
     "QueryResult",
     "query_labels",
     "encode_png",
-    "model_input_spec",
-    "MAX_RESPONSE_BYTES",
 ]

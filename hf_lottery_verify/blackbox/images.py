@@ -1,9 +1,6 @@
-"""Images for a model or an endpoint: input spec, PNG encoding, decoded-image adaptation (normalisation: the
-model's own, :func:`~hf_lottery_verify.data.resolve_normalization`).
-
-Shared by the query client (:mod:`.query`) and the server (:mod:`hf_lottery_verify.serve`), so
-both preprocess an image the same way.
-"""
+"""Images sent to an endpoint: lossless PNG encoding of ``uint8`` tensors (:func:`encode_png`); the
+tensor-to-PIL step is shared with :mod:`.runner`, which adapts images for an in-memory model as the
+server (:mod:`hf_lottery_verify.serve`) does."""
 
 from __future__ import annotations
 
@@ -11,37 +8,8 @@ import io
 
 import torch
 from PIL import Image
-from torch import nn
 
-__all__ = ["encode_png", "model_input_spec"]
-
-
-def model_input_spec(model: nn.Module) -> tuple[int, int | None]:
-    """The input channels and image side a model expects.
-
-    Reads ``model.config.in_chans`` / ``image_size`` (this library's models), else timm's
-    ``pretrained_cfg["input_size"]`` for the channels, else the first convolution's
-    ``in_channels``.
-
-    Args:
-        model (`nn.Module`): The model.
-
-    Returns:
-        `tuple[int, int | None]`: ``(in_chans, image_size)``; ``image_size`` is ``None`` when the
-        model does not say (convolutional models accept any size).
-    """
-    cfg = getattr(model, "config", None)
-    in_chans = getattr(cfg, "in_chans", None)
-    size = getattr(cfg, "image_size", None)
-    if in_chans is None:
-        inner = getattr(model, "timm_model", model)
-        input_size = (getattr(inner, "pretrained_cfg", None) or {}).get("input_size")
-        if input_size:
-            in_chans = input_size[0]
-        else:
-            conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-            in_chans = conv.in_channels if conv is not None else 3
-    return int(in_chans), (int(size) if size else None)
+__all__ = ["encode_png"]
 
 
 def _tensor_to_pil(image: torch.Tensor) -> Image.Image:

@@ -12,17 +12,23 @@ import torch
 from torch import nn
 
 from ..data import normalize, pil_to_model_input, resolve_normalization
-from .images import _tensor_to_pil, model_input_spec
+from .images import _tensor_to_pil
 
 
 class _ModelRunner:
-    """Normalise uint8 batches and return a model's logits (also used by the server)."""
+    """Normalise uint8 batches and return a model's logits (also used by the server).
 
-    def __init__(self, model: nn.Module, *, image_mean: Any = None, image_std: Any = None,
-                 image_size: int | None = None) -> None:
+    The input channels are ``model.config.in_chans`` (this library's models), else the first
+    convolution's; the image side is ``model.config.image_size``, ``None`` when the model does not
+    say (convolutional models accept any size: images are then passed at their own size).
+    """
+
+    def __init__(self, model: nn.Module, *, image_mean: Any = None, image_std: Any = None) -> None:
         self.model = model
-        self.in_chans, cfg_size = model_input_spec(model)
-        self.image_size = image_size if image_size is not None else cfg_size
+        cfg = getattr(model, "config", None)
+        conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        self.in_chans = int(getattr(cfg, "in_chans", None) or (conv.in_channels if conv is not None else 3))
+        self.image_size: int | None = getattr(cfg, "image_size", None)
         self.mean, self.std = resolve_normalization(model, image_mean, image_std, in_chans=self.in_chans)
         param = next(model.parameters(), None)
         self.device = param.device if param is not None else torch.device("cpu")
