@@ -25,12 +25,11 @@ from typing import Any
 
 import torch
 
-from ..errors import EndpointError  # defined in errors.py; re-exported here
+from .._version import __version__
+from ..errors import EndpointError
 from .images import encode_png
-from .labels import _LabelMapper, _shown
+from .labels import _LabelMapper
 from .result import _short, _Tally
-
-__all__ = ["EndpointError", "MAX_RESPONSE_BYTES"]
 
 MAX_RESPONSE_BYTES = 1 << 20  # an image-classification answer is a few hundred bytes
 
@@ -38,10 +37,8 @@ MAX_RESPONSE_BYTES = 1 << 20  # an image-classification answer is a few hundred 
 class _TransportError(Exception):
     """No HTTP answer: connection refused, timeout, reset, TLS or name resolution failure."""
 
-    def __init__(self, reason: str, *, refused: bool = False, timed_out: bool = False) -> None:
+    def __init__(self, reason: str, *, timed_out: bool = False) -> None:
         super().__init__(reason)
-        self.reason = reason
-        self.refused = refused
         self.timed_out = timed_out
 
 
@@ -79,14 +76,8 @@ class _EndpointClient:
         self.target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
-        from .._version import __version__
-
-        self.headers = {
-            "Content-Type": "image/png",
-            "Accept": "application/json",
-            "User-Agent": f"hf_lottery_verify/{__version__}",
-        }
-        self.headers.update(headers or {})
+        self.headers = {"Content-Type": "image/png", "Accept": "application/json",
+                        "User-Agent": f"hf_lottery_verify/{__version__}", **(headers or {})}
         self.proxy = self._proxy()
 
     def _proxy(self) -> urllib.parse.SplitResult | None:
@@ -100,30 +91,24 @@ class _EndpointClient:
         return parts if parts.hostname else None
 
     def _connection(self) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
-        headers = dict(self.headers)
-        target = self.target
+        """A connection to the endpoint, or to the proxy (CONNECT tunnel for https, absolute target for http)."""
+        host, port = (self.host, self.port) if self.proxy is None else (self.proxy.hostname, self.proxy.port or 8080)
+        if self.scheme == "https":
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                host, port, timeout=self.timeout, context=ssl.create_default_context())
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
         if self.proxy is None:
-            if self.scheme == "https":
-                conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                    self.host, self.port, timeout=self.timeout, context=ssl.create_default_context())
-            else:
-                conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-            return conn, target, headers
+            return conn, self.target, self.headers
         proxy_headers = {}
         if self.proxy.username:
             creds = f"{urllib.parse.unquote(self.proxy.username)}:{urllib.parse.unquote(self.proxy.password or '')}"
             proxy_headers["Proxy-Authorization"] = "Basic " + base64.b64encode(creds.encode()).decode()
-        proxy_port = self.proxy.port or 8080
         if self.scheme == "https":
-            conn = http.client.HTTPSConnection(self.proxy.hostname, proxy_port, timeout=self.timeout,
-                                               context=ssl.create_default_context())
             conn.set_tunnel(self.host, self.port, headers=proxy_headers)
-        else:
-            conn = http.client.HTTPConnection(self.proxy.hostname, proxy_port, timeout=self.timeout)
-            host = f"[{self.host}]" if ":" in self.host else self.host
-            target = f"http://{host}:{self.port}{self.target}"
-            headers.update(proxy_headers)
-        return conn, target, headers
+            return conn, self.target, self.headers
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return conn, f"http://{host}:{self.port}{self.target}", {**self.headers, **proxy_headers}
 
     def post(self, body: bytes) -> _Response:
         """Send one request; raises :class:`_TransportError` when no HTTP answer came back in time."""
@@ -151,9 +136,6 @@ class _EndpointClient:
             conn.request("POST", target, body=body, headers=headers)
             resp = conn.getresponse()
             retry_after = _retry_after(resp.getheader("Retry-After"))
-            length = resp.getheader("Content-Length")
-            if length and length.strip().isdigit() and int(length) > self.max_response_bytes:
-                return _Response(resp.status, None, retry_after)
             chunks: list[bytes] = []
             size = 0
             while size <= self.max_response_bytes:
@@ -165,18 +147,14 @@ class _EndpointClient:
             if expired.is_set():
                 raise _TransportError(f"no answer within {self.timeout:g} s", timed_out=True)
             return _Response(resp.status, None if size > self.max_response_bytes else b"".join(chunks), retry_after)
-        except _TransportError:
-            raise
         except ConnectionRefusedError as exc:
-            raise _TransportError("connection refused", refused=True) from exc
+            raise _TransportError("connection refused") from exc
         except socket.gaierror as exc:
             raise _TransportError(f"cannot resolve host {self.host!r}") from exc
         except ssl.SSLError as exc:
             raise _TransportError(f"TLS error: {_short(str(exc), 80)}") from exc
-        except TimeoutError as exc:
-            raise _TransportError(f"no answer within {self.timeout:g} s", timed_out=True) from exc
         except (http.client.HTTPException, OSError) as exc:
-            if expired.is_set():
+            if expired.is_set() or isinstance(exc, TimeoutError):
                 raise _TransportError(f"no answer within {self.timeout:g} s", timed_out=True) from exc
             raise _TransportError(f"connection error ({type(exc).__name__}: {_short(str(exc), 80)})") from exc
         finally:
@@ -192,8 +170,12 @@ def _retry_after(value: str | None) -> float | None:
     return seconds if seconds is not None and math.isfinite(seconds) and seconds >= 0 else None
 
 
-def _top_label(payload: Any) -> tuple[Any, str | None]:
+def _top_label(body: bytes) -> tuple[Any, str | None]:
     """The top-scoring label of an Inference-API image-classification answer, or why there is none."""
+    try:
+        payload = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None, f"non-JSON answer ({len(body)} bytes)"
     if isinstance(payload, dict):
         if "error" in payload and "label" not in payload:
             return None, f"endpoint error: {_short(str(payload['error']), 120)}"
@@ -219,14 +201,6 @@ def _top_label(payload: Any) -> tuple[Any, str | None]:
     return best, None
 
 
-def _parse_answer(body: bytes) -> tuple[Any, str | None]:
-    try:
-        payload = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return None, f"non-JSON answer ({len(body)} bytes)"
-    return _top_label(payload)
-
-
 def _query_endpoint(url: str, images: torch.Tensor, tally: _Tally, mapper: _LabelMapper, *, timeout: float,
                     retries: int, backoff: float, headers: Mapping[str, str] | None, max_response_bytes: int,
                     max_consecutive_errors: int | None, bar: Any) -> None:
@@ -245,7 +219,7 @@ def _query_endpoint(url: str, images: torch.Tensor, tally: _Tally, mapper: _Labe
         tally.asked[i] = True
         response: _Response | None = None
         reason = ""
-        refused = timed_out = False
+        timed_out = False
         attempts = 0
         for attempt in range(retries + 1):
             if attempt > 0:
@@ -261,7 +235,7 @@ def _query_endpoint(url: str, images: torch.Tensor, tally: _Tally, mapper: _Labe
             try:
                 response = client.post(body)
             except _TransportError as exc:
-                response, reason, refused, timed_out = None, exc.reason, exc.refused, exc.timed_out
+                response, reason, timed_out = None, str(exc), exc.timed_out
                 continue
             any_answer = True
             if response.status == 429 or 500 <= response.status < 600:
@@ -269,13 +243,12 @@ def _query_endpoint(url: str, images: torch.Tensor, tally: _Tally, mapper: _Labe
                 continue
             break
         if response is None and not any_answer:
-            what = "connection refused" if refused else reason
             raise EndpointError(
-                f"Cannot reach the endpoint {url}: {what} ({attempts} attempt{'s' * (attempts > 1)} in "
+                f"Cannot reach the endpoint {url}: {reason} ({attempts} attempt{'s' * (attempts > 1)} in "
                 f"{time.perf_counter() - t0:.1f} s). "
                 + ("Pass a larger timeout= for a slow endpoint." if timed_out else
                    "Check the URL, that the server is running and that it is reachable from here."),
-                url=url, reason=what)
+                url=url, reason=reason)
         bar.update(1)
         if response is None or response.status == 429 or 500 <= response.status < 600:
             consecutive += 1
@@ -289,13 +262,9 @@ def _query_endpoint(url: str, images: torch.Tensor, tally: _Tally, mapper: _Labe
             snippet = response.body[:120].decode("utf-8", "replace")
             tally.error(f"image {i}: HTTP {response.status}: {snippet}")
             continue
-        answer, why = _parse_answer(response.body)
+        answer, why = _top_label(response.body)
         if why is not None:
             tally.error(f"image {i}: {why}")
             continue
-        tally.answers[i] = _shown(answer)
-        idx, why = mapper.map(answer)
-        tally.labels[i] = idx
-        if why is not None:
-            tally.error(f"image {i}: {why}")
+        mapper.record(tally, i, answer)
 

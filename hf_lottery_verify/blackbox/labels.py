@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .result import _short
+from .result import _short, _Tally
 
 _MAX_LABEL_CHARS = 256
 _MAX_INDEX = 2**31 - 1
@@ -35,6 +35,15 @@ class _LabelMapper:
             return idx, None
         return -1, f"class index {shown} out of range"
 
+    def record(self, tally: _Tally, i: int, answer: Any) -> None:
+        """Record image ``i``'s answer in ``tally``: as shown (truncated), its class index, or why it has none."""
+        shown = answer.item() if isinstance(answer, torch.Tensor) and answer.numel() == 1 else answer
+        if isinstance(shown, (str, int, np.integer)) and not isinstance(shown, bool):
+            tally.answers[i] = _short(str(shown), 100)
+        tally.labels[i], reason = self.map(answer)
+        if reason:
+            tally.error(f"image {i}: {reason}")
+
     def map(self, answer: Any) -> tuple[int, str | None]:
         """``(index, None)`` or ``(-1, reason)``."""
         if isinstance(answer, torch.Tensor) and answer.numel() == 1 and not answer.is_floating_point():
@@ -53,11 +62,3 @@ class _LabelMapper:
                 return self._index(int(m.group(1)), m.group(1))
             return -1, f"unknown label {_short(repr(answer), 60)}"
         return -1, f"not a label: {type(answer).__name__}"
-
-
-def _shown(answer: Any) -> str | None:
-    if isinstance(answer, torch.Tensor) and answer.numel() == 1:
-        answer = answer.item()
-    if isinstance(answer, (str, int, np.integer)) and not isinstance(answer, bool):
-        return _short(str(answer), 100)
-    return None

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .labels import _LabelMapper, _shown
+from .labels import _LabelMapper
 from .result import _Tally
 from .runner import _ModelRunner
 
@@ -30,21 +30,15 @@ def _query_model(model: nn.Module, images: torch.Tensor, tally: _Tally, *, image
     runner = _ModelRunner(model, image_mean=image_mean, image_std=image_std)
     was_training = model.training
     model.eval()
-    try:
-        for lo, hi in _batches(len(images), batch_size, tally):
-            tally.queried += hi - lo
-            tally.asked[lo:hi] = True
-            pred = runner.logits(images[lo:hi]).argmax(dim=1)
-            tally.labels[lo:hi] = pred
-            for i, p in zip(range(lo, hi), pred.tolist(), strict=True):
-                tally.answers[i] = str(p)
-            bar.update(hi - lo)
+    try:  # the same batches and bookkeeping as a callable, but the model's own errors are the caller's
+        _query_callable(lambda batch: runner.logits(batch).argmax(dim=1), images, tally, _LabelMapper(None),
+                        batch_size=batch_size, bar=bar, raises=True)
     finally:
         model.train(was_training)
 
 
 def _query_callable(fn: Callable[[torch.Tensor], Any], images: torch.Tensor, tally: _Tally,
-                    mapper: _LabelMapper, *, batch_size: int, bar: Any) -> None:
+                    mapper: _LabelMapper, *, batch_size: int, bar: Any, raises: bool = False) -> None:
     for lo, hi in _batches(len(images), batch_size, tally):
         tally.queried += hi - lo
         tally.asked[lo:hi] = True
@@ -52,6 +46,8 @@ def _query_callable(fn: Callable[[torch.Tensor], Any], images: torch.Tensor, tal
         try:
             out = fn(images[lo:hi])
         except Exception as exc:  # the suspect's code: never let it take the verifier down
+            if raises:
+                raise
             tally.error(f"images {lo}-{hi - 1}: the callable raised {type(exc).__name__}: {exc}")
             continue
         if isinstance(out, (torch.Tensor, np.ndarray)):
@@ -66,8 +62,4 @@ def _query_callable(fn: Callable[[torch.Tensor], Any], images: torch.Tensor, tal
             tally.error(f"images {lo}-{hi - 1}: {len(out)} labels for {hi - lo} images")
             continue
         for i, answer in zip(range(lo, hi), out, strict=True):
-            tally.answers[i] = _shown(answer)
-            idx, reason = mapper.map(answer)
-            tally.labels[i] = idx
-            if reason:
-                tally.error(f"image {i}: {reason}")
+            mapper.record(tally, i, answer)

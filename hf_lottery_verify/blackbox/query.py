@@ -20,13 +20,6 @@ __all__ = ["query_labels"]
 logger = logging.getLogger(__name__)
 
 
-def _check_images(images: torch.Tensor) -> None:
-    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
-        got = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"images must be a uint8 N×C×H×W tensor, got {got}.")
-
-
-
 def query_labels(
     suspect: nn.Module | Callable[[torch.Tensor], Any] | str,
     images: torch.Tensor,
@@ -102,7 +95,9 @@ def query_labels(
         >>> query_labels(model, images).labels.shape
         torch.Size([4])
     """
-    _check_images(images)
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
+        got = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images must be a uint8 N×C×H×W tensor, got {got}.")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     if not timeout > 0:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -48,17 +48,8 @@ class QueryResult:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field (labels as a list of ints)."""
-        return {
-            "kind": self.kind,
-            "labels": [int(x) for x in self.labels.tolist()],
-            "answered": self.answered,
-            "queried": self.queried,
-            "failed": self.failed,
-            "skipped": self.skipped,
-            "errors": list(self.errors),
-            "answers": list(self.answers),
-            "seconds": round(self.seconds, 6),
-        }
+        return {**asdict(self), "labels": self.labels.tolist(), "answered": self.answered,
+                "seconds": round(self.seconds, 6)}
 
 
 class _Tally:
