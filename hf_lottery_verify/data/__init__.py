@@ -22,7 +22,8 @@ Modules (one concept each; every name is importable from ``hf_lottery_verify.dat
 * :mod:`.seeding` — :func:`derive_seed`, seeds derived from named parts.
 * :mod:`.image_data` — :class:`ImageData` (one split) and :class:`DatasetPair` (train and test).
 * :mod:`.registry` — :func:`load_image_dataset`, :func:`list_datasets`, :func:`register_dataset`.
-* :mod:`.hf_datasets` — :func:`hf_to_image_data`, :func:`hf_pair` (a user's ``datasets`` objects),
+* :mod:`.hf_datasets` — :func:`hf_to_image_data` (a user's ``datasets`` objects, which
+  :func:`load_image_dataset` also takes),
   CIFAR-10/100 from the Hub, image folders.
 * :mod:`.fashion_mnist` — :func:`read_idx` and Fashion-MNIST from IDX files (:data:`FASHION_MNIST_DIR`).
 * :mod:`.synthetic` — :func:`make_synthetic`, the seeded toy dataset.
@@ -36,9 +37,7 @@ from __future__ import annotations
 from .device import DeviceBatches, DeviceData, augment_batch
 from .fashion_mnist import FASHION_MNIST_DIR, read_idx
 from .fashion_mnist import FMNIST_CLASSES as FMNIST_CLASSES
-from .hf_datasets import CIFAR10_MEAN as CIFAR10_MEAN
-from .hf_datasets import CIFAR10_STD as CIFAR10_STD
-from .hf_datasets import HUB_IDS, hf_pair, hf_to_image_data
+from .hf_datasets import HUB_IDS, hf_to_image_data
 from .image_data import DatasetPair, ImageData
 from .normalization import (
     Normalizer,
@@ -59,7 +58,6 @@ __all__ = [
     "list_datasets",
     "register_dataset",
     "hf_to_image_data",
-    "hf_pair",
     "HUB_IDS",
     "read_idx",
     "make_synthetic",

@@ -124,8 +124,6 @@ class DeviceBatches:
     shard: int = 0
     num_shards: int = 1
     uploaded: DeviceData | None = field(default=None, repr=False)
-    _images: torch.Tensor = field(init=False, repr=False)
-    _labels: torch.Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.uploaded is None:
@@ -135,8 +133,6 @@ class DeviceBatches:
         elif self.uploaded.device != torch.empty(0, device=self.device).device:
             raise ValueError(f"uploaded lives on {self.uploaded.device}, the batches on {self.device}.")
         self.device = self.uploaded.device
-        self._images = self.uploaded.images
-        self._labels = self.uploaded.labels
 
     @property
     def global_batch(self) -> int:
@@ -158,10 +154,10 @@ class DeviceBatches:
         else:
             order = order.to(self.device)
         aug_gen = torch.Generator(device=self.device).manual_seed(derive_seed(self.seed, "augment", epoch, self.shard))
-        normalizer = self.uploaded.normalizer
+        on_device = self.uploaded
         for i in range(len(self)):
             idx = order[i * self.global_batch : (i + 1) * self.global_batch][self.shard :: self.num_shards]
-            x = self._images[idx]
+            x = on_device.images[idx]
             if self.augment:
                 x = augment_batch(x, pad=self.pad, flip=self.flip, generator=aug_gen)
-            yield normalizer(x, channels_last=self.channels_last), self._labels[idx]
+            yield on_device.normalizer(x, channels_last=self.channels_last), on_device.labels[idx]

@@ -4,6 +4,7 @@ and local image folders (the ``imagefolder`` builder)."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import torch
 from ..errors import DatasetError
 from .image_data import DatasetPair, ImageData
 
-__all__ = ["hf_to_image_data", "hf_pair", "HUB_IDS", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD"]
+__all__ = ["hf_to_image_data", "HUB_IDS", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD"]
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
@@ -120,7 +121,8 @@ def hf_pair(
     return DatasetPair(train=train, test=test)
 
 
-def _hub_pair(name: str, *, label_column: str, mean, std, data_dir, image_column: str = "img") -> DatasetPair:
+def _hub_pair(name: str, *, label_column: str, mean, std, data_dir=None, image_column: str = "img",
+              seed: int = 0) -> DatasetPair:  # the Hub's splits are fixed: no seed to use
     repo = HUB_IDS[name]
     try:
         import datasets
@@ -135,12 +137,8 @@ def _hub_pair(name: str, *, label_column: str, mean, std, data_dir, image_column
     return hf_pair(dd, image_column=image_column, label_column=label_column, mean=mean, std=std, name=name)
 
 
-def _cifar10(*, data_dir=None, seed: int = 0) -> DatasetPair:  # noqa: ANN001
-    return _hub_pair("cifar10", label_column="label", mean=CIFAR10_MEAN, std=CIFAR10_STD, data_dir=data_dir)
-
-
-def _cifar100(*, data_dir=None, seed: int = 0) -> DatasetPair:  # noqa: ANN001
-    return _hub_pair("cifar100", label_column="fine_label", mean=CIFAR100_MEAN, std=CIFAR100_STD, data_dir=data_dir)
+_cifar10 = partial(_hub_pair, "cifar10", label_column="label", mean=CIFAR10_MEAN, std=CIFAR10_STD)
+_cifar100 = partial(_hub_pair, "cifar100", label_column="fine_label", mean=CIFAR100_MEAN, std=CIFAR100_STD)
 
 
 def _load_imagefolder(path: Path, *, image_size: int = 32, test_fraction: float = 0.2, seed: int = 0) -> DatasetPair:

@@ -49,17 +49,15 @@ class Normalizer:
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
-        self._constants: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._constants: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def constants(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(255·mean, 255·std)`` as ``1×C×1×1`` tensors on ``device``, built on the first call."""
-        device = torch.device(device)
-        key = (device, dtype)
-        if key not in self._constants:
+    def constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(255·mean, 255·std)`` as float32 ``1×C×1×1`` tensors on ``device``, built on the first call."""
+        if device not in self._constants:
             m = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1) * 255
             s = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1) * 255
-            self._constants[key] = (m.to(device=device, dtype=dtype), s.to(device=device, dtype=dtype))
-        return self._constants[key]
+            self._constants[device] = (m.to(device), s.to(device))
+        return self._constants[device]
 
     def __call__(self, images: torch.Tensor, *, channels_last: bool = False) -> torch.Tensor:
         """Normalise ``images`` (uint8 or float ``N×C×H×W``) to float32 on their device."""
