@@ -66,8 +66,8 @@ class SparseResNetImageProcessor(BaseImageProcessor):
     @classmethod
     def from_model_config(cls, config: SparseResNetConfig) -> SparseResNetImageProcessor:
         """The processor of a model with this config (its channels, size and normalisation)."""
-        mean, std = resolve_normalization(config, in_chans=config.in_chans)
-        return cls(in_chans=config.in_chans, image_size=config.image_size, image_mean=mean, image_std=std)
+        return cls(in_chans=config.in_chans, image_size=config.image_size, image_mean=config.image_mean,
+                   image_std=config.image_std)
 
     def preprocess(self, images: Any, return_tensors: str | None = None, **kwargs: Any) -> BatchFeature:
         """Images (PIL, arrays or tensors, one or a list) → ``{"pixel_values": N×C×H×W float32}``."""

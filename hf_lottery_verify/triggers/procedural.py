@@ -31,9 +31,6 @@ class _Draw:
         """An integer in ``[lo, hi)``."""
         return min(hi - 1, lo + int(math.floor(self.u() * (hi - lo))))
 
-    def field(self, *shape: int) -> torch.Tensor:
-        return torch.rand(shape, generator=self.gen, dtype=torch.float64)
-
     def colour(self) -> torch.Tensor:
         """A saturated colour (occasionally black or white), shape ``3×1×1``, values in ``[0, 1]``."""
         r = self.u()
@@ -99,7 +96,7 @@ def _noise(d: _Draw, yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
     """Blocky pixel noise (cell of 1, 2 or 4 pixels), one value per cell."""
     h, w = xx.shape
     cell = (1, 2, 4)[d.i(0, 3)]
-    coarse = d.field(-(-h // cell), -(-w // cell))
+    coarse = torch.rand((-(-h // cell), -(-w // cell)), generator=d.gen, dtype=torch.float64)
     return coarse.repeat_interleave(cell, 0).repeat_interleave(cell, 1)[:h, :w]
 
 
