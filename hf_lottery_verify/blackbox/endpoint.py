@@ -37,9 +37,9 @@ MAX_RESPONSE_BYTES = 1 << 20  # an image-classification answer is a few hundred 
 class _TransportError(Exception):
     """No HTTP answer: connection refused, timeout, reset, TLS or name resolution failure."""
 
-    def __init__(self, reason: str, *, timed_out: bool = False) -> None:
-        super().__init__(reason)
-        self.timed_out = timed_out
+
+class _Timeout(_TransportError):
+    """No HTTP answer before the deadline."""
 
 
 @dataclass
@@ -82,10 +82,8 @@ class _EndpointClient:
 
     def _proxy(self) -> urllib.parse.SplitResult | None:
         """The environment's proxy for this URL (``http_proxy``/``https_proxy``/``no_proxy``)."""
-        if _is_loopback_host(self.host):
-            return None
         proxy = urllib.request.getproxies().get(self.scheme)
-        if not proxy or urllib.request.proxy_bypass(self.host):
+        if _is_loopback_host(self.host) or not proxy or urllib.request.proxy_bypass(self.host):
             return None
         parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
         return parts if parts.hostname else None
@@ -145,7 +143,7 @@ class _EndpointClient:
                 chunks.append(chunk)
                 size += len(chunk)
             if expired.is_set():
-                raise _TransportError(f"no answer within {self.timeout:g} s", timed_out=True)
+                raise _Timeout(f"no answer within {self.timeout:g} s")
             return _Response(resp.status, None if size > self.max_response_bytes else b"".join(chunks), retry_after)
         except ConnectionRefusedError as exc:
             raise _TransportError("connection refused") from exc
@@ -155,7 +153,7 @@ class _EndpointClient:
             raise _TransportError(f"TLS error: {_short(str(exc), 80)}") from exc
         except (http.client.HTTPException, OSError) as exc:
             if expired.is_set() or isinstance(exc, TimeoutError):
-                raise _TransportError(f"no answer within {self.timeout:g} s", timed_out=True) from exc
+                raise _Timeout(f"no answer within {self.timeout:g} s") from exc
             raise _TransportError(f"connection error ({type(exc).__name__}: {_short(str(exc), 80)})") from exc
         finally:
             timer.cancel()
@@ -235,7 +233,7 @@ def _query_endpoint(url: str, images: torch.Tensor, tally: _Tally, mapper: _Labe
             try:
                 response = client.post(body)
             except _TransportError as exc:
-                response, reason, timed_out = None, str(exc), exc.timed_out
+                response, reason, timed_out = None, str(exc), isinstance(exc, _Timeout)
                 continue
             any_answer = True
             if response.status == 429 or 500 <= response.status < 600:

@@ -15,14 +15,12 @@ from .runner import _ModelRunner
 
 
 def _batches(n: int, batch_size: int, tally: _Tally) -> Iterator[tuple[int, int]]:
-    start = 0
-    while start < n:
+    for start in range(0, n, batch_size):  # a batch the budget cuts short is the last
         left = tally.budget_left()
-        size = min(batch_size, n - start) if left is None else min(batch_size, n - start, left)
+        size = min(batch_size, n - start, n if left is None else left)
         if size <= 0:
             return
         yield start, start + size
-        start += size
 
 
 def _query_model(model: nn.Module, images: torch.Tensor, tally: _Tally, *, image_mean: Any, image_std: Any,

@@ -37,8 +37,7 @@ class _ModelRunner:
     def adapt(self, images: torch.Tensor) -> torch.Tensor:
         """Convert channels / resize exactly as the server does with a decoded image."""
         _, c, h, w = images.shape
-        size_ok = self.image_size is None or (h == w == self.image_size)
-        if c == self.in_chans and size_ok:
+        if c == self.in_chans and (self.image_size is None or h == w == self.image_size):
             return images
         return torch.stack([pil_to_model_input(_tensor_to_pil(x), in_chans=self.in_chans,
                                                image_size=self.image_size) for x in images])

@@ -162,8 +162,7 @@ def predict_labels(
     Returns:
         ``int64`` CPU tensor of ``N`` labels (arg-max of the logits).
     """
-    config = getattr(model, "config", None)
-    channels = channels or getattr(config, "in_chans", None) or triggers.channels
+    channels = channels or getattr(getattr(model, "config", None), "in_chans", None) or triggers.channels
     adapted = triggers.resized(image_size=image_size or triggers.image_size, channels=int(channels))
     device = next(model.parameters()).device
     was_training = model.training

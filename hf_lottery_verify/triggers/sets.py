@@ -45,8 +45,7 @@ class TriggerSet:
             raise DatasetError(f"Trigger images must be a uint8 N×C×H×W tensor, got {got[0]} {got[1]}.")
         if self.images.shape[1] not in (1, 3):
             raise DatasetError(f"Trigger images need 1 or 3 channels, got {self.images.shape[1]}.")
-        if not isinstance(self.labels, torch.Tensor):
-            self.labels = torch.as_tensor(self.labels)
+        self.labels = torch.as_tensor(self.labels)
         if self.labels.dim() != 1 or len(self.labels) != len(self.images):
             raise DatasetError(f"{len(self.labels)} trigger labels for {len(self.images)} images; give one label per "
                                "image.")
