@@ -158,17 +158,7 @@ class _Draft:
     rectified: bool = True
 
     def freeze(self) -> ChannelSpace:
-        return ChannelSpace(
-            name=self.name,
-            kind=self.kind,
-            size=self.size,
-            producers=tuple(self.producers),
-            consumers=tuple(self.consumers),
-            norms=tuple(self.norms),
-            injection=self.injection,
-            homogeneous=self.homogeneous and self.kind != "input",
-            rectified=self.rectified and self.kind != "input",
-        )
+        return ChannelSpace(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(self).items()})
 
 
 # --------------------------------------------------------------------------- walking the model
@@ -184,7 +174,7 @@ class _Walker:
         return UnsupportedStructureError(self.arch, module=module, reason=reason)
 
     def new(self, name: str, kind: SpaceKind, size: int) -> _Draft:
-        draft = _Draft(name=name, kind=kind, size=size)
+        draft = _Draft(name=name, kind=kind, size=size, homogeneous=kind != "input", rectified=kind != "input")
         self.spaces.append(draft)
         return draft
 
@@ -353,15 +343,15 @@ def _spaces_of_module(model: nn.Module) -> list[ChannelSpace]:
     return _Walker(net, _arch_of(net)).walk()
 
 
-def _structure_of_arch(arch: str, *, in_chans: int, model_args: Mapping[str, Any] | None) -> nn.Module:
+def _structure_of_arch(arch: str, model_args: Mapping[str, Any] | None) -> nn.Module:
     with torch.device("meta"):
-        return create_resnet(arch.split(".", 1)[0], num_classes=10, in_chans=in_chans, **dict(model_args or {}))
+        return create_resnet(arch.split(".", 1)[0], num_classes=10, **dict(model_args or {}))
 
 
 @functools.lru_cache(maxsize=32)
-def _arch_spaces(arch: str, in_chans: int, model_args: str) -> list[ChannelSpace]:
+def _arch_spaces(arch: str, model_args: str) -> list[ChannelSpace]:
     """The spaces of an architecture (cached: building even a meta-device ResNet-50 takes a tenth of a second)."""
-    return _spaces_of_module(_structure_of_arch(arch, in_chans=in_chans, model_args=json.loads(model_args)))
+    return _spaces_of_module(_structure_of_arch(arch, json.loads(model_args)))
 
 
 def _sizes_from_state_dict(spaces: Sequence[ChannelSpace], state_dict: Mapping[str, torch.Tensor], *,
@@ -394,20 +384,17 @@ def channel_spaces(
     source: nn.Module | Mapping[str, torch.Tensor] | str,
     *,
     arch: str | None = None,
-    in_chans: int | None = None,
     model_args: Mapping[str, Any] | None = None,
 ) -> list[ChannelSpace]:
     """The channel spaces of a timm ResNet, in forward (topological) order.
 
     Args:
         source: A :class:`~hf_lottery_verify.SparseResNetForImageClassification`, a timm
-            ResNet, an architecture name (built on the meta device: no memory, no weights)
-            or a state dict (timm names; ``timm_model.``/``module.`` prefixes are stripped)
-            whose shapes give the sizes — the shapes may differ from the architecture's
-            (a suspect with widened layers).
+            ResNet, an architecture name (built on the meta device, with 3 input channels:
+            no memory, no weights) or a state dict (timm names; ``timm_model.``/``module.``
+            prefixes are stripped) whose shapes give the sizes — the shapes may differ from
+            the architecture's (a suspect with widened layers or one input channel).
         arch (`str`, *optional*): The architecture of a state dict ``source`` (required then).
-        in_chans (`int`, *optional*): Input channels when ``source`` is a name (default 3;
-            for a state dict it is read off the stem).
         model_args (`Mapping[str, Any]`, *optional*): Extra ``timm.create_model`` arguments
             when ``source`` is a name or a state dict (``SparseResNetConfig.model_args``).
 
@@ -433,14 +420,14 @@ def channel_spaces(
     if isinstance(source, nn.Module):
         return _spaces_of_module(source)
     if isinstance(source, str):
-        return _spaces_of_module(_structure_of_arch(source, in_chans=in_chans or 3, model_args=model_args))
+        return _spaces_of_module(_structure_of_arch(source, model_args))
     if isinstance(source, Mapping):
         from .storage import canonicalize_state_dict
 
         if arch is None:
             raise CheckpointError("channel_spaces(state_dict) needs arch=... (the timm architecture it belongs to).")
         state_dict = canonicalize_state_dict(source)
-        spaces = _arch_spaces(arch, in_chans or 3, json.dumps(dict(model_args or {}), sort_keys=True, default=str))
+        spaces = _arch_spaces(arch, json.dumps(dict(model_args or {}), sort_keys=True, default=str))
         return _sizes_from_state_dict(spaces, state_dict, arch=arch)
     raise TypeError(f"channel_spaces() takes a model, a state dict or an architecture name, not {type(source).__name__}.")
 
