@@ -193,6 +193,11 @@ def _block_convs(block: nn.Module, prefix: str, net: nn.Module) -> list[tuple[st
     return convs
 
 
+_EDGE_COLUMNS = {"src": np.int64, "dst": np.int64, "weight": np.float64, "param": np.int32, "out_channel": np.int64,
+                 "in_channel": np.int64, "kind": np.int8}
+"""The edge arrays of a :class:`ChannelGraph` with their dtypes, in the order :class:`_Builder` collects them."""
+
+
 class _Builder:
     """Accumulates nodes and per-layer edge arrays."""
 
@@ -237,49 +242,25 @@ class _Builder:
         src_channel = in_np
         if groups > 1:  # grouped conv: column i of group g reads input channel g * in_per_group + i
             src_channel = (out_np // (w.shape[0] // groups)) * n_in + in_np
-        p = len(self.params)
+        self._add(src0 + src_channel, dst0 + out_np, ksum.numpy(), len(self.params), out_np, in_np, EDGE_WEIGHT)
         self.params.append(param_name)
-        n = out_np.shape[0]
-        self.parts.append((
-            src0 + src_channel,
-            dst0 + out_np,
-            ksum.numpy(),
-            np.full(n, p, dtype=np.int32),
-            out_np,
-            in_np,
-            np.full(n, EDGE_WEIGHT, dtype=np.int8),
-        ))
 
     def add_identity(self, src0: int, dst0: int, channels: int, kind: int, offset: int = 0) -> None:
         """Edges ``c → c + offset`` for ``c < channels`` (``offset``: a zero-pad shortcut's ``pad_before``)."""
         c = np.arange(channels, dtype=np.int64)
-        self.parts.append((
-            src0 + c,
-            dst0 + offset + c,
-            np.ones(channels, dtype=np.float64),
-            np.full(channels, -1, dtype=np.int32),
-            offset + c,
-            c,
-            np.full(channels, kind, dtype=np.int8),
-        ))
+        self._add(src0 + c, dst0 + offset + c, 1.0, -1, offset + c, c, kind)
+
+    def _add(self, src: np.ndarray, *columns: np.ndarray | float) -> None:
+        """One edge per entry of ``src``; the other columns of :data:`_EDGE_COLUMNS` are arrays or one value for all."""
+        self.parts.append((src, *(np.broadcast_to(c, src.shape) for c in columns)))
 
     def finish(self) -> ChannelGraph:
-        cols = list(zip(*self.parts, strict=True)) if self.parts else [[np.zeros(0)]] * 7
-        dtypes = (np.int64, np.int64, np.float64, np.int32, np.int64, np.int64, np.int8)
-        arrays = [np.concatenate(c).astype(d, copy=False) for c, d in zip(cols, dtypes, strict=True)]
-        return ChannelGraph(
-            num_nodes=self.num_nodes,
-            src=arrays[0],
-            dst=arrays[1],
-            weight=arrays[2],
-            param=arrays[3],
-            out_channel=arrays[4],
-            in_channel=arrays[5],
-            kind=arrays[6],
-            param_names=tuple(self.params),
-            point_names=tuple(self.points),
-            point_offsets=np.array([*self.offsets, self.num_nodes], dtype=np.int64),
-        )
+        cols = list(zip(*self.parts, strict=True)) if self.parts else [[np.zeros(0)]] * len(_EDGE_COLUMNS)
+        arrays = {name: np.concatenate(col).astype(dtype, copy=False)
+                  for (name, dtype), col in zip(_EDGE_COLUMNS.items(), cols, strict=True)}
+        return ChannelGraph(num_nodes=self.num_nodes, **arrays, param_names=tuple(self.params),
+                            point_names=tuple(self.points),
+                            point_offsets=np.array([*self.offsets, self.num_nodes], dtype=np.int64))
 
 
 @torch.no_grad()
