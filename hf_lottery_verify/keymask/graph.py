@@ -169,27 +169,15 @@ def _unsupported(net: nn.Module) -> UnsupportedArchitectureError:
     return UnsupportedArchitectureError(str(cfg.get("architecture", "?")), model_class=type(net).__name__)
 
 
-def _convs_in(module: nn.Module, prefix: str, net: nn.Module) -> list[tuple[str, nn.Conv2d]]:
-    """Convolutions directly inside ``module`` (or ``module`` itself) in forward order."""
+def _convs_in(module: nn.Module | None, prefix: str, net: nn.Module) -> list[tuple[str, nn.Conv2d]]:
+    """``module`` itself if it is a convolution, else the convolutions among its children, in forward order
+    (timm registers a stem's, a block's and a shortcut's modules in the order they run)."""
     if isinstance(module, nn.Conv2d):
         return [(prefix, module)]
-    if isinstance(module, nn.Sequential):
-        convs = [(f"{prefix}.{n}", m) for n, m in module.named_children() if isinstance(m, nn.Conv2d)]
-        if convs:
-            return convs
-    raise _unsupported(net)
-
-
-def _block_convs(block: nn.Module, prefix: str, net: nn.Module) -> list[tuple[str, nn.Conv2d]]:
-    convs = []
-    for attr in ("conv1", "conv2", "conv3"):
-        conv = getattr(block, attr, None)
-        if isinstance(conv, nn.Conv2d):
-            convs.append((f"{prefix}.{attr}", conv))
+    children = module.named_children() if isinstance(module, nn.Module) else ()
+    convs = [(f"{prefix}.{n}", m) for n, m in children if isinstance(m, nn.Conv2d)]
     if not convs:
         raise _unsupported(net)
-    if getattr(block, "se", None) is not None:
-        logger.warning("Block '%s' has an attention gate; the channel graph treats it as a channel-wise identity.", prefix)
     return convs
 
 
@@ -245,6 +233,15 @@ class _Builder:
         self._add(src0 + src_channel, dst0 + out_np, ksum.numpy(), len(self.params), out_np, in_np, EDGE_WEIGHT)
         self.params.append(param_name)
 
+    def add_chain(self, convs: list[tuple[str, nn.Conv2d]], src0: int) -> int:
+        """A point per convolution, each reading the one before (the first reads the point at ``src0``); returns the
+        last point's first node."""
+        for name, conv in convs:
+            start = self.add_point(name, conv.out_channels)
+            self.add_kernels(f"{name}.weight", conv.weight, src0, start, conv.groups)
+            src0 = start
+        return src0
+
     def add_identity(self, src0: int, dst0: int, channels: int, kind: int, offset: int = 0) -> None:
         """Edges ``c → c + offset`` for ``c < channels`` (``offset``: a zero-pad shortcut's ``pad_before``)."""
         c = np.arange(channels, dtype=np.int64)
@@ -296,26 +293,16 @@ def build_channel_graph(
     masks = masks if masks is not None else (getattr(model, "masks", None) or {})
     b = _Builder(masks)
 
-    stem = getattr(net, "conv1", None)
-    if not isinstance(stem, nn.Module):
-        raise _unsupported(net)
-    stem_convs = _convs_in(stem, "conv1", net)
-    current = b.add_point("input", stem_convs[0][1].in_channels)
-    for name, conv in stem_convs:
-        start = b.add_point(name, conv.out_channels)
-        b.add_kernels(f"{name}.weight", conv.weight, current, start, conv.groups)
-        current = start
-
+    stem_convs = _convs_in(getattr(net, "conv1", None), "conv1", net)
+    current = b.add_chain(stem_convs, b.add_point("input", stem_convs[0][1].in_channels))
     for stage in stage_names(net):
         for idx, block in getattr(net, stage).named_children():
-            prefix = f"{stage}.{idx}"
-            block_in = current
-            last = block_in
-            convs = _block_convs(block, prefix, net)
-            for name, conv in convs:
-                start = b.add_point(name, conv.out_channels)
-                b.add_kernels(f"{name}.weight", conv.weight, last, start, conv.groups)
-                last = start
+            prefix, block_in = f"{stage}.{idx}", current
+            convs = _convs_in(block, prefix, net)
+            if getattr(block, "se", None) is not None:
+                logger.warning("Block '%s' has an attention gate; the channel graph treats it as a channel-wise "
+                               "identity.", prefix)
+            last = b.add_chain(convs, block_in)
             channels = convs[-1][1].out_channels
             out = b.add_point(prefix, channels)
             b.add_identity(last, out, channels, EDGE_ADD)
