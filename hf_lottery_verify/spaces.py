@@ -214,6 +214,15 @@ class _Walker:
             raise self.fail(conv_name, f"reads {conv.in_channels} channels from a space of {space.size}")
         space.consumers.append(f"{conv_name}.weight")
 
+    def internal(self, current: _Draft, layers: list[tuple[str, nn.Conv2d, str, nn.BatchNorm2d, nn.Module | None]]
+                 ) -> _Draft:
+        """An internal space per ``(conv, norm, act)`` layer, each read by the next (the first reads ``current``)."""
+        for conv_name, conv, norm_name, norm, act in layers:
+            self.consume(current, conv_name, conv)
+            current = self.new(conv_name, "internal", conv.out_channels)
+            self.produce(current, conv_name, conv, norm_name, norm, self.check_act(f"{conv_name}.act", act), act)
+        return current
+
     # ------------------------------------------------------------------ parts
 
     def stem(self) -> _Draft:
@@ -239,12 +248,7 @@ class _Walker:
         else:
             raise self.fail("conv1", f"unknown stem {type(conv1).__name__}")
         first = layers[0][1] if layers else last_conv[1]
-        current = self.new("input", "input", first.in_channels)
-        for conv_name, conv, norm_name, norm, act in layers:
-            self.consume(current, conv_name, conv)
-            space = self.new(conv_name, "internal", conv.out_channels)
-            self.produce(space, conv_name, conv, norm_name, norm, self.check_act(f"{conv_name}.act", act), act)
-            current = space
+        current = self.internal(self.new("input", "input", first.in_channels), layers)
         bn1 = self.check_norm("bn1", getattr(net, "bn1", None))
         homogeneous = self.check_act("act1", getattr(net, "act1", None))
         pool = getattr(net, "maxpool", None)
@@ -272,12 +276,7 @@ class _Walker:
         aa = getattr(block, "aa", None)
         if aa is not None and not isinstance(aa, nn.Identity):
             raise self.fail(f"{prefix}.aa", "an anti-aliasing filter")
-        current = stream
-        for conv_name, conv, norm_name, norm, act in convs[:-1]:
-            self.consume(current, conv_name, conv)
-            space = self.new(conv_name, "internal", conv.out_channels)
-            self.produce(space, conv_name, conv, norm_name, norm, self.check_act(f"{conv_name}.act", act), act)
-            current = space
+        current = self.internal(stream, convs[:-1])
         conv_name, conv, norm_name, norm, act = convs[-1]
         self.consume(current, conv_name, conv)
         homogeneous = self.check_act(f"{prefix}.act{len(convs)}", act)
