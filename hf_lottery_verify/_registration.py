@@ -64,7 +64,7 @@ class _AfterImport(importlib.abc.Loader):
             register()
 
 
-def _ours_initializing() -> bool:
+def _ours_initializing(ignore: str | None = None) -> bool:
     """Whether a module of this package is half-imported (it imported timm/transformers at its top).
 
     Registering then would import that module again before its names exist; the module
@@ -72,7 +72,7 @@ def _ours_initializing() -> bool:
     ``configuration_sparse_resnet`` and ``modeling_sparse_resnet``).
     """
     return any(getattr(getattr(module, "__spec__", None), "_initializing", False)
-               for name, module in list(sys.modules.items()) if name.startswith("hf_lottery_verify."))
+               for name, module in list(sys.modules.items()) if name.startswith("hf_lottery_verify.") and name != ignore)
 
 
 class _Finder(importlib.abc.MetaPathFinder):
@@ -89,10 +89,15 @@ class _Finder(importlib.abc.MetaPathFinder):
         return None
 
 
-def install_hooks() -> None:
-    """Register now if timm or transformers is loaded, else after the first of them loads."""
+def install_hooks(caller: str | None = None) -> None:
+    """Register now if timm or transformers is loaded, else after the first of them loads.
+
+    Called at the end of a module of this package (``caller``, its ``__name__``) while another one is
+    still half-imported, it leaves the registration to that one (it calls this too when complete).
+    """
     if any(name in sys.modules for name in _TRIGGERS):
-        register()
+        if not _ours_initializing(ignore=caller):
+            register()
         return
     with _lock:
         if not any(isinstance(f, _Finder) for f in sys.meta_path):

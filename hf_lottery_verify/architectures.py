@@ -198,21 +198,19 @@ class CifarResNet(ResNet):
             in_chs = out_chs
 
 
-def _cfg(**kwargs: Any) -> dict[str, Any]:
-    return {
-        "url": "",
-        "num_classes": 10,
-        "input_size": (3, 32, 32),
-        "pool_size": (8, 8),
-        "crop_pct": 1.0,
-        "interpolation": "bilinear",
-        "mean": CIFAR10_MEAN,
-        "std": CIFAR10_STD,
-        "first_conv": "conv1",
-        "classifier": "fc",
-        "license": "apache-2.0",
-        **kwargs,
-    }
+_CFG = {
+    "url": "",
+    "num_classes": 10,
+    "input_size": (3, 32, 32),
+    "crop_pct": 1.0,
+    "interpolation": "bilinear",
+    "mean": CIFAR10_MEAN,
+    "std": CIFAR10_STD,
+    "first_conv": "conv1",
+    "classifier": "fc",
+    "license": "apache-2.0",
+}
+"""timm's pretrained config of every variant, but for ``pool_size`` (the last feature map: 8×8 narrow, 4×4 wide)."""
 
 
 _NARROW = (16, 32, 64)
@@ -228,7 +226,7 @@ _VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 default_cfgs = generate_default_cfgs(
-    {name: _cfg(pool_size=(4, 4) if spec["channels"] == _WIDE else (8, 8)) for name, spec in _VARIANTS.items()})
+    {name: {**_CFG, "pool_size": (4, 4) if spec["channels"] == _WIDE else (8, 8)} for name, spec in _VARIANTS.items()})
 
 
 def _create(variant: str, pretrained: bool, **kwargs: Any) -> CifarResNet:

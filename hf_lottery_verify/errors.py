@@ -60,6 +60,9 @@ __all__ = [
 class HfLotteryError(Exception):
     """Base class of every error raised on purpose by hf_lottery_verify."""
 
+    def __str__(self) -> str:  # the message as given: KeyError would repr() it, OSError format errno/filename
+        return str(self.args[0]) if self.args else ""
+
 
 # --------------------------------------------------------------------------- checkpoints
 
@@ -115,9 +118,6 @@ class MissingWeightsError(CheckpointError, KeyError):
             "and that it is not a partial or sharded save.",
             path=path,
         )
-
-    def __str__(self) -> str:  # KeyError would otherwise repr() the message
-        return str(self.args[0])
 
 
 class UnexpectedWeightsError(CheckpointError):
@@ -267,9 +267,6 @@ class UnknownNameError(HfLotteryError, KeyError):
         self.available = sorted(available)
         super().__init__(f"Unknown {kind} '{name}'. Available: {', '.join(self.available)}.")
 
-    def __str__(self) -> str:
-        return str(self.args[0])
-
 
 # --------------------------------------------------------------------------- signatures
 
@@ -305,9 +302,6 @@ class KeyFileError(HfLotteryError, OSError):
     def __init__(self, message: str, *, path: str | None = None) -> None:
         super().__init__(message)
         self.path = path
-
-    def __str__(self) -> str:  # OSError would otherwise format errno/filename
-        return str(self.args[0])
 
 
 class KeyFileNotFoundError(KeyFileError, FileNotFoundError):
@@ -389,9 +383,6 @@ class EndpointError(HfLotteryError, OSError):
         self.url = url
         self.reason = reason
 
-    def __str__(self) -> str:
-        return str(self.args[0])
-
 
 class CardError(HfLotteryError, ValueError):
     """A model card or badge cannot be rendered from the values given.
@@ -422,6 +413,3 @@ class CardTemplateNotFoundError(HfLotteryError, FileNotFoundError):
             "is incomplete: reinstall hf_lottery_verify, or check that pyproject.toml maps model_cards/ to "
             "hf_lottery_verify/model_cards with package-data '*.j2'."
         )
-
-    def __str__(self) -> str:
-        return str(self.args[0])

@@ -19,6 +19,7 @@ from transformers import AutoImageProcessor
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 from transformers.image_transforms import to_pil_image
 
+from . import _registration
 from .atomic import write_json_atomic, write_text_atomic
 from .cards.templates import _read_asset
 from .configuration_sparse_resnet import SparseResNetConfig
@@ -93,3 +94,6 @@ def save_loaders(config: SparseResNetConfig, folder: Path, *, compact: bool) -> 
 AutoImageProcessor.register(SparseResNetConfig, image_processor_classes={"pil": SparseResNetImageProcessor,
                                                                          "torchvision": SparseResNetImageProcessor},
                             exist_ok=True)
+
+# imported first, this module made the configuration's registration wait for it (see hf_lottery_verify._registration)
+_registration.install_hooks(__name__)

@@ -27,42 +27,10 @@ from typing import Any, ClassVar, Self
 from .atomic import json_safe
 from .errors import KeyFileError
 
-__all__ = ["SignatureSection", "TriggerSection", "Anchor", "check_json_shape", "parse_date", "ARCH_RE"]
+__all__ = ["SignatureSection", "TriggerSection", "Anchor", "parse_date", "ARCH_RE"]
 
 ARCH_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}(\.[A-Za-z0-9_]{1,64})?$")
 """A timm architecture name (``resnet18``, ``cifar_resnet20_a``, ``resnet50.a1_in1k``): no paths, no spaces."""
-MAX_JSON_DEPTH = 32
-MAX_JSON_BYTES = 64 << 20
-
-
-def check_json_shape(text: str | bytes, *, what: str, max_depth: int = MAX_JSON_DEPTH,
-                     max_bytes: int = MAX_JSON_BYTES) -> None:
-    """Refuse JSON text that is too large or nested too deep, before ``json.loads`` recurses into it.
-
-    Args:
-        text (`str` or `bytes`): The raw JSON.
-        what (`str`): What it is, for the message.
-        max_depth (`int`, *optional*): Deepest nesting of objects and arrays allowed.
-        max_bytes (`int`, *optional*): Largest size allowed.
-
-    Raises:
-        KeyFileError: The text is larger or deeper than allowed.
-    """
-    raw = text.encode() if isinstance(text, str) else text
-    if len(raw) > max_bytes:
-        raise KeyFileError(f"{what} is {len(raw):,} bytes, more than the {max_bytes:,} allowed.")
-    depth, in_string, escaped = 0, False, False
-    for b in raw:
-        if in_string:
-            escaped, in_string = (False, True) if escaped else (b == 0x5C, b != 0x22)
-        elif b == 0x22:
-            in_string = True
-        elif b in (0x5B, 0x7B):
-            depth += 1
-            if depth > max_depth:
-                raise KeyFileError(f"{what} nests deeper than {max_depth} levels; it is not a file this library wrote.")
-        elif b in (0x5D, 0x7D):
-            depth -= 1
 
 
 def parse_date(value: Any, *, what: str) -> _dt.datetime:

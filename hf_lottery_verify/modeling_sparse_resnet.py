@@ -25,6 +25,7 @@ from transformers import AutoConfig, AutoModelForImageClassification, PreTrained
 from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
 from transformers.utils.hub import convert_file_size_to_int
 
+from . import _registration
 from .architectures import create_resnet
 from .configuration_sparse_resnet import SparseResNetConfig, config_from_checkpoint
 from .errors import CheckpointError, MissingWeightsError, ShapeMismatchError, UnexpectedWeightsError
@@ -419,6 +420,7 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
 
 AutoConfig.register(SparseResNetConfig.model_type, SparseResNetConfig, exist_ok=True)
 AutoModelForImageClassification.register(SparseResNetConfig, SparseResNetForImageClassification, exist_ok=True)
+_registration.install_hooks(__name__)  # the configuration's registration waited for this module (imported first)
 
 
 def _load_state_strict(model: SparseResNetForImageClassification, state_dict: Mapping[str, torch.Tensor], *, path: str | None) -> None:

@@ -44,9 +44,10 @@ from safetensors.torch import load_file, save_file
 
 from ._version import __version__
 from .atomic import atomic_path, file_sha256, write_text_atomic
-from .errors import KeyFileError, KeyFileNotFoundError, KeyMismatchError
-from .key_sections import ARCH_RE, Anchor, SignatureSection, TriggerSection, check_json_shape
+from .errors import CheckpointError, KeyFileError, KeyFileNotFoundError, KeyMismatchError
+from .key_sections import ARCH_RE, Anchor, SignatureSection, TriggerSection
 from .storage import tensor_digest
+from .storage.files import read_json
 
 __all__ = [
     "OwnershipKey",
@@ -349,15 +350,11 @@ class OwnershipKey:
             raise KeyFileNotFoundError(
                 f"No ownership key at {path}. Pass the JSON key file written when the model was signed (--key-out on "
                 "the command line): keys are never published with a model, so only its owner has it.", path=str(path))
-        try:
-            raw = path.read_bytes() if path.stat().st_size <= 64 << 20 else None
-            if raw is None:
-                raise KeyFileError(f"{path} is larger than 64 MB; it is not an ownership key.", path=str(path))
-            check_json_shape(raw, what=str(path))
-            manifest = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-            raise KeyFileError(f"{path} is not an ownership key ({type(exc).__name__}: {str(exc)[:120]}); pass the JSON "
-                               "file written by sign, or restore it from your backup.", path=str(path)) from exc
+        try:  # the library's one reader of untrusted JSON: bounded size, nesting too deep is an error
+            manifest = read_json(path)
+        except CheckpointError as exc:
+            raise KeyFileError(f"{path} is not an ownership key ({str(exc)[:200]}); pass the JSON file written by sign, "
+                               "or restore it from your backup.", path=str(path)) from exc
         if not isinstance(manifest, dict) or "hf_lottery_verify_key" not in manifest:
             raise KeyFileError(f"{path} is not an hf_lottery_verify ownership key (it has no 'hf_lottery_verify_key' "
                                "format version).", path=str(path))

@@ -158,17 +158,7 @@ class _Draft:
     rectified: bool = True
 
     def freeze(self) -> ChannelSpace:
-        return ChannelSpace(
-            name=self.name,
-            kind=self.kind,
-            size=self.size,
-            producers=tuple(self.producers),
-            consumers=tuple(self.consumers),
-            norms=tuple(self.norms),
-            injection=self.injection,
-            homogeneous=self.homogeneous and self.kind != "input",
-            rectified=self.rectified and self.kind != "input",
-        )
+        return ChannelSpace(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(self).items()})
 
 
 # --------------------------------------------------------------------------- walking the model
@@ -184,7 +174,7 @@ class _Walker:
         return UnsupportedStructureError(self.arch, module=module, reason=reason)
 
     def new(self, name: str, kind: SpaceKind, size: int) -> _Draft:
-        draft = _Draft(name=name, kind=kind, size=size)
+        draft = _Draft(name=name, kind=kind, size=size, homogeneous=kind != "input", rectified=kind != "input")
         self.spaces.append(draft)
         return draft
 
@@ -224,6 +214,15 @@ class _Walker:
             raise self.fail(conv_name, f"reads {conv.in_channels} channels from a space of {space.size}")
         space.consumers.append(f"{conv_name}.weight")
 
+    def internal(self, current: _Draft, layers: list[tuple[str, nn.Conv2d, str, nn.BatchNorm2d, nn.Module | None]]
+                 ) -> _Draft:
+        """An internal space per ``(conv, norm, act)`` layer, each read by the next (the first reads ``current``)."""
+        for conv_name, conv, norm_name, norm, act in layers:
+            self.consume(current, conv_name, conv)
+            current = self.new(conv_name, "internal", conv.out_channels)
+            self.produce(current, conv_name, conv, norm_name, norm, self.check_act(f"{conv_name}.act", act), act)
+        return current
+
     # ------------------------------------------------------------------ parts
 
     def stem(self) -> _Draft:
@@ -249,12 +248,7 @@ class _Walker:
         else:
             raise self.fail("conv1", f"unknown stem {type(conv1).__name__}")
         first = layers[0][1] if layers else last_conv[1]
-        current = self.new("input", "input", first.in_channels)
-        for conv_name, conv, norm_name, norm, act in layers:
-            self.consume(current, conv_name, conv)
-            space = self.new(conv_name, "internal", conv.out_channels)
-            self.produce(space, conv_name, conv, norm_name, norm, self.check_act(f"{conv_name}.act", act), act)
-            current = space
+        current = self.internal(self.new("input", "input", first.in_channels), layers)
         bn1 = self.check_norm("bn1", getattr(net, "bn1", None))
         homogeneous = self.check_act("act1", getattr(net, "act1", None))
         pool = getattr(net, "maxpool", None)
@@ -282,12 +276,7 @@ class _Walker:
         aa = getattr(block, "aa", None)
         if aa is not None and not isinstance(aa, nn.Identity):
             raise self.fail(f"{prefix}.aa", "an anti-aliasing filter")
-        current = stream
-        for conv_name, conv, norm_name, norm, act in convs[:-1]:
-            self.consume(current, conv_name, conv)
-            space = self.new(conv_name, "internal", conv.out_channels)
-            self.produce(space, conv_name, conv, norm_name, norm, self.check_act(f"{conv_name}.act", act), act)
-            current = space
+        current = self.internal(stream, convs[:-1])
         conv_name, conv, norm_name, norm, act = convs[-1]
         self.consume(current, conv_name, conv)
         homogeneous = self.check_act(f"{prefix}.act{len(convs)}", act)
@@ -353,15 +342,15 @@ def _spaces_of_module(model: nn.Module) -> list[ChannelSpace]:
     return _Walker(net, _arch_of(net)).walk()
 
 
-def _structure_of_arch(arch: str, *, in_chans: int, model_args: Mapping[str, Any] | None) -> nn.Module:
+def _structure_of_arch(arch: str, model_args: Mapping[str, Any] | None) -> nn.Module:
     with torch.device("meta"):
-        return create_resnet(arch.split(".", 1)[0], num_classes=10, in_chans=in_chans, **dict(model_args or {}))
+        return create_resnet(arch.split(".", 1)[0], num_classes=10, **dict(model_args or {}))
 
 
 @functools.lru_cache(maxsize=32)
-def _arch_spaces(arch: str, in_chans: int, model_args: str) -> list[ChannelSpace]:
+def _arch_spaces(arch: str, model_args: str) -> list[ChannelSpace]:
     """The spaces of an architecture (cached: building even a meta-device ResNet-50 takes a tenth of a second)."""
-    return _spaces_of_module(_structure_of_arch(arch, in_chans=in_chans, model_args=json.loads(model_args)))
+    return _spaces_of_module(_structure_of_arch(arch, json.loads(model_args)))
 
 
 def _sizes_from_state_dict(spaces: Sequence[ChannelSpace], state_dict: Mapping[str, torch.Tensor], *,
@@ -394,20 +383,17 @@ def channel_spaces(
     source: nn.Module | Mapping[str, torch.Tensor] | str,
     *,
     arch: str | None = None,
-    in_chans: int | None = None,
     model_args: Mapping[str, Any] | None = None,
 ) -> list[ChannelSpace]:
     """The channel spaces of a timm ResNet, in forward (topological) order.
 
     Args:
         source: A :class:`~hf_lottery_verify.SparseResNetForImageClassification`, a timm
-            ResNet, an architecture name (built on the meta device: no memory, no weights)
-            or a state dict (timm names; ``timm_model.``/``module.`` prefixes are stripped)
-            whose shapes give the sizes — the shapes may differ from the architecture's
-            (a suspect with widened layers).
+            ResNet, an architecture name (built on the meta device, with 3 input channels:
+            no memory, no weights) or a state dict (timm names; ``timm_model.``/``module.``
+            prefixes are stripped) whose shapes give the sizes — the shapes may differ from
+            the architecture's (a suspect with widened layers or one input channel).
         arch (`str`, *optional*): The architecture of a state dict ``source`` (required then).
-        in_chans (`int`, *optional*): Input channels when ``source`` is a name (default 3;
-            for a state dict it is read off the stem).
         model_args (`Mapping[str, Any]`, *optional*): Extra ``timm.create_model`` arguments
             when ``source`` is a name or a state dict (``SparseResNetConfig.model_args``).
 
@@ -433,14 +419,14 @@ def channel_spaces(
     if isinstance(source, nn.Module):
         return _spaces_of_module(source)
     if isinstance(source, str):
-        return _spaces_of_module(_structure_of_arch(source, in_chans=in_chans or 3, model_args=model_args))
+        return _spaces_of_module(_structure_of_arch(source, model_args))
     if isinstance(source, Mapping):
         from .storage import canonicalize_state_dict
 
         if arch is None:
             raise CheckpointError("channel_spaces(state_dict) needs arch=... (the timm architecture it belongs to).")
         state_dict = canonicalize_state_dict(source)
-        spaces = _arch_spaces(arch, in_chans or 3, json.dumps(dict(model_args or {}), sort_keys=True, default=str))
+        spaces = _arch_spaces(arch, json.dumps(dict(model_args or {}), sort_keys=True, default=str))
         return _sizes_from_state_dict(spaces, state_dict, arch=arch)
     raise TypeError(f"channel_spaces() takes a model, a state dict or an architecture name, not {type(source).__name__}.")
 

@@ -248,7 +248,7 @@ def test_rescaling_is_estimated(case) -> None:
     alignment = align_suspect(_state(rescale_channels(model, seed=2)), reference)
     weights = model.timm_parameters()
     for name in reference.masks:  # the scale-undone weights are the reference's own
-        got = alignment.recovery_weights[name]
+        got = alignment.recovery_weight(name)
         assert torch.allclose(got, weights[name].detach().double(), rtol=1e-4, atol=1e-6), name
 
 

@@ -169,6 +169,18 @@ def test_registration_follows_timm_and_transformers() -> None:
     assert out.stdout.strip() == "sparse_resnet"
 
 
+@pytest.mark.parametrize("module", ["image_processing", "configuration_sparse_resnet", "modeling_sparse_resnet",
+                                    "loading", "architectures"])
+def test_each_model_module_imports_first_and_registers(module: str) -> None:
+    # imported first, each of these must load on its own (no half-imported cycle) and leave timm and the Auto
+    # classes knowing the library's architectures and model type
+    code = (f"import hf_lottery_verify.{module}, timm; timm.create_model('cifar_resnet8'); "
+            "from transformers import AutoConfig; print(AutoConfig.for_model('sparse_resnet').model_type)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "sparse_resnet"
+
+
 def test_no_module_is_too_long() -> None:
     long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 550}

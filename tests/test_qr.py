@@ -507,17 +507,6 @@ def test_decode_image_missing_zbar_message(monkeypatch: pytest.MonkeyPatch) -> N
         qr.decode_image(qr.encode("a").modules)
 
 
-def test_bit_agreement() -> None:
-    a = np.array([1, 0, 1, 1], dtype=bool)
-    b = np.array([1, 1, 1, 0], dtype=bool)
-    assert qr.bit_agreement(a, b) == 0.5
-    assert qr.bit_agreement(a[[0, 2]], b[[0, 2]]) == 1.0
-    with pytest.raises(ValueError):
-        qr.bit_agreement(a, b[:3])
-    with pytest.raises(ValueError):
-        qr.bit_agreement(a[:0], b[:0])
-
-
 def test_docstring_examples() -> None:
     import doctest
 

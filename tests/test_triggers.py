@@ -447,6 +447,9 @@ def test_a_key_json_pointing_elsewhere_or_malformed_is_refused(tmp_path: Path) -
     path.write_text("{not json")
     with pytest.raises(KeyFileError, match="not an ownership key .*restore it"):
         OwnershipKey.load(path)
+    path.write_text("[" * 100_000 + "]" * 100_000)  # hostile nesting: a typed error, never a crash
+    with pytest.raises(KeyFileError, match="not an ownership key .*nested too deeply.*restore it"):
+        OwnershipKey.load(path)
 
 
 def test_a_missing_key_file_is_also_a_file_not_found_error(tmp_path: Path) -> None:

@@ -148,7 +148,6 @@ class Alignment:
     gone_blocks: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    _recovery: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
     def recovery_weight(self, name: str, rows: torch.Tensor | None = None) -> torch.Tensor:
         """One convolution weight (or some of its rows) with the estimated row and column scales undone (float64).
@@ -169,16 +168,6 @@ class Alignment:
         shape = [1] * w.dim()
         shape[1] = -1
         return w.double() / alpha.reshape(-1, *([1] * (w.dim() - 1))) * lam.reshape(shape)
-
-    @property
-    def recovery_weights(self) -> dict[str, torch.Tensor]:
-        """Every convolution weight with the estimated row and column scales undone (see :meth:`recovery_weight`).
-
-        Computed once, on first use (float64).
-        """
-        if self._recovery is None:
-            self._recovery = {name: self.recovery_weight(name) for name in self.row_scales}
-        return self._recovery
 
     @property
     def summary(self) -> str:

@@ -55,27 +55,15 @@ def _scoring_model(
     """
     if score_weights is None:
         return model
-    if isinstance(score_weights, (nn.Module, Mapping)):
-        source = timm_parameters(score_weights, detach=isinstance(score_weights, nn.Module))
-    else:
-        raise TypeError("score_weights must be a model (the rewind weights) or a state dict of tensors keyed by "
-                        f"parameter name, got {type(score_weights).__name__}.")
-    net = timm_resnet(model)
-    arch = str((getattr(net, "pretrained_cfg", None) or {}).get("architecture", "")) or None
-    picked: dict[str, torch.Tensor] = {}
-    missing = []
-    for name, param in net.named_parameters():
-        value = source.get(name)
-        if value is None:
-            missing.append(name)
-            continue
-        if tuple(value.shape) != tuple(param.shape):
-            raise ShapeMismatchError(name, expected=tuple(param.shape), got=tuple(value.shape))
-        picked[name] = value
+    source = timm_parameters(score_weights, detach=isinstance(score_weights, nn.Module))  # a TypeError for others
+    scoring = copy.deepcopy(timm_resnet(model))
+    missing = [name for name, _ in scoring.named_parameters() if name not in source]
     if missing:
-        raise MissingWeightsError(missing, arch=arch)
-    scoring = copy.deepcopy(net)
+        arch = (getattr(scoring, "pretrained_cfg", None) or {}).get("architecture")
+        raise MissingWeightsError(missing, arch=str(arch) if arch else None)
     with torch.no_grad():
         for name, param in scoring.named_parameters():
-            param.copy_(picked[name].detach().to(param.device, param.dtype))
+            if source[name].shape != param.shape:
+                raise ShapeMismatchError(name, expected=tuple(param.shape), got=tuple(source[name].shape))
+            param.copy_(source[name].detach().to(param.device, param.dtype))
     return scoring

@@ -124,23 +124,14 @@ def score_ewp(
     if float(total.detach()) == 0.0:
         logger.warning("No input→output path survives in this ticket (or, with renormalize=False, the path sums "
                        "underflowed float64): every EWP score is 0.")
-    names = list(leaves)
-    grads = torch.autograd.grad(total, [leaves[n] for n in names], allow_unused=True)
-    scaled = {}
-    for name, grad in zip(names, grads, strict=True):
-        w = leaves[name].detach()
-        scaled[name] = w * grad if grad is not None else torch.zeros_like(w)
+    grads = torch.autograd.grad(total, list(leaves.values()), allow_unused=True)
+    scaled = {name: w.detach() * g if g is not None else torch.zeros_like(w)
+              for (name, w), g in zip(leaves.items(), grads, strict=True)}
     log_scale = sum(logs)
-    if not logs:
-        return scaled
-    out = {}
     factor = math.exp(log_scale) if log_scale < 700.0 else math.inf
-    for name, s in scaled.items():
-        raw = s * factor
-        if not bool(torch.isfinite(raw).all()) or bool(((raw == 0) & (s != 0)).any()):
-            logger.warning(
-                "EWP scores exceed the float64 range by a common factor exp(%.1f); returning them divided "
-                "by it (the ranking is unchanged).", log_scale)
-            return scaled
-        out[name] = raw
+    out = {name: s * factor for name, s in scaled.items()}
+    if any(not bool(torch.isfinite(raw).all()) or bool(((raw == 0) & (scaled[n] != 0)).any()) for n, raw in out.items()):
+        logger.warning("EWP scores exceed the float64 range by a common factor exp(%.1f); returning them divided "
+                       "by it (the ranking is unchanged).", log_scale)
+        return scaled
     return out

@@ -169,28 +169,21 @@ def _unsupported(net: nn.Module) -> UnsupportedArchitectureError:
     return UnsupportedArchitectureError(str(cfg.get("architecture", "?")), model_class=type(net).__name__)
 
 
-def _convs_in(module: nn.Module, prefix: str, net: nn.Module) -> list[tuple[str, nn.Conv2d]]:
-    """Convolutions directly inside ``module`` (or ``module`` itself) in forward order."""
+def _convs_in(module: nn.Module | None, prefix: str, net: nn.Module) -> list[tuple[str, nn.Conv2d]]:
+    """``module`` itself if it is a convolution, else the convolutions among its children, in forward order
+    (timm registers a stem's, a block's and a shortcut's modules in the order they run)."""
     if isinstance(module, nn.Conv2d):
         return [(prefix, module)]
-    if isinstance(module, nn.Sequential):
-        convs = [(f"{prefix}.{n}", m) for n, m in module.named_children() if isinstance(m, nn.Conv2d)]
-        if convs:
-            return convs
-    raise _unsupported(net)
-
-
-def _block_convs(block: nn.Module, prefix: str, net: nn.Module) -> list[tuple[str, nn.Conv2d]]:
-    convs = []
-    for attr in ("conv1", "conv2", "conv3"):
-        conv = getattr(block, attr, None)
-        if isinstance(conv, nn.Conv2d):
-            convs.append((f"{prefix}.{attr}", conv))
+    children = module.named_children() if isinstance(module, nn.Module) else ()
+    convs = [(f"{prefix}.{n}", m) for n, m in children if isinstance(m, nn.Conv2d)]
     if not convs:
         raise _unsupported(net)
-    if getattr(block, "se", None) is not None:
-        logger.warning("Block '%s' has an attention gate; the channel graph treats it as a channel-wise identity.", prefix)
     return convs
+
+
+_EDGE_COLUMNS = {"src": np.int64, "dst": np.int64, "weight": np.float64, "param": np.int32, "out_channel": np.int64,
+                 "in_channel": np.int64, "kind": np.int8}
+"""The edge arrays of a :class:`ChannelGraph` with their dtypes, in the order :class:`_Builder` collects them."""
 
 
 class _Builder:
@@ -237,49 +230,34 @@ class _Builder:
         src_channel = in_np
         if groups > 1:  # grouped conv: column i of group g reads input channel g * in_per_group + i
             src_channel = (out_np // (w.shape[0] // groups)) * n_in + in_np
-        p = len(self.params)
+        self._add(src0 + src_channel, dst0 + out_np, ksum.numpy(), len(self.params), out_np, in_np, EDGE_WEIGHT)
         self.params.append(param_name)
-        n = out_np.shape[0]
-        self.parts.append((
-            src0 + src_channel,
-            dst0 + out_np,
-            ksum.numpy(),
-            np.full(n, p, dtype=np.int32),
-            out_np,
-            in_np,
-            np.full(n, EDGE_WEIGHT, dtype=np.int8),
-        ))
+
+    def add_chain(self, convs: list[tuple[str, nn.Conv2d]], src0: int) -> int:
+        """A point per convolution, each reading the one before (the first reads the point at ``src0``); returns the
+        last point's first node."""
+        for name, conv in convs:
+            start = self.add_point(name, conv.out_channels)
+            self.add_kernels(f"{name}.weight", conv.weight, src0, start, conv.groups)
+            src0 = start
+        return src0
 
     def add_identity(self, src0: int, dst0: int, channels: int, kind: int, offset: int = 0) -> None:
         """Edges ``c → c + offset`` for ``c < channels`` (``offset``: a zero-pad shortcut's ``pad_before``)."""
         c = np.arange(channels, dtype=np.int64)
-        self.parts.append((
-            src0 + c,
-            dst0 + offset + c,
-            np.ones(channels, dtype=np.float64),
-            np.full(channels, -1, dtype=np.int32),
-            offset + c,
-            c,
-            np.full(channels, kind, dtype=np.int8),
-        ))
+        self._add(src0 + c, dst0 + offset + c, 1.0, -1, offset + c, c, kind)
+
+    def _add(self, src: np.ndarray, *columns: np.ndarray | float) -> None:
+        """One edge per entry of ``src``; the other columns of :data:`_EDGE_COLUMNS` are arrays or one value for all."""
+        self.parts.append((src, *(np.broadcast_to(c, src.shape) for c in columns)))
 
     def finish(self) -> ChannelGraph:
-        cols = list(zip(*self.parts, strict=True)) if self.parts else [[np.zeros(0)]] * 7
-        dtypes = (np.int64, np.int64, np.float64, np.int32, np.int64, np.int64, np.int8)
-        arrays = [np.concatenate(c).astype(d, copy=False) for c, d in zip(cols, dtypes, strict=True)]
-        return ChannelGraph(
-            num_nodes=self.num_nodes,
-            src=arrays[0],
-            dst=arrays[1],
-            weight=arrays[2],
-            param=arrays[3],
-            out_channel=arrays[4],
-            in_channel=arrays[5],
-            kind=arrays[6],
-            param_names=tuple(self.params),
-            point_names=tuple(self.points),
-            point_offsets=np.array([*self.offsets, self.num_nodes], dtype=np.int64),
-        )
+        cols = list(zip(*self.parts, strict=True)) if self.parts else [[np.zeros(0)]] * len(_EDGE_COLUMNS)
+        arrays = {name: np.concatenate(col).astype(dtype, copy=False)
+                  for (name, dtype), col in zip(_EDGE_COLUMNS.items(), cols, strict=True)}
+        return ChannelGraph(num_nodes=self.num_nodes, **arrays, param_names=tuple(self.params),
+                            point_names=tuple(self.points),
+                            point_offsets=np.array([*self.offsets, self.num_nodes], dtype=np.int64))
 
 
 @torch.no_grad()
@@ -315,26 +293,16 @@ def build_channel_graph(
     masks = masks if masks is not None else (getattr(model, "masks", None) or {})
     b = _Builder(masks)
 
-    stem = getattr(net, "conv1", None)
-    if not isinstance(stem, nn.Module):
-        raise _unsupported(net)
-    stem_convs = _convs_in(stem, "conv1", net)
-    current = b.add_point("input", stem_convs[0][1].in_channels)
-    for name, conv in stem_convs:
-        start = b.add_point(name, conv.out_channels)
-        b.add_kernels(f"{name}.weight", conv.weight, current, start, conv.groups)
-        current = start
-
+    stem_convs = _convs_in(getattr(net, "conv1", None), "conv1", net)
+    current = b.add_chain(stem_convs, b.add_point("input", stem_convs[0][1].in_channels))
     for stage in stage_names(net):
         for idx, block in getattr(net, stage).named_children():
-            prefix = f"{stage}.{idx}"
-            block_in = current
-            last = block_in
-            convs = _block_convs(block, prefix, net)
-            for name, conv in convs:
-                start = b.add_point(name, conv.out_channels)
-                b.add_kernels(f"{name}.weight", conv.weight, last, start, conv.groups)
-                last = start
+            prefix, block_in = f"{stage}.{idx}", current
+            convs = _convs_in(block, prefix, net)
+            if getattr(block, "se", None) is not None:
+                logger.warning("Block '%s' has an attention gate; the channel graph treats it as a channel-wise "
+                               "identity.", prefix)
+            last = b.add_chain(convs, block_in)
             channels = convs[-1][1].out_channels
             out = b.add_point(prefix, channels)
             b.add_identity(last, out, channels, EDGE_ADD)

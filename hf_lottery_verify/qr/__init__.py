@@ -29,7 +29,7 @@ Modules:
 
 - `errors`: [`QRError`] and its subclasses.
 - `layout`: versions, symbol sizes, function-pattern and data maps, capacity, placement order, masks.
-- `symbol`: [`QRSymbol`], [`encode`], [`strip`], [`restore`], [`bit_agreement`].
+- `symbol`: [`QRSymbol`], [`encode`], [`strip`], [`restore`].
 - `bitstream`: mode indicators and parsing of the data codewords.
 - `decode`: [`decode_known`] (Reed-Solomon with erasures and GMD) and [`QRDecodeResult`].
 - `image`: [`decode_image`] (ZBar).
@@ -57,7 +57,7 @@ from .layout import (
     num_data_modules,
     symbol_size,
 )
-from .symbol import QRSymbol, bit_agreement, encode, restore, strip
+from .symbol import QRSymbol, encode, restore, strip
 
 __all__ = [
     "ECC_LEVELS",
@@ -69,7 +69,6 @@ __all__ = [
     "QRError",
     "QRParameterError",
     "QRSymbol",
-    "bit_agreement",
     "capacity",
     "data_map",
     "decode_image",

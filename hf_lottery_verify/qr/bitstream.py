@@ -8,6 +8,8 @@ hold one.
 
 from __future__ import annotations
 
+import qrcode.util
+
 # Mode indicators.
 _MODE_TERMINATOR = 0b0000
 _MODE_NUMERIC = 0b0001
@@ -17,15 +19,7 @@ _MODE_BYTE = 0b0100
 _ALPHANUMERIC_CHARSET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 _PAD_BYTES = (0xEC, 0x11)
 
-# Character-count indicator lengths for versions 1-9, 10-26 and 27-40.
-_CHAR_COUNT_BITS: dict[int, tuple[int, int, int]] = {
-    _MODE_NUMERIC: (10, 12, 14),
-    _MODE_ALPHANUMERIC: (9, 11, 13),
-    _MODE_BYTE: (8, 16, 16),
-}
-
-def _char_count_bits(mode: int, version: int) -> int:
-    return _CHAR_COUNT_BITS[mode][0 if version <= 9 else (1 if version <= 26 else 2)]
+_SUPPORTED_MODES = (_MODE_NUMERIC, _MODE_ALPHANUMERIC, _MODE_BYTE)
 
 
 class _BitReader:
@@ -111,9 +105,9 @@ def _parse_bitstream(payload: bytes, version: int, *, strict_utf8: bool = False)
         if mode == _MODE_TERMINATOR:
             _check_padding(reader)
             break
-        if mode not in _CHAR_COUNT_BITS:
+        if mode not in _SUPPORTED_MODES:
             raise _ParseError(f"unsupported mode indicator {mode:04b}")
-        count = reader.read(_char_count_bits(mode, version))
+        count = reader.read(qrcode.util.length_in_bits(mode, version))
         if mode == _MODE_NUMERIC:
             pieces.append(_read_numeric(reader, count))
         elif mode == _MODE_ALPHANUMERIC:

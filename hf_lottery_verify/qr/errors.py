@@ -7,8 +7,6 @@ library at once. The concrete errors also subclass `ValueError`.
 
 from __future__ import annotations
 
-from typing import Any
-
 from hf_lottery_verify.errors import HfLotteryError
 
 __all__ = [
@@ -64,13 +62,3 @@ class QRCapacityError(QRError, ValueError):
             where = f"a version-{version} QR symbol at ECC level {ecc} (capacity {capacity} bytes in byte mode)"
             advice = "Use a shorter text, a lower ECC level (H > Q > M > L in overhead), or a larger version."
         super().__init__(f"Text of {text_length} bytes (UTF-8) does not fit {where}. {advice}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (
-            _rebuild_capacity_error,
-            (self.text_length, self.version, self.ecc, self.capacity),
-        )
-
-
-def _rebuild_capacity_error(text_length: int, version: int | None, ecc: str, capacity: int) -> QRCapacityError:
-    return QRCapacityError(text_length=text_length, version=version, ecc=ecc, capacity=capacity)

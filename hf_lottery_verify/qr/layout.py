@@ -17,7 +17,6 @@ import qrcode.base
 import qrcode.constants
 import qrcode.util
 
-from .bitstream import _MODE_BYTE, _char_count_bits
 from .errors import InvalidECCLevelError, InvalidMaskPatternError, InvalidVersionError, QRParameterError
 
 __all__ = [
@@ -211,7 +210,7 @@ def capacity(version: int, ecc: str) -> int:
     """
     version = _check_version(version)
     ecc = _check_ecc(ecc)
-    bits = 8 * _num_data_codewords(version, ecc) - 4 - _char_count_bits(_MODE_BYTE, version)
+    bits = 8 * _num_data_codewords(version, ecc) - 4 - qrcode.util.length_in_bits(qrcode.util.MODE_8BIT_BYTE, version)
     return bits // 8
 
 
@@ -246,31 +245,12 @@ def _placement_order(version: int) -> npt.NDArray[np.intp]:
     return _readonly(result)
 
 
-def _mask_condition(mask_pattern: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """The eight data-mask conditions; `i` is the row and `j` the column."""
-    if mask_pattern == 0:
-        return (i + j) % 2 == 0
-    if mask_pattern == 1:
-        return i % 2 == 0
-    if mask_pattern == 2:
-        return j % 3 == 0
-    if mask_pattern == 3:
-        return (i + j) % 3 == 0
-    if mask_pattern == 4:
-        return (i // 2 + j // 3) % 2 == 0
-    if mask_pattern == 5:
-        return (i * j) % 2 + (i * j) % 3 == 0
-    if mask_pattern == 6:
-        return ((i * j) % 2 + (i * j) % 3) % 2 == 0
-    return ((i * j) % 3 + (i + j) % 2) % 2 == 0
-
-
 @functools.cache
 def _mask_vector(version: int, mask_pattern: int) -> BoolArray:
     """The data mask evaluated at the data modules, as a row-major data-bit vector."""
     n = 17 + 4 * version
-    i, j = np.indices((n, n))
-    return _readonly(_mask_condition(mask_pattern, i, j)[data_map(version)])
+    condition = np.vectorize(qrcode.util.mask_func(mask_pattern), otypes=[bool])  # the pinned encoder's masks
+    return _readonly(condition(*np.indices((n, n)))[data_map(version)])
 
 
 # --------------------------------------------------------------------------------------------

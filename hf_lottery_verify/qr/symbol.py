@@ -1,4 +1,4 @@
-"""[`QRSymbol`] and the symbol-level operations: [`encode`], [`strip`], [`restore`], [`bit_agreement`]."""
+"""[`QRSymbol`] and the symbol-level operations: [`encode`], [`strip`] and [`restore`]."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from .layout import (
     data_map,
 )
 
-__all__ = ["QRSymbol", "bit_agreement", "encode", "restore", "strip"]
+__all__ = ["QRSymbol", "encode", "restore", "strip"]
 
 
 @dataclass(frozen=True)
@@ -295,29 +295,3 @@ def restore(data: np.ndarray, *, version: int, ecc: str, mask_pattern: int) -> B
     out = _function_template(version, ecc, mask_pattern).copy()
     out[data_map(version)] = bits
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# Comparing bit arrays
-# --------------------------------------------------------------------------------------------
-
-
-def bit_agreement(a: np.ndarray, b: np.ndarray) -> float:
-    """Fraction of positions where two bit arrays agree.
-
-    Args:
-        a (`np.ndarray`): Bit array (non-bool values are interpreted as `value != 0`).
-        b (`np.ndarray`): Bit array of the same shape.
-
-    Returns:
-        `float`: Agreement in [0, 1].
-
-    Raises:
-        [`QRParameterError`]: If the shapes differ or the arrays are empty.
-    """
-    a_arr, b_arr = np.asarray(a) != 0, np.asarray(b) != 0
-    if a_arr.shape != b_arr.shape:
-        raise QRParameterError(f"Shapes differ: {a_arr.shape} vs {b_arr.shape}.")
-    if a_arr.size == 0:
-        raise QRParameterError("No positions to compare.")
-    return float(np.count_nonzero(a_arr == b_arr)) / float(a_arr.size)

@@ -31,7 +31,7 @@ __all__ = ["MAX_HEADER_BYTES", "MAX_JSON_BYTES", "open_regular", "load_json", "r
 MAX_HEADER_BYTES = 100_000_000
 """Longest safetensors header read: the limit of ``safetensors`` itself."""
 MAX_JSON_BYTES = 16 * 2**20
-"""Longest ``config.json`` or shard index read."""
+"""Longest ``config.json``, shard index or ownership key file read."""
 DTYPES: dict[str, torch.dtype] = {
     "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "I32": torch.int32,
     "I64": torch.int64, "F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64,
