@@ -23,7 +23,6 @@ that the policy's ``alpha`` is corrected for the number of statistical tests per
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -138,9 +137,6 @@ class CalibrationReport:
         """JSON-safe dict (non-finite numbers become strings)."""
         return json_safe(asdict(self))
 
-    def to_json(self, *, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
-
     def __str__(self) -> str:
         lines = [f"{self.n} null models ({', '.join(f'{k} {v}' for k, v in self.counts.items())}): "
                  f"{self.false_owned} false 'owned', {self.inconclusive} 'inconclusive'; false-claim rate "
@@ -177,7 +173,6 @@ def make_null_model(
     num_labels: int = 10,
     in_chans: int = 3,
     data: DatasetPair | ImageData | None = None,
-    density: float | None = None,
     train: TrainConfig | None = None,
 ) -> nn.Module:
     """One null model of the key's architecture.
@@ -189,7 +184,6 @@ def make_null_model(
         num_labels (`int`, *optional*, defaults to 10): Classes.
         in_chans (`int`, *optional*, defaults to 3): Input channels.
         data (`DatasetPair` or `ImageData`, *optional*): Training data (``trained``).
-        density (`float`, *optional*): Density when the key records no kept counts (0.1 by default).
         train (`TrainConfig`, *optional*): The recipe of a ``trained`` null model (:data:`NULL_TRAINING` by default).
 
     Returns:
@@ -214,15 +208,14 @@ def make_null_model(
     if kept and all(n in params and 0 <= k <= params[n].numel() for n, k in kept.items()):
         model.set_masks({n: top_k_mask(params[n].detach().abs().double(), k) for n, k in kept.items()})
     else:
-        model.prune_(density=density if density is not None else (key_density or 0.1))
+        model.prune_(density=key_density or 0.1)  # the key records no kept counts
     if kind == "trained":
         if data is None:
             raise DatasetError("A 'trained' null model needs data=... (a DatasetPair or ImageData).")
-        from .attacks.finetune import masked_finetune, train_split
+        from .attacks.finetune import masked_finetune
 
         train = train or NULL_TRAINING
-        model = masked_finetune(model, train_split(data, seed=seed), epochs=train.epochs,
-                                seed=derive_seed(seed, "null-train"), config=train)
+        model = masked_finetune(model, data, epochs=train.epochs, seed=derive_seed(seed, "null-train"), config=train)
     elif kind == "signed_other":
         from .ownership_key import OwnershipKey
         from .signature import embed_signature
@@ -260,9 +253,7 @@ def _distribution(values: Sequence[float]) -> dict[str, Any] | None:
 
 def _distributions(results: Sequence[NullResult]) -> dict[str, Any]:
     def block(rs: Sequence[NullResult]) -> dict[str, Any]:
-        d = {"v2_p_value": _distribution([r.v2_p_value for r in rs]),
-             "v2_bit_agreement": _distribution([r.v2_bit_agreement for r in rs]),
-             "v3_p_value": _distribution([r.v3_p_value for r in rs])}
+        d = {f: _distribution([getattr(r, f) for r in rs]) for f in ("v2_p_value", "v2_bit_agreement", "v3_p_value")}
         return {k: v for k, v in d.items() if v is not None}
 
     out = {"all": block(results)}
@@ -312,8 +303,6 @@ def calibrate(
     seed: int = 0,
     policy: Any = None,
     counts: Mapping[str, int] | None = None,
-    num_labels: int | None = None,
-    in_chans: int | None = None,
     train: TrainConfig | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> CalibrationReport:
@@ -335,10 +324,6 @@ def calibrate(
         seed (`int`, *optional*, defaults to 0): Calibration seed.
         policy (`VerdictPolicy`, *optional*): The decision thresholds (defaults otherwise).
         counts (`Mapping[str, int]`, *optional*): Null models per kind, overriding ``n``.
-        num_labels (`int`, *optional*): Classes of the null models (default: the data's,
-            the trigger set's, else 10).
-        in_chans (`int`, *optional*): Their input channels (default: the data's, the key's
-            trigger record, else 3).
         train (`TrainConfig`, *optional*): The recipe of a ``trained`` null model (:data:`NULL_TRAINING` by default).
         progress (`Callable[[str], None]`, *optional*): Receives one line per null model.
 
@@ -372,10 +357,11 @@ def calibrate(
     triggers = key.sections.get(TRIGGERS_SECTION) or {}
     published = (key.sections.get("reference") or {}).get("published") or {}
     split = (data.train if isinstance(data, DatasetPair) else data) if data is not None else None
-    labels = (num_labels or (split.num_classes if split is not None else None) or published.get("num_labels")
+    # the null models' classes and input channels: the data's, the published model's, the trigger set's, or 10 and 3
+    labels = ((split.num_classes if split is not None else None) or published.get("num_labels")
               or triggers.get("num_classes") or 10)
-    chans = (in_chans or (split.in_chans if split is not None else None) or published.get("in_chans")
-             or triggers.get("channels") or 3)
+    chans = ((split.in_chans if split is not None else None) or published.get("in_chans") or triggers.get("channels")
+             or 3)
     # how an untrained null reads its inputs: as the owner's published model, else as the data says (any
     # normalisation is as good for a model trained on nothing; 0.5 then)
     stats = next(s for s in ((published.get("image_mean"), published.get("image_std")),
@@ -418,11 +404,9 @@ def calibrate_key_file(
     data_dir: str | os.PathLike | None = None,
     train_limit: int | None = 2000,
     seed: int = 0,
-    alpha: float | None = None,
-    inconclusive_alpha: float | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """``hf-lottery calibrate --key KEY --n 50``: calibrate a key file, return a JSON-safe dict.
+    """``hf-lottery calibrate --key KEY --n 50``: calibrate a key file (default policy), return a JSON-safe dict.
 
     Args:
         key_path (`str` or `os.PathLike`): The owner's key file.
@@ -433,8 +417,6 @@ def calibrate_key_file(
         data_dir (`str` or `os.PathLike`, *optional*): Its files.
         train_limit (`int`, *optional*, defaults to 2000): Training samples used.
         seed (`int`, *optional*, defaults to 0): Calibration seed.
-        alpha (`float`, *optional*): Overrides the policy's ``alpha``.
-        inconclusive_alpha (`float`, *optional*): Overrides ``inconclusive_alpha``.
         progress (`Callable[[str], None]`, *optional*): Progress lines.
 
     Returns:
@@ -446,14 +428,9 @@ def calibrate_key_file(
         DatasetError, UnknownNameError: The dataset cannot be loaded.
     """
     from .data import load_image_dataset
-    from .verify import VerdictPolicy
 
     data = None
     if dataset is not None:
         data = load_image_dataset(dataset, data_dir=data_dir, seed=seed, train_limit=train_limit, test_limit=1)
-    base = VerdictPolicy()
-    policy = VerdictPolicy(alpha=alpha if alpha is not None else base.alpha,
-                           inconclusive_alpha=inconclusive_alpha if inconclusive_alpha is not None
-                           else base.inconclusive_alpha)
-    report = calibrate(key=key_path, n=n, kinds=kinds, data=data, seed=seed, policy=policy, progress=progress)
+    report = calibrate(key=key_path, n=n, kinds=kinds, data=data, seed=seed, progress=progress)
     return {"key_path": str(key_path), "dataset": dataset, **report.to_dict()}

@@ -27,7 +27,6 @@
 
 from __future__ import annotations
 
-from . import structural_entries as _structural_entries  # noqa: F401  (registers permute/rescale/dummy/densify)
 from .distill import distill_attack
 from .finetune import finetune_attack, prune_finetune_attack
 from .folder import attack_folder, save_attacked

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..masks import masks_from_weights, prunable_parameter_names
-from ._structural_common import _check_seed, _prepare
+from ._common import _check_seed, _prepare
 
 __all__ = ["densify"]
 

@@ -16,7 +16,7 @@ present); the attacked model comes back on the input model's device, in eval mod
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -26,15 +26,14 @@ from torch import nn
 from ..configs import TrainConfig
 from ..data import DatasetPair, ImageData, derive_seed, load_image_dataset
 from ..errors import DatasetError
-from ..masks import masks_from_weights
+from ._common import _remask
 from .registry import ATTACK_TRAINING, register_attack
 from .removal import prune_attack
 
 __all__ = ["ATTACK_TRAINING", "finetune_attack", "prune_finetune_attack", "train_split", "masked_finetune"]
 
 
-def train_split(data: DatasetPair | ImageData | None, *, dataset: str | None = None,
-                data_dir: str | None = None, train_limit: int | None = None,
+def train_split(data: DatasetPair | ImageData | None, *, dataset: str | None = None, train_limit: int | None = None,
                 dataset_options: Mapping[str, Any] | None = None, seed: int = 0) -> ImageData:
     """The training split an attack trains on.
 
@@ -42,7 +41,6 @@ def train_split(data: DatasetPair | ImageData | None, *, dataset: str | None = N
         data (`DatasetPair` or `ImageData`, *optional*): The thief's data (a pair's train split is used).
         dataset (`str`, *optional*): Load this dataset instead (any name of
             :func:`~hf_lottery_verify.data.load_image_dataset`).
-        data_dir (`str`, *optional*): Its files.
         train_limit (`int`, *optional*): Keep at most this many (seeded) training samples.
         dataset_options (`Mapping[str, Any]`, *optional*): Loader options (``image_size``, ...).
         seed (`int`, *optional*, defaults to 0): Seed of loading and subsetting.
@@ -54,9 +52,7 @@ def train_split(data: DatasetPair | ImageData | None, *, dataset: str | None = N
         DatasetError: Neither ``data`` nor ``dataset``.
     """
     if dataset is not None:
-        pair = load_image_dataset(dataset, data_dir=data_dir, seed=seed, train_limit=train_limit,
-                                  **dict(dataset_options or {}))
-        return pair.train
+        return load_image_dataset(dataset, seed=seed, train_limit=train_limit, **dict(dataset_options or {})).train
     if data is None:
         raise DatasetError("A fine-tuning attack needs training data: pass data=... or dataset=... .")
     train = data.train if isinstance(data, DatasetPair) else data
@@ -91,15 +87,17 @@ def _fit_head(model: nn.Module, train: ImageData, seed: int) -> None:
     model.config.label2id = {str(i): i for i in range(train.num_classes)}
 
 
-def masked_finetune(model: nn.Module, train: ImageData, *, epochs: int, seed: int,
-                    config: TrainConfig | None = None) -> nn.Module:
-    """Train ``model`` in place with the library's trainer (its masks, if any, enforced); return it in eval mode.
+def masked_finetune(model: nn.Module, data: DatasetPair | ImageData | None, *, epochs: int, seed: int,
+                    config: TrainConfig | None = None, train_limit: int | None = None) -> nn.Module:
+    """Train ``model`` in place on ``data`` (its :func:`train_split`) with the library's trainer (its masks, if any,
+    enforced); return it in eval mode.
 
     ``config`` is the recipe (:data:`ATTACK_TRAINING` by default); ``epochs`` and ``seed`` override its own, and
     the batch size is capped at the number of samples.
     """
     from ..training import Trainer
 
+    train = train_split(data, train_limit=train_limit, seed=seed)
     device = next(model.parameters()).device
     config = config or ATTACK_TRAINING
     config = replace(config, epochs=epochs, batch_size=min(config.batch_size, len(train)),
@@ -123,7 +121,6 @@ def finetune_attack(
     train: TrainConfig | None = None,
     mode: Literal["masked", "dense"] = "masked",
     dataset: str | None = None,
-    data_dir: str | None = None,
     train_limit: int | None = None,
     dataset_options: Mapping[str, Any] | None = None,
     seed: int = 0,
@@ -138,7 +135,6 @@ def finetune_attack(
             or ``dense`` (masks removed; every weight trains).
         dataset (`str`, *optional*): Fine-tune on this dataset instead of ``data`` (cross-dataset;
             a fresh classifier when its number of classes differs).
-        data_dir (`str`, *optional*): Files of ``dataset``.
         train_limit (`int`, *optional*): At most this many training samples.
         dataset_options (`Mapping[str, Any]`, *optional*): Loader options for ``dataset``.
         train (`TrainConfig`, *optional*): The thief's training recipe (:data:`~hf_lottery_verify.attacks.registry.ATTACK_TRAINING`
@@ -156,8 +152,7 @@ def finetune_attack(
         raise ValueError(f"Unknown fine-tuning mode '{mode}': use 'masked' or 'dense'.")
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}.")
-    train_data = train_split(data, dataset=dataset, data_dir=data_dir, train_limit=train_limit,
-                        dataset_options=dataset_options, seed=seed)
+    train_data = train_split(data, dataset=dataset, train_limit=train_limit, dataset_options=dataset_options, seed=seed)
     attacked = copy.deepcopy(model)
     if dataset is not None:
         _fit_head(attacked, train_data, seed)
@@ -165,12 +160,9 @@ def finetune_attack(
         raise DatasetError(f"The fine-tuning data has labels up to {int(train_data.labels.max())} but the model has "
                            f"{attacked.config.num_labels} classes; pass dataset=... for another dataset (a new "
                            "classifier is fitted then).")
-    names = attacked.prunable_names()
     if mode == "dense":
         attacked.set_masks({}, apply=False)
-    attacked = masked_finetune(attacked, train_data, epochs=epochs, seed=seed, config=train)
-    attacked.set_masks(masks_from_weights(attacked.timm_parameters(), names), apply=False)
-    return attacked
+    return _remask(masked_finetune(attacked, train_data, epochs=epochs, seed=seed, config=train))
 
 
 @register_attack("prune_finetune", kind="removal", needs_data=True, strength="fraction",
@@ -181,8 +173,6 @@ def prune_finetune_attack(
     fraction: float = 0.3,
     data: DatasetPair | ImageData | None = None,
     method: Literal["magnitude", "random"] = "magnitude",
-    scope: Literal["global", "layer"] = "global",
-    layers: Sequence[str] | str | None = None,
     stage: str | None = None,
     epochs: int = 1,
     train: TrainConfig | None = None,
@@ -196,8 +186,6 @@ def prune_finetune_attack(
         fraction (`float`, *optional*, defaults to 0.3): Share of the kept weights to remove (see :func:`prune_attack`).
         data (`DatasetPair` or `ImageData`): The thief's training data.
         method (`str`, *optional*, defaults to `"magnitude"`): ``magnitude`` or ``random``.
-        scope (`str`, *optional*, defaults to `"global"`): ``global`` or ``layer``.
-        layers (`Sequence[str]` or `str`, *optional*): Prune only these parameters.
         stage (`str`, *optional*): Prune only inside this stage.
         epochs (`int`, *optional*, defaults to 1): Epochs of masked fine-tuning.
         train_limit (`int`, *optional*): At most this many training samples.
@@ -214,7 +202,5 @@ def prune_finetune_attack(
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}.")
-    train_data = train_split(data, train_limit=train_limit, seed=seed)
-    attacked = prune_attack(model, fraction=fraction, method=method, scope=scope, layers=layers, stage=stage,
-                            seed=seed)
-    return masked_finetune(attacked, train_data, epochs=epochs, seed=seed, config=train)
+    attacked = prune_attack(model, fraction=fraction, method=method, stage=stage, seed=seed)
+    return masked_finetune(attacked, data, epochs=epochs, seed=seed, config=train, train_limit=train_limit)

@@ -123,8 +123,7 @@ def attack_folder(
             report["attacker_key"] = str(key_out)
     else:
         attacked = run_attack(name, model, data=data, seed=seed, **params)
-    if name != "fake3":  # a thief re-publishing a copy drops the owner's public claim (fake3 carries his own)
-        attacked.ownership_claim = None
+        attacked.ownership_claim = None  # a re-published copy drops the owner's public claim (fake3 carries his own)
     masks = attacked.masks
     report["density_after"] = count_kept(masks) / max(1, count_total(masks)) if masks else 1.0
     report.update(save_attacked(attacked, out_dir))

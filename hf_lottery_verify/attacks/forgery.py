@@ -24,8 +24,8 @@ seeded.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -34,20 +34,13 @@ from torch import nn
 from ..configs import TrainConfig
 from ..data import DatasetPair, ImageData
 from ..errors import DensityError
-from ..masks import count_kept, masks_from_weights
+from ..masks import count_kept
 from ..ownership_key import OwnershipKey
+from ._common import _copy_with_masks, _draw_like, _remask
+from .finetune import masked_finetune
 from .registry import register_attack
 
 __all__ = ["fake1_attack", "fake2_attack", "fake3_attack", "forge_signature", "attacker_secret"]
-
-
-def _draw_like(kept: torch.Tensor, count: int, gen: torch.Generator) -> torch.Tensor:
-    """``count`` values drawn like ``kept``: resampled magnitudes with random signs (N(0, 0.05) when empty)."""
-    if kept.numel() == 0:
-        return torch.randn(count, generator=gen, dtype=torch.float64) * 0.05
-    idx = torch.randint(kept.numel(), (count,), generator=gen)
-    sign = torch.where(torch.rand(count, generator=gen) < 0.5, -1.0, 1.0).to(torch.float64)
-    return kept.double().abs()[idx] * sign
 
 
 @register_attack("fake1", kind="forgery", strength="ratio", sweep=(0.01, 0.05, 0.1, 0.2))
@@ -76,13 +69,10 @@ def fake1_attack(model: nn.Module, *, ratio: float = 0.05, seed: int = 0) -> nn.
 
     if ratio < 0:
         raise DensityError(f"ratio must be non-negative, got {ratio}.")
-    attacked = copy.deepcopy(model)
-    params = attacked.timm_parameters()
-    names = attacked.prunable_names()
-    masks = masks_from_weights(params, names)
+    attacked, params, masks = _copy_with_masks(model)
     fake = fake_key_masks(masks, n=round(ratio * count_kept(masks)), seed=seed)
     gen = torch.Generator().manual_seed(seed)
-    for name in names:
+    for name in masks:
         on = fake[name].cpu()
         count = int(on.sum())
         if not count:
@@ -91,8 +81,7 @@ def fake1_attack(model: nn.Module, *, ratio: float = 0.05, seed: int = 0) -> nn.
         w_cpu = w.detach().cpu().clone()
         w_cpu[on] = _draw_like(w_cpu[masks[name].cpu()], count, gen).to(w_cpu.dtype)
         w.copy_(w_cpu.to(w.device))
-    attacked.set_masks(masks_from_weights(params, names), apply=False)
-    return attacked
+    return _remask(attacked)
 
 
 @register_attack("fake2", kind="forgery", strength="scale", sweep=(0.01, 0.05, 0.1, 0.2, 0.5))
@@ -117,12 +106,9 @@ def fake2_attack(model: nn.Module, *, scale: float = 0.1, seed: int = 0) -> nn.M
     """
     if scale < 0:
         raise ValueError(f"scale must be non-negative, got {scale}.")
-    attacked = copy.deepcopy(model)
-    params = attacked.timm_parameters()
-    names = attacked.prunable_names()
-    masks = masks_from_weights(params, names)
+    attacked, params, masks = _copy_with_masks(model)
     gen = torch.Generator().manual_seed(seed)
-    for name in names:
+    for name in masks:
         w = params[name]
         w_cpu = w.detach().cpu().double()
         kept = masks[name].cpu()
@@ -147,7 +133,6 @@ def forge_signature(
     text: str = "stolen by mallory",
     secret: str | None = None,
     seed: int = 0,
-    signature_options: Mapping[str, Any] | None = None,
     data: DatasetPair | ImageData | None = None,
     epochs: int = 1,
     train: TrainConfig | None = None,
@@ -167,8 +152,6 @@ def forge_signature(
         train (`TrainConfig`, *optional*): The thief's training recipe (:data:`~hf_lottery_verify.attacks.registry.ATTACK_TRAINING`
             by default); ``epochs`` and ``seed`` here override its own.
         seed (`int`, *optional*, defaults to 0): Seed of the embedding's choices (and of fine-tuning).
-        signature_options (`Mapping[str, Any]`, *optional*): Further options of
-            :func:`~hf_lottery_verify.signature.embed_signature` (``copies``, ``coding``, ...).
         data (`DatasetPair` or `ImageData`, *optional*): The thief's training data: masked
             fine-tuning after the embedding.
         epochs (`int`, *optional*, defaults to 1): Fine-tuning epochs when ``data`` is given (0: none).
@@ -187,54 +170,28 @@ def forge_signature(
     """
     from ..signature import embed_signature
 
-    forged = copy.deepcopy(model)
-    params = forged.timm_parameters()
-    forged.set_masks(masks_from_weights(params, forged.prunable_names()), apply=False)
+    forged = _remask(copy.deepcopy(model))
     forged.ownership_claim = None
-    from ..ownership_key import OwnershipKey
-
     thief = OwnershipKey(arch=forged.config.arch, secret=attacker_secret(seed) if secret is None else secret)
-    key = embed_signature(forged, text, key=thief, seed=seed, **dict(signature_options or {}))
+    key = embed_signature(forged, text, key=thief, seed=seed)
     claim = key.public_claim(owner=None)
     if data is not None and epochs > 0:
-        from .finetune import masked_finetune, train_split
-
-        forged = masked_finetune(forged, train_split(data, train_limit=train_limit, seed=seed), epochs=epochs,
-                                 seed=seed, config=train)
+        forged = masked_finetune(forged, data, epochs=epochs, seed=seed, config=train, train_limit=train_limit)
     forged.ownership_claim = claim
     return forged, key
 
 
 @register_attack("fake3", kind="forgery", variants={"": {"epochs": 0}, "finetuned": {"epochs": 1}})
-def fake3_attack(
-    model: nn.Module,
-    *,
-    text: str = "stolen by mallory",
-    secret: str | None = None,
-    signature_options: Mapping[str, Any] | None = None,
-    data: DatasetPair | ImageData | None = None,
-    epochs: int = 1,
-    train_limit: int | None = None,
-    train: TrainConfig | None = None,
-    seed: int = 0,
-) -> nn.Module:
+@functools.wraps(forge_signature, assigned=())  # takes forge_signature's parameters (the registry reads them)
+def fake3_attack(model: nn.Module, **options: Any) -> nn.Module:
     """Embed the thief's own QR signature, then (with data) fine-tune: the model half of :func:`forge_signature`.
 
     Args:
         model (`nn.Module`): The stolen ticket; not modified.
-        text (`str`, *optional*, defaults to `"stolen by mallory"`): The thief's text.
-        secret (`str`, *optional*): The thief's key secret, hex (derived from ``seed`` when ``None``).
-        signature_options (`Mapping[str, Any]`, *optional*): Options of ``embed_signature``.
-        data (`DatasetPair` or `ImageData`, *optional*): Training data for masked fine-tuning afterwards.
-        epochs (`int`, *optional*, defaults to 1): Fine-tuning epochs when ``data`` is given.
-        train_limit (`int`, *optional*): At most this many training samples.
-        train (`TrainConfig`, *optional*): The thief's training recipe (:data:`~hf_lottery_verify.attacks.registry.ATTACK_TRAINING`
-            by default); ``epochs`` and ``seed`` here override its own.
-        seed (`int`, *optional*, defaults to 0): Seed of the embedding and fine-tuning.
+        **options: The parameters of :func:`forge_signature` (``text``, ``secret``, ``seed``, ``data``,
+            ``epochs``, ``train``, ``train_limit``).
 
     Returns:
         The forged copy; call :func:`forge_signature` with the same arguments for the thief's key.
     """
-    forged, _key = forge_signature(model, text=text, secret=secret, seed=seed, signature_options=signature_options,
-                                   data=data, epochs=epochs, train_limit=train_limit, train=train)
-    return forged
+    return forge_signature(model, **options)[0]

@@ -15,7 +15,6 @@ for the non-negative stream), which makes every weight in it free too.
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any, Literal
 
@@ -25,17 +24,12 @@ from torch import nn
 from ..configs import TrainConfig
 from ..errors import DatasetError
 from ..liveness import liveness
-from ..masks import masks_from_weights, timm_parameters
 from ..pruning import top_k_mask
 from ..spaces import channel_spaces
+from ._common import _prepare, _remask
 from .registry import register_attack
 
 __all__ = ["flood_dead_attack", "remove_blocks_attack"]
-
-
-def _arch(model: nn.Module) -> str:
-    config = getattr(model, "config", None)
-    return str(getattr(config, "arch", None) or "resnet").split(".")[0]
 
 
 @register_attack("flood_dead", kind="removal", function_preserving=True, strength="scale", sweep=(1.0, 10.0))
@@ -52,10 +46,10 @@ def flood_dead_attack(model: nn.Module, *, scale: float = 10.0, seed: int = 0) -
     Returns:
         The attacked copy (masks: the non-zero pattern, flood included).
     """
-    attacked = copy.deepcopy(model)
-    net = getattr(attacked, "timm_model", attacked)
+    attacked, net, _masks = _prepare(model)
     state = net.state_dict()
-    dead = liveness(state, arch=_arch(model), spaces=channel_spaces(net))
+    arch = str(getattr(getattr(model, "config", None), "arch", None) or "resnet").split(".")[0]
+    dead = liveness(state, arch=arch, spaces=channel_spaces(net))
     gen = torch.Generator().manual_seed(seed)
     for name, live in dead.live.items():
         w = state[name]
@@ -70,9 +64,7 @@ def flood_dead_attack(model: nn.Module, *, scale: float = 10.0, seed: int = 0) -
             stats = state[f"{norm}.{t}"]
             noise = (base + torch.rand(stats.shape, generator=gen) * 10).to(stats.dtype)
             stats.copy_(torch.where(row, stats, noise))
-    if hasattr(attacked, "set_masks"):
-        attacked.set_masks(masks_from_weights(timm_parameters(attacked), attacked.prunable_names()), apply=False)
-    return attacked
+    return _remask(attacked)
 
 
 def _choose_blocks(net: nn.Module, *, blocks: int, stage: str | None, seed: int) -> list[tuple[str, int]]:
@@ -91,31 +83,22 @@ def _choose_blocks(net: nn.Module, *, blocks: int, stage: str | None, seed: int)
     return (plain + shortcut)[:blocks]
 
 
-def _zero_branch(block: nn.Module) -> None:
+def _reset_branch(block: nn.Module, gen: torch.Generator | None) -> None:
+    """Zero a residual block's branch (``gen`` ``None``: the block becomes an identity) or give it fresh weights
+    (He-normal convs at each convolution's own kept count, unit batch norms); its shortcut stays."""
     for name, m in block.named_modules():
         if name.startswith("downsample"):
             continue
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.Conv2d) and gen is None:
             m.weight.zero_()
-        elif isinstance(m, nn.BatchNorm2d):
-            m.weight.zero_()
-            m.bias.zero_()
-            m.running_mean.zero_()
-            m.running_var.fill_(1.0)
-
-
-def _reinit(block: nn.Module, gen: torch.Generator) -> None:
-    """Fresh residual-branch weights (He-normal convs, unit batch norms) at each convolution's own kept count."""
-    for name, m in block.named_modules():
-        if name.startswith("downsample"):
-            continue
-        if isinstance(m, nn.Conv2d):
+        elif isinstance(m, nn.Conv2d):
             kept = int((m.weight != 0).sum())
             w = torch.randn(m.weight.shape, generator=gen) * math.sqrt(2.0 / (m.out_channels * m.weight[0, 0].numel()))
             m.weight.copy_(torch.where(top_k_mask(w.abs(), kept), w, torch.zeros(())))
         elif isinstance(m, nn.BatchNorm2d):
-            m.reset_parameters()
-            m.reset_running_stats()
+            m.reset_parameters()  # weight 1, bias 0, running mean 0, running variance 1
+            if gen is None:
+                m.weight.zero_()
 
 
 @register_attack("remove_blocks", kind="removal", strength="blocks", sweep=(1, 2),
@@ -167,20 +150,16 @@ def remove_blocks_attack(
         raise ValueError(f"blocks must be at least 1, got {blocks}.")
     if epochs > 0 and data is None:
         raise DatasetError("remove_blocks with epochs > 0 fine-tunes: pass data=...")
-    attacked = copy.deepcopy(model)
-    net = getattr(attacked, "timm_model", attacked)
+    attacked, net, _masks = _prepare(model)
     gen = torch.Generator().manual_seed(seed)
     chosen = _choose_blocks(net, blocks=blocks, stage=stage, seed=seed)
     for s, i in sorted(chosen, key=lambda b: -b[1]):  # later blocks first: deleting renumbers the rest
         block = getattr(net, s)[i]
-        if mode == "reinit":
-            _reinit(block, gen)
-        elif mode == "delete" and getattr(block, "downsample", None) is None:
+        if mode == "delete" and getattr(block, "downsample", None) is None:
             del getattr(net, s)[i]
         else:
-            _zero_branch(block)
-    if hasattr(attacked, "set_masks"):
-        attacked.set_masks(masks_from_weights(timm_parameters(attacked), attacked.prunable_names()), apply=False)
+            _reset_branch(block, gen if mode == "reinit" else None)
+    _remask(attacked)
     if epochs > 0:
         from .finetune import finetune_attack
 

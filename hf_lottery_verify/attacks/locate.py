@@ -20,7 +20,6 @@ codewords than ECC level H corrects.
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Mapping, Sequence
 
@@ -31,23 +30,16 @@ from torch import nn
 from .. import qr
 from ..configs import TrainConfig
 from ..data import DatasetPair, ImageData, derive_seed
-from ..masks import masks_from_weights, squeeze_mask
+from ..masks import squeeze_mask
 from ..pruning import top_k_mask
-from .finetune import masked_finetune, train_split
+from ._common import _copy_with_masks, _draw_like, _remask
+from .finetune import masked_finetune
 from .qrsearch import LocatedWindow, locate_windows
 from .registry import register_attack
 
 __all__ = ["locate_rewrite_attack", "rewrite_kernels"]
 
 logger = logging.getLogger(__name__)
-
-
-def _draw_like(kept: torch.Tensor, count: int, gen: torch.Generator) -> torch.Tensor:
-    if kept.numel() == 0:
-        return torch.full((count,), 1e-2, dtype=torch.float64)
-    idx = torch.randint(kept.numel(), (count,), generator=gen)
-    sign = torch.where(torch.rand(count, generator=gen) < 0.5, -1.0, 1.0).to(torch.float64)
-    return kept.double().abs()[idx] * sign
 
 
 @torch.no_grad()
@@ -125,21 +117,20 @@ def _share(cells: torch.Tensor, share: float, gen: torch.Generator) -> torch.Ten
     return out.view_as(cells)
 
 
-def _fallback_plan(masks: Mapping[str, torch.Tensor], stages: Sequence[str], *, windows: int, window: int,
-                   share: float, gen: torch.Generator) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Kernels to flip when nothing decodes (random windows of the first stages' spatial convs), and the windows."""
+def _fallback_plan(masks: Mapping[str, torch.Tensor], stages: Sequence[str], *, share: float,
+                   gen: torch.Generator) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Kernels to flip when nothing decodes (one random window of each spatial conv of ``stages``), and the windows."""
     plan: dict[str, torch.Tensor] = {}
     windows_of: dict[str, torch.Tensor] = {}
     for name, m in masks.items():
         if m.dim() != 4 or m.shape[2] * m.shape[3] == 1 or name.split(".", 1)[0] not in stages:
             continue
         out_c, in_c = m.shape[:2]
-        side_r, side_c = min(window, out_c), min(window, in_c)
+        side_r, side_c = min(21, out_c), min(21, in_c)  # a version-1 QR symbol's side, clipped to the layer
+        r = int(torch.randint(out_c - side_r + 1, (1,), generator=gen))
+        c = int(torch.randint(in_c - side_c + 1, (1,), generator=gen))
         cells = torch.zeros(out_c, in_c, dtype=torch.bool)
-        for _ in range(windows):
-            r = int(torch.randint(out_c - side_r + 1, (1,), generator=gen))
-            c = int(torch.randint(in_c - side_c + 1, (1,), generator=gen))
-            cells[r: r + side_r, c: c + side_c] = True
+        cells[r: r + side_r, c: c + side_c] = True
         plan[name] = _share(cells, share, gen)
         windows_of[name] = cells
     return plan, windows_of
@@ -153,10 +144,6 @@ def locate_rewrite_attack(
     flip_share: float = 0.5,
     max_version: int = 3,
     versions: Sequence[int] | None = None,
-    layers: Sequence[str] | None = None,
-    fallback_stages: int = 2,
-    fallback_windows: int = 1,
-    window: int = 21,
     epochs: int = 1,
     train: TrainConfig | None = None,
     train_limit: int | None = None,
@@ -173,13 +160,6 @@ def locate_rewrite_attack(
         max_version (`int`, *optional*, defaults to 3): Largest QR version searched (see
             :func:`~hf_lottery_verify.attacks.qrsearch.locate_windows`).
         versions (`Sequence[int]`, *optional*): Exactly these versions instead.
-        layers (`Sequence[str]`, *optional*): Search only these parameters.
-        fallback_stages (`int`, *optional*, defaults to 2): When nothing decodes, rewrite
-            windows in this many first stages.
-        fallback_windows (`int`, *optional*, defaults to 1): Random windows per spatial conv
-            of those stages.
-        window (`int`, *optional*, defaults to 21): Side of a fallback window (a version-1 QR),
-            clipped to the layer.
         epochs (`int`, *optional*, defaults to 1): Fine-tuning epochs when ``data`` is given
             (0: none).
         train_limit (`int`, *optional*): At most this many training samples.
@@ -197,12 +177,9 @@ def locate_rewrite_attack(
 
     if not 0.0 <= flip_share <= 1.0:
         raise ValueError(f"flip_share must lie in [0, 1], got {flip_share}.")
-    attacked = copy.deepcopy(model)
-    params = attacked.timm_parameters()
-    names = attacked.prunable_names()
-    masks = masks_from_weights(params, names)
+    attacked, params, masks = _copy_with_masks(model)
     gen = torch.Generator().manual_seed(derive_seed(seed, "locate_rewrite"))
-    hits: list[LocatedWindow] = locate_windows(masks, versions=versions, max_version=max_version, layers=layers)
+    hits: list[LocatedWindow] = locate_windows(masks, versions=versions, max_version=max_version)
     plan: dict[str, torch.Tensor] = {}
     protect: dict[str, torch.Tensor] = {}
     for hit in dict.fromkeys(hits):
@@ -216,18 +193,16 @@ def locate_rewrite_attack(
         logger.info("locate_rewrite: %d decodable window(s) found (%s); rewriting them.", len(hits),
                     ", ".join(f"{h.param}@({h.row},{h.col}) v{h.version}-{h.ecc} {h.text!r}" for h in hits[:4]))
     else:
-        stages = stage_names(attacked.timm_model)[:fallback_stages]
+        stages = stage_names(attacked.timm_model)[:2]  # "low-level layers", says the paper
         logger.info("locate_rewrite: nothing decodes; rewriting random windows in %s.", stages)
-        plan, protect = _fallback_plan(masks, stages, windows=fallback_windows, window=window, share=flip_share,
-                                       gen=gen)
+        plan, protect = _fallback_plan(masks, stages, share=flip_share, gen=gen)
     with torch.no_grad():
         for name, kernels in plan.items():
             p = params[name]
             w = p.detach().cpu().clone()
             rewrite_kernels(w, kernels, protect=protect[name], gen=gen)
             p.copy_(w.to(p.device))
-    attacked.set_masks(masks_from_weights(params, names), apply=False)
+    _remask(attacked)
     if data is not None and epochs > 0:
-        train_data = train_split(data, train_limit=train_limit, seed=seed)
-        attacked = masked_finetune(attacked, train_data, epochs=epochs, seed=seed, config=train)
+        attacked = masked_finetune(attacked, data, epochs=epochs, seed=seed, config=train, train_limit=train_limit)
     return attacked

@@ -12,28 +12,23 @@ issue 17 lists); a recipe may name any registered attack, ``distill`` included o
 
 from __future__ import annotations
 
-import copy
+import functools
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..configs import TrainConfig
-from ..masks import masks_from_weights, timm_parameters
 from ..symmetry import DIHEDRAL, dihedral, transform_kernels
+from ._common import _prepare, _remask
 from .registry import get_attack, register_attack, run_attack
 
 __all__ = ["mirror_attack", "combined_attack", "RECIPES"]
 
 
-class _InputTransform:
-    """A forward pre-hook that turns the input images by one symmetry (the thief's wrapper)."""
-
-    def __init__(self, transform: str) -> None:
-        self.transform = transform
-
-    def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        return (dihedral(args[0], self.transform), *args[1:])
+def _turn_input(module: nn.Module, args: tuple[Any, ...], *, transform: str) -> tuple[Any, ...]:
+    """A forward pre-hook (bound by :func:`functools.partial`) that turns the input images: the thief's wrapper."""
+    return (dihedral(args[0], transform), *args[1:])
 
 
 @register_attack("mirror", kind="structural", variants={
@@ -60,14 +55,11 @@ def mirror_attack(model: nn.Module, *, transform: str = "flip_lr", wrap: bool = 
     """
     if transform not in DIHEDRAL[1:]:
         raise ValueError(f"Unknown transform {transform!r}: use one of {DIHEDRAL[1:]}.")
-    attacked = copy.deepcopy(model)
-    net = getattr(attacked, "timm_model", attacked)
+    attacked, net, _masks = _prepare(model)
     net.load_state_dict(transform_kernels(net.state_dict(), transform))
     if wrap:
-        net.register_forward_pre_hook(_InputTransform(transform))
-    if hasattr(attacked, "set_masks"):
-        attacked.set_masks(masks_from_weights(timm_parameters(attacked), attacked.prunable_names()), apply=False)
-    return attacked
+        net.register_forward_pre_hook(functools.partial(_turn_input, transform=transform))
+    return _remask(attacked)
 
 
 RECIPES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
@@ -108,10 +100,9 @@ def combined_attack(model: nn.Module, *, recipe: str = "identity+finetune+flood+
     if recipe not in RECIPES:
         raise UnknownNameError("recipe", recipe, available=RECIPES)
     shared = {"train_limit": train_limit, "train": train}
-    for name, params in RECIPES[recipe]:
-        spec = get_attack(name)
-        extra = {k: v for k, v in shared.items() if v is not None and k in spec.parameters()}
-        model = run_attack(name, model, data=data if spec.accepts_data else None, seed=seed, **{**extra, **params})
+    for name, params in RECIPES[recipe]:  # run_attack hands data only to the steps that take it
+        extra = {k: v for k, v in shared.items() if v is not None and k in get_attack(name).parameters()}
+        model = run_attack(name, model, data=data, seed=seed, **{**extra, **params})
     return model
 
 

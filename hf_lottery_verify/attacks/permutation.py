@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..spaces import ChannelSpace, channel_spaces
-from ._structural_common import SpaceSelection, _check_seed, _prepare, _selected, _tensors
+from ._common import SpaceSelection, _check_seed, _prepare, _selected, _tensors
 
 __all__ = ["permute_channels"]
 

@@ -194,9 +194,6 @@ def locate_windows(
     *,
     versions: Sequence[int] | None = None,
     max_version: int = 5,
-    ecc_levels: Sequence[str] = qr.ECC_LEVELS,
-    layers: Sequence[str] | None = None,
-    stop_at_first_version: bool = True,
 ) -> list[LocatedWindow]:
     """Every square window of the masks' squeezed layers that decodes as a QR symbol (no key needed).
 
@@ -207,28 +204,25 @@ def locate_windows(
         max_version (`int`, *optional*, defaults to 5): Largest version tried when ``versions``
             is ``None`` (version 5-H holds 46 bytes; learning a version's screen costs about
             ``2 n`` encodings once per process, ``n`` its data modules).
-        ecc_levels (`Sequence[str]`, *optional*): ECC levels to try (all four by default).
-        layers (`Sequence[str]`, *optional*): Parameters to search (every 2-D/4-D mask by default).
-        stop_at_first_version (`bool`, *optional*, defaults to `True`): Stop after the first
-            version (in increasing order) with a hit: copies of one signature share a version.
+
+    Every 2-D/4-D mask is searched under every ECC level; the search stops after the first
+    version (in increasing order) with a hit: copies of one signature share a version.
 
     Returns:
         The decodable windows, by version, then layer order, then offset.
     """
-    names = list(layers) if layers is not None else [n for n, m in masks.items() if m.dim() in (2, 4)]
-    squeezed = {n: squeeze_mask(masks[n]).cpu().numpy() for n in names}
+    squeezed = {n: squeeze_mask(m).cpu().numpy() for n, m in masks.items() if m.dim() in (2, 4)}
     hits: list[LocatedWindow] = []
     for version in (versions if versions is not None else range(1, max_version + 1)):
         s = qr.symbol_size(version)
         dmap = qr.data_map(version)
-        for name in names:
-            sq = squeezed[name]
+        for name, sq in squeezed.items():
             if s > min(sq.shape):
                 continue
             windows = np.lib.stride_tricks.sliding_window_view(sq, (s, s))
             n_cols = windows.shape[1]
             bits = windows[..., dmap].reshape(-1, int(dmap.sum()))
-            for ecc in ecc_levels:
+            for ecc in qr.ECC_LEVELS:
                 checks, targets = parity_screen(version, ecc)
                 syndromes = _packed(_mod2_matmul(bits, checks.T))
                 wanted = _packed(targets)
@@ -239,6 +233,6 @@ def locate_windows(
                     if res.ok:
                         row, col = divmod(int(flat), n_cols)
                         hits.append(LocatedWindow(name, row, col, version, ecc, pattern, inverted, str(res.text)))
-        if hits and stop_at_first_version:
+        if hits:
             break
     return hits

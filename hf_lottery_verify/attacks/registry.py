@@ -33,6 +33,7 @@ from torch import nn
 
 from ..configs import TrainConfig
 from ..errors import ConfigError, DatasetError, UnknownNameError
+from ._common import _check_seed
 
 __all__ = [
     "ATTACK_TRAINING",
@@ -140,7 +141,6 @@ def register_attack(
     strength: str | None = None,
     sweep: Sequence[Any] = (),
     variants: Mapping[str, Mapping[str, Any]] | None = None,
-    description: str | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register an attack under ``name`` (the value of ``hf-lottery attack NAME``).
 
@@ -154,10 +154,10 @@ def register_attack(
         strength (`str`, *optional*): The parameter the default sweep varies.
         sweep (`Sequence`, *optional*): Its values for the attack matrix, weakest first.
         variants (`Mapping[str, Mapping[str, Any]]`, *optional*): Named fixed parameter sets.
-        description (`str`, *optional*): One line; the function's first docstring line by default.
 
     Returns:
-        A decorator that registers the function and returns it unchanged.
+        A decorator that registers the function (described by its docstring's first line) and
+        returns it unchanged.
 
     Raises:
         ValueError: Unknown ``kind``, a function without a keyword ``seed``, or a
@@ -182,7 +182,7 @@ def register_attack(
         _ATTACKS[name] = AttackSpec(
             name=name, fn=fn, kind=kind, needs_data=needs_data, function_preserving=function_preserving,
             strength=strength, sweep=tuple(sweep), variants=dict(variants) if variants else {"": {}},
-            description=description or (doc[0] if doc else ""))
+            description=doc[0] if doc else "")
         return fn
 
     return decorator
@@ -241,8 +241,7 @@ def run_attack(name: str, model: nn.Module, *, data: Any = None, seed: int = 0, 
         TypeError: ``seed`` is not an int, or the attack returned its input.
     """
     spec = get_attack(name)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {seed!r}.")
+    _check_seed(seed)
     known = spec.parameters()
     for key, value in params.items():
         if key not in known:

@@ -16,7 +16,6 @@ masks to the non-zero pattern, as a thief's re-saved checkpoint would).
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -25,8 +24,8 @@ import torch
 from torch import nn
 
 from ..errors import MaskError, UnknownNameError
-from ..masks import masks_from_weights, timm_parameters
 from ..pruning import magnitude_prune, random_prune, top_k_mask
+from ._common import _copy_with_masks, _remask
 from .registry import register_attack
 
 __all__ = ["prune_attack", "addon_attack", "select_layers"]
@@ -103,9 +102,7 @@ def prune_attack(
         raise ValueError(f"Unknown pruning attack '{method}': use 'magnitude' or 'random'.")
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must lie in [0, 1], got {fraction}.")
-    attacked = copy.deepcopy(model)
-    params = timm_parameters(attacked)
-    masks = masks_from_weights(params, attacked.prunable_names())
+    attacked, params, masks = _copy_with_masks(model)
     chosen = select_layers(list(masks), layers=layers, stage=stage)
     sub = {n: masks[n] for n in chosen}
     if method == "magnitude":
@@ -138,11 +135,8 @@ def addon_attack(model: nn.Module, *, rate: float = 0.01, scale: float = 0.5, se
     """
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"rate must lie in [0, 1], got {rate}.")
-    attacked = copy.deepcopy(model)
-    params = timm_parameters(attacked)
-    masks = masks_from_weights(params, attacked.prunable_names())
+    attacked, params, masks = _copy_with_masks(model)
     gen = torch.Generator().manual_seed(seed)
-    new_masks = {}
     for name, mask in masks.items():
         w = params[name]
         pruned = ~mask.cpu()
@@ -155,6 +149,4 @@ def addon_attack(model: nn.Module, *, rate: float = 0.01, scale: float = 0.5, se
         w_cpu = w.detach().cpu().clone()
         w_cpu[on] = noise.to(w_cpu.dtype)
         w.copy_(w_cpu.to(w.device))
-        new_masks[name] = w_cpu != 0
-    attacked.set_masks(new_masks)
-    return attacked
+    return _remask(attacked)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..spaces import channel_spaces
-from ._structural_common import _check_seed, _prepare, _shape_for, _tensors
+from ._common import _check_seed, _prepare, _shape_for, _tensors
 
 __all__ = ["rescale_channels"]
 

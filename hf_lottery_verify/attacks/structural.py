@@ -23,7 +23,8 @@ bare timm ResNet), returns a new model (a deep copy) and leaves its input untouc
 Attacks compose: ``densify(rescale_channels(permute_channels(m, seed=1), seed=2), seed=3)``.
 Each lives in its own module, all importable from here: :mod:`.permutation`,
 :mod:`.rescaling`, :mod:`.widening` and :mod:`.densification` (shared plumbing in
-:mod:`._structural_common`); this module holds the overview.
+:mod:`._common`); this module holds the overview and declares them to the registry with
+their default sweeps (``densify`` is the one that moves outputs, by about its ``scale``).
 
 **Masks.** The attacked model's masks describe its own weights, as a thief's re-saved
 checkpoint would: permuted like the weights, unchanged by rescaling (zeros stay zeros),
@@ -48,9 +49,10 @@ the re-aligned reference, or the noise floor as a threshold.
 
 from __future__ import annotations
 
-from ._structural_common import SpaceSelection as SpaceSelection
+from ._common import SpaceSelection as SpaceSelection
 from .densification import densify
 from .permutation import permute_channels
+from .registry import register_attack
 from .rescaling import rescale_channels
 from .widening import add_dummy_channels
 
@@ -60,3 +62,11 @@ __all__ = [
     "add_dummy_channels",
     "densify",
 ]
+
+register_attack("permute", kind="structural", function_preserving=True,
+                variants={"all": {"spaces": "all"}})(permute_channels)
+register_attack("rescale", kind="structural", function_preserving=True, strength="high", sweep=(2.0, 20.0, 400.0),
+                variants={"both": {"mode": "both"}})(rescale_channels)
+register_attack("dummy", kind="structural", function_preserving=True, strength="per_space", sweep=(1, 4, 16),
+                variants={"duplicate": {"mode": "duplicate"}, "zero_out": {"mode": "zero_out"}})(add_dummy_channels)
+register_attack("densify", kind="structural", strength="scale", sweep=(1e-4, 1e-3, 1e-2))(densify)

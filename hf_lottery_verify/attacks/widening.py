@@ -14,7 +14,7 @@ from torch import nn
 from ..architectures import ZeroPadShortcut
 from ..masks import masks_from_weights
 from ..spaces import ChannelSpace, channel_spaces
-from ._structural_common import SpaceSelection, _check_seed, _prepare, _selected, _tensors
+from ._common import SpaceSelection, _check_seed, _prepare, _selected, _tensors
 
 __all__ = ["add_dummy_channels"]
 
@@ -33,11 +33,6 @@ class _Plan:
     @property
     def size(self) -> int:
         return int(self.src.numel())
-
-    @property
-    def has_copies(self) -> bool:
-        kept = self.src[~self.fresh]
-        return bool(kept.numel() != torch.unique(kept).numel())
 
 
 def _identity_plan(n: int) -> _Plan:
@@ -184,25 +179,19 @@ def add_dummy_channels(
 
     # Producers first (dim 0), then consumers (dim 1): fresh rows are drawn on the old
     # columns, and columns of fresh channels end up zero everywhere.
-    for space in all_spaces:
-        plan = plans.get(space.name)
-        if plan is None:
-            continue
+    planned = [(space, plans[space.name]) for space in all_spaces if space.name in plans]
+    for space, plan in planned:
         new_rows = plan.fresh.nonzero().flatten()
         for name in space.producers:
             t = tensors[name].index_select(0, plan.src.to(tensors[name].device))
             if new_rows.numel() and name in space.producer_convs:
                 t[new_rows] = _random_rows(tensors[name], new_rows.numel(), gen).to(t.device)
             tensors[name] = t
-    for space in all_spaces:
-        plan = plans.get(space.name)
-        if plan is None:
-            continue
+    for space, plan in planned:
         for name in space.consumers:
             t = tensors[name].index_select(1, plan.src.to(tensors[name].device))
-            if plan.has_copies or bool(plan.fresh.any()):
-                t = (t.double() * _split_fractions(tuple(t.shape), plan, gen).to(t.device)).to(t.dtype)
-            tensors[name] = t
+            # every widened space has copies or fresh channels: split the copied columns, zero the fresh ones
+            tensors[name] = (t.double() * _split_fractions(tuple(t.shape), plan, gen).to(t.device)).to(t.dtype)
 
     for mod_name, module in list(net.named_modules()):
         weight = tensors.get(f"{mod_name}.weight")
@@ -215,14 +204,14 @@ def add_dummy_channels(
     for name, t in _tensors(net).items():
         if name in tensors:
             t.copy_(tensors[name])
-    for space in all_spaces:
-        if space.injection is not None and space.name in plans:
+    for space, plan in planned:
+        if space.injection is not None:
             shortcut = net.get_submodule(space.injection.module)
             if not isinstance(shortcut, ZeroPadShortcut):  # channel_spaces only injects through these
                 raise TypeError(f"'{space.injection.module}' is not a ZeroPadShortcut.")
-            src_size = plans[space.injection.source].size if space.injection.source in plans else sizes[
-                space.injection.source]
-            shortcut.pad_after = plans[space.name].size - shortcut.pad_before - src_size
+            source = plans.get(space.injection.source)
+            src_size = source.size if source is not None else sizes[space.injection.source]
+            shortcut.pad_after = plan.size - shortcut.pad_before - src_size
     fc = getattr(net, "fc", None)
     if isinstance(fc, nn.Linear):
         net.num_features = fc.in_features

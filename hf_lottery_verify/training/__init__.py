@@ -20,7 +20,7 @@ Modules (one concept each; every name is importable from ``hf_lottery_verify.tra
 
 * :mod:`.masking` — :class:`MaskEnforcer`, pruned weights kept at ``+0.0`` under an optimizer.
 * :mod:`.schedule` — :func:`lr_at` (learning rate per step) and :func:`make_accelerator`.
-* :mod:`.mixing` — :class:`BatchMixer` and :class:`MixInSamples` (extra samples in each batch).
+* :mod:`.mixing` — :class:`MixInSamples` (extra samples in each batch).
 * :mod:`.evaluation` — :func:`evaluate` (accuracy, loss and count on a split).
 * :mod:`.trainer` — :class:`Trainer` and its per-epoch :class:`EpochRecord`.
 * :mod:`.context` — :class:`TrainingContext`, what many trainings on one dataset share.
@@ -32,7 +32,7 @@ from ..configs import TrainConfig
 from .context import TrainingContext
 from .evaluation import evaluate
 from .masking import MaskEnforcer
-from .mixing import BatchMixer, MixInSamples
+from .mixing import MixInSamples
 from .schedule import lr_at, make_accelerator
 from .trainer import EpochRecord, Trainer
 
@@ -40,7 +40,6 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "EpochRecord",
-    "BatchMixer",
     "MixInSamples",
     "make_accelerator",
     "evaluate",

@@ -1,23 +1,14 @@
-"""Extra samples mixed into training batches: the :class:`BatchMixer` protocol and
-:class:`MixInSamples` (the trigger set of Scheme V3, in a seeded cycling order kept on the device)."""
+"""Extra samples mixed into training batches: :class:`MixInSamples` (the trigger set of Scheme V3,
+in a seeded cycling order kept on the device)."""
 
 from __future__ import annotations
-
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
 from ..data import ImageData, Normalizer, derive_seed
 
-__all__ = ["BatchMixer", "MixInSamples"]
-
-
-class BatchMixer(Protocol):
-    """Mixes extra samples into a training batch (the trigger set of Scheme V3 uses this)."""
-
-    def __call__(self, step: int, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
-
+__all__ = ["MixInSamples"]
 
 _MIX_ORDER_STEPS = 256
 """Steps of cycling order that :class:`MixInSamples` prepares and uploads at once."""

@@ -19,7 +19,6 @@ from ..data import DeviceBatches, DeviceData, ImageData, normalized_for, record_
 from ..errors import TrainingError
 from .evaluation import _canonical_device, evaluate
 from .masking import MaskEnforcer
-from .mixing import BatchMixer
 from .schedule import lr_at, make_accelerator
 
 __all__ = ["Trainer", "EpochRecord"]
@@ -59,7 +58,8 @@ class Trainer:
         config: Hyper-parameters (defaults: :class:`TrainConfig`'s).
         test_data: Evaluated after the last epoch.
         accelerator: Shared accelerator; one is made from ``config`` when ``None``.
-        mixer: Optional :class:`BatchMixer` (trigger-set mixing).
+        mixer: Optional ``mixer(step, images, labels) -> (images, labels)`` that adds samples to each batch
+            (trigger-set mixing: :class:`~.mixing.MixInSamples`).
         progress: Show progress bars on the main process: epochs, and the batches of the
             current epoch with their rate and ETA.
         desc: Label of the progress bar.
@@ -74,7 +74,7 @@ class Trainer:
         *,
         test_data: ImageData | None = None,
         accelerator: Any = None,
-        mixer: BatchMixer | None = None,
+        mixer: Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
         progress: bool = True,
         desc: str = "train",
         context: Any = None,
@@ -122,15 +122,6 @@ class Trainer:
             return self.context.device_data(data, self.device)
         return DeviceData(data, _canonical_device(self.device))
 
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}(model={type(self.model).__name__}, train={len(self.train_data)}, "
-                f"test={None if self.test_data is None else len(self.test_data)}, device={self.device}, "
-                f"config={self.config})")
-
-    @property
-    def _inner_optimizer(self) -> torch.optim.Optimizer:
-        return getattr(self.optimizer, "optimizer", self.optimizer)
-
     def reset(self, *, seed: int | None = None, desc: str | None = None, progress: bool | None = None) -> None:
         """Start another run on the same model, data and settings, keeping the prepared and
         compiled model and the uploaded data.
@@ -144,7 +135,7 @@ class Trainer:
             desc: New label of the progress bar.
             progress: Show progress bars or not from now on.
         """
-        self._inner_optimizer.state.clear()
+        getattr(self.optimizer, "optimizer", self.optimizer).state.clear()  # Accelerate wraps the optimizer
         self.optimizer.zero_grad(set_to_none=True)
         self.history = []
         if seed is not None and seed != self.config.seed:

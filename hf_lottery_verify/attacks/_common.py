@@ -1,5 +1,6 @@
-"""Plumbing shared by the structural attacks: the attacked deep copy, the seed and
-space-selection checks, and broadcasting per-channel factors."""
+"""Plumbing shared by the attacks: the attacked deep copy (with its timm network and masks, or
+with the masks read off its weights), masks re-read after an attack, the seed and space-selection
+checks, and broadcasting per-channel factors."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Literal
 
 import torch
 from torch import nn
+
+from ..masks import masks_from_weights, timm_parameters
 
 __all__ = ["SpaceSelection"]
 
@@ -22,6 +25,29 @@ def _prepare(model: nn.Module) -> tuple[nn.Module, nn.Module, dict[str, torch.Te
     net = getattr(attacked, "timm_model", attacked)
     masks = attacked.masks if hasattr(attacked, "set_masks") else None
     return attacked, net, masks
+
+
+def _copy_with_masks(model: nn.Module) -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A deep copy of ``model``, its timm parameters and the masks read off their non-zero weights."""
+    attacked = copy.deepcopy(model)
+    params = timm_parameters(attacked)
+    return attacked, params, masks_from_weights(params, attacked.prunable_names())
+
+
+def _remask(model: nn.Module) -> nn.Module:
+    """Set ``model``'s masks to the non-zero pattern of its weights, as a re-saved checkpoint has them."""
+    if hasattr(model, "set_masks"):
+        model.set_masks(masks_from_weights(timm_parameters(model), model.prunable_names()), apply=False)
+    return model
+
+
+def _draw_like(kept: torch.Tensor, count: int, gen: torch.Generator) -> torch.Tensor:
+    """``count`` values drawn like ``kept``: resampled magnitudes with random signs (N(0, 0.05) when empty)."""
+    if kept.numel() == 0:
+        return torch.randn(count, generator=gen, dtype=torch.float64) * 0.05
+    idx = torch.randint(kept.numel(), (count,), generator=gen)
+    sign = torch.where(torch.rand(count, generator=gen) < 0.5, -1.0, 1.0).to(torch.float64)
+    return kept.double().abs()[idx] * sign
 
 
 def _tensors(net: nn.Module) -> dict[str, torch.Tensor]:
