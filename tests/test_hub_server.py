@@ -357,7 +357,7 @@ def test_a_private_repo_is_visible_to_its_owner_only(fresh_hub: LocalHub, hub_re
     with pytest.raises(RepositoryNotFoundError):  # another user, with a valid token: as if it did not exist
         api.model_info(hub_repo_id, token=fresh_hub.add_user("mallory"))
     assert fresh_hub.find_requests(method="GET", path_contains=hub_repo_id)[-1]["status"] == 404
-    fresh_hub.set_private(hub_repo_id, False)
+    api.update_repo_settings(hub_repo_id, private=False)
     assert api.model_info(hub_repo_id, token=False).private is False
 
 

@@ -7,7 +7,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
 
 DEFAULT_USER = "local-user"
 DEFAULT_TOKEN = "hf_local_hub_default_token"  # DEFAULT_USER's token unless a LocalHub is given other users
@@ -17,8 +16,6 @@ LFS_SUFFIXES = (
     ".pickle", ".gz", ".zip", ".tar", ".zst", ".xz", ".7z", ".arrow", ".parquet", ".joblib", ".tflite", ".gguf",
 )
 GITATTRIBUTES = "".join(f"*{suffix} filter=lfs diff=lfs merge=lfs -text\n" for suffix in LFS_SUFFIXES)
-_REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
-_URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 _SHA_RE = re.compile(r"[0-9a-f]{5,40}")
 _NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?")  # a user, namespace or repo name
 
@@ -67,9 +64,8 @@ class Commit:
 
 @dataclass
 class Repo:
-    """A repository: its commits, refs and the LFS objects uploaded to it."""
+    """A model repository: its commits, refs and the LFS objects uploaded to it."""
 
-    repo_type: str
     repo_id: str
     private: bool
     created_at: datetime
@@ -83,10 +79,9 @@ class HubError(Exception):
     """An error answered to the client as JSON with the ``X-Error-Code`` header."""
 
     def __init__(self, status: int, message: str, code: str | None = None,
-                 headers: Mapping[str, str] | None = None, extra: Mapping[str, Any] | None = None) -> None:
+                 headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.message, self.code = status, message, code
-        self.headers, self.extra = dict(headers or {}), dict(extra or {})
+        self.status, self.message, self.code, self.headers = status, message, code, dict(headers or {})
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -102,10 +97,6 @@ def is_lfs_path(path: str, size: int) -> bool:
 def iso_date(value: datetime) -> str:
     """Format a date as the Hub does: ``2024-05-01T12:34:56.789Z``."""
     return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-
-
-def _not_found(kind: str, message: str, **headers: str) -> HubError:
-    return HubError(404, message, kind, headers)
 
 
 @dataclass

@@ -145,7 +145,7 @@ class _GuardedHandler(BaseHTTPRequestHandler):
         headers = {"X-Error-Message": error.message, **error.headers}
         if error.code:
             headers["X-Error-Code"] = error.code
-        self._send_json({"error": error.message, **error.extra}, error.status, headers)
+        self._send_json({"error": error.message}, error.status, headers)
 
     def _json(self) -> dict[str, Any]:
         try:
