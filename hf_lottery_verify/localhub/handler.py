@@ -9,7 +9,7 @@ import json
 import re
 import socket
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -38,9 +38,8 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         ("POST", _API + r"/paths-info/(?P<rev>[^/]+)", "paths_info"),
         ("GET", _API + r"/commits/(?P<rev>[^/]+)", "commits"),
         ("GET", _API + r"/refs", "refs"),
-        ("POST", _API + r"/branch/(?P<name>[^/]+)", "create_branch"),
+        ("POST", _API + r"/(?P<ref>branch|tag)/(?P<name>[^/]+)", "create_ref"),  # tag/{rev}, body {"tag": name}
         ("DELETE", _API + r"/(?P<ref>branch|tag)/(?P<name>[^/]+)", "delete_ref"),
-        ("POST", _API + r"/tag/(?P<rev>[^/]+)", "create_tag"),
         ("POST", r"/" + _REPO + r"\.git/info/lfs/objects/batch", "lfs_batch"),
         ("PUT", r"/__lfs/models/" + _REPO + r"/(?P<oid>[0-9a-f]{64})", "lfs_put"),
         ("GET HEAD", r"/" + _REPO + r"/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
@@ -58,24 +57,18 @@ def _checked_path(value: Mapping[str, Any]) -> str:
     return path
 
 
-def _tree_entry(path: str, blob: Blob) -> dict[str, Any]:
-    entry: dict[str, Any] = {"type": "file", "oid": blob.git_oid, "size": len(blob.data), "path": path}
-    if blob.lfs:
-        entry["lfs"] = {"oid": blob.sha256, "size": len(blob.data), "pointerSize": blob.pointer_size}
-    return entry
-
-
-def _folder_entry(commit: Commit, path: str) -> dict[str, Any]:
-    oid = hashlib.sha1(f"tree\0{commit.oid}\0{path}".encode()).hexdigest()
-    return {"type": "directory", "oid": oid, "size": 0, "path": path}
-
-
-def _folders(files: Iterable[str]) -> set[str]:
-    folders: set[str] = set()
-    for path in files:
-        parts = path.split("/")[:-1]
-        folders.update("/".join(parts[: i + 1]) for i in range(len(parts)))
-    return folders
+def _entries(commit: Commit) -> dict[str, dict[str, Any]]:
+    """Every file and folder of a commit by path, as the tree and paths-info APIs describe them."""
+    entries: dict[str, dict[str, Any]] = {}
+    for path, blob in commit.files.items():
+        parts = path.split("/")
+        for folder in ("/".join(parts[:i]) for i in range(1, len(parts))):
+            oid = hashlib.sha1(f"tree\0{commit.oid}\0{folder}".encode()).hexdigest()
+            entries[folder] = {"type": "directory", "oid": oid, "size": 0, "path": folder}
+        entries[path] = {"type": "file", "oid": blob.git_oid, "size": len(blob.data), "path": path}
+        if blob.lfs:
+            entries[path]["lfs"] = {"oid": blob.sha256, "size": len(blob.data), "pointerSize": blob.pointer_size}
+    return entries
 
 
 def _front_matter(text: str) -> Any:
@@ -262,8 +255,6 @@ class _Handler(_GuardedHandler):
         additions: dict[str, Blob] = {}
         deletions: list[str] = []
         for line in self._body.splitlines():
-            if not line.strip():
-                continue
             item = json.loads(line)
             key, value = item.get("key"), item.get("value", {})
             if key == "header":
@@ -287,12 +278,17 @@ class _Handler(_GuardedHandler):
 
     # ---- refs -----------------------------------------------------------------------------------
 
-    def _h_create_branch(self, groups: Mapping[str, Any]) -> None:
+    def _h_create_ref(self, groups: Mapping[str, Any]) -> None:
         repo, body = self._repo(groups, write=True), self._json()
+        branch = groups["ref"] == "branch"
+        name, start = (groups["name"], body.get("startingPoint")) if branch else (body["tag"], groups["name"])
+        if not isinstance(name, str) or not name:
+            raise HubError(400, "A tag needs a name")
+        refs = repo.branches if branch else repo.tags
         with self.hub._lock:
-            if groups["name"] in repo.branches:
-                raise HubError(409, f"Reference already exists: refs/heads/{groups['name']}")
-            repo.branches[groups["name"]] = self.hub._resolve(repo, body.get("startingPoint")).oid
+            if name in refs:
+                raise HubError(409, f"Reference already exists: refs/{'heads' if branch else 'tags'}/{name}")
+            refs[name] = self.hub._resolve(repo, start).oid
         self._send_json({})
 
     def _h_delete_ref(self, groups: Mapping[str, Any]) -> None:
@@ -300,16 +296,6 @@ class _Handler(_GuardedHandler):
         with self.hub._lock:
             if (repo.branches if groups["ref"] == "branch" else repo.tags).pop(groups["name"], None) is None:
                 raise HubError(404, f"Invalid rev id: {groups['name']}", "RevisionNotFound")
-        self._send_json({})
-
-    def _h_create_tag(self, groups: Mapping[str, Any]) -> None:
-        repo, tag = self._repo(groups, write=True), self._json()["tag"]
-        if not isinstance(tag, str) or not tag:
-            raise HubError(400, "A tag needs a name")
-        with self.hub._lock:
-            if tag in repo.tags:
-                raise HubError(409, f"Tag already exists: {tag}")
-            repo.tags[tag] = self.hub._resolve(repo, groups["rev"]).oid
         self._send_json({})
 
     def _h_refs(self, groups: Mapping[str, Any]) -> None:
@@ -335,36 +321,28 @@ class _Handler(_GuardedHandler):
             "id": repo.repo_id, "modelId": repo.repo_id, "author": repo.repo_id.split("/")[0], "sha": commit.oid,
             "lastModified": iso_date(commit.date), "createdAt": iso_date(repo.created_at), "private": repo.private,
             "gated": False, "disabled": False, "tags": list(card.get("tags") or []), "cardData": card or None,
-            "library_name": card.get("library_name"), "siblings": [{"rfilename": path} for path in sorted(commit.files)],
+                "library_name": card.get("library_name"),
+            "siblings": [{"rfilename": path} for path in sorted(commit.files)],
         })
 
     def _h_tree(self, groups: Mapping[str, Any]) -> None:
         _, commit = self._read(groups)
-        base = (groups.get("path") or "").strip("/")
+        base = (groups["path"] or "").strip("/")
         prefix = f"{base}/" if base else ""
         recursive = self._query.get("recursive", "").lower() in ("1", "true")
-        files = {path: blob for path, blob in commit.files.items() if path.startswith(prefix)}
-        folders = {path for path in _folders(files) if path.startswith(prefix)}
-        if base and not files:
-            raise HubError(404, f"{base} does not exist on {groups['rev']}", "EntryNotFound", {"X-Repo-Commit": commit.oid})
-        entries = [_tree_entry(path, blob) for path, blob in files.items()]
-        entries += [_folder_entry(commit, path) for path in folders]
-        if not recursive:
-            depth = prefix.count("/")
-            entries = [entry for entry in entries if entry["path"].count("/") == depth]
-        self._send_json(sorted(entries, key=lambda entry: entry["path"]))
+        entries = [entry for path, entry in sorted(_entries(commit).items())
+                   if path.startswith(prefix) and (recursive or path.count("/") == prefix.count("/"))]
+        if base and not entries:
+            raise HubError(404, f"{base} does not exist on {groups['rev']}", "EntryNotFound",
+                           {"X-Repo-Commit": commit.oid})
+        self._send_json(entries)
 
     def _h_paths_info(self, groups: Mapping[str, Any]) -> None:
         _, commit = self._read(groups)
         paths = [value for key, value in parse_qsl(self._body.decode()) if key == "paths"]  # the client's form
-        folders = _folders(commit.files)
-        answer = []
-        for path in paths:
-            if path in commit.files:
-                answer.append(_tree_entry(path, commit.files[path]))
-            elif path.strip("/") in folders:
-                answer.append(_folder_entry(commit, path.strip("/")))
-        self._send_json(answer)
+        entries = _entries(commit)
+        found = (entries.get(path) or entries.get(path.strip("/")) for path in paths)
+        self._send_json([entry for entry in found if entry])
 
     def _h_commits(self, groups: Mapping[str, Any]) -> None:
         repo = self._repo(groups)

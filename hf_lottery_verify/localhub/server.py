@@ -104,7 +104,6 @@ class LocalHub:
         self._faults: list[_Fault] = []
         self._errors: list[str] = []
         self._server: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -126,9 +125,8 @@ class LocalHub:
             sock, self._reserved = self._reserved, None
             self._server = _HTTPServer(self, (self.host, self.port), sock)
             self.host, self.port = self._server.server_address[:2]
-            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                            name=f"local-hub-{self.port}", daemon=True)
-            self._thread.start()
+            threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                             name=f"local-hub-{self.port}", daemon=True).start()
             _SERVING[self.port] = self
         return self
 
@@ -140,22 +138,20 @@ class LocalHub:
     def stop(self) -> None:
         """Stop serving and drop open connections: clients then get "connection refused". Data is kept."""
         with self._lock:
-            server, thread, self._server, self._thread = self._server, self._thread, None, None
+            server, self._server = self._server, None
         if server is None:
             return
         _SERVING.pop(self.port, None)
-        server.shutdown()
+        server.shutdown()  # returns once serve_forever has stopped
         server.server_close()
         for conn in list(server.connections):  # pooled keep-alive sockets then fail like a dead server's
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-        if thread is not None:
-            thread.join(timeout=5)
 
     # ---- users --------------------------------------------------------------------------------------
 
-    def add_user(self, name: str, token: str | None = None) -> str:
-        """Register user ``name`` and return their token (a known user keeps theirs unless ``token`` is given).
+    def add_user(self, name: str) -> str:
+        """Register user ``name`` and return their token (a known user keeps theirs).
 
         Raises:
             ValueError: ``name`` is not a valid Hub user name.
@@ -163,12 +159,10 @@ class LocalHub:
         if not _NAME_RE.fullmatch(name):
             raise ValueError(f"Not a valid Hub user name: {name!r}")
         with self._lock:
-            known = next((t for t, user in self._tokens.items() if user == name), None)
-            if known is not None and token in (None, known):
-                return known
-            self._tokens.pop(known, None)
-            token = token or f"hf_{secrets.token_urlsafe(24)}"
-            self._tokens[token] = name
+            token = next((t for t, user in self._tokens.items() if user == name), None)
+            if token is None:
+                token = f"hf_{secrets.token_urlsafe(24)}"
+                self._tokens[token] = name
             return token
 
     def _sign(self, text: str) -> str:
