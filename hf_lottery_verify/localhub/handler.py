@@ -104,7 +104,7 @@ class _Handler(_GuardedHandler):
         except (AttributeError, KeyError, TypeError, ValueError) as error:  # a body that is not what the route takes
             self._send_error(HubError(400, f"Malformed request: {error!r}"))
         except Exception as error:  # a server bug: keep the traceback for the tests, answer 500
-            self.hub._record_error(traceback.format_exc())
+            self.hub._errors.append(traceback.format_exc())
             self._send_error(HubError(500, f"Local hub error: {error!r}"))
 
     def _authenticate(self) -> str | None:

@@ -96,13 +96,11 @@ class LocalHub:
         self._tokens = {token: user for user, token in users.items()}
         self._secret = secrets.token_bytes(32)
         self._reserved = sock
-        if sock is not None:
-            self.host, self.port = sock.getsockname()[:2]
         self._lock = threading.RLock()
         self._repos: dict[str, Repo] = {}
-        self._log: list[dict[str, Any]] = []
-        self._faults: list[_Fault] = []
+        self._log: list[dict[str, Any]] = []  # the handler appends (atomically) to these two
         self._errors: list[str] = []
+        self._faults: list[_Fault] = []
         self._server: _HTTPServer | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -201,7 +199,7 @@ class LocalHub:
         fault to requests whose decoded path contains that string.
         """
         with self._lock:
-            self._faults.append(_Fault(times, status, body, path_contains))
+            self._faults.extend([_Fault(status, body, path_contains)] * times)
 
     def clear_faults(self) -> None:
         """Cancel pending injected faults."""
@@ -210,21 +208,10 @@ class LocalHub:
 
     def _take_fault(self, path: str) -> _Fault | None:
         with self._lock:
-            for fault in self._faults:
-                if fault.path_contains is None or fault.path_contains in path:
-                    fault.times -= 1
-                    if fault.times <= 0:
-                        self._faults.remove(fault)
-                    return fault
-        return None
-
-    def _record(self, entry: dict[str, Any]) -> None:
-        with self._lock:
-            self._log.append(entry)
-
-    def _record_error(self, text: str) -> None:
-        with self._lock:
-            self._errors.append(text)
+            fault = next((f for f in self._faults if f.path_contains is None or f.path_contains in path), None)
+            if fault is not None:
+                self._faults.remove(fault)
+            return fault
 
     # ---- direct repository access (no client involved) ------------------------------------------
 
@@ -263,7 +250,7 @@ class LocalHub:
                parent_commit: str | None = None) -> str:
         """Apply additions and deletions on branch ``revision`` as one new commit. Returns its id."""
         with self._lock:
-            repo = self._get_repo(repo_id)
+            repo = self._repos[repo_id]
             if revision not in repo.branches:
                 raise HubError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
             head = repo.branches[revision]
@@ -279,15 +266,9 @@ class LocalHub:
     def read_file(self, repo_id: str, path: str) -> bytes:
         """The bytes of ``path`` on a model repo's ``main``."""
         with self._lock:
-            return self._resolve(self._get_repo(repo_id)).files[path].data
+            return self._resolve(self._repos[repo_id]).files[path].data
 
     # ---- internals shared with the request handler ----------------------------------------------
-
-    def _get_repo(self, repo_id: str) -> Repo:
-        repo = self._repos.get(repo_id)
-        if repo is None:
-            raise HubError(404, "Repository not found", "RepoNotFound")
-        return repo
 
     def _resolve(self, repo: Repo, revision: str | None = None) -> Commit:
         revision = revision or "main"

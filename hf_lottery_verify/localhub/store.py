@@ -101,7 +101,6 @@ def iso_date(value: datetime) -> str:
 
 @dataclass
 class _Fault:
-    times: int
     status: int | None
     body: bytes
     path_contains: str | None

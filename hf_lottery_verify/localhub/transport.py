@@ -103,9 +103,9 @@ class _GuardedHandler(BaseHTTPRequestHandler):
         """Log this request once, before the client can see any answer (so tests never race the log)."""
         if not self._logged:
             self._logged = True
-            self.hub._record({"method": self.command, "path": self._path, "query": self._query,
-                              "range": self.headers.get("Range"), "status": status, "bytes_sent": bytes_sent,
-                              "user": self._user})
+            self.hub._log.append({"method": self.command, "path": self._path, "query": self._query,
+                                  "range": self.headers.get("Range"), "status": status, "bytes_sent": bytes_sent,
+                                  "user": self._user})
 
     def _read_body(self, limit: int | None = None) -> bytes:
         """The request body: at most ``limit`` (default ``hub.max_body``) bytes, or 400/411/413."""
