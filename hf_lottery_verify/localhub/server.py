@@ -8,7 +8,6 @@ import hmac
 import secrets
 import socket
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from http.server import ThreadingHTTPServer
@@ -273,8 +272,6 @@ class LocalHub:
     def _resolve(self, repo: Repo, revision: str | None = None) -> Commit:
         revision = revision or "main"
         oid = repo.branches.get(revision) or repo.tags.get(revision)
-        if oid is None and revision.startswith("refs/heads/"):
-            oid = repo.branches.get(revision[len("refs/heads/"):])
         if oid is None and _SHA_RE.fullmatch(revision):
             matches = [sha for sha in repo.commits if sha.startswith(revision)]
             oid = matches[0] if len(matches) == 1 else None
@@ -288,7 +285,7 @@ class LocalHub:
         date = max(self.clock(), repo.created_at)  # the server's time, never before the repo was created
         if parent is not None:  # strictly increasing dates keep "newest first" unambiguous
             date = max(date, repo.commits[parent].date + timedelta(milliseconds=1))
-        oid = hashlib.sha1(f"{repo.repo_id}\0{parent}\0{title}\0{date}\0{uuid.uuid4()}".encode()).hexdigest()
+        oid = secrets.token_hex(20)  # 40 hex digits like a git commit id, never the same twice
         commit = Commit(oid=oid, parent=parent, title=title, message=message, author=author, date=date, files=files)
         repo.commits[oid] = commit
         repo.branches[branch] = oid
