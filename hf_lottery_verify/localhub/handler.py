@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, unquote
 
 import yaml
 
-from .store import _NAME_RE, Blob, Commit, HubError, Repo, _Fault, is_lfs_path, iso_date
+from .store import _NAME_RE, Blob, Commit, HubError, Repo, is_lfs_path, iso_date
 from .transport import _GuardedHandler
 
 # --------------------------------------------------------------------------------------------------
@@ -39,7 +39,6 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         ("GET", _API + r"/commits/(?P<rev>[^/]+)", "commits"),
         ("GET", _API + r"/refs", "refs"),
         ("POST", _API + r"/(?P<ref>branch|tag)/(?P<name>[^/]+)", "create_ref"),  # tag/{rev}, body {"tag": name}
-        ("DELETE", _API + r"/(?P<ref>branch|tag)/(?P<name>[^/]+)", "delete_ref"),
         ("POST", r"/" + _REPO + r"\.git/info/lfs/objects/batch", "lfs_batch"),
         ("PUT", r"/__lfs/models/" + _REPO + r"/(?P<oid>[0-9a-f]{64})", "lfs_put"),
         ("GET HEAD", r"/" + _REPO + r"/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
@@ -85,8 +84,13 @@ class _Handler(_GuardedHandler):
     def _answer(self, raw_path: str) -> None:
         try:
             fault = self.hub._take_fault(self._path)
+            if fault is not None and fault.status is None:  # like a dead server: no answer at all
+                self._log(0, 0)
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
             if fault is not None:
-                self._answer_fault(fault)
+                self._send(fault.status, fault.body, {"Content-Type": "text/plain"})
                 return
             self._user = self._authenticate()
             name, groups = self._match(raw_path)
@@ -131,14 +135,6 @@ class _Handler(_GuardedHandler):
         if _SINGLE_SEGMENT_REPO.fullmatch(raw_path):  # e.g. "gpt2": this hub only stores owner/name repos
             raise HubError(404, "Repository not found", "RepoNotFound")
         raise HubError(501, f"Not implemented by the local hub: {self.command} {raw_path}")
-
-    def _answer_fault(self, fault: _Fault) -> None:
-        if fault.status is None:
-            self._log(0, 0)
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        self._send(fault.status, fault.body, {"Content-Type": "text/plain"})
 
     def _repo(self, groups: Mapping[str, Any], *, write: bool = False) -> Repo:
         """The repo a request names, if its user may read it (private: the owner only) and, for writes, own it."""
@@ -270,11 +266,12 @@ class _Handler(_GuardedHandler):
                 deletions.append(_checked_path(value))
             else:
                 raise HubError(400, f"Unsupported commit operation: {key}")
-        oid = self.hub.commit(repo.repo_id, additions, deletions=deletions, message=str(header.get("summary") or "Update"),
-                              description=str(header.get("description") or ""), revision=groups["rev"],
-                              parent_commit=header.get("parentCommit"), author=self._user)
-        self._send_json({"success": True, "commitOid": oid, "commitUrl": f"{self.hub.url}/{repo.repo_id}/commit/{oid}",
-                         "hookOutput": "", "pullRequestUrl": None})
+        oid = self.hub.commit(repo.repo_id, additions, deletions=deletions, revision=groups["rev"], author=self._user,
+                              message=str(header.get("summary") or "Update"), parent_commit=header.get("parentCommit"),
+                              description=str(header.get("description") or ""))
+        commit_url = f"{self.hub.url}/{repo.repo_id}/commit/{oid}"
+        self._send_json({"success": True, "commitOid": oid, "commitUrl": commit_url, "hookOutput": "",
+                         "pullRequestUrl": None})
 
     # ---- refs -----------------------------------------------------------------------------------
 
@@ -289,13 +286,6 @@ class _Handler(_GuardedHandler):
             if name in refs:
                 raise HubError(409, f"Reference already exists: refs/{'heads' if branch else 'tags'}/{name}")
             refs[name] = self.hub._resolve(repo, start).oid
-        self._send_json({})
-
-    def _h_delete_ref(self, groups: Mapping[str, Any]) -> None:
-        repo = self._repo(groups, write=True)
-        with self.hub._lock:
-            if (repo.branches if groups["ref"] == "branch" else repo.tags).pop(groups["name"], None) is None:
-                raise HubError(404, f"Invalid rev id: {groups['name']}", "RevisionNotFound")
         self._send_json({})
 
     def _h_refs(self, groups: Mapping[str, Any]) -> None:

@@ -42,9 +42,7 @@ def _utc_now() -> datetime:
 class _HTTPServer(ThreadingHTTPServer):
     """A threading HTTP server that knows its open connections, so that :meth:`LocalHub.stop` can drop them."""
 
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
+    block_on_close = False  # (daemon threads and address reuse are ThreadingHTTPServer's defaults)
 
     def __init__(self, hub: LocalHub, address: tuple[str, int], sock: socket.socket | None) -> None:
         self.hub = hub
@@ -222,7 +220,8 @@ class LocalHub:
         """
         with self._lock:
             if repo_id in self._repos:
-                raise HubError(409, "You already created this model repo")
+                # huggingface_hub's create_repo(exist_ok=True) reads the url of this answer
+                raise HubError(409, "You already created this model repo", extra={"url": f"{self.url}/{repo_id}"})
             repo = Repo(repo_id=repo_id, private=private, created_at=self.clock())
             self._repos[repo_id] = repo
             self._new_commit(repo, "main", {".gitattributes": Blob.make(GITATTRIBUTES.encode(), lfs=False)},

@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 DEFAULT_USER = "local-user"
 DEFAULT_TOKEN = "hf_local_hub_default_token"  # DEFAULT_USER's token unless a LocalHub is given other users
@@ -79,9 +80,10 @@ class HubError(Exception):
     """An error answered to the client as JSON with the ``X-Error-Code`` header."""
 
     def __init__(self, status: int, message: str, code: str | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
+                 headers: Mapping[str, str] | None = None, extra: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
-        self.status, self.message, self.code, self.headers = status, message, code, dict(headers or {})
+        self.status, self.message, self.code = status, message, code
+        self.headers, self.extra = dict(headers or {}), dict(extra or {})  # extra: more keys of the JSON answer
 
 
 def git_blob_sha1(data: bytes) -> str:

@@ -53,6 +53,7 @@ class _GuardedHandler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        self.hub = self.server.hub  # the LocalHub
         self.rfile.close()  # reads go through the deadline instead
         self._reader = _DeadlineReader(self.connection)
         self.rfile = io.BufferedReader(self._reader)
@@ -61,10 +62,6 @@ class _GuardedHandler(BaseHTTPRequestHandler):
         """One request, from its first byte to the last byte of the answer, within ``hub.request_timeout``."""
         self._reader.deadline = time.monotonic() + self.hub.request_timeout
         super().handle_one_request()  # a TimeoutError closes the connection there
-
-    @property
-    def hub(self) -> Any:
-        return self.server.hub
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         self._dispatch()
@@ -145,13 +142,10 @@ class _GuardedHandler(BaseHTTPRequestHandler):
         headers = {"X-Error-Message": error.message, **error.headers}
         if error.code:
             headers["X-Error-Code"] = error.code
-        self._send_json({"error": error.message}, error.status, headers)
+        self._send_json({"error": error.message, **error.extra}, error.status, headers)
 
     def _json(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self._body or b"{}")
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise HubError(400, f"Invalid JSON body: {error}") from error
+        data = json.loads(self._body or b"{}")  # not JSON: a ValueError, which the handler answers with 400
         if not isinstance(data, dict):
             raise HubError(400, "The JSON body must be an object")
         return data
