@@ -84,6 +84,7 @@ def test_hub_repo_id_is_a_fresh_valid_id(hub_repo_id: str) -> None:
     assert not HfApi().repo_exists(hub_repo_id)  # not created yet: each test creates its own
     HfApi().create_repo(hub_repo_id)
     assert HfApi().repo_exists(hub_repo_id)
+    assert HfApi().create_repo(hub_repo_id, exist_ok=True).repo_id == hub_repo_id
 
 
 # ---- upload and download -----------------------------------------------------------------------
@@ -357,7 +358,7 @@ def test_a_private_repo_is_visible_to_its_owner_only(fresh_hub: LocalHub, hub_re
     with pytest.raises(RepositoryNotFoundError):  # another user, with a valid token: as if it did not exist
         api.model_info(hub_repo_id, token=fresh_hub.add_user("mallory"))
     assert fresh_hub.find_requests(method="GET", path_contains=hub_repo_id)[-1]["status"] == 404
-    fresh_hub.set_private(hub_repo_id, False)
+    api.update_repo_settings(hub_repo_id, private=False)
     assert api.model_info(hub_repo_id, token=False).private is False
 
 
@@ -485,13 +486,13 @@ def test_another_users_token_cannot_write_in_my_namespace(fresh_hub: LocalHub, h
         "commit": lambda: thief.upload_file(path_or_fileobj=b"{}", path_in_repo="config.json", repo_id=hub_repo_id),
         "delete file": lambda: thief.delete_file("config.json", repo_id=hub_repo_id),
         "tag": lambda: thief.create_tag(hub_repo_id, tag="v2"),
-        "delete tag": lambda: thief.delete_tag(hub_repo_id, tag="v1"),
         "branch": lambda: thief.create_branch(hub_repo_id, branch="dev"),
         "settings": lambda: thief.update_repo_settings(hub_repo_id, private=True),
         "delete repo": lambda: thief.delete_repo(hub_repo_id),
         "create in my namespace": lambda: thief.create_repo(f"{DEFAULT_USER}/{hub_repo_id.split('/')[1]}-2"),
     }
     assert {name: _status(call) for name, call in refused.items()} == dict.fromkeys(refused, 403)
+    assert _status(lambda: thief.delete_tag(hub_repo_id, tag="v1")) == 501  # nobody deletes refs on this hub
     assert fresh_hub.read_file(hub_repo_id, "config.json") == b'{"owner": true}'
     assert api.model_info(hub_repo_id).private is False
     assert [tag.name for tag in api.list_repo_refs(hub_repo_id).tags] == ["v1"]

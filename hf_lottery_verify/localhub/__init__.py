@@ -4,14 +4,14 @@ The real, unpatched ``huggingface_hub`` client (and transformers / timm on top o
 :class:`LocalHub` through ``HF_ENDPOINT``. The client reads that variable when it is imported, so
 ``tests/conftest.py`` calls :func:`configure_hub_environment` before anything imports it.
 
-Implemented surface (models, datasets and spaces alike):
+Implemented surface (model repos only: nothing here uses datasets or spaces):
 
-* upload: ``POST /api/repos/create``, ``DELETE /api/repos/delete``, ``PUT /api/{type}s/{repo}/settings``,
-  ``POST /api/validate-yaml``, ``POST /api/{type}s/{repo}/preupload/{rev}``, the LFS batch API
+* upload: ``POST /api/repos/create``, ``DELETE /api/repos/delete``, ``PUT /api/models/{repo}/settings``,
+  ``POST /api/validate-yaml``, ``POST /api/models/{repo}/preupload/{rev}``, the LFS batch API
   ``POST /{repo}.git/info/lfs/objects/batch`` with the signed ``PUT`` hrefs it returns, and
-  ``POST /api/{type}s/{repo}/commit/{rev}`` (NDJSON ``header``/``file``/``lfsFile``/``deletedFile``/
-  ``deletedFolder``); branches and tags (``/branch/{name}``, ``/tag/{rev}``);
-* download: ``GET /api/{type}s/{repo}[/revision/{rev}]``, ``/tree/{rev}[/{path}]``, ``/paths-info/{rev}``,
+  ``POST /api/models/{repo}/commit/{rev}`` (NDJSON ``header``/``file``/``lfsFile``/``deletedFile``);
+  new branches and tags (``POST .../branch/{name}``, ``.../tag/{rev}``; refs are never deleted);
+* download: ``GET /api/models/{repo}[/revision/{rev}]``, ``/tree/{rev}[/{path}]``, ``/paths-info/{rev}``,
   ``/commits/{rev}``, ``/refs`` and ``HEAD``/``GET /{repo}/resolve/{rev}/{path}`` with byte ranges;
 * errors carry the ``X-Error-Code`` header the client maps to typed errors.
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import secrets
 import socket
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from http.server import ThreadingHTTPServer
@@ -17,7 +17,6 @@ from .handler import _Handler
 from .store import (
     _NAME_RE,
     _SHA_RE,
-    _URL_PREFIX,
     DEFAULT_TOKEN,
     DEFAULT_USER,
     GITATTRIBUTES,
@@ -26,7 +25,6 @@ from .store import (
     HubError,
     Repo,
     _Fault,
-    _not_found,
     is_lfs_path,
 )
 
@@ -42,16 +40,13 @@ def _utc_now() -> datetime:
 
 
 class _HTTPServer(ThreadingHTTPServer):
-    """A threading HTTP server that can drop every open keep-alive connection on stop."""
+    """A threading HTTP server that knows its open connections, so that :meth:`LocalHub.stop` can drop them."""
 
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
+    block_on_close = False  # (daemon threads and address reuse are ThreadingHTTPServer's defaults)
 
     def __init__(self, hub: LocalHub, address: tuple[str, int], sock: socket.socket | None) -> None:
         self.hub = hub
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
+        self.connections: set[socket.socket] = set()  # added and discarded under the GIL, copied before use
         super().__init__(address, _Handler, bind_and_activate=sock is None)
         if sock is not None:  # adopt a socket reserved (bound, not listening) by configure_hub_environment
             self.socket.close()
@@ -60,24 +55,12 @@ class _HTTPServer(ThreadingHTTPServer):
             self.server_activate()
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
+        self.connections.add(request)
         super().process_request(request, client_address)
 
     def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
+        self.connections.discard(request)
         super().shutdown_request(request)
-
-    def drop_connections(self) -> None:
-        """Close every open client connection, so that pooled keep-alive sockets fail like a dead server."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for conn in connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class LocalHub:
@@ -110,15 +93,12 @@ class LocalHub:
         self._tokens = {token: user for user, token in users.items()}
         self._secret = secrets.token_bytes(32)
         self._reserved = sock
-        if sock is not None:
-            self.host, self.port = sock.getsockname()[:2]
         self._lock = threading.RLock()
-        self._repos: dict[tuple[str, str], Repo] = {}
-        self._log: list[dict[str, Any]] = []
-        self._faults: list[_Fault] = []
+        self._repos: dict[str, Repo] = {}
+        self._log: list[dict[str, Any]] = []  # the handler appends (atomically) to these two
         self._errors: list[str] = []
+        self._faults: list[_Fault] = []
         self._server: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -140,9 +120,8 @@ class LocalHub:
             sock, self._reserved = self._reserved, None
             self._server = _HTTPServer(self, (self.host, self.port), sock)
             self.host, self.port = self._server.server_address[:2]
-            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                            name=f"local-hub-{self.port}", daemon=True)
-            self._thread.start()
+            threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                             name=f"local-hub-{self.port}", daemon=True).start()
             _SERVING[self.port] = self
         return self
 
@@ -154,26 +133,20 @@ class LocalHub:
     def stop(self) -> None:
         """Stop serving and drop open connections: clients then get "connection refused". Data is kept."""
         with self._lock:
-            server, thread, self._server, self._thread = self._server, self._thread, None, None
+            server, self._server = self._server, None
         if server is None:
             return
         _SERVING.pop(self.port, None)
-        server.shutdown()
+        server.shutdown()  # returns once serve_forever has stopped
         server.server_close()
-        server.drop_connections()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> LocalHub:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        for conn in list(server.connections):  # pooled keep-alive sockets then fail like a dead server's
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     # ---- users --------------------------------------------------------------------------------------
 
-    def add_user(self, name: str, token: str | None = None) -> str:
-        """Register user ``name`` and return their token (a known user keeps theirs unless ``token`` is given).
+    def add_user(self, name: str) -> str:
+        """Register user ``name`` and return their token (a known user keeps theirs).
 
         Raises:
             ValueError: ``name`` is not a valid Hub user name.
@@ -181,16 +154,11 @@ class LocalHub:
         if not _NAME_RE.fullmatch(name):
             raise ValueError(f"Not a valid Hub user name: {name!r}")
         with self._lock:
-            known = next((t for t, user in self._tokens.items() if user == name), None)
-            if known is not None and token in (None, known):
-                return known
-            self._tokens.pop(known, None)
-            token = token or f"hf_{secrets.token_urlsafe(24)}"
-            self._tokens[token] = name
+            token = next((t for t, user in self._tokens.items() if user == name), None)
+            if token is None:
+                token = f"hf_{secrets.token_urlsafe(24)}"
+                self._tokens[token] = name
             return token
-
-    def _token_user(self, token: str) -> str | None:
-        return self._tokens.get(token)
 
     def _sign(self, text: str) -> str:
         return hmac.new(self._secret, text.encode(), hashlib.sha256).hexdigest()
@@ -228,7 +196,7 @@ class LocalHub:
         fault to requests whose decoded path contains that string.
         """
         with self._lock:
-            self._faults.append(_Fault(times, status, body, path_contains))
+            self._faults.extend([_Fault(status, body, path_contains)] * times)
 
     def clear_faults(self) -> None:
         """Cancel pending injected faults."""
@@ -237,48 +205,33 @@ class LocalHub:
 
     def _take_fault(self, path: str) -> _Fault | None:
         with self._lock:
-            for fault in self._faults:
-                if fault.path_contains is None or fault.path_contains in path:
-                    fault.times -= 1
-                    if fault.times <= 0:
-                        self._faults.remove(fault)
-                    return fault
-        return None
-
-    def _record(self, entry: dict[str, Any]) -> None:
-        with self._lock:
-            self._log.append(entry)
-
-    def _record_error(self, text: str) -> None:
-        with self._lock:
-            self._errors.append(text)
+            fault = next((f for f in self._faults if f.path_contains is None or f.path_contains in path), None)
+            if fault is not None:
+                self._faults.remove(fault)
+            return fault
 
     # ---- direct repository access (no client involved) ------------------------------------------
 
-    def create_repo(self, repo_id: str, *, repo_type: str = "model", private: bool = False,
-                    exist_ok: bool = False) -> Repo:
-        """Create a repository dated by :attr:`clock`, with the Hub's "initial commit" (a ``.gitattributes`` file)."""
+    def create_repo(self, repo_id: str, *, private: bool = False) -> Repo:
+        """Create a model repository dated by :attr:`clock`, with the Hub's "initial commit" (a ``.gitattributes``).
+
+        Raises:
+            HubError: 409, the repository exists.
+        """
         with self._lock:
-            key = (repo_type, repo_id)
-            if key in self._repos:
-                if exist_ok:
-                    return self._repos[key]
-                url = f"{self.url}/{_URL_PREFIX[repo_type]}{repo_id}"
-                raise HubError(409, f"You already created this {repo_type} repo", extra={"url": url})
-            repo = Repo(repo_type=repo_type, repo_id=repo_id, private=private, created_at=self.clock())
-            self._repos[key] = repo
+            if repo_id in self._repos:
+                # huggingface_hub's create_repo(exist_ok=True) reads the url of this answer
+                raise HubError(409, "You already created this model repo", extra={"url": f"{self.url}/{repo_id}"})
+            repo = Repo(repo_id=repo_id, private=private, created_at=self.clock())
+            self._repos[repo_id] = repo
             self._new_commit(repo, "main", {".gitattributes": Blob.make(GITATTRIBUTES.encode(), lfs=False)},
                              title="initial commit", author="system")
             return repo
 
-    def repo(self, repo_id: str, *, repo_type: str = "model") -> Repo:
-        """The stored repository (raises ``KeyError`` when missing)."""
+    def repo(self, repo_id: str) -> Repo:
+        """The stored repository (raises ``KeyError`` when missing), e.g. to make it private or public."""
         with self._lock:
-            return self._repos[(repo_type, repo_id)]
-
-    def set_private(self, repo_id: str, private: bool) -> None:
-        """Make a model repository private (only its owner then sees it) or public."""
-        self.repo(repo_id).private = private
+            return self._repos[repo_id]
 
     def put_file(self, repo_id: str, path: str, data: bytes, *, message: str | None = None) -> str:
         """Commit ``data`` at ``path`` of a model repo's ``main`` directly (e.g. a thief editing a file).
@@ -290,53 +243,39 @@ class LocalHub:
         """Delete ``path`` of a model repo's ``main`` in a new commit. Returns the new commit id."""
         return self.commit(repo_id, {}, deletions=[path], message=message or f"Delete {path}")
 
-    def commit(self, repo_id: str, additions: Mapping[str, Blob], *, deletions: Iterable[str] = (),
-               folder_deletions: Iterable[str] = (), message: str, description: str = "", revision: str = "main",
-               repo_type: str = "model", author: str = DEFAULT_USER, parent_commit: str | None = None) -> str:
+    def commit(self, repo_id: str, additions: Mapping[str, Blob], *, deletions: Iterable[str] = (), message: str,
+               description: str = "", revision: str = "main", author: str = DEFAULT_USER,
+               parent_commit: str | None = None) -> str:
         """Apply additions and deletions on branch ``revision`` as one new commit. Returns its id."""
         with self._lock:
-            repo = self._get_repo(repo_type, repo_id)
+            repo = self._repos[repo_id]
             if revision not in repo.branches:
-                raise _not_found("RevisionNotFound", f"Invalid rev id: {revision}")
+                raise HubError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
             head = repo.branches[revision]
             if parent_commit is not None and not head.startswith(parent_commit):
                 raise HubError(412, "A commit has happened since. Please refresh and try again.")
             files = dict(repo.commits[head].files)
             for path in deletions:
                 if files.pop(path, None) is None:
-                    raise _not_found("EntryNotFound", f"A file with this name doesn't exist: {path}")
-            for folder in folder_deletions:
-                prefix = folder.rstrip("/") + "/"
-                doomed = [path for path in files if path.startswith(prefix)]
-                if not doomed:
-                    raise _not_found("EntryNotFound", f"A folder with this name doesn't exist: {folder}")
-                for path in doomed:
-                    del files[path]
+                    raise HubError(404, f"A file with this name doesn't exist: {path}", "EntryNotFound")
             files.update(additions)
             return self._new_commit(repo, revision, files, title=message, message=description, author=author).oid
 
     def read_file(self, repo_id: str, path: str) -> bytes:
         """The bytes of ``path`` on a model repo's ``main``."""
         with self._lock:
-            return self._resolve(self._get_repo("model", repo_id), "main").files[path].data
+            return self._resolve(self._repos[repo_id]).files[path].data
 
     # ---- internals shared with the request handler ----------------------------------------------
 
-    def _get_repo(self, repo_type: str, repo_id: str) -> Repo:
-        repo = self._repos.get((repo_type, repo_id))
-        if repo is None:
-            raise HubError(404, "Repository not found", "RepoNotFound")
-        return repo
-
-    def _resolve(self, repo: Repo, revision: str) -> Commit:
+    def _resolve(self, repo: Repo, revision: str | None = None) -> Commit:
+        revision = revision or "main"
         oid = repo.branches.get(revision) or repo.tags.get(revision)
-        if oid is None and revision.startswith("refs/heads/"):
-            oid = repo.branches.get(revision[len("refs/heads/"):])
         if oid is None and _SHA_RE.fullmatch(revision):
             matches = [sha for sha in repo.commits if sha.startswith(revision)]
             oid = matches[0] if len(matches) == 1 else None
         if oid is None:
-            raise _not_found("RevisionNotFound", f"Invalid rev id: {revision}")
+            raise HubError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
         return repo.commits[oid]
 
     def _new_commit(self, repo: Repo, branch: str, files: dict[str, Blob], *, title: str, message: str = "",
@@ -345,7 +284,7 @@ class LocalHub:
         date = max(self.clock(), repo.created_at)  # the server's time, never before the repo was created
         if parent is not None:  # strictly increasing dates keep "newest first" unambiguous
             date = max(date, repo.commits[parent].date + timedelta(milliseconds=1))
-        oid = hashlib.sha1(f"{repo.repo_id}\0{parent}\0{title}\0{date}\0{uuid.uuid4()}".encode()).hexdigest()
+        oid = secrets.token_hex(20)  # 40 hex digits like a git commit id, never the same twice
         commit = Commit(oid=oid, parent=parent, title=title, message=message, author=author, date=date, files=files)
         repo.commits[oid] = commit
         repo.branches[branch] = oid

@@ -17,8 +17,6 @@ LFS_SUFFIXES = (
     ".pickle", ".gz", ".zip", ".tar", ".zst", ".xz", ".7z", ".arrow", ".parquet", ".joblib", ".tflite", ".gguf",
 )
 GITATTRIBUTES = "".join(f"*{suffix} filter=lfs diff=lfs merge=lfs -text\n" for suffix in LFS_SUFFIXES)
-_REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
-_URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 _SHA_RE = re.compile(r"[0-9a-f]{5,40}")
 _NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?")  # a user, namespace or repo name
 
@@ -67,9 +65,8 @@ class Commit:
 
 @dataclass
 class Repo:
-    """A repository: its commits, refs and the LFS objects uploaded to it."""
+    """A model repository: its commits, refs and the LFS objects uploaded to it."""
 
-    repo_type: str
     repo_id: str
     private: bool
     created_at: datetime
@@ -86,7 +83,7 @@ class HubError(Exception):
                  headers: Mapping[str, str] | None = None, extra: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.code = status, message, code
-        self.headers, self.extra = dict(headers or {}), dict(extra or {})
+        self.headers, self.extra = dict(headers or {}), dict(extra or {})  # extra: more keys of the JSON answer
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -104,13 +101,8 @@ def iso_date(value: datetime) -> str:
     return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
-def _not_found(kind: str, message: str, **headers: str) -> HubError:
-    return HubError(404, message, kind, headers)
-
-
 @dataclass
 class _Fault:
-    times: int
     status: int | None
     body: bytes
     path_contains: str | None

@@ -53,6 +53,7 @@ class _GuardedHandler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        self.hub = self.server.hub  # the LocalHub
         self.rfile.close()  # reads go through the deadline instead
         self._reader = _DeadlineReader(self.connection)
         self.rfile = io.BufferedReader(self._reader)
@@ -61,10 +62,6 @@ class _GuardedHandler(BaseHTTPRequestHandler):
         """One request, from its first byte to the last byte of the answer, within ``hub.request_timeout``."""
         self._reader.deadline = time.monotonic() + self.hub.request_timeout
         super().handle_one_request()  # a TimeoutError closes the connection there
-
-    @property
-    def hub(self) -> Any:
-        return self.server.hub
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         self._dispatch()
@@ -103,9 +100,9 @@ class _GuardedHandler(BaseHTTPRequestHandler):
         """Log this request once, before the client can see any answer (so tests never race the log)."""
         if not self._logged:
             self._logged = True
-            self.hub._record({"method": self.command, "path": self._path, "query": self._query,
-                              "range": self.headers.get("Range"), "status": status, "bytes_sent": bytes_sent,
-                              "user": self._user})
+            self.hub._log.append({"method": self.command, "path": self._path, "query": self._query,
+                                  "range": self.headers.get("Range"), "status": status, "bytes_sent": bytes_sent,
+                                  "user": self._user})
 
     def _read_body(self, limit: int | None = None) -> bytes:
         """The request body: at most ``limit`` (default ``hub.max_body``) bytes, or 400/411/413."""
@@ -148,10 +145,7 @@ class _GuardedHandler(BaseHTTPRequestHandler):
         self._send_json({"error": error.message, **error.extra}, error.status, headers)
 
     def _json(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self._body or b"{}")
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise HubError(400, f"Invalid JSON body: {error}") from error
+        data = json.loads(self._body or b"{}")  # not JSON: a ValueError, which the handler answers with 400
         if not isinstance(data, dict):
             raise HubError(400, "The JSON body must be an object")
         return data

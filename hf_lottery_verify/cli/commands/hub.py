@@ -8,31 +8,22 @@ import sys
 import tempfile
 import threading
 from argparse import Namespace
-from typing import Any
 
-from .. import COMMANDS
+from .. import command
 from .._parsing import write
 
 
-def _hub_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "hub", help="run a local Hub server on 127.0.0.1 (try the Hub workflow offline)",
-        description="ACTION 'serve' starts an in-memory Hub-compatible server on 127.0.0.1 for one user, prints "
-                    "the lines that point huggingface_hub (and this library) at it, and serves until Ctrl-C. "
-                    "Repos live in memory and are gone when it stops.")
-    actions = p.add_subparsers(dest="hub_action", metavar="ACTION", required=True, parser_class=type(p))
-    serve = actions.add_parser("serve", help="serve until Ctrl-C and print the HF_ENDPOINT/HF_TOKEN lines",
-                               description=p.description)
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (only 127.0.0.1 is accepted)")
-    serve.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
-    serve.add_argument("--user", default="local-user",
-                       help="the user the printed token belongs to: they write in the namespace USER/")
-    serve.set_defaults(handler=_serve)
-
-
-COMMANDS["hub"] = _hub_parser  # a group of actions, not one handler: registered by hand
-
-
+@command(
+    "hub", help="run a local Hub server on 127.0.0.1 (try the Hub workflow offline)",
+    description="ACTION 'serve' starts an in-memory Hub-compatible server on 127.0.0.1 for one user, prints the "
+                "lines that point huggingface_hub (and this library) at it, and serves until Ctrl-C. Repos live in "
+                "memory and are gone when it stops.",
+    arguments=[("action", dict(choices=["serve"], metavar="ACTION",
+                               help="serve: print the HF_ENDPOINT/HF_TOKEN lines and serve until Ctrl-C")),
+               ("--host", dict(default="127.0.0.1", help="address to listen on (only 127.0.0.1 is accepted)")),
+               ("--port", dict(type=int, default=0, help="port to listen on (0 picks a free one)")),
+               ("--user", dict(default="local-user",
+                               help="the user the printed token belongs to: they write in the namespace USER/"))])
 def _serve(args: Namespace) -> int:
     from ...errors import ConfigError
     from ...localhub import LocalHub
