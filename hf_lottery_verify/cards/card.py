@@ -30,20 +30,10 @@ logger = logging.getLogger(__name__)
 
 # Tags every card carries; "ownership-protected" is added when a claim is published.
 CARD_TAGS: tuple[str, ...] = ("image-classification", "timm", "lottery-ticket", "sparse")
-CLAIM_TAG = "ownership-protected"
-# Metadata keys written by render_model_card besides the Hub's own fields.
+# The metadata key of the public claim, written by render_model_card besides the Hub's own fields
+# (and ``lottery_ticket``).
 CLAIM_METADATA_KEY = "ownership_claim"
-TICKET_METADATA_KEY = "lottery_ticket"
-
-# Architectures whose names start with this prefix are this library's CIFAR ResNets
-# (hf_lottery_verify.architectures): timm knows them only after `import hf_lottery_verify`.
-CIFAR_ARCH_PREFIX = "cifar_resnet"
-
 TASK_TYPE = "image-classification"
-TASK_NAME = "Image Classification"
-# model-index needs a dataset for every result; density does not depend on one.
-UNKNOWN_DATASET_TYPE = "custom"
-UNKNOWN_DATASET_NAME = "unspecified dataset"
 ACCURACY_METRIC = "accuracy"
 DENSITY_METRIC = "density"
 METRIC_DECIMALS = 6
@@ -71,7 +61,7 @@ def library_name_for(arch: str) -> str:
         `str`: ``"timm"`` or ``"hf_lottery_verify"``.
     """
     base = arch.split(".", 1)[0].lower()
-    return "hf_lottery_verify" if base.startswith(CIFAR_ARCH_PREFIX) else "timm"
+    return "hf_lottery_verify" if base.startswith("cifar_resnet") else "timm"
 
 
 def _tags(value: Iterable[str] | str) -> list[str]:
@@ -248,29 +238,18 @@ def render_model_card(
 
     eval_common = {
         "task_type": TASK_TYPE,
-        "task_name": TASK_NAME,
-        "dataset_type": dataset or UNKNOWN_DATASET_TYPE,
-        "dataset_name": shown_dataset_name or UNKNOWN_DATASET_NAME,
+        "task_name": "Image Classification",
+        # model-index needs a dataset for every result; density does not depend on one
+        "dataset_type": dataset or "custom",
+        "dataset_name": shown_dataset_name or "unspecified dataset",
         "dataset_split": dataset_split,
     }
-    eval_results = []
-    if accuracy is not None:
-        eval_results.append(
-            EvalResult(
-                **eval_common,
-                metric_type=ACCURACY_METRIC,
-                metric_name="Top-1 accuracy",
-                metric_value=round(accuracy, METRIC_DECIMALS),
-            )
-        )
-    eval_results.append(
-        EvalResult(
-            **eval_common,
-            metric_type=DENSITY_METRIC,
-            metric_name="Density (fraction of prunable weights kept)",
-            metric_value=round(density, METRIC_DECIMALS),
-        )
-    )
+    metrics = [(ACCURACY_METRIC, "Top-1 accuracy", accuracy)] if accuracy is not None else []
+    metrics.append((DENSITY_METRIC, "Density (fraction of prunable weights kept)", density))
+    eval_results = [
+        EvalResult(**eval_common, metric_type=kind, metric_name=name, metric_value=round(value, METRIC_DECIMALS))
+        for kind, name, value in metrics
+    ]
     ticket_meta: dict[str, Any] = {"arch": arch, "density": round(density, METRIC_DECIMALS)}
     if public_claim is not None and public_claim.get("schemes"):
         ticket_meta["schemes"] = list(public_claim["schemes"])  # a copy: YAML would write an alias
@@ -279,12 +258,12 @@ def render_model_card(
         "library_name": library_name,
         "license": "apache-2.0",
         "pipeline_tag": TASK_TYPE,
-        "tags": [*CARD_TAGS, *([CLAIM_TAG] if public_claim is not None else [])],
+        "tags": [*CARD_TAGS, *(["ownership-protected"] if public_claim is not None else [])],
         "datasets": [dataset] if dataset is not None else None,
-        "metrics": [ACCURACY_METRIC, DENSITY_METRIC] if accuracy is not None else [DENSITY_METRIC],
+        "metrics": [kind for kind, _, _ in metrics],
         "model_name": model_name,
         "eval_results": eval_results,
-        TICKET_METADATA_KEY: ticket_meta,
+        "lottery_ticket": ticket_meta,
     }
     if public_claim is not None:
         ours[CLAIM_METADATA_KEY] = public_claim
