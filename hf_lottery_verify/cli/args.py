@@ -147,7 +147,7 @@ class SignatureOptions:
     seed: int = _help("seed of the values of switched-on weights", default=0)
 
     def embed_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`hf_lottery_verify.signature.embed_signature` (the fields are named after them)."""
+        """Keyword arguments for :func:`hf_lottery_verify.signature.embed_signature`: the fields, by name."""
         return asdict(self)
 
 

@@ -135,7 +135,7 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
     if config.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda asked for, but torch sees no CUDA device; use --device cpu.")
     work.mkdir(parents=True, exist_ok=True)
-    hub, user, thief_hub = _start_local_hub() if config.hub == "local" else (None, None, None)  # before training: fail early
+    hub, user, thief_hub = _start_local_hub() if config.hub == "local" else (None, None, None)  # fail before training
     if hub is not None:
         atexit.register(hub.stop)  # also when a later step raises
     report: dict[str, Any] = {"config": v, "steps": {}}
