@@ -33,16 +33,11 @@ Example:
 
 from __future__ import annotations
 
-# importlib.resources stays reachable as hf_lottery_verify.cards.resources, as before the split
-# (.templates reads the packaged templates through it).
-from importlib import resources as resources
-
 from .badge import BADGE_STATUSES, BadgeStyle, list_badge_statuses, render_badge
 from .card import CARD_TAGS, card_results, library_name_for, render_model_card
 from .claim import sanitize_claim
 from .errors import CardError, CardTemplateNotFoundError
 from .files import BADGE_FILENAME, CARD_FILENAME, save_card_files
-from .templates import ASSETS_DIRNAME as ASSETS_DIRNAME
 from .templates import BADGE_TEMPLATE_NAME, CARD_TEMPLATE_NAME
 
 __all__ = [

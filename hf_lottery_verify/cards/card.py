@@ -19,7 +19,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from .claim import _claim_rows, sanitize_claim
 from .errors import CardError
-from .files import BADGE_FILENAME, _check_filename
+from .files import BADGE_FILENAME
 from .robustness import measured_robustness
 from .templates import CARD_TEMPLATE_NAME, _read_asset
 from .text import _md, _percent
@@ -30,20 +30,10 @@ logger = logging.getLogger(__name__)
 
 # Tags every card carries; "ownership-protected" is added when a claim is published.
 CARD_TAGS: tuple[str, ...] = ("image-classification", "timm", "lottery-ticket", "sparse")
-CLAIM_TAG = "ownership-protected"
-# Metadata keys written by render_model_card besides the Hub's own fields.
+# The metadata key of the public claim, written by render_model_card besides the Hub's own fields
+# (and ``lottery_ticket``).
 CLAIM_METADATA_KEY = "ownership_claim"
-TICKET_METADATA_KEY = "lottery_ticket"
-
-# Architectures whose names start with this prefix are this library's CIFAR ResNets
-# (hf_lottery_verify.architectures): timm knows them only after `import hf_lottery_verify`.
-CIFAR_ARCH_PREFIX = "cifar_resnet"
-
 TASK_TYPE = "image-classification"
-TASK_NAME = "Image Classification"
-# model-index needs a dataset for every result; density does not depend on one.
-UNKNOWN_DATASET_TYPE = "custom"
-UNKNOWN_DATASET_NAME = "unspecified dataset"
 ACCURACY_METRIC = "accuracy"
 DENSITY_METRIC = "density"
 METRIC_DECIMALS = 6
@@ -71,26 +61,18 @@ def library_name_for(arch: str) -> str:
         `str`: ``"timm"`` or ``"hf_lottery_verify"``.
     """
     base = arch.split(".", 1)[0].lower()
-    return "hf_lottery_verify" if base.startswith(CIFAR_ARCH_PREFIX) else "timm"
+    return "hf_lottery_verify" if base.startswith("cifar_resnet") else "timm"
 
 
-def _unique(items: Iterable[str]) -> list[str]:
-    seen: dict[str, None] = {}
-    for item in items:
-        seen.setdefault(item, None)
-    return list(seen)
-
-
-def _tags(extra_tags: Iterable[str] | str, *, field: str = "extra_tags") -> list[str]:
-    if isinstance(extra_tags, str):
-        extra_tags = [extra_tags]
+def _tags(value: Iterable[str] | str) -> list[str]:
+    """The user's ``card_data`` tags, stripped; a lone string is one tag."""
     tags: list[str] = []
-    for tag in extra_tags:
+    for tag in [value] if isinstance(value, str) else value:
         if not isinstance(tag, str):
-            raise CardError(f"{field} must hold strings, got {tag!r} ({type(tag).__name__}).", field=field)
-        tag = tag.strip()
-        if tag:
-            tags.append(tag)
+            raise CardError(f"card_data['tags'] must hold strings, got {tag!r} ({type(tag).__name__}).",
+                            field="card_data['tags']")
+        if tag.strip():
+            tags.append(tag.strip())
     return tags
 
 
@@ -148,7 +130,7 @@ def _merge_metadata(ours: dict[str, Any], user: dict[str, Any]) -> dict[str, Any
     merged = dict(ours)
     for key, value in user.items():
         if key == "tags":
-            merged["tags"] = _unique([*ours.get("tags", []), *_tags(value, field="card_data['tags']")])
+            merged["tags"] = list(dict.fromkeys([*ours.get("tags", []), *_tags(value)]))
         elif key == "eval_results":
             theirs = value if isinstance(value, list) else [value]
             replaced = {_metric_identity(r) for r in theirs}
@@ -173,25 +155,21 @@ def render_model_card(
     dataset_name: str | None = None,
     dataset_split: str | None = None,
     claim: Mapping[str, Any] | None = None,
-    base_model: str | None = None,
-    license: str = "apache-2.0",
     card_data: Mapping[str, Any] | ModelCardData | None = None,
-    extra_tags: Iterable[str] = (),
-    num_kept: int | None = None,
-    num_prunable: int | None = None,
-    badge_filename: str | None = BADGE_FILENAME,
     remote_code: bool = False,
 ) -> ModelCard:
     """Render the model card (``README.md``) of a sparse ticket pushed to the Hub.
 
     Metadata: ``library_name`` from :func:`library_name_for`; ``tags`` = :data:`CARD_TAGS`, plus
-    ``"ownership-protected"`` when a claim is given, plus ``extra_tags``; ``datasets`` when
-    ``dataset`` is known; ``license``; ``pipeline_tag: image-classification``; ``base_model``;
+    ``"ownership-protected"`` when a claim is given; ``datasets`` when ``dataset`` is known;
+    ``license: apache-2.0``; ``pipeline_tag: image-classification``;
     a model-index holding ``accuracy`` (when known) and ``density`` (always) for the dataset
     (``"custom"`` / ``"unspecified dataset"`` when none is known); a ``lottery_ticket`` block
-    (architecture, density, kept counts) and, with a claim, ``ownership_claim`` (the output of
+    (architecture, density, schemes) and, with a claim, ``ownership_claim`` (the output of
     :func:`sanitize_claim`, so verifiers can read it without parsing the body). The body's robustness
-    section is copied from the measured attack matrix (:func:`~.robustness.measured_robustness`).
+    section is copied from the measured attack matrix (:func:`~.robustness.measured_robustness`). The
+    card shows the badge ``ownership_badge.svg``: write it with :func:`render_badge` (status
+    ``"protected"`` with a claim, ``"unverified"`` without) and :func:`save_card_files`.
 
     Args:
         repo_id (`str`):
@@ -213,25 +191,12 @@ def render_model_card(
             The split ``accuracy`` was measured on (``"test"``).
         claim (`Mapping[str, Any]`, *optional*, defaults to `None`):
             The public ownership claim; see :func:`sanitize_claim` for what is kept.
-        base_model (`str`, *optional*, defaults to `None`):
-            Hub id of the model the ticket was derived from.
-        license (`str`, *optional*, defaults to `"apache-2.0"`):
-            Hub license identifier.
         card_data (`dict` or `ModelCardData`, *optional*, defaults to `None`):
-            Extra or overriding metadata. Fields replace the generated ones, except ``tags``,
+            Extra or overriding metadata (``license``, ``base_model``, ``tags``, ...). Fields replace
+            the generated ones, except ``tags``,
             which are added to the generated tags, and ``eval_results`` (or ``model-index``),
             which replace generated results of the same task, dataset and metric and are
             otherwise appended. It may not set ``ownership_claim``: pass ``claim`` instead.
-        extra_tags (`Iterable[str]`, *optional*, defaults to `()`):
-            More tags.
-        num_kept (`int`, *optional*, defaults to `None`):
-            Number of prunable weights kept; shown as ``kept / total`` with ``num_prunable``.
-        num_prunable (`int`, *optional*, defaults to `None`):
-            Number of prunable weights in the dense network.
-        badge_filename (`str`, *optional*, defaults to `"ownership_badge.svg"`):
-            Path, relative to the repo root, of the committed badge shown on the card; `None`
-            leaves the badge out. Write the file with :func:`render_badge` (status
-            ``"protected"`` with a claim, ``"unverified"`` without) and :func:`save_card_files`.
         remote_code (`bool`, *optional*, defaults to `False`):
             The repo carries the self-contained ``modeling_sparse_resnet.py`` (dense layout): the card
             then shows how transformers loads it without this library (``trust_remote_code=True``).
@@ -241,7 +206,7 @@ def render_model_card(
 
     Raises:
         CardError: An argument is out of range or malformed (invalid repo id, architecture name,
-            density or accuracy outside ``[0, 1]``, kept count above the total, bad ``card_data``).
+            density or accuracy outside ``[0, 1]``, bad ``card_data``).
         CardTemplateNotFoundError: The template is missing from the installation.
 
     Example:
@@ -265,11 +230,6 @@ def render_model_card(
         accuracy = _check_fraction(accuracy, field="accuracy", allow_zero=True)
     if dataset is not None:
         _check_repo_id(dataset, field="dataset")
-    if base_model is not None:
-        _check_repo_id(base_model, field="base_model")
-    kept_md = _kept_counts(num_kept, num_prunable, density=density)
-    if badge_filename is not None:
-        _check_filename(badge_filename, field="badge_filename")
 
     library_name = library_name_for(arch)
     public_claim = sanitize_claim(claim) if claim is not None else None
@@ -278,47 +238,32 @@ def render_model_card(
 
     eval_common = {
         "task_type": TASK_TYPE,
-        "task_name": TASK_NAME,
-        "dataset_type": dataset or UNKNOWN_DATASET_TYPE,
-        "dataset_name": shown_dataset_name or UNKNOWN_DATASET_NAME,
+        "task_name": "Image Classification",
+        # model-index needs a dataset for every result; density does not depend on one
+        "dataset_type": dataset or "custom",
+        "dataset_name": shown_dataset_name or "unspecified dataset",
         "dataset_split": dataset_split,
     }
-    eval_results = []
-    if accuracy is not None:
-        eval_results.append(
-            EvalResult(
-                **eval_common,
-                metric_type=ACCURACY_METRIC,
-                metric_name="Top-1 accuracy",
-                metric_value=round(accuracy, METRIC_DECIMALS),
-            )
-        )
-    eval_results.append(
-        EvalResult(
-            **eval_common,
-            metric_type=DENSITY_METRIC,
-            metric_name="Density (fraction of prunable weights kept)",
-            metric_value=round(density, METRIC_DECIMALS),
-        )
-    )
+    metrics = [(ACCURACY_METRIC, "Top-1 accuracy", accuracy)] if accuracy is not None else []
+    metrics.append((DENSITY_METRIC, "Density (fraction of prunable weights kept)", density))
+    eval_results = [
+        EvalResult(**eval_common, metric_type=kind, metric_name=name, metric_value=round(value, METRIC_DECIMALS))
+        for kind, name, value in metrics
+    ]
     ticket_meta: dict[str, Any] = {"arch": arch, "density": round(density, METRIC_DECIMALS)}
-    if num_kept is not None and num_prunable is not None:
-        ticket_meta.update(kept_weights=num_kept, prunable_weights=num_prunable)
     if public_claim is not None and public_claim.get("schemes"):
         ticket_meta["schemes"] = list(public_claim["schemes"])  # a copy: YAML would write an alias
 
-    tags = [*CARD_TAGS, *([CLAIM_TAG] if public_claim is not None else []), *_tags(extra_tags)]
     ours: dict[str, Any] = {
         "library_name": library_name,
-        "license": license,
+        "license": "apache-2.0",
         "pipeline_tag": TASK_TYPE,
-        "tags": _unique(tags),
+        "tags": [*CARD_TAGS, *(["ownership-protected"] if public_claim is not None else [])],
         "datasets": [dataset] if dataset is not None else None,
-        "base_model": base_model,
-        "metrics": [ACCURACY_METRIC, DENSITY_METRIC] if accuracy is not None else [DENSITY_METRIC],
+        "metrics": [kind for kind, _, _ in metrics],
         "model_name": model_name,
         "eval_results": eval_results,
-        TICKET_METADATA_KEY: ticket_meta,
+        "lottery_ticket": ticket_meta,
     }
     if public_claim is not None:
         ours[CLAIM_METADATA_KEY] = public_claim
@@ -345,13 +290,11 @@ def render_model_card(
         "num_labels": num_labels,
         "density_pct": _percent(density),
         "sparsity_pct": _percent(1.0 - density),
-        "kept_md": kept_md,
         "accuracy_pct": _percent(accuracy) if accuracy is not None else None,
         "split_md": _md(dataset_split) if dataset_split else None,
         "dataset_md": dataset_md,
-        "base_model_md": f"[{_md(base_model)}](https://huggingface.co/{base_model})" if base_model else None,
-        "badge_file": badge_filename,
-        "badge_markdown": _badge_markdown(badge_filename, has_claim=public_claim is not None),
+        "badge_file": BADGE_FILENAME,
+        "badge_markdown": _badge_markdown(has_claim=public_claim is not None),
         "has_claim": public_claim is not None,
         "claim_rows": claim_rows,
         "remote_code": remote_code,
@@ -362,39 +305,12 @@ def render_model_card(
     return card
 
 
-def _kept_counts(num_kept: int | None, num_prunable: int | None, *, density: float) -> str | None:
-    if num_kept is None and num_prunable is None:
-        return None
-    for field, value in (("num_kept", num_kept), ("num_prunable", num_prunable)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise CardError(
-                f"{field} must be a non-negative integer (give num_kept and num_prunable together), got {value!r}.",
-                field=field,
-            )
-    if num_kept is None or num_prunable is None or num_prunable == 0 or num_kept > num_prunable:
-        raise CardError(
-            f"num_kept={num_kept} and num_prunable={num_prunable} do not describe a mask: need 0 <= kept <= total, total > 0.",
-            field="num_kept",
-        )
-    if not math.isclose(num_kept / num_prunable, density, rel_tol=1e-2, abs_tol=1e-6):
-        logger.warning(
-            "density=%s disagrees with num_kept/num_prunable=%d/%d=%.6f; the card shows both as given.",
-            density,
-            num_kept,
-            num_prunable,
-            num_kept / num_prunable,
-        )
-    return f"{num_kept:,} of {num_prunable:,} weights"
-
-
-def _badge_markdown(badge_filename: str | None, *, has_claim: bool) -> str | None:
-    if badge_filename is None:
-        return None
+def _badge_markdown(*, has_claim: bool) -> str:
     if has_claim:
         alt = "ownership: protected. An ownership claim is published with this model; it is not verified here"
     else:
         alt = "ownership: unverified. No ownership claim is published with this model"
-    return f"![{_md(alt)}]({badge_filename})"
+    return f"![{_md(alt)}]({BADGE_FILENAME})"
 
 
 def card_results(results: Any) -> dict[str, Any]:

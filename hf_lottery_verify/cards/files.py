@@ -17,19 +17,7 @@ CARD_FILENAME = "README.md"
 BADGE_FILENAME = "ownership_badge.svg"
 
 
-def _check_filename(name: str, *, field: str) -> None:
-    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
-        raise CardError(f"{field} must be a plain file name in the repo root, got {name!r}.", field=field)
-
-
-
-def save_card_files(
-    folder: str | os.PathLike[str],
-    card: ModelCard | str,
-    badge_svg: str | None,
-    *,
-    badge_filename: str = BADGE_FILENAME,
-) -> list[Path]:
+def save_card_files(folder: str | os.PathLike[str], card: ModelCard | str, badge_svg: str | None) -> list[Path]:
     """Write ``README.md`` and the ownership badge into a model folder, atomically.
 
     Each file goes to a temporary file in ``folder`` first and is moved into place with
@@ -42,19 +30,16 @@ def save_card_files(
         card (`ModelCard` or `str`):
             The card from :func:`render_model_card`, or its text.
         badge_svg (`str` or `None`):
-            The badge from :func:`render_badge`; `None` writes the card only.
-        badge_filename (`str`, *optional*, defaults to `"ownership_badge.svg"`):
-            File name of the badge; must match the card's ``badge_filename``.
+            The badge from :func:`render_badge`, written to ``ownership_badge.svg`` (the file the
+            card shows); `None` writes the card only.
 
     Returns:
         `list[Path]`: The paths written: ``README.md``, then the badge when given.
 
     Raises:
-        CardError: ``badge_svg`` is not a well-formed SVG document, or ``badge_filename`` is not a
-            plain file name.
+        CardError: ``badge_svg`` is not a well-formed SVG document.
         OSError: The folder cannot be created or written.
     """
-    _check_filename(badge_filename, field="badge_filename")
     if badge_svg is not None:
         try:
             root = ET.fromstring(badge_svg)
@@ -69,6 +54,6 @@ def save_card_files(
     written = [folder / CARD_FILENAME]
     write_text_atomic(written[0], str(card))
     if badge_svg is not None:
-        written.append(folder / badge_filename)
+        written.append(folder / BADGE_FILENAME)
         write_text_atomic(written[1], badge_svg)
     return written

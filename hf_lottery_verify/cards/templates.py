@@ -8,7 +8,6 @@ to the package. See :func:`_read_asset`.
 
 from __future__ import annotations
 
-import sys
 from importlib import resources
 from pathlib import Path
 
@@ -24,15 +23,6 @@ ASSETS_DIRNAME = "model_cards"
 _TOP_PACKAGE = __name__.split(".")[0]
 # The repository root of a source checkout: hf_lottery_verify/cards/templates.py -> parents[2].
 _CHECKOUT_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _assets_dirname() -> str:
-    """``ASSETS_DIRNAME`` as ``hf_lottery_verify.cards`` has it now (the package re-exports it).
-
-    Read at call time from the package, so that setting ``hf_lottery_verify.cards.ASSETS_DIRNAME``
-    (as it could be set when this was a single module) still redirects the lookup.
-    """
-    return getattr(sys.modules.get(__package__ or ""), "ASSETS_DIRNAME", ASSETS_DIRNAME)
 
 
 def _read_asset(name: str) -> str:
@@ -52,16 +42,15 @@ def _read_asset(name: str) -> str:
     Raises:
         CardTemplateNotFoundError: The file is in neither place.
     """
-    dirname = _assets_dirname()
     searched: list[str] = []
     try:
-        packaged = resources.files(_TOP_PACKAGE).joinpath(dirname, name)
+        packaged = resources.files(_TOP_PACKAGE).joinpath(ASSETS_DIRNAME, name)
         searched.append(str(packaged))
         if packaged.is_file():
             return packaged.read_text(encoding="utf-8")
     except (ModuleNotFoundError, OSError):  # pragma: no cover - exotic loaders
         pass
-    checkout = _CHECKOUT_ROOT / dirname / name
+    checkout = _CHECKOUT_ROOT / ASSETS_DIRNAME / name
     searched.append(str(checkout))
     if checkout.is_file():
         return checkout.read_text(encoding="utf-8")

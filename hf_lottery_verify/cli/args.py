@@ -8,7 +8,7 @@ transformers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -147,9 +147,8 @@ class SignatureOptions:
     seed: int = _help("seed of the values of switched-on weights", default=0)
 
     def embed_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`hf_lottery_verify.signature.embed_signature`."""
-        return {"copies": self.copies, "module_weights": self.module_weights, "ecc": self.ecc, "seed": self.seed,
-                "coding": self.coding, "layers": self.layers}
+        """Keyword arguments for :func:`hf_lottery_verify.signature.embed_signature`: the fields, by name."""
+        return asdict(self)
 
 
 @dataclass

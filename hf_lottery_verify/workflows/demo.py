@@ -22,6 +22,7 @@ draw a fresh secret.
 
 from __future__ import annotations
 
+import atexit
 import copy
 import json
 import os
@@ -51,10 +52,11 @@ class _Steps:
             self.log(f"[{time.perf_counter() - self.t0:6.1f}s] {message}")
 
 
-def _start_local_hub() -> tuple[Any, str | None]:
+def _start_local_hub() -> tuple[Any, str | None, Any]:
     """A local Hub the Hub client talks to: started here, or the one already at ``HF_ENDPOINT``'s loopback port.
 
-    Returns ``(server started here or None, user name)``; the user is ``None`` when
+    Returns ``(server started here or None, user name, server this process serves at HF_ENDPOINT
+    or None)``; the last one gives the thief an account. The user is ``None`` when
     ``huggingface_hub`` was already imported pointing at a real Hub (the demo then
     publishes to a folder instead).
     """
@@ -67,25 +69,12 @@ def _start_local_hub() -> tuple[Any, str | None]:
 
     endpoint = urlsplit(constants.ENDPOINT)
     if endpoint.hostname != "127.0.0.1" or endpoint.port is None:
-        return None, None  # the client was imported pointing at a real Hub: never push the demo there
+        return None, None, None  # the client was imported pointing at a real Hub: never push the demo there
     with socket.socket() as probe:
         probe.settimeout(0.5)
         running = probe.connect_ex(("127.0.0.1", endpoint.port)) == 0
-    if running:
-        return None, DEFAULT_USER
-    hub = LocalHub(port=endpoint.port, sock=reserved_socket(endpoint.port)).start()
-    return hub, DEFAULT_USER
-
-
-def _in_process_hub() -> Any:
-    """The local Hub this process serves at ``HF_ENDPOINT`` (the thief gets an account there), or ``None``."""
-    from urllib.parse import urlsplit
-
-    from huggingface_hub import constants
-
-    from ..localhub import LocalHub
-
-    return LocalHub.serving_at(urlsplit(constants.ENDPOINT).port)
+    hub = None if running else LocalHub(port=endpoint.port, sock=reserved_socket(endpoint.port)).start()
+    return hub, DEFAULT_USER, LocalHub.serving_at(endpoint.port)
 
 
 def _evidence(report: Any) -> dict[str, Any]:
@@ -94,12 +83,6 @@ def _evidence(report: Any) -> dict[str, Any]:
             "v2_text": v2 and v2.text, "v2_bit_agreement": v2 and v2.bit_agreement, "v2_p_value": v2 and v2.p_value,
             "v3_agreement": v3 and v3.agreement, "v3_p_value": v3 and v3.p_value, "commit_sha": report.commit_sha,
             "anchor": report.anchor, "seconds": report.timings.get("total_s")}
-
-
-def _config_values(config: DemoConfig) -> dict[str, Any]:
-    v = config.resolved()
-    v.setdefault("epsilon", 5.0 if config.preset == "reduced" else 2.0)
-    return v
 
 
 def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | None = print,
@@ -125,6 +108,7 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
 
         configure_hub_environment()  # before anything imports huggingface_hub (it reads HF_ENDPOINT once)
     import torch
+    from huggingface_hub import hf_hub_download
 
     from ..attacks import run_attack
     from ..configs import IMPConfig
@@ -134,6 +118,7 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
     from ..keymask import lock_model
     from ..loading import load_model, load_with_key
     from ..ownership_key import OwnershipKey, mask_digest
+    from ..publishing import publish_folder, push_model
     from ..retrain import retrain
     from ..signature import embed_signature, signature_positions
     from ..signature.embed import HEAVY_SIGNATURE_SHARE
@@ -142,23 +127,17 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
     from ..verify import verify_hub_model, verify_model
     from .demo_report import write_report
 
-    v = _config_values(config)
+    v = config.resolved()
+    v.setdefault("epsilon", 5.0 if config.preset == "reduced" else 2.0)
     say = _Steps(log)
     out = Path(config.out)
     work = out / "work"
     if config.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda asked for, but torch sees no CUDA device; use --device cpu.")
     work.mkdir(parents=True, exist_ok=True)
-    hub, user = _start_local_hub() if config.hub == "local" else (None, None)  # before training: fail early
+    hub, user, thief_hub = _start_local_hub() if config.hub == "local" else (None, None, None)  # fail before training
     if hub is not None:
-        import atexit
-        import contextlib
-
-        def _stop(server: Any = hub) -> None:
-            with contextlib.suppress(Exception):
-                server.stop()
-
-        atexit.register(_stop)  # also when a later step raises
+        atexit.register(hub.stop)  # also when a later step raises
     report: dict[str, Any] = {"config": v, "steps": {}}
     steps = report["steps"]
     t_start = time.perf_counter()
@@ -260,15 +239,9 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
     if config.hub == "local" and user is None:
         say("   huggingface_hub was imported pointing at a real Hub before the demo started: publishing to a folder")
     if user is not None:
-        from huggingface_hub import hf_hub_download
-
-        from ..publishing import push_model
-
         dataset_name = re.sub(r"[^A-Za-z0-9_.]+", "-", Path(v["dataset"].split(":")[-1]).name or v["dataset"]).strip("-")
         repo_id = f"{user}/{v['arch']}-{dataset_name or 'data'}-signed"
         pub = push_model(published, repo_id, key=key_path, owner=config.owner, eval_results=eval_results)
-        for name in ("README.md", "ownership_badge.svg"):
-            shutil.copy(hf_hub_download(repo_id, name), out / name)
         target: str = repo_id
         anchor = pub.key.anchors[-1]
         steps["publish"] = {"mode": "local hub", "repo_id": repo_id, "endpoint": os.environ.get("HF_ENDPOINT"),
@@ -276,17 +249,15 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
         say(f"5/8 publish: pushed {repo_id} (commit {pub.commit[:8]}) to the local Hub with card and badge; the "
             f"commit anchors the key (server date {anchor.date})")
     else:
-        from ..publishing import publish_folder
-
         target = str(work / "published")
         shutil.rmtree(target, ignore_errors=True)
         publish_folder(published, target, repo_id=f"{config.owner}/{v['arch']}-signed", key=key_path,
                        owner=config.owner, eval_results=eval_results)
-        for name in ("README.md", "ownership_badge.svg"):
-            shutil.copy(Path(target) / name, out / name)
         steps["publish"] = {"mode": "folder", "folder": target}
         say(f"5/8 publish: wrote {target} with card and badge (not anchored: verdicts below are unanchored checks)")
     anchored = user is not None
+    for name in ("README.md", "ownership_badge.svg"):  # the published card and badge, into the report folder
+        shutil.copy(hf_hub_download(target, name) if anchored else Path(target) / name, out / name)
     verified = verify_hub_model(target, key=key_path, require_anchor=anchored)
     steps["verify"] = _evidence(verified)
     say(f"6/8 verify {target}: {verified.verdict} — {steps['verify']['reason']}")
@@ -308,10 +279,7 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
     record("prune 20% (global magnitude)", pruned, verify_model(pruned, key=key_path, require_anchor=anchored))
     thief = run_attack("rescale", run_attack("permute", published, seed=v["seed"]), seed=v["seed"])
     thief.ownership_claim = None
-    thief_hub = _in_process_hub() if user is not None else None
     if thief_hub is not None:
-        from ..publishing import push_model
-
         thief_repo = f"mallory/{v['arch']}-totally-original"
         push_model(thief, thief_repo, token=thief_hub.add_user("mallory"))  # the thief's own account
     else:

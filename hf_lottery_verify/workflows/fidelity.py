@@ -82,11 +82,6 @@ class KeymaskFidelity:
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
-    def rspar_key(self) -> float:
-        """``rspar(M_s, M) = n / |M|``: the key's realised share of the kept weights."""
-        return self.n / self.kept
-
-    @property
     def density_full(self) -> float:
         """Density of the ticket ``M``."""
         return self.kept / self.masked_weights
@@ -95,11 +90,6 @@ class KeymaskFidelity:
     def density_locked(self) -> float:
         """Density of the locked mask ``M_l`` (and of ``M_l ∪`` a fake key, minus the key)."""
         return (self.kept - self.n) / self.masked_weights
-
-    @property
-    def density_key(self) -> float:
-        """Density of the key mask ``M_s``."""
-        return self.n / self.masked_weights
 
     @property
     def locked_drop(self) -> float:
@@ -116,18 +106,6 @@ class KeymaskFidelity:
         """``full_accuracy − fake_accuracy`` (``None`` without trials)."""
         fake = self.fake_accuracy
         return None if fake is None else self.full_accuracy - fake
-
-    @property
-    def key_needed(self) -> bool:
-        """Retraining without the key misses fidelity: ``locked_drop ≥ ε``."""
-        return self.locked_drop >= self.epsilon
-
-    @property
-    def fake1_succeeds(self) -> bool | None:
-        """A random key of size ``n`` restores fidelity (mean ``fake_drop < ε``): the ambiguity
-        attack fake1 inverts the scheme. ``None`` without trials."""
-        drop = self.fake_drop
-        return None if drop is None else drop < self.epsilon
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of the fields and the derived figures."""
@@ -305,7 +283,7 @@ def keymask_fidelity(
 
     Example:
         >>> from hf_lottery_verify import load_model
-        >>> from hf_lottery_verify.keymask import keymask_fidelity
+        >>> from hf_lottery_verify.workflows import keymask_fidelity
         >>> report = keymask_fidelity(load_model("out/ticket"), load_model("out/rewind"), data=pair,
         ...                           train_config=config, rewind_epoch=3, ratio=0.1, score="omp")  # doctest: +SKIP
         >>> report.locked_drop > report.epsilon                                                   # doctest: +SKIP
@@ -313,8 +291,6 @@ def keymask_fidelity(
     """
     if fake_trials < 0:
         raise ValueError(f"fake_trials must be 0 or more, got {fake_trials}.")
-    if not 0 <= rewind_epoch < train_config.epochs:
-        raise ValueError(f"rewind_epoch must lie in [0, epochs={train_config.epochs}), got {rewind_epoch}.")
     masks = _model_masks(ticket)
     full = {name: masks[name].cpu() for name in _ordered_names(ticket, masks)}
     key, locked = _resolve_split(ticket, full, key_masks=key_masks, ratio=ratio, score=score, seed=seed,

@@ -27,7 +27,8 @@ def sign_folder(
     test_limit: int | None = None,
     compact: bool = False,
 ) -> dict[str, Any]:
-    """Sign a ticket folder with a keyed QR signature (Scheme V2) and save the result and the key.
+    """Sign a ticket folder with a keyed QR signature (Scheme V2, :func:`~hf_lottery_verify.signature.sign`) and save
+    the result and the key.
 
     The key file is never overwritten: a new one is written, or the ``signature`` section is
     added to an existing key that has none. The signed ticket carries the public claim (a
@@ -53,12 +54,12 @@ def sign_folder(
 
     Raises:
         KeyFileError: ``key_out`` lies inside ``out_dir`` or already holds a signature.
-        SignatureError, SignatureTooLargeError: The signature cannot be embedded.
+        SignatureError, SignatureTooLargeError: The signature cannot be embedded, or the ticket is signed already.
         CheckpointError: The ticket cannot be loaded.
     """
     from ..data import load_image_dataset
     from ..loading import load_model
-    from ..signature import embed_signature
+    from ..signature import sign
     from ..training import evaluate
 
     check_key_outside(key_out, out_dir)
@@ -72,10 +73,8 @@ def sign_folder(
         opts["rewind"] = load_model(rewind_dir)
     eval_data = load_image_dataset(dataset, data_dir=data_dir, test_limit=test_limit).test if dataset else None
     before = evaluate(model, eval_data)["accuracy"] if eval_data is not None else None
-    key = embed_signature(model, signature, key=existing, **opts)
+    key = sign(model, signature, key=key_out, owner=owner, **opts)  # the key file gains the signature section
     after = evaluate(model, eval_data)["accuracy"] if eval_data is not None else None
-    key.save(key_out, extend=True)
-    model.ownership_claim = key.public_claim(owner=owner)
     model.save_pretrained(out_dir, compact=compact)
     section = key.signature()
     return {"model_dir": str(model_dir), "out": str(out_dir), "key_out": str(key_out), "copies": section.copies,
