@@ -64,15 +64,14 @@ class _AfterImport(importlib.abc.Loader):
             register()
 
 
-def _ours_initializing(ignore: str | None = None) -> bool:
-    """Whether a module of this package is half-imported (it imported timm/transformers at its top).
+def _ours_initializing() -> bool:
+    """Whether a module of this package is half-imported (e.g. it imported timm or transformers at its top).
 
-    Registering then would import that module again before its names exist; the module
-    registers itself instead once it is complete (see the end of
-    ``configuration_sparse_resnet`` and ``modeling_sparse_resnet``).
+    Registering then could import that module again before its names exist: the hook leaves it
+    to the model modules, which call :func:`install_hooks` at their end.
     """
     return any(getattr(getattr(module, "__spec__", None), "_initializing", False)
-               for name, module in list(sys.modules.items()) if name.startswith("hf_lottery_verify.") and name != ignore)
+               for name, module in list(sys.modules.items()) if name.startswith("hf_lottery_verify."))
 
 
 class _Finder(importlib.abc.MetaPathFinder):
@@ -89,15 +88,14 @@ class _Finder(importlib.abc.MetaPathFinder):
         return None
 
 
-def install_hooks(caller: str | None = None) -> None:
-    """Register now if timm or transformers is loaded, else after the first of them loads.
-
-    Called at the end of a module of this package (``caller``, its ``__name__``) while another one is
-    still half-imported, it leaves the registration to that one (it calls this too when complete).
-    """
+def install_hooks() -> None:
+    """Register now if timm or transformers is loaded, else after the first of them loads."""
     if any(name in sys.modules for name in _TRIGGERS):
-        if not _ours_initializing(ignore=caller):
+        try:
             register()
+        except ImportError:  # a module the registration imports is half-imported: it calls this again when complete
+            if not _ours_initializing():
+                raise
         return
     with _lock:
         if not any(isinstance(f, _Finder) for f in sys.meta_path):

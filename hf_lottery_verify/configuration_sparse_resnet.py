@@ -205,7 +205,7 @@ def _register_when_complete() -> None:
     # the import hook could not register then; now it can (see hf_lottery_verify._registration).
     from . import _registration
 
-    _registration.install_hooks(__name__)
+    _registration.install_hooks()
 
 
 _register_when_complete()

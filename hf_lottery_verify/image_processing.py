@@ -96,4 +96,4 @@ AutoImageProcessor.register(SparseResNetConfig, image_processor_classes={"pil": 
                             exist_ok=True)
 
 # imported first, this module made the configuration's registration wait for it (see hf_lottery_verify._registration)
-_registration.install_hooks(__name__)
+_registration.install_hooks()

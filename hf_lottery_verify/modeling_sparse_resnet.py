@@ -420,7 +420,7 @@ class SparseResNetForImageClassification(SparseResNetPreTrainedModel):
 
 AutoConfig.register(SparseResNetConfig.model_type, SparseResNetConfig, exist_ok=True)
 AutoModelForImageClassification.register(SparseResNetConfig, SparseResNetForImageClassification, exist_ok=True)
-_registration.install_hooks(__name__)  # the configuration's registration waited for this module (imported first)
+_registration.install_hooks()  # the configuration's registration waited for this module (imported first)
 
 
 def _load_state_strict(model: SparseResNetForImageClassification, state_dict: Mapping[str, torch.Tensor], *, path: str | None) -> None:

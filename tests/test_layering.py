@@ -170,7 +170,8 @@ def test_registration_follows_timm_and_transformers() -> None:
 
 
 @pytest.mark.parametrize("module", ["image_processing", "configuration_sparse_resnet", "modeling_sparse_resnet",
-                                    "loading", "architectures"])
+                                    "loading", "architectures", "attacks", "imp", "workflows", "verify",
+                                    "training", "keymask"])
 def test_each_model_module_imports_first_and_registers(module: str) -> None:
     # imported first, each of these must load on its own (no half-imported cycle) and leave timm and the Auto
     # classes knowing the library's architectures and model type

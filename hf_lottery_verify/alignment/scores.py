@@ -38,7 +38,6 @@ EMPTY_AGREEMENT = 0.25
 """Weight, in the assignment score, of two rows that are both empty (they agree, but say little)."""
 PRESENT = 1e-2
 """A suspect entry counts as present (for coverage) above this share of its row's largest magnitude."""
-_CHUNK = 1 << 24  # entries per chunk of a sparse product
 
 
 @dataclass

@@ -46,7 +46,6 @@ BADGE_STATUSES: Mapping[str, BadgeStyle] = types.MappingProxyType(
 )
 LABEL_COLOR = "#555"
 _BADGE_PADDING = 6.0  # px each side of a text
-_FONT_SIZE = 11.0
 
 
 def list_badge_statuses() -> list[str]:

@@ -8,7 +8,6 @@ paper's citation.
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -26,7 +25,6 @@ from .text import _md, _percent
 
 __all__ = ["CARD_TAGS", "library_name_for", "render_model_card", "card_results"]
 
-logger = logging.getLogger(__name__)
 
 # Tags every card carries; "ownership-protected" is added when a claim is published.
 CARD_TAGS: tuple[str, ...] = ("image-classification", "timm", "lottery-ticket", "sparse")

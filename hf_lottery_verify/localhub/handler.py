@@ -311,7 +311,7 @@ class _Handler(_GuardedHandler):
             "id": repo.repo_id, "modelId": repo.repo_id, "author": repo.repo_id.split("/")[0], "sha": commit.oid,
             "lastModified": iso_date(commit.date), "createdAt": iso_date(repo.created_at), "private": repo.private,
             "gated": False, "disabled": False, "tags": list(card.get("tags") or []), "cardData": card or None,
-                "library_name": card.get("library_name"),
+            "library_name": card.get("library_name"),
             "siblings": [{"rfilename": path} for path in sorted(commit.files)],
         })
 

@@ -3,7 +3,6 @@ samples) and the :class:`EpochRecord` it logs per epoch."""
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Callable
@@ -22,8 +21,6 @@ from .masking import MaskEnforcer
 from .schedule import lr_at, make_accelerator
 
 __all__ = ["Trainer", "EpochRecord"]
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass

@@ -18,7 +18,6 @@ reading of the suspect and ranked by anchor time.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -41,7 +40,6 @@ from .report import VerdictPolicy, VerificationReport, decide
 
 __all__ = ["verify", "verify_model", "verify_hub_model", "quick_check"]
 
-logger = logging.getLogger(__name__)
 
 LOW_CONFIDENCE = 0.5
 """Alignment confidence below which the report notes that the suspect does not look like a copy."""

@@ -291,6 +291,8 @@ def keymask_fidelity(
     """
     if fake_trials < 0:
         raise ValueError(f"fake_trials must be 0 or more, got {fake_trials}.")
+    if not 0 <= rewind_epoch < train_config.epochs:  # before the key split and the evaluations, not after
+        raise ValueError(f"rewind_epoch must lie in [0, epochs={train_config.epochs}), got {rewind_epoch}.")
     masks = _model_masks(ticket)
     full = {name: masks[name].cpu() for name in _ordered_names(ticket, masks)}
     key, locked = _resolve_split(ticket, full, key_masks=key_masks, ratio=ratio, score=score, seed=seed,
