@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import PretrainedConfig
 
+from . import _registration
 from .errors import CheckpointError, ConfigError
 from .storage.config import CONFIG_FIELDS
 
@@ -200,12 +201,6 @@ def config_from_checkpoint(
     return config
 
 
-def _register_when_complete() -> None:
-    # transformers was imported at the top of this module, before SparseResNetConfig existed, so
-    # the import hook could not register then; now it can (see hf_lottery_verify._registration).
-    from . import _registration
-
-    _registration.install_hooks()
-
-
-_register_when_complete()
+# transformers was imported at the top of this module, before SparseResNetConfig existed, so the import hook
+# could not register then; now it can (see hf_lottery_verify._registration)
+_registration.install_hooks()
